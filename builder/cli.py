@@ -1,0 +1,133 @@
+"""The pybuild command line. The only module that prints.
+
+Every PybuildError becomes a message on stderr and its exit code; a Python traceback is shown
+only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import PybuildError, UsageError
+
+EXAMPLES = """\
+examples:
+  pybuild -t app .                         build ./Dockerfile, tag the image "app"
+  pybuild -f ci/Dockerfile -t app:1 ctx    a Dockerfile elsewhere, context "ctx"
+  pybuild -t app --output type=oci,dest=app.tar .
+  pybuild parse --format buildkit Dockerfile
+  pybuild images | inspect app | history app | tag app app:2 | rmi app:2
+  pybuild run app                          run the image's command in a sandbox
+"""
+
+_COMMANDS = ("build", "parse", "images", "inspect", "history", "tag", "rmi", "prune", "du", "run",
+             "pull", "push", "login", "logout", "import")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's default exits 2 with usage: keep that
+        raise UsageError(message)
+
+
+def _parse_command(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """Split off the sub-command; anything else (``pybuild -t x .``) means ``build``."""
+    args = list(argv)
+    for i, a in enumerate(args):
+        if a in ("--debug",):
+            continue
+        if a in _COMMANDS:
+            return a, args[:i] + args[i + 1:]
+        break
+    return "build", args
+
+
+def _cmd_parse(ns: argparse.Namespace) -> int:
+    from .syntax.parser import parse_file
+    from .syntax import dump
+
+    df = parse_file(ns.file)
+    if ns.format == "buildkit":
+        sys.stdout.write(dump.buildkit(df))
+    else:
+        sys.stdout.write(dump.json_dump(df))
+    return 0
+
+
+def _parser_for(command: str) -> tuple[argparse.ArgumentParser, Callable[[argparse.Namespace], int]]:
+    if command == "parse":
+        p = _Parser(prog="pybuild parse", description="Print a Dockerfile's parse tree.")
+        p.add_argument("--format", choices=("buildkit", "json"), default="buildkit")
+        p.add_argument("--debug", action="store_true")
+        p.add_argument("file")
+        return p, _cmd_parse
+    from . import cli_commands
+
+    return cli_commands.parser_for(command, _Parser)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("PYBUILD_DEBUG") == "1"
+    if argv and argv[0] in ("--version", "-V"):
+        print(f"pybuild {__version__}")
+        return 0
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        _print_help()
+        return 0
+    try:
+        command, rest = _parse_command(argv)
+        parser, handler = _parser_for(command)
+        ns = parser.parse_args(rest)
+        return handler(ns)
+    except PybuildError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {exc.render()}" if not _is_located(exc) else exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _is_located(exc: PybuildError) -> bool:
+    from .errors import DockerfileError, StepFailed
+
+    return isinstance(exc, (DockerfileError, StepFailed))
+
+
+def _print_help() -> None:
+    print(f"""pybuild {__version__}: build OCI images from Dockerfiles, no daemon.
+
+usage: pybuild [build] [options] CONTEXT
+       pybuild COMMAND [options]
+
+commands:
+  build      build an image (the default command)
+  parse      print a Dockerfile's parse tree (--format buildkit|json)
+  images     list tagged images in the store
+  inspect    print an image's manifest and config
+  history    print an image's history
+  tag        add a tag to an image
+  rmi        remove a tag
+  prune      remove unreferenced blobs, layers and cache
+  du         show store usage
+  run        run an image's command in a sandbox
+  pull/push  copy images from/to a registry
+  login/logout  registry credentials
+  import     import a root filesystem directory or tarball as an image
+
+Run "pybuild COMMAND --help" for a command's options. --debug shows tracebacks.
+
+{EXAMPLES}""")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Layers: deterministic tar writing, compression, whiteouts, safe extraction."""

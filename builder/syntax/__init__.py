@@ -1,0 +1,1 @@
+"""Dockerfile syntax: text -> logical lines -> lark tree -> AST -> typed instructions."""

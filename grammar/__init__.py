@@ -1,0 +1,1 @@
+"""Lark grammar files for the Dockerfile front end (shipped as package data)."""
