@@ -25,7 +25,7 @@ examples:
 """
 
 _COMMANDS = ("build", "parse", "images", "inspect", "history", "tag", "rmi", "prune", "du", "run",
-             "pull", "push", "login", "logout", "import")
+             "pull", "push", "login", "logout")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,10 +50,15 @@ def _cmd_parse(ns: argparse.Namespace) -> int:
     from .syntax import dump
 
     df = parse_file(ns.file)
-    if ns.format == "buildkit":
-        sys.stdout.write(dump.buildkit(df))
-    else:
-        sys.stdout.write(dump.json_dump(df))
+    text = dump.buildkit(df) if ns.format == "buildkit" else dump.json_dump(df)
+    # bytes that were not UTF-8 in the Dockerfile come back out as they were
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (tests, embedding)
+        sys.stdout.write(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        return 0
+    sys.stdout.flush()
+    buffer.write(text.encode("utf-8", "surrogateescape"))
+    buffer.flush()
     return 0
 
 
@@ -122,7 +127,6 @@ commands:
   run        run an image's command in a sandbox
   pull/push  copy images from/to a registry
   login/logout  registry credentials
-  import     import a root filesystem directory or tarball as an image
 
 Run "pybuild COMMAND --help" for a command's options. --debug shows tracebacks.
 

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Time whole pybuild commands on the shared workloads and print medians (and ratios).
+
+Usage: python bench/run.py [--runs N] [--only NAME,...] [--buildah]
+
+Every figure is the median wall time of N runs of a whole command (interpreter start included).
+Competing commands are run alternately (A B A B ...), because file creation speed on these
+machines varies between directories and over time: quote medians and ratios, not single times.
+Workloads come from ../shared/bench/workloads; the base image localhost/busybox:latest is made
+from the host's busybox-static by testdata/demo/make-base.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("PYBUILD_SHARED", REPO.parent / "shared"))
+WORKLOADS = SHARED / "bench" / "workloads"
+PYBUILD = [shutil.which("pybuild") or "", ] if shutil.which("pybuild") else [sys.executable, "-m", "builder.cli"]
+
+
+def sh(cmd: list[str] | str, env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
+    """Run a command, return its wall time; raise on failure."""
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, shell=isinstance(cmd, str), env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"command failed ({r.returncode}): {cmd}\n{r.stderr.decode(errors='replace')[-2000:]}")
+    return dt
+
+
+def env_for(store: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYBUILD_ROOT"] = str(store)
+    return env
+
+
+class Bench:
+    def __init__(self, runs: int, work: Path) -> None:
+        self.runs = runs
+        self.work = work
+        self.template = work / "template-store"
+        self.results: dict[str, float] = {}
+
+    def report(self, name: str, times: list[float], note: str = "") -> float:
+        med = statistics.median(times)
+        self.results[name] = med
+        spread = f"min {min(times):.3f} max {max(times):.3f}"
+        print(f"{name:<34} median {med:8.3f} s   ({len(times)} runs, {spread}) {note}", flush=True)
+        return med
+
+    # -- setup ------------------------------------------------------------------------------
+    def make_template(self) -> None:
+        """A store holding only the busybox base image (its layer already unpacked)."""
+        if self.template.exists():
+            return
+        base = self.work / "base"
+        sh([str(REPO / "testdata" / "demo" / "make-base.sh"), str(base)])
+        env = env_for(self.template)
+        sh(PYBUILD + ["-q", "-t", "localhost/busybox:latest", str(base)], env=env)
+        sh(PYBUILD + ["-q", "-t", "warm", str(WORKLOADS / "noop")], env=env)
+        sh(PYBUILD + ["run", "localhost/busybox:latest", "true"], env=env)
+        sh(PYBUILD + ["rmi", "warm"], env=env)
+        sh(PYBUILD + ["prune", "--all"], env=env)
+
+    def fresh_store(self, name: str) -> Path:
+        dest = self.work / f"store-{name}"
+        shutil.rmtree(dest, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(self.template), str(dest)], check=True)
+        return dest
+
+    def build_cmd(self, workload: str, context: Path | None = None) -> list[str]:
+        wl = WORKLOADS / workload
+        return PYBUILD + ["-q", "-t", f"bench-{workload}", "-f", str(wl / "Dockerfile"), str(context or wl)]
+
+    # -- benchmarks -----------------------------------------------------------------------------
+    def parse(self) -> None:
+        df = REPO / "bench" / "parse_300.Dockerfile"
+        times = [sh(PYBUILD + ["parse", "--format", "buildkit", str(df)]) for _ in range(max(self.runs, 10))]
+        self.report("parse 300-line Dockerfile", times, "(target < 0.150 s)")
+
+    def cold(self, workload: str, context: Path | None = None) -> float:
+        times = []
+        for i in range(self.runs):
+            store = self.fresh_store(workload)
+            times.append(sh(self.build_cmd(workload, context), env=env_for(store)))
+            shutil.rmtree(store, ignore_errors=True)
+        return self.report(f"{workload} cold", times)
+
+    def cached(self, workload: str, context: Path | None = None) -> float:
+        store = self.fresh_store(workload + "-cached")
+        env = env_for(store)
+        sh(self.build_cmd(workload, context), env=env)
+        times = [sh(self.build_cmd(workload, context), env=env) for _ in range(self.runs)]
+        shutil.rmtree(store, ignore_errors=True)
+        return self.report(f"{workload} fully cached", times)
+
+    def steps20(self) -> None:
+        noop = self.cold("noop")
+        steps = self.cold("steps20")
+        self.cached("steps20")
+        per = (steps - noop) / 20
+        print(f"{'per-RUN overhead (steps20-noop)/20':<34} median {per * 1000:8.1f} ms  (target < 60 ms)")
+
+    def bigcopy_context(self) -> Path:
+        ctx = self.work / "bigcopy-context"
+        if not ctx.exists():
+            sh(["bash", str(WORKLOADS / "bigcopy" / "gen-context.sh"), str(ctx)])
+        return ctx
+
+    def bigcopy(self) -> None:
+        ctx = self.bigcopy_context()
+        self.cold("bigcopy", ctx)
+        self.cached("bigcopy", ctx)
+        store = self.fresh_store("bigcopy-onefile")
+        env = env_for(store)
+        sh(self.build_cmd("bigcopy", ctx), env=env)
+        target = ctx / "d00" / "e00" / "f00000.txt"
+        original = target.read_bytes()
+        times = []
+        try:
+            for i in range(self.runs):
+                target.write_bytes(original + f"change {i} {time.time()}\n".encode())
+                times.append(sh(self.build_cmd("bigcopy", ctx), env=env))
+        finally:
+            target.write_bytes(original)
+            os.utime(target, (1700000000, 1700000000))
+        self.report("bigcopy one file changed", times)
+        shutil.rmtree(store, ignore_errors=True)
+
+    def baselines(self) -> None:
+        ctx = self.bigcopy_context()
+        pipes = {"tar | gzip -1": "tar -cf - . | gzip -1 > /dev/null",
+                 "tar | zstd -3 -T0": "tar -cf - . | zstd -q -3 -T0 > /dev/null"}
+        times: dict[str, list[float]] = {k: [] for k in pipes}
+        for _ in range(self.runs):
+            for name, cmd in pipes.items():
+                times[name].append(sh(f"cd {ctx} && {cmd}"))
+        for name, t in times.items():
+            self.report(f"baseline {name}", t)
+
+    def simple(self, workload: str) -> None:
+        self.cold(workload)
+
+    def buildah(self) -> None:
+        if not shutil.which("buildah"):
+            print("buildah not installed: skipping peer comparison")
+            return
+        print("buildah comparison: see ../shared/bench/README.md for the reference figures")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--only", default="parse,steps20,multistage,deletes,bigcopy,baselines")
+    ap.add_argument("--work", help="work directory (default: a new temp dir)")
+    args = ap.parse_args()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="pybuild-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    b = Bench(args.runs, work)
+    wanted = args.only.split(",")
+    if any(w != "parse" for w in wanted):
+        b.make_template()
+    for name in wanted:
+        if name in ("multistage", "deletes", "noop"):
+            b.simple(name)
+        else:
+            getattr(b, name)()
+    if "bigcopy" in wanted and "baselines" in wanted:
+        r = b.results
+        gz = r.get("baseline tar | gzip -1")
+        if gz:
+            print(f"ratio bigcopy cold / (tar|gzip -1): {r['bigcopy cold'] / gz:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Argument parsers and handlers for every command but ``parse`` (kept apart so that
+``pybuild parse`` imports nothing it does not need)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .errors import UsageError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", help="store directory (default $PYBUILD_ROOT, /var/lib/pybuild as root)")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+
+
+def _store(ns: argparse.Namespace):
+    from .store.layout import Store, default_root
+
+    return Store(Path(ns.root) if ns.root else default_root())
+
+
+def _kv(values: list[str], what: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for v in values:
+        if "=" not in v:
+            value = os.environ.get(v)
+            if value is None and what == "--build-arg":
+                continue  # docker: --build-arg NAME takes the value from the environment if set
+            if value is None:
+                raise UsageError(f"{what} {v!r}: expected KEY=VALUE")
+            out.append((v, value))
+            continue
+        k, _, val = v.partition("=")
+        out.append((k, val))
+    return tuple(out)
+
+
+def _build_parser(cls: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p = cls(prog="pybuild [build]", description="Build an image from a Dockerfile and a context.")
+    _common(p)
+    p.add_argument("context", help="build context directory")
+    p.add_argument("-f", "--file", help="Dockerfile (default CONTEXT/Dockerfile)")
+    p.add_argument("-t", "--tag", action="append", default=[], help="name[:tag]; repeatable")
+    p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--target", help="build this stage")
+    p.add_argument("--platform", help="os/arch[/variant] (default: the host's)")
+    p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
+    p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE")
+    p.add_argument("--pull", action="store_true", help="always look for newer base images")
+    p.add_argument("--network", choices=("default", "host", "none"), default="default")
+    p.add_argument("--secret", action="append", default=[], metavar="id=X,src=FILE|env=VAR")
+    p.add_argument("-o", "--output", action="append", default=[], metavar="type=...,dest=...")
+    p.add_argument("--push", action="store_true", help="shorthand for --output type=registry")
+    p.add_argument("--load", action="store_true", help="accepted for buildx compatibility (always stored)")
+    p.add_argument("--iidfile", help="write the image digest to this file")
+    p.add_argument("--metadata-file", help="write build metadata JSON to this file")
+    p.add_argument("--progress", choices=("auto", "plain", "tty", "quiet", "rawjson"), default="auto")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
+    p.add_argument("--cache-from", action="append", default=[])
+    p.add_argument("--cache-to", action="append", default=[])
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
+    return p
+
+
+def _cmd_build(ns: argparse.Namespace) -> int:
+    from .api import build
+    from .engine.options import BuildOptions, SecretSource
+    from .render import Renderer
+
+    context = Path(ns.context)
+    if not context.is_dir():
+        raise UsageError(f"build context {ns.context!r} is not a directory")
+    dockerfile = Path(ns.file) if ns.file else context / "Dockerfile"
+    if ns.file == "-":
+        raise UsageError("reading the Dockerfile from stdin is not supported; pass a file")
+    secrets = []
+    for s in ns.secret:
+        fields = dict(f.partition("=")[::2] for f in s.split(","))
+        if "id" not in fields:
+            raise UsageError(f"--secret {s!r}: id= is required")
+        src = fields.get("src") or fields.get("source")
+        env = fields.get("env")
+        if not src and not env:
+            env = fields["id"] if fields["id"] in os.environ else None
+            src = None if env else fields["id"]
+        secrets.append(SecretSource(id=fields["id"], src=src, env=env))
+    sde = os.environ.get("SOURCE_DATE_EPOCH")
+    outputs = list(ns.output)
+    if ns.push:
+        outputs.append("type=registry")
+    mode = "quiet" if ns.quiet else ns.progress
+    if mode == "auto":
+        mode = "tty" if sys.stderr.isatty() else "plain"
+    opts = BuildOptions(
+        context=context, dockerfile=dockerfile, tags=tuple(ns.tag),
+        build_args=_kv(ns.build_arg, "--build-arg"), target=ns.target, platform=ns.platform,
+        no_cache=ns.no_cache, no_cache_filter=tuple(ns.no_cache_filter), pull=ns.pull,
+        network="host" if ns.network == "default" else ns.network, secrets=tuple(secrets),
+        source_date_epoch=int(sde) if sde and sde.strip().isdigit() else None,
+        outputs=tuple(outputs), cache_from=tuple(ns.cache_from), cache_to=tuple(ns.cache_to),
+        labels=_kv(ns.label, "--label"), insecure_registries=tuple(ns.insecure_registry),
+    )
+    result = build(opts, _store(ns), Renderer(mode))
+    if ns.iidfile:
+        Path(ns.iidfile).write_text(result.digest)
+    if ns.metadata_file:
+        Path(ns.metadata_file).write_text(json.dumps(result.metadata(), indent=2) + "\n")
+    if ns.quiet:
+        print(result.digest)
+    return 0
+
+
+def _cmd_images(ns: argparse.Namespace) -> int:
+    from .api import list_images
+
+    rows = list_images(_store(ns))
+    if ns.format == "json":
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        return 0
+    print(f"{'REPOSITORY':<40} {'TAG':<16} {'IMAGE ID':<14} {'SIZE':>10}")
+    for r in rows:
+        print(f"{r.repository:<40} {r.tag:<16} {r.id[:12]:<14} {_human(r.size):>10}")
+    return 0
+
+
+def _human(n: int) -> str:
+    f = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if f < 1000 or unit == "TB":
+            return f"{f:.0f}{unit}" if unit == "B" else f"{f:.1f}{unit}"
+        f /= 1000
+    return str(n)
+
+
+def _cmd_inspect(ns: argparse.Namespace) -> int:
+    from .api import inspect_image
+
+    print(json.dumps(inspect_image(_store(ns), ns.name), indent=2))
+    return 0
+
+
+def _cmd_history(ns: argparse.Namespace) -> int:
+    from .api import image_history
+
+    rows = image_history(_store(ns), ns.name)
+    print(f"{'CREATED':<30} {'SIZE':>10}  CREATED BY")
+    for created, size, created_by in rows:
+        size_s = "0B" if size is None else _human(size)
+        print(f"{created or '':<30} {size_s:>10}  {created_by}")
+    return 0
+
+
+def _cmd_tag(ns: argparse.Namespace) -> int:
+    from .api import tag_image
+
+    tag_image(_store(ns), ns.source, ns.target)
+    return 0
+
+
+def _cmd_rmi(ns: argparse.Namespace) -> int:
+    from .api import remove_tag
+
+    for name in ns.names:
+        print(f"Untagged: {remove_tag(_store(ns), name)}")
+    return 0
+
+
+def _cmd_prune(ns: argparse.Namespace) -> int:
+    from .api import prune, parse_size
+
+    freed = prune(_store(ns), all_cache=ns.all, keep_storage=parse_size(ns.keep_storage) if ns.keep_storage else None)
+    print(f"Total reclaimed space: {_human(freed)}")
+    return 0
+
+
+def _cmd_du(ns: argparse.Namespace) -> int:
+    from .api import disk_usage
+
+    for what, size in disk_usage(_store(ns)).items():
+        print(f"{what:<12} {_human(size):>10}")
+    return 0
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    from .api import run_image
+
+    def write(line: bytes) -> None:
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+
+    return run_image(_store(ns), ns.image, tuple(ns.command), network=ns.network,
+                     env=_kv(ns.env, "--env"), user=ns.user, workdir=ns.workdir, on_output=write)
+
+
+def _cmd_pull(ns: argparse.Namespace) -> int:
+    from .api import pull_image
+
+    print(pull_image(_store(ns), ns.ref, platform=ns.platform, insecure=tuple(ns.insecure_registry)))
+    return 0
+
+
+def _cmd_push(ns: argparse.Namespace) -> int:
+    from .api import push_image
+
+    print(push_image(_store(ns), ns.name, ns.dest, compression=ns.compression,
+                     insecure=tuple(ns.insecure_registry)))
+    return 0
+
+
+def _cmd_login(ns: argparse.Namespace) -> int:
+    from .api import login
+
+    password = ns.password
+    if ns.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    if password is None:
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    login(ns.server, ns.username, password, insecure=tuple(ns.insecure_registry))
+    print("Login Succeeded")
+    return 0
+
+
+def _cmd_logout(ns: argparse.Namespace) -> int:
+    from .api import logout
+
+    logout(ns.server)
+    print(f"Removed login credentials for {ns.server}")
+    return 0
+
+
+def parser_for(command: str, cls: type[argparse.ArgumentParser]) -> tuple[argparse.ArgumentParser, Handler]:
+    """The argument parser and handler of ``command``; raises UsageError for unknown ones."""
+    if command == "build":
+        return _build_parser(cls), _cmd_build
+    p = cls(prog=f"pybuild {command}")
+    _common(p)
+    if command == "images":
+        p.add_argument("--format", choices=("table", "json"), default="table")
+        return p, _cmd_images
+    if command in ("inspect", "history"):
+        p.add_argument("name")
+        return p, _cmd_inspect if command == "inspect" else _cmd_history
+    if command == "tag":
+        p.add_argument("source")
+        p.add_argument("target")
+        return p, _cmd_tag
+    if command == "rmi":
+        p.add_argument("names", nargs="+")
+        return p, _cmd_rmi
+    if command == "prune":
+        p.add_argument("-a", "--all", action="store_true", help="also remove all build cache")
+        p.add_argument("--keep-storage", help="keep this much cache (e.g. 5GB)")
+        return p, _cmd_prune
+    if command == "du":
+        return p, _cmd_du
+    if command == "run":
+        p.add_argument("--network", choices=("host", "none"), default="host")
+        p.add_argument("-e", "--env", action="append", default=[])
+        p.add_argument("-u", "--user")
+        p.add_argument("-w", "--workdir")
+        p.add_argument("image")
+        p.add_argument("command", nargs=argparse.REMAINDER)
+        return p, _cmd_run
+    if command in ("pull", "push", "login", "logout"):
+        p.add_argument("--insecure-registry", action="append", default=[])
+    if command == "pull":
+        p.add_argument("--platform")
+        p.add_argument("ref")
+        return p, _cmd_pull
+    if command == "push":
+        p.add_argument("--compression", choices=("gzip", "zstd", "uncompressed"))
+        p.add_argument("name")
+        p.add_argument("dest", nargs="?")
+        return p, _cmd_push
+    if command == "login":
+        p.add_argument("-u", "--username", required=True)
+        p.add_argument("-p", "--password")
+        p.add_argument("--password-stdin", action="store_true")
+        p.add_argument("server")
+        return p, _cmd_login
+    if command == "logout":
+        p.add_argument("server")
+        return p, _cmd_logout
+    raise UsageError(f"unknown command {command!r}")

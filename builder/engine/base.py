@@ -1,0 +1,125 @@
+"""Resolve a FROM reference to a stored image: scratch, the store, an OCI layout, a registry.
+
+Docker's rule: a tag present in the store wins unless ``pull`` is set. Anything fetched is
+copied into the store first (verified), so later steps read layers from one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..digest import Digest
+from ..errors import PybuildError, StoreError
+from .state import History, LayerRef
+
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
+               "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+@dataclass(frozen=True, slots=True)
+class BaseImage:
+    """A resolved base: ``manifest_digest`` is "" for scratch; ``config`` is the parsed config JSON."""
+
+    manifest_digest: str
+    layers: tuple[LayerRef, ...] = ()
+    history: tuple[History, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+    name: str = "scratch"
+
+
+SCRATCH = BaseImage(manifest_digest="")
+
+
+def _platform_matches(p: dict[str, Any], platform: Any) -> bool:
+    if p.get("os") != platform.os or p.get("architecture") != platform.architecture:
+        return False
+    want = getattr(platform, "variant", None)
+    return not want or p.get("variant") in (None, want)
+
+
+def load_from_store(store: Any, manifest_digest: Digest, platform: Any, name: str) -> BaseImage:
+    """Read a stored manifest (or index, resolved to ``platform``) and its config."""
+    with store.blobs.open(manifest_digest) as f:
+        raw = f.read()
+    doc = json.loads(raw)
+    media = doc.get("mediaType", "")
+    if media in INDEX_TYPES or "manifests" in doc:
+        chosen = None
+        for m in doc.get("manifests", []):
+            if _platform_matches(m.get("platform") or {}, platform):
+                chosen = m
+                break
+        if chosen is None:
+            raise StoreError(f"{name}: no image for platform {platform} in the index")
+        return load_from_store(store, Digest.parse(chosen["digest"]), platform, name)
+    cfg_digest = Digest.parse(doc["config"]["digest"])
+    if not store.blobs.has(cfg_digest):
+        raise StoreError(f"{name}: config blob {cfg_digest} is missing from the store")
+    with store.blobs.open(cfg_digest) as f:
+        config = json.loads(f.read())
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    layers_json = doc.get("layers", [])
+    if len(diff_ids) != len(layers_json):
+        raise StoreError(f"{name}: manifest has {len(layers_json)} layers but config has {len(diff_ids)} diff_ids")
+    layers = tuple(LayerRef(Digest.parse(l["digest"]), Digest.parse(d), int(l["size"]), l["mediaType"])
+                   for l, d in zip(layers_json, diff_ids))
+    history = tuple(History.from_json(h) for h in config.get("history", []))
+    return BaseImage(manifest_digest=str(manifest_digest), layers=layers, history=history, config=config, name=name)
+
+
+def resolve_base(ref_text: str, *, store: Any, platform: Any, pull: bool = False,
+                 insecure: tuple[str, ...] = (), notify: Callable[[str], None] | None = None) -> BaseImage:
+    """Resolve ``ref_text`` (already expanded) to a stored base image.
+
+    Raises StoreError / RegistryError / ReferenceError_ naming the reference when it names nothing.
+    """
+    if ref_text.lower() == "scratch":
+        return SCRATCH
+    if ref_text.startswith("oci-layout://"):
+        return _from_oci_layout(ref_text[len("oci-layout://"):], store=store, platform=platform)
+    from ..oci.reference import parse_reference
+
+    ref = parse_reference(ref_text)
+    full = str(ref)
+    if not pull:
+        try:
+            desc = store.resolve(full)
+        except PybuildError:
+            desc = None
+        if desc is not None:
+            return load_from_store(store, Digest.parse(str(desc.digest)), platform, full)
+    return _pull(ref, store=store, platform=platform, insecure=insecure, notify=notify)
+
+
+def _from_oci_layout(spec: str, *, store: Any, platform: Any) -> BaseImage:
+    from ..oci.layoutdir import OciLayoutDir
+    from ..transfer import copy_image
+
+    path, ref = spec, "latest"
+    if "@" in spec:
+        path, ref = spec.rsplit("@", 1)
+    elif ":" in Path(spec).name:
+        path, _, ref = spec.rpartition(":")
+    src = OciLayoutDir(Path(path))
+    digest = copy_image(src, ref, store, tags=(), platform=platform)
+    return load_from_store(store, digest, platform, f"oci-layout://{spec}")
+
+
+def _pull(ref: Any, *, store: Any, platform: Any, insecure: tuple[str, ...],
+          notify: Callable[[str], None] | None) -> BaseImage:
+    try:
+        from ..registry.source import RegistrySource
+    except ImportError as exc:  # pragma: no cover - registry support is part of the package
+        raise StoreError(f"image {ref} is not in the store and registry support is unavailable") from exc
+    from ..transfer import copy_image
+
+    if notify:
+        notify(f"pulling {ref}")
+    src = RegistrySource(ref, insecure=insecure)
+    target = ref.digest or ref.tag or "latest"
+    tags = () if ref.digest else (str(ref),)
+    digest = copy_image(src, str(target), store, tags=tags, platform=platform)
+    return load_from_store(store, digest, platform, str(ref))

@@ -1,0 +1,190 @@
+"""The stage loop: parse, plan, build each needed stage step by step, write the image.
+
+Traversal lives here; each step kind has its own handler module (step_run, step_copy,
+step_config). Cleanup is guaranteed: the build's temp dir goes in ``finally``; tags are only
+written after every stage succeeded, so a failed build changes no tag.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import DockerfileError, PybuildError
+from .events import EventSink, ImageWritten, StepFinished, StepStarted
+from .options import BuildOptions
+from .session import BuildSession, StageResult
+from .state import ImageState
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    digest: str                 # manifest digest
+    config_digest: str
+    tags: tuple[str, ...]
+    manifest_size: int
+
+    def metadata(self) -> dict[str, Any]:
+        """``--metadata-file`` content, with buildx's key names."""
+        out: dict[str, Any] = {
+            "containerimage.digest": self.digest,
+            "containerimage.config.digest": self.config_digest,
+            "containerimage.descriptor": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                          "digest": self.digest, "size": self.manifest_size},
+        }
+        if self.tags:
+            out["image.name"] = ",".join(self.tags)
+        return out
+
+
+def run_build(opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResult:
+    """Build per ``opts`` into ``store``. Raises PybuildError subclasses; on any failure no tag
+    changes and the build's temporary files are removed."""
+    from ..oci.reference import parse_reference
+    from ..plan.platform import Platform, host_platform
+    from ..syntax.parser import parse_file
+    from ..syntax.typed import to_instructions
+    from .plan_adapter import make_graph
+
+    df = parse_file(str(opts.dockerfile))
+    instrs = to_instructions(df)
+    platform = Platform.parse(opts.platform) if opts.platform else host_platform()
+    graph = make_graph(df, instrs, opts, platform)
+    tags = tuple(str(parse_reference(t)) for t in opts.tags)
+    outputs = _parse_outputs(opts)
+    session = BuildSession(opts, store, on_event)
+    session.platform = platform
+    try:
+        needed = list(graph.needed)
+        for n, idx in enumerate(needed, 1):
+            session.stages[idx] = StageBuilder(session, graph, df, idx, n, len(needed)).run()
+        final = session.stages[graph.target].state
+        if opts.labels:
+            cfg = final.config
+            for k, v in opts.labels:
+                cfg = cfg.with_label(k, v)
+            final = replace(final, config=cfg)
+        from .image import timestamp, write_image
+
+        written = write_image(store, final, timestamp(opts.source_date_epoch))
+        for t in tags:
+            store.tag(t, _descriptor(written))
+        result = BuildResult(str(written.manifest_digest), str(written.config_digest), tags, written.manifest_size)
+        for out in outputs:
+            _export(store, written, out, tags, session)
+        on_event(ImageWritten(result.digest, result.config_digest, tags))
+        return result
+    finally:
+        session.close()
+
+
+def _descriptor(written: Any) -> Any:
+    from ..oci.models import Descriptor
+
+    return Descriptor.model_validate(written.descriptor())
+
+
+def _parse_outputs(opts: BuildOptions) -> list[Any]:
+    if not opts.outputs:
+        return []
+    from ..transfer import parse_output
+
+    return [parse_output(o) for o in opts.outputs]
+
+
+def _export(store: Any, written: Any, output: Any, tags: tuple[str, ...], session: BuildSession) -> None:
+    from ..transfer import export_image
+
+    export_image(store, str(written.manifest_digest), output, tags=tags,
+                 insecure=session.opts.insecure_registries)
+
+
+class StageBuilder:
+    """Builds one stage: resolves its base, then applies each lowered step in order."""
+
+    def __init__(self, session: BuildSession, graph: Any, df: Any, index: int, number: int, count: int) -> None:
+        self.session = session
+        self.graph = graph
+        self.df = df
+        self.index = index
+        self.number = number
+        self.count = count
+        self.stage = graph.stages[index]
+        opts = session.opts
+        name = (self.stage.name or "").lower()
+        self.use_cache = not opts.no_cache and not (
+            name and name in {f.lower() for f in opts.no_cache_filter}
+            or str(index) in opts.no_cache_filter)
+
+    def run(self) -> StageResult:
+        from .plan_adapter import stage_steps, start_stage
+
+        t0 = time.monotonic()
+        start_text = _step_text(self.stage.from_instr)
+        emit = self.session.emit
+        emit(StepStarted(self.number, self.count, 0, 0, start_text, self.stage.name or ""))
+        try:
+            state, lowering, base_onbuild = start_stage(self.session, self.graph, self.index)
+        except DockerfileError as exc:
+            if exc.span is None:
+                exc.span = self.stage.node.span
+            raise
+        except PybuildError as exc:
+            raise DockerfileError(exc.render(), self.stage.node.span) from exc
+        emit(StepFinished(self.number, self.count, 0, start_text, time.monotonic() - t0, False, self.stage.name or ""))
+        for step_no, step in enumerate(stage_steps(self.df, lowering, base_onbuild), 1):
+            state = self._apply(state, step, step_no)
+        return StageResult(self.index, self.stage.name, state, lowering.scope)
+
+    def _apply(self, state: ImageState, step: Any, step_no: int) -> ImageState:
+        from .step_config import apply_config
+        from .step_copy import apply_copy
+        from .step_run import apply_run
+
+        kind = type(step).__name__
+        text = _step_text(step)
+        emit = self.session.emit
+        emit(StepStarted(self.number, self.count, step_no, 0, text, self.stage.name or ""))
+        t0 = time.monotonic()
+        try:
+            if kind == "RunStep":
+                state, cached = apply_run(self.session, state, step, stage_no=self.number, step_no=step_no,
+                                          use_cache=self.use_cache)
+            elif kind == "CopyStep":
+                src_state, src_view = self._copy_source(step)
+                state, cached = apply_copy(self.session, state, step, source_state=src_state, source_view=src_view,
+                                           use_cache=self.use_cache)
+            else:
+                state, cached = apply_config(self.session, state, step, use_cache=self.use_cache)
+        except DockerfileError as exc:
+            if exc.span is None:
+                exc.span = step.node.span
+            raise
+        emit(StepFinished(self.number, self.count, step_no, text, time.monotonic() - t0, cached,
+                          self.stage.name or ""))
+        return state
+
+    def _copy_source(self, step: Any) -> tuple[ImageState | None, Any]:
+        """For COPY --from: the source stage's state and a view of its filesystem."""
+        from_stage = getattr(step, "from_stage", None)
+        if from_stage is not None:
+            st = self.session.stages[from_stage].state
+            return st, self.session.view(st)
+        from_image = getattr(step, "from_image", None)
+        if from_image:
+            from .base import resolve_base
+
+            base = resolve_base(from_image, store=self.session.store, platform=self.session.platform,
+                                pull=self.session.opts.pull, insecure=self.session.opts.insecure_registries)
+            st = ImageState(layers=base.layers, history=(), config=None, platform=self.session.platform,
+                            cache_key="image:" + base.manifest_digest)
+            return st, self.session.view(st)
+        return None, None
+
+
+def _step_text(step: Any) -> str:
+    node = getattr(step, "node", None)
+    text = getattr(node, "original", "") or getattr(step, "created_by", "")
+    text = " ".join(text.split())
+    return text if len(text) <= 100 else text[:97] + "..."

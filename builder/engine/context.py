@@ -1,0 +1,307 @@
+"""The build context: a host directory seen through its .dockerignore.
+
+``BuildContext`` answers three questions for COPY/ADD and the cache: which context paths a
+source pattern names (``match_sources``), what lies under a path (``walk``), and a stable
+digest of sources (``content_digest``). Ignored files are invisible to all three: they
+never reach a layer nor a cache key.
+
+Errors are :class:`CopyError` (a DockerfileError without a span: the engine attaches the
+instruction's span with ``err.span = ...`` / ``with_source``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from ..errors import DockerfileError
+from .dockerignore import IgnoreMatcher, go_clean
+from .pathresolve import DirView, FsView, glob_view, host_str, resolve_in_root
+
+_CHUNK = 1 << 20
+
+
+class CopyError(DockerfileError):
+    """COPY/ADD cannot be done as written (bad source, bad destination, bad archive...)."""
+
+
+class SourceNotFoundError(CopyError):
+    """A COPY/ADD source names nothing (missing, ignored, or a wildcard matching nothing)."""
+
+
+class OutsideContextError(CopyError):
+    """A COPY/ADD source tries to leave the build context (``../x``)."""
+
+
+def not_found(source: str) -> SourceNotFoundError:
+    """BuildKit-style "not found" error naming ``source``."""
+    shown = "/" + source.lstrip("/")
+    return SourceNotFoundError(f'failed to compute cache key: "{shown}": not found '
+                               f'(COPY failed: no source files were specified)')
+
+
+def check_inside(source: str) -> str:
+    """Clean a context source; raise OutsideContextError when it climbs out with ``..``.
+
+    Returns the cleaned relative path (``.`` for the context root).
+    """
+    cleaned = go_clean(source.strip())
+    rel = cleaned.lstrip("/") or "."
+    if rel == ".." or rel.startswith("../"):
+        raise OutsideContextError(f"forbidden path outside the build context: {source}")
+    return rel
+
+
+def walk_tree(view: FsView, top: str, st: os.stat_result, *,
+              hidden: Callable[[str], bool] | None = None,
+              descend_hidden: Callable[[str], bool] | None = None,
+              ) -> Iterator[tuple[str, os.stat_result]]:
+    """Pre-order walk of ``top`` (an image path of ``view`` whose lstat is ``st``), ``top``
+    first, children in byte order of their names; symlinks are not followed.
+
+    ``hidden(path)`` hides a path; a hidden directory is still entered when
+    ``descend_hidden(path)`` is true and is then yielded just before its first visible
+    descendant (so every yielded path has its parents yielded earlier, like BuildKit's sender).
+    """
+    pending: list[tuple[str, os.stat_result]] = []
+    yield from _walk(view, top, st, hidden, descend_hidden, pending)
+
+
+def _walk(view: FsView, path: str, st: os.stat_result, hidden: Callable[[str], bool] | None,
+          descend: Callable[[str], bool] | None, pending: list[tuple[str, os.stat_result]],
+          ) -> Iterator[tuple[str, os.stat_result]]:
+    is_dir = stat.S_ISDIR(st.st_mode)
+    is_hidden = hidden is not None and hidden(path)
+    if is_hidden:
+        if not (is_dir and descend is not None and descend(path)):
+            return
+        pending.append((path, st))
+    else:
+        if pending:
+            yield from pending
+            pending.clear()
+        yield path, st
+    if is_dir:
+        base = path.rstrip("/")
+        for name in view.listdir(path):
+            child = base + "/" + name
+            cst = view.lstat(child)
+            if cst is not None:
+                yield from _walk(view, child, cst, hidden, descend, pending)
+    if is_hidden and pending and pending[-1][0] == path:
+        pending.pop()
+
+
+# (host path, size, mtime_ns, inode) -> sha256 hex; process-lifetime memo
+_HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def file_sha256(host: str, st: os.stat_result) -> str:
+    """sha256 hex of a host file's content, streamed; memoised per (path, size, mtime, inode)."""
+    key = (host, st.st_size, st.st_mtime_ns, st.st_ino)
+    with _HASH_LOCK:
+        hit = _HASH_CACHE.get(key)
+    if hit is not None:
+        return hit
+    h = hashlib.sha256()
+    try:
+        with open(host, "rb", buffering=0) as f:
+            while True:
+                chunk = f.read(_CHUNK)
+                if not chunk:
+                    break
+                h.update(chunk)
+    except OSError as exc:
+        raise CopyError(f"cannot read {host}: {exc.strerror}") from None
+    digest = h.hexdigest()
+    with _HASH_LOCK:
+        _HASH_CACHE[key] = digest
+    return digest
+
+
+def _type_char(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "f"
+    if stat.S_ISDIR(mode):
+        return "d"
+    if stat.S_ISLNK(mode):
+        return "l"
+    if stat.S_ISCHR(mode):
+        return "c"
+    if stat.S_ISBLK(mode):
+        return "b"
+    if stat.S_ISFIFO(mode):
+        return "p"
+    return "s"
+
+
+def tree_digest(view: FsView, items: Iterable[tuple[str, str]], *, owners: bool = True,
+                hidden: Callable[[str], bool] | None = None,
+                descend_hidden: Callable[[str], bool] | None = None,
+                excludes: IgnoreMatcher | None = None) -> str:
+    """Digest of trees of ``view``: ``items`` are (display name, image path) pairs; a top
+    symlink is followed (as COPY does). Hashes relative names, types, permission bits,
+    owners (when ``owners``), symlink targets, device numbers and file contents, never
+    mtimes. ``excludes`` is matched against paths relative to each top.
+    """
+    h = hashlib.sha256()
+    h.update(b"pybuild-tree-v1\0")
+    for display, top in items:
+        real = resolve_in_root(view, top)
+        st = view.lstat(real)
+        if st is None:
+            raise not_found(display)
+        hide = _combine_hidden(real, hidden, excludes)
+        for path, pst in walk_tree(view, real, st, hidden=hide, descend_hidden=descend_hidden):
+            name = display + path[len(real):] if path != real else display
+            mode = pst.st_mode
+            kind = _type_char(mode)
+            rec = [kind, name, "%o" % stat.S_IMODE(mode)]
+            if owners:
+                rec += [str(pst.st_uid), str(pst.st_gid)]
+            if kind == "f":
+                host = host_str(view, path)
+                if host is None:
+                    raise CopyError(f"no content available for {path}")
+                rec += [str(pst.st_size), file_sha256(host, pst)]
+            elif kind == "l":
+                rec.append(view.readlink(path))
+            elif kind in "cb":
+                rec.append(f"{os.major(pst.st_rdev)},{os.minor(pst.st_rdev)}")
+            h.update("\0".join(rec).encode("utf-8", "surrogateescape") + b"\n")
+        h.update(b"\1")
+    return "sha256:" + h.hexdigest()
+
+
+def _combine_hidden(top: str, hidden: Callable[[str], bool] | None,
+                    excludes: IgnoreMatcher | None) -> Callable[[str], bool] | None:
+    if not excludes:
+        return hidden
+    prefix = top.rstrip("/") + "/"
+
+    def hide(path: str) -> bool:
+        if hidden is not None and hidden(path):
+            return True
+        if path == top:
+            return False
+        return excludes.matches(path[len(prefix):])
+    return hide
+
+
+class BuildContext:
+    """A build context directory with its ignore rules.
+
+    ``root`` is the host directory; ``ignore`` the compiled .dockerignore (see
+    :func:`builder.engine.dockerignore.load_ignore`). ``view`` is a :class:`DirView` of it
+    (image path ``/x`` is context path ``x``). Context paths passed in and returned are
+    relative, ``/``-separated, without leading ``./`` (``.`` is the root).
+    """
+
+    def __init__(self, root: Path, ignore: IgnoreMatcher | None = None) -> None:
+        self.root = Path(root)
+        self.ignore = ignore if ignore is not None else IgnoreMatcher()
+        self.view = DirView(self.root)
+
+    # -- ignore rules, on image paths of self.view
+    def is_ignored(self, rel: str) -> bool:
+        """True when the context path ``rel`` is excluded by .dockerignore."""
+        rel = rel.strip("/")
+        if rel in ("", "."):
+            return False
+        return self.ignore.matches(rel)
+
+    def hidden(self, path: str) -> bool:
+        """``is_ignored`` for an image path of ``view`` (``/a/b``)."""
+        return self.is_ignored(path)
+
+    def descend_hidden(self, path: str) -> bool:
+        """Whether an ignored directory must be entered (an exception may match inside)."""
+        return self.ignore.may_contain_exceptions(path.strip("/"))
+
+    def _present(self, path: str, st: os.stat_result) -> bool:
+        if not self.hidden(path):
+            return True
+        if stat.S_ISDIR(st.st_mode) and self.descend_hidden(path):
+            return any(True for _ in walk_tree(self.view, path, st, hidden=self.hidden,
+                                               descend_hidden=self.descend_hidden))
+        return False
+
+    def match_sources(self, pattern: str) -> list[str]:
+        """Context paths named by a COPY source ``pattern`` (Go filepath.Match per component).
+
+        Raises OutsideContextError for ``../`` escapes, SourceNotFoundError (naming the
+        source) when nothing visible matches. Sorted; a non-wildcard source gives itself.
+        """
+        rel = check_inside(pattern)
+        if rel == ".":
+            return ["."]
+        found = glob_view(self.view, "/" + rel, present=self._present)
+        if not found:
+            raise not_found(pattern)
+        return [p.lstrip("/") for p in found]
+
+    def stat(self, rel: str, *, follow: bool = True) -> os.stat_result | None:
+        """lstat of a context path (following its symlinks inside the context when
+        ``follow``); None when missing or ignored."""
+        rel = check_inside(rel)
+        path = resolve_in_root(self.view, "/" + rel, follow_last=follow)
+        st = self.view.lstat(path)
+        if st is None or not self._present(path, st):
+            return None
+        return st
+
+    def walk(self, rel: str = ".") -> Iterator[tuple[str, os.stat_result]]:
+        """(context path, lstat) for ``rel`` and everything under it, pre-order, names sorted,
+        ignored entries skipped (an ignored directory appears only when an exception pattern
+        re-includes something inside it, just before that content). Symlinks not followed.
+        Raises SourceNotFoundError when ``rel`` is missing or ignored.
+        """
+        rel = check_inside(rel)
+        top = "/" if rel == "." else "/" + rel
+        st = self.view.lstat(top)
+        if st is None:
+            raise not_found(rel)
+        any_yielded = False
+        for path, pst in walk_tree(self.view, top, st, hidden=self.hidden,
+                                   descend_hidden=self.descend_hidden):
+            any_yielded = True
+            yield (path.lstrip("/") or "."), pst
+        if not any_yielded:
+            raise not_found(rel)
+
+    def content_digest(self, rel_paths: Sequence[str], *, excludes: Sequence[str] = (),
+                       owners: bool = True) -> str:
+        """Stable ``sha256:`` digest of the given context paths (as returned by
+        ``match_sources``; top-level symlinks followed): relative names, types, modes,
+        uid/gid (when ``owners``), symlink targets and file contents (streamed; memoised per
+        file identity for the process), never mtimes. Ignored files do not contribute.
+        ``excludes``: COPY ``--exclude`` patterns, matched relative to each source.
+        """
+        items = []
+        for rel in rel_paths:
+            clean = check_inside(rel)
+            items.append((clean, "/" if clean == "." else "/" + clean))
+        ex = IgnoreMatcher(excludes) if excludes else None
+        return tree_digest(self.view, items, owners=owners, hidden=self.hidden,
+                           descend_hidden=self.descend_hidden, excludes=ex)
+
+
+def expand_context_sources(context: BuildContext, sources: Sequence[str]) -> list[str]:
+    """Every source pattern expanded with ``match_sources``, order kept, duplicates dropped."""
+    out: list[str] = []
+    for src in sources:
+        for rel in context.match_sources(src):
+            if rel not in out:
+                out.append(rel)
+    return out
+
+
+__all__ = [
+    "BuildContext", "CopyError", "SourceNotFoundError", "OutsideContextError", "walk_tree",
+    "tree_digest", "file_sha256", "check_inside", "not_found", "expand_context_sources",
+]

@@ -1,0 +1,382 @@
+"""COPY (and the non-archive part of ADD): sources + destination rules -> layer entries.
+
+``copy_entries`` only decides *what* the layer holds; :func:`builder.layer.tar.write_layer`
+sorts and writes it. File content is never read here: FILE entries carry the host path of the
+source (``FsView.host_path``) and the tar writer streams it; heredoc bodies travel as ``data``.
+
+Rules (Docker/BuildKit):
+
+* A directory source copies its *contents* into the destination; a file source goes inside
+  the destination when it ends with ``/`` (or ``/.``) or is an existing directory, otherwise
+  it becomes that path. Several source arguments, or wildcards matching several paths, need
+  such a directory destination, else ``CopyError("When using COPY with more than one source
+  file, the destination must be a directory and end with a /")``.
+* Sources: context paths (ignore rules applied, ``..`` refused) or absolute paths of another
+  stage/image (``--from``); wildcards use Go ``filepath.Match`` per component; a symlink
+  named as a source is followed (inside its root), symlinks found inside directories are
+  copied as symlinks; hard links among the copied files become HARDLINK entries.
+* The destination is resolved inside the image root (``resolve_in_root`` on ``dest_view``):
+  ``/app -> /srv`` lands in ``/srv``; no link leads outside the image.
+* Parents: every directory above a copied path is part of the layer. Directories that exist
+  in ``dest_view`` are emitted with their existing metadata (as an overlay diff would carry
+  them); missing ones are created ``0755`` owned by the ``--chown`` owner or root (BuildKit
+  chowns the directories its MkdirAll creates), mtime 0. A directory source copied into a
+  missing destination creates the destination the same way (not with the source dir's mode).
+* Metadata: permission bits kept (``--chmod`` replaces them on files and directories, not on
+  symlinks); owner 0:0 from the context, the source's owner for ``--from``; ``--chown``
+  wins; mtimes kept, clamped to ``mtime_clamp`` when given; xattrs kept for ``--from``
+  (overlay's own ``trusted.overlay.*``/``user.overlay.*`` dropped).
+* ``--exclude``: .dockerignore-language patterns matched against paths relative to each copied
+  source (a top-level wildcard match is matched by its path relative to the wildcard's
+  directory); with ``--parents``, relative to the pivot.
+* ``--parents``: each match keeps its path relative to the context/root, or relative to the
+  ``/./`` pivot when the source contains one (``a/./b/c`` -> ``dest/b/c``); its parent
+  directories come with the source directories' metadata. The destination is a directory.
+* Heredoc files (``COPY <<EOF /path``): mode 0664 unless ``--chmod``, owner as above, mtime 0.
+
+Errors: :class:`~builder.engine.context.CopyError` subclasses, without a span.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ..layer.entries import Entry, EntryType
+from .context import (BuildContext, CopyError, SourceNotFoundError, check_inside, not_found,
+                      walk_tree)
+from .dockerignore import IgnoreMatcher, go_clean, has_magic
+from .pathresolve import FsView, glob_view, host_str, normalize, resolve_in_root, split_path
+
+MULTI_SOURCE_MSG = ("When using COPY with more than one source file, the destination must be "
+                    "a directory and end with a /")
+HEREDOC_MODE = 0o664
+_SKIPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One matched source: ``path`` as matched in the source view, ``display`` for messages,
+    ``ex_root`` the path --parents is relative to (the pivot), ``top_rel`` the name --exclude
+    matches the item itself with (None: never excluded), ``desc_prefix`` what the paths
+    below the item are prefixed with for --exclude (None: relative to the item)."""
+
+    path: str
+    display: str
+    ex_root: str
+    top_rel: str | None
+    desc_prefix: str | None = None
+
+
+def _rel_to(path: str, root: str) -> str:
+    if root == "/":
+        return path.lstrip("/")
+    return path[len(root.rstrip("/")) + 1:]
+
+
+def _wildcard_base(pattern: str) -> str:
+    """The directory part of an absolute pattern before its first wildcard component."""
+    base: list[str] = []
+    for comp in split_path(pattern):
+        if has_magic(comp):
+            break
+        base.append(comp)
+    return normalize("/" + "/".join(base))
+
+
+class _Emitter:
+    """Collects entries by layer name (a later source replaces an earlier same-name entry)."""
+
+    def __init__(self, *, dest_view: FsView, chown: tuple[int, int] | None, chmod: int | None,
+                 keep_owner: bool, keep_xattrs: bool, mtime_clamp: int | None) -> None:
+        self.dest_view = dest_view
+        self.chown = chown
+        self.chmod = chmod
+        self.keep_owner = keep_owner
+        self.keep_xattrs = keep_xattrs
+        self.clamp = mtime_clamp
+        self.entries: dict[str, Entry] = {}
+        self.inodes: dict[tuple[int, int], str] = {}
+
+    def _mtime(self, mtime: float) -> int:
+        value = max(int(mtime), 0)
+        return min(value, self.clamp) if self.clamp is not None else value
+
+    def _owner(self, st: os.stat_result | None) -> tuple[int, int]:
+        if self.chown is not None:
+            return self.chown
+        if self.keep_owner and st is not None:
+            return st.st_uid, st.st_gid
+        return 0, 0
+
+    def put(self, entry: Entry) -> None:
+        self.entries[entry.name] = entry
+
+    def ensure_parents(self, image_path: str, *, include_self: bool = False) -> None:
+        """Emit every directory above ``image_path`` (and itself when ``include_self``):
+        existing ones of ``dest_view`` with their metadata, missing ones 0755."""
+        comps = split_path(image_path)
+        upto = len(comps) if include_self else len(comps) - 1
+        for i in range(1, upto + 1):
+            name = "/".join(comps[:i])
+            if name in self.entries:
+                continue
+            st = self.dest_view.lstat("/" + name)
+            if st is not None:
+                if not stat.S_ISDIR(st.st_mode):
+                    raise CopyError(f"cannot copy to non-directory: /{name}")
+                self.put(Entry(name=name, type=EntryType.DIR, mode=stat.S_IMODE(st.st_mode),
+                               uid=st.st_uid, gid=st.st_gid, mtime=self._mtime(st.st_mtime)))
+            else:
+                uid, gid = self.chown if self.chown is not None else (0, 0)
+                self.put(Entry(name=name, type=EntryType.DIR, mode=0o755, uid=uid, gid=gid,
+                               mtime=self._mtime(0)))
+
+    def source_entry(self, view: FsView, path: str, st: os.stat_result, target: str) -> None:
+        """Emit the entry for source ``path`` (lstat ``st``) at image path ``target``."""
+        name = target.strip("/")
+        if not name:
+            return  # the image root itself is never a layer member
+        mode = st.st_mode
+        perm = stat.S_IMODE(mode)
+        if self.chmod is not None and not stat.S_ISLNK(mode):
+            perm = self.chmod
+        uid, gid = self._owner(st)
+        mtime = self._mtime(st.st_mtime)
+        xattrs = self._xattrs(view, path) if self.keep_xattrs and not stat.S_ISLNK(mode) else ()
+        common = dict(name=name, mode=perm, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
+        if stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1:
+                first = self.inodes.get(key)
+                if first is not None and first != name and first in self.entries:
+                    self.put(Entry(type=EntryType.HARDLINK, linkname=first, **common))
+                    return
+                self.inodes[key] = name
+            host = host_str(view, path)
+            if host is None:
+                raise CopyError(f"no content available for {path}")
+            self.put(Entry(type=EntryType.FILE, size=st.st_size, source=host, **common))
+        elif stat.S_ISDIR(mode):
+            self.put(Entry(type=EntryType.DIR, **common))
+        elif stat.S_ISLNK(mode):
+            self.put(Entry(type=EntryType.SYMLINK, linkname=view.readlink(path), **common))
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            kind = EntryType.CHAR if stat.S_ISCHR(mode) else EntryType.BLOCK
+            self.put(Entry(type=kind, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
+                           **common))
+        elif stat.S_ISFIFO(mode):
+            self.put(Entry(type=EntryType.FIFO, **common))
+        # sockets cannot be stored in a tar: skipped, as BuildKit's sender does
+
+    @staticmethod
+    def _xattrs(view: FsView, path: str) -> tuple[tuple[str, bytes], ...]:
+        host = view.host_path(path)
+        if host is None:
+            return ()
+        try:
+            names = os.listxattr(host, follow_symlinks=False)
+        except OSError:
+            return ()
+        out = []
+        for key in sorted(names):
+            if key.startswith(_SKIPPED_XATTR_PREFIXES):
+                continue
+            try:
+                out.append((key, os.getxattr(host, key, follow_symlinks=False)))
+            except OSError:
+                continue
+        return tuple(out)
+
+
+def _expand(sources: Sequence[str], *, src_view: FsView, context: BuildContext | None,
+            src_is_context: bool, parents: bool) -> list[_Item]:
+    items: list[_Item] = []
+    seen: set[str] = set()
+    for src in sources:
+        if parents:
+            head, sep, tail = src.partition("/./")
+            pivot_src = head if sep else ""
+            pattern = (head + "/" + tail) if sep else src
+        else:
+            pivot_src, pattern = "", src
+        if src_is_context:
+            rel = check_inside(pattern)
+            pivot = "/" + check_inside(pivot_src) if pivot_src else "/"
+            pivot = normalize(pivot)
+            if context is not None:
+                paths = ["/" + p if p != "." else "/" for p in context.match_sources(pattern)]
+            else:
+                paths = glob_view(src_view, "/" + rel)
+        else:
+            pivot = normalize("/" + pivot_src) if pivot_src else "/"
+            paths = glob_view(src_view, "/" + pattern)
+        if not paths:
+            raise not_found(src)
+        magic = has_magic(pattern)
+        base = _wildcard_base("/" + go_clean(pattern).lstrip("/")) if magic else None
+        for path in paths:
+            if path in seen:
+                continue
+            seen.add(path)
+            display = path.lstrip("/") or "."
+            if parents:
+                if path != pivot and not path.startswith(pivot.rstrip("/") + "/"):
+                    raise CopyError(f"{src}: source is outside its --parents pivot")
+                rel = _rel_to(path, pivot) or None
+                items.append(_Item(path, display, pivot, rel, rel))
+            else:
+                top_rel = _rel_to(path, base) if base is not None else None
+                items.append(_Item(path, display, path, top_rel or None))
+    return items
+
+
+def _make_hidden(item: _Item, real_top: str, excludes: IgnoreMatcher | None,
+                 ctx_hidden: Callable[[str], bool] | None) -> Callable[[str], bool] | None:
+    if not excludes and ctx_hidden is None:
+        return None
+    prefix = real_top.rstrip("/") + "/"
+
+    def hidden(path: str) -> bool:
+        if ctx_hidden is not None and ctx_hidden(path):
+            return True
+        if not excludes:
+            return False
+        if path == real_top:
+            return item.top_rel is not None and excludes.matches(item.top_rel)
+        below = path[len(prefix):] if real_top != "/" else path.lstrip("/")
+        rel = (item.desc_prefix + "/" + below) if item.desc_prefix else below
+        return excludes.matches(rel)
+    return hidden
+
+
+def _make_descend(item: _Item, real_top: str, excludes: IgnoreMatcher | None,
+                  ctx_descend: Callable[[str], bool] | None) -> Callable[[str], bool] | None:
+    """Whether a hidden directory must still be walked: a .dockerignore exception or an
+    ``--exclude`` exception (``!pattern``) may re-include something inside it."""
+    if not (excludes and excludes.has_exceptions):
+        return ctx_descend
+    prefix = real_top.rstrip("/") + "/"
+
+    def descend(path: str) -> bool:
+        if ctx_descend is not None and ctx_descend(path):
+            return True
+        if path == real_top:
+            rel = item.top_rel or ""
+        else:
+            below = path[len(prefix):] if real_top != "/" else path.lstrip("/")
+            rel = (item.desc_prefix + "/" + below) if item.desc_prefix else below
+        return excludes.may_contain_exceptions(rel) if rel else True
+    return descend
+
+
+def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_context: bool,
+                 context: BuildContext | None, dest_view: FsView,
+                 chown: tuple[int, int] | None = None, chmod: int | None = None,
+                 excludes: Sequence[str] = (), parents: bool = False,
+                 heredocs: Sequence[tuple[str, str | bytes]] = (),
+                 mtime_clamp: int | None = None) -> list[Entry]:
+    """Entries of the layer a COPY produces (see the module docstring for the rules).
+
+    ``sources``: expanded source words (patterns allowed; ``<<NAME`` words are heredoc
+    placeholders and ignored here); context-relative when ``src_is_context`` (``context``
+    then supplies ignore rules and matching), else absolute paths of ``src_view``.
+    ``dest``: absolute image path, a trailing ``/`` meaning "directory". ``heredocs``:
+    (file name, body) pairs. Returns unsorted entries, at most one per layer name.
+    Raises CopyError / SourceNotFoundError / OutsideContextError (no span attached).
+    """
+    file_sources = [s for s in sources if not s.startswith("<<")]
+    ex = IgnoreMatcher(excludes) if excludes else None
+    items = _expand(file_sources, src_view=src_view, context=context,
+                    src_is_context=src_is_context, parents=parents)
+
+    dir_syntax = dest.endswith("/") or dest.endswith("/.") or dest in ("", ".")
+    dest_real = resolve_in_root(dest_view, normalize(dest), follow_last=True)
+    dst_st = dest_view.lstat(dest_real)
+    dest_is_dir = dir_syntax or parents or (dst_st is not None and stat.S_ISDIR(dst_st.st_mode))
+    n_args = len(file_sources) + len(heredocs)
+    if (n_args > 1 or len(items) + len(heredocs) > 1) and not dest_is_dir:
+        raise CopyError(MULTI_SOURCE_MSG)
+
+    emit = _Emitter(dest_view=dest_view, chown=chown, chmod=chmod,
+                    keep_owner=not src_is_context, keep_xattrs=not src_is_context,
+                    mtime_clamp=mtime_clamp)
+    ctx_hidden = context.hidden if (src_is_context and context is not None) else None
+    ctx_descend = context.descend_hidden if (src_is_context and context is not None) else None
+
+    for item in items:
+        real = resolve_in_root(src_view, item.path, follow_last=True)
+        st = src_view.lstat(real)
+        if st is None:
+            raise not_found(item.display)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if parents:
+            rel = item.top_rel or ""
+            target = posixpath.join(dest_real, rel) if rel else dest_real
+            emit.ensure_parents(dest_real, include_self=True)
+            _emit_source_parents(emit, src_view, item.ex_root, rel, dest_real)
+        elif is_dir:
+            target = dest_real
+            emit.ensure_parents(dest_real, include_self=True)
+        else:
+            base = posixpath.basename(item.path.rstrip("/")) or item.display
+            target = posixpath.join(dest_real, base) if dest_is_dir else dest_real
+            emit.ensure_parents(target)
+            existing = dest_view.lstat(target) if target != "/" else None
+            if existing is not None and stat.S_ISDIR(existing.st_mode) and not is_dir:
+                raise CopyError(f"cannot replace directory {target} with file {item.display}")
+        hidden = _make_hidden(item, real, ex, ctx_hidden)
+        descend = _make_descend(item, real, ex, ctx_descend)
+        for path, pst in walk_tree(src_view, real, st, hidden=hidden, descend_hidden=descend):
+            if path == real:
+                if is_dir and not parents:
+                    continue  # a directory source contributes its contents only
+                emit.source_entry(src_view, path, pst, target)
+                continue
+            below = path[len(real.rstrip("/")) + 1:]
+            emit.source_entry(src_view, path, pst, posixpath.join(target, below))
+
+    for name, body in heredocs:
+        data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        target = posixpath.join(dest_real, name) if dest_is_dir else dest_real
+        emit.ensure_parents(target)
+        uid, gid = chown if chown is not None else (0, 0)
+        emit.put(Entry(name=target.strip("/"), type=EntryType.FILE,
+                       mode=chmod if chmod is not None else HEREDOC_MODE, uid=uid, gid=gid,
+                       mtime=0, size=len(data), data=data))
+    return list(emit.entries.values())
+
+
+def _emit_source_parents(emit: _Emitter, view: FsView, pivot: str, rel: str, dest_real: str) -> None:
+    """For --parents: the directories between the pivot and a match, with source metadata."""
+    comps = split_path(rel)
+    for i in range(1, len(comps)):
+        sub = "/".join(comps[:i])
+        target = posixpath.join(dest_real, sub)
+        if target.strip("/") in emit.entries:
+            continue
+        src = resolve_in_root(view, posixpath.join(pivot, sub))
+        st = view.lstat(src)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            raise CopyError(f"{sub} is not a directory")
+        emit.source_entry(view, src, st, target)
+
+
+def parse_chmod(text: str) -> int:
+    """``--chmod`` octal value (e.g. ``755``, ``0644``) to permission bits.
+
+    Raises CopyError for anything else (symbolic modes are not supported).
+    """
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise CopyError(f"invalid --chmod value {text!r}: expected an octal mode") from None
+    if value < 0 or value > 0o7777:
+        raise CopyError(f"invalid --chmod value {text!r}: out of range")
+    return value
+
+
+__all__ = ["copy_entries", "parse_chmod", "MULTI_SOURCE_MSG", "CopyError", "SourceNotFoundError"]

@@ -1,0 +1,81 @@
+"""Assemble the final image of a stage: config JSON, manifest JSON, written to the store.
+
+The JSON is produced once, deterministically (fixed key order, compact separators): the same
+state and ``created`` give the same bytes, hence the same digests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..digest import Digest
+from .state import ImageState
+
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenImage:
+    manifest_digest: Digest
+    manifest_size: int
+    config_digest: Digest
+    manifest_bytes: bytes
+    config_bytes: bytes
+
+    def descriptor(self) -> dict[str, Any]:
+        return {"mediaType": MANIFEST_MEDIA_TYPE, "digest": str(self.manifest_digest), "size": self.manifest_size}
+
+
+def timestamp(epoch: float | None) -> str:
+    """RFC 3339 UTC like BuildKit: whole seconds print without a fraction."""
+    if epoch is None:
+        dt = datetime.now(timezone.utc)
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond * 1000:09d}Z"
+    dt = datetime.fromtimestamp(int(epoch), timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def config_json(state: ImageState, created: str) -> bytes:
+    """The image config (OCI image config with Docker's container-config fields)."""
+    plat = state.platform
+    out: dict[str, Any] = {}
+    out["created"] = created
+    if state.author:
+        out["author"] = state.author
+    out["architecture"] = plat.architecture
+    out["os"] = plat.os
+    for k, v in state.extra:
+        if k not in out:
+            out[k] = v
+    if getattr(plat, "variant", None):
+        out["variant"] = plat.variant
+    out["config"] = state.config.to_config()
+    out["rootfs"] = {"type": "layers", "diff_ids": [str(layer.diff_id) for layer in state.layers]}
+    out["history"] = [h.to_json() for h in state.history]
+    return _dumps(out)
+
+
+def manifest_json(config_digest: Digest, config_size: int, state: ImageState) -> bytes:
+    return _dumps({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": str(config_digest), "size": config_size},
+        "layers": [layer.descriptor() for layer in state.layers],
+    })
+
+
+def write_image(store: Any, state: ImageState, created: str) -> WrittenImage:
+    """Write config and manifest blobs into ``store``; layers must already be there."""
+    cfg = config_json(state, created)
+    cfg_digest = store.blobs.put_bytes(cfg)
+    man = manifest_json(cfg_digest, len(cfg), state)
+    man_digest = store.blobs.put_bytes(man)
+    return WrittenImage(man_digest, len(man), cfg_digest, man, cfg)

@@ -1,0 +1,38 @@
+"""BuildOptions: everything a build needs to know besides the store, as one frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSource:
+    """``--secret id=X,src=FILE`` or ``--secret id=X,env=VAR``."""
+
+    id: str
+    src: str | None = None
+    env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BuildOptions:
+    context: Path
+    dockerfile: Path
+    tags: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+    platform: str | None = None
+    no_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()
+    pull: bool = False
+    network: str = "host"                 # default network for RUN: host | none
+    secrets: tuple[SecretSource, ...] = ()
+    source_date_epoch: int | None = None
+    compression: str = "gzip"
+    outputs: tuple[str, ...] = ()         # raw --output values
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    insecure_registries: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,114 @@
+"""Store housekeeping: ``pybuild prune`` and ``pybuild du``.
+
+Never removes anything a tag still needs: blobs reachable from tags are kept by the store's own
+garbage collector; here we decide which cache records survive and which unpacked layers
+(snapshots) are still referenced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..digest import Digest
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames + dirnames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            total += st.st_blocks * 512
+    return total
+
+
+def _tagged_layers(store: Any) -> tuple[set[str], set[str]]:
+    """(blob digests, diff_ids) reachable from tags."""
+    blobs: set[str] = set()
+    diff_ids: set[str] = set()
+    for name, _desc in store.tags():
+        try:
+            img = store.image(name)
+        except Exception:
+            continue
+        manifest = json.loads(img.manifest_raw)
+        config = json.loads(img.config_raw)
+        blobs.update(l["digest"] for l in manifest.get("layers", []))
+        diff_ids.update(config.get("rootfs", {}).get("diff_ids", []))
+    return blobs, diff_ids
+
+
+def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None = None) -> int:
+    """Remove cache records (all of them with ``all_cache``; else only dangling ones, and the
+    oldest beyond ``keep_storage`` bytes), then unreferenced blobs and snapshots.
+    Returns the bytes freed."""
+    from ..store.cache import CacheStore
+    from ..store.snapshots import Snapshots
+
+    cache = CacheStore(store.root)
+    records = list(cache.records())
+    if all_cache:
+        for r in records:
+            cache.remove(r.key)
+        records = []
+    else:
+        alive = []
+        for r in records:
+            if r.layer is not None and not store.blobs.has(Digest.parse(r.layer["digest"])):
+                cache.remove(r.key)
+            else:
+                alive.append(r)
+        records = alive
+        if keep_storage is not None:
+            tagged_blobs, _ = _tagged_layers(store)
+            sized = []
+            for r in records:
+                path = cache._path(r.key)
+                mtime = path.stat().st_mtime if path.exists() else 0
+                size = 0 if r.layer is None or r.layer["digest"] in tagged_blobs else int(r.layer["size"])
+                sized.append((mtime, size, r))
+            sized.sort(key=lambda t: t[0], reverse=True)  # newest first survive
+            total = 0
+            for _mtime, size, r in sized:
+                total += size
+                if total > keep_storage:
+                    cache.remove(r.key)
+            records = [r for r in cache.records()]
+    keep = {Digest.parse(r.layer["digest"]) for r in records if r.layer is not None}
+    freed = store.gc(keep)
+    # snapshots: keep those of tagged images and surviving cache records
+    _, tagged_diffs = _tagged_layers(store)
+    wanted = tagged_diffs | {r.layer["diff_id"] for r in records if r.layer is not None}
+    snaps = Snapshots(store.root / "snapshots")
+    for diff_id in list(snaps.list()):
+        if str(diff_id) not in wanted:
+            path = snaps.path(diff_id) if hasattr(snaps, "path") else None
+            size = _tree_size(path) if path is not None and path.exists() else 0
+            snaps.remove(diff_id)
+            freed += size
+    return freed
+
+
+def usage(store: Any) -> dict[str, int]:
+    """Bytes used by tagged images' blobs, other blobs (cache), unpacked layers and temp files."""
+    tagged_blobs, _ = _tagged_layers(store)
+    images = other = 0
+    blob_dir = store.root / "blobs" / "sha256"
+    if blob_dir.is_dir():
+        for p in blob_dir.iterdir():
+            size = p.stat().st_size
+            if f"sha256:{p.name}" in tagged_blobs:
+                images += size
+            else:
+                other += size
+    return {
+        "images": images,
+        "cache": other,
+        "snapshots": _tree_size(store.root / "snapshots") if (store.root / "snapshots").exists() else 0,
+        "tmp": _tree_size(store.root / "tmp") if (store.root / "tmp").exists() else 0,
+    }

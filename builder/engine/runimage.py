@@ -1,0 +1,56 @@
+"""``pybuild run``: run a stored image's entrypoint/cmd in the RUN sandbox; no layer is kept."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from ..digest import Digest
+from ..errors import UsageError
+
+
+def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str = "host",
+              env: tuple[tuple[str, str], ...] = (), user: str | None = None, workdir: str | None = None,
+              on_output: Callable[[bytes], None] | None = None) -> int:
+    """Run ``image`` (its Entrypoint + ``command`` or Cmd); returns the exit code. The overlay
+    upper dir is discarded; nothing is left mounted or running."""
+    from ..layer.compress import compression_for_media_type
+    from ..plan.platform import host_platform
+    from ..sandbox.runner import run
+    from ..sandbox.spec import ProcessSpec
+    from ..store.rootview import RootView
+    from ..store.snapshots import Snapshots
+    from .base import load_from_store
+    from .userdb import resolve_user
+
+    desc = store.resolve(image)
+    base = load_from_store(store, Digest.parse(str(desc.digest)), host_platform(), image)
+    cfg = base.config.get("config") or {}
+    argv = list(cfg.get("Entrypoint") or []) + (list(command) if command else list(cfg.get("Cmd") or []))
+    if not argv:
+        raise UsageError(f"{image}: no command given and the image has no Entrypoint or Cmd")
+    snaps = Snapshots(store.root / "snapshots")
+    lowers = [snaps.ensure(l.diff_id, (lambda l=l: store.blobs.open(l.digest)),
+                           compression_for_media_type(l.media_type)) for l in base.layers]
+    lowers.reverse()
+    view = RootView(lowers)
+    uid, gid, groups = resolve_user(user or cfg.get("User") or "root", view)
+    envd = dict(e.split("=", 1) if "=" in e else (e, "") for e in cfg.get("Env") or [])
+    envd.update(dict(env))
+    tmp_parent = store.root / "tmp"
+    tmp_parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=tmp_parent))
+    try:
+        (tmp / "u").mkdir()
+        (tmp / "w").mkdir()
+        cwd = workdir or cfg.get("WorkingDir") or "/"
+        if view.lstat(cwd) is None:
+            (tmp / "u" / cwd.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        spec = ProcessSpec(argv=tuple(argv), upperdir=tmp / "u", workdir=tmp / "w", lowerdirs=tuple(lowers),
+                           env=tuple(envd.items()), cwd=cwd, uid=uid, gid=gid, groups=tuple(groups),
+                           network="none" if network == "none" else "host", on_output=on_output)
+        return run(spec).exit_code
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

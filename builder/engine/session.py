@@ -1,0 +1,111 @@
+"""BuildSession: what every step handler may use during one build.
+
+Owns the temp directory of the build (removed by :meth:`close`), the lazily opened build
+context, the snapshot store and the cache records. Handlers never print; they emit events.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .events import EventSink, Message
+from .options import BuildOptions
+from .state import ImageState, LayerRef
+
+
+@dataclass
+class StageResult:
+    """A finished stage: its final state (for COPY --from / FROM stage / the target) and its
+    variable scope (a stage built FROM this one inherits it)."""
+
+    index: int
+    name: str | None
+    state: ImageState
+    scope: Any = None
+
+
+class BuildSession:
+    def __init__(self, opts: BuildOptions, store: Any, on_event: EventSink) -> None:
+        from ..store.cache import CacheStore
+        from ..store.snapshots import Snapshots
+
+        self.opts = opts
+        self.store = store
+        self.emit = on_event
+        self.cancel = threading.Event()
+        self.cache = CacheStore(store.root)
+        self.snapshots = Snapshots(store.root / "snapshots")
+        self.stages: dict[int, StageResult] = {}
+        tmp_parent = store.root / "tmp"
+        tmp_parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix="build-", dir=tmp_parent))
+        self._context: Any = None
+        self._flattened: dict[str, Path] = {}
+        self._warned: set[str] = set()
+        self.platform: Any = None  # set by the build once the target platform is known
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Remove the build's temp directory (mounts are released by their owners first)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def note(self, text: str) -> None:
+        self.emit(Message("info", text))
+
+    def warn_once(self, text: str) -> None:
+        if text not in self._warned:
+            self._warned.add(text)
+            self.emit(Message("warning", text))
+
+    # -- build context ----------------------------------------------------------------------
+    @property
+    def context(self) -> Any:
+        if self._context is None:
+            from .context import BuildContext
+            from .dockerignore import load_ignore
+
+            self._context = BuildContext(self.opts.context, load_ignore(self.opts.context, self.opts.dockerfile))
+        return self._context
+
+    # -- layers on disk ---------------------------------------------------------------------
+    def _open_blob(self, layer: LayerRef):
+        return lambda: self.store.blobs.open(layer.digest)
+
+    def lowerdirs(self, state: ImageState) -> list[Path]:
+        """Unpacked layer directories of ``state``, top-most first (unpacking once per layer)."""
+        from ..layer.compress import compression_for_media_type
+
+        dirs = [self.snapshots.ensure(l.diff_id, self._open_blob(l), compression_for_media_type(l.media_type))
+                for l in state.layers]
+        dirs.reverse()
+        return dirs
+
+    def view(self, state: ImageState) -> Any:
+        from ..store.rootview import RootView
+
+        return RootView(self.lowerdirs(state))
+
+    def flatten(self, state: ImageState) -> Path:
+        """A plain directory holding ``state``'s root filesystem (layers applied in order),
+        made once per build and removed with the build's temp dir. Used by bind mounts."""
+        from ..layer.compress import compression_for_media_type
+        from ..layer.extract import extract_layers
+
+        key = ",".join(str(l.diff_id) for l in state.layers)
+        if key not in self._flattened:
+            dest = self.tmp / f"flat-{len(self._flattened)}"
+            dest.mkdir()
+            streams = [(self.store.blobs.open(l.digest), compression_for_media_type(l.media_type))
+                       for l in state.layers]
+            try:
+                extract_layers(streams, dest)
+            finally:
+                for f, _ in streams:
+                    f.close()
+            self._flattened[key] = dest
+        return self._flattened[key]

@@ -1,0 +1,74 @@
+"""The image a stage is building, as a frozen value passed from step to step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..digest import Digest
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRef:
+    """One layer of an image: both digests explicit (compressed blob vs uncompressed tar)."""
+
+    digest: Digest
+    diff_id: Digest
+    size: int
+    media_type: str
+
+    def descriptor(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
+
+
+STEP_COMMENT = "buildkit.dockerfile.v0"  # what BuildKit writes in each step's history comment
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    created_by: str
+    empty_layer: bool = False
+    created: str | None = None
+    comment: str | None = None
+    author: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.created:
+            out["created"] = self.created
+        if self.author:
+            out["author"] = self.author
+        out["created_by"] = self.created_by
+        if self.comment:
+            out["comment"] = self.comment
+        if self.empty_layer:
+            out["empty_layer"] = True
+        return out
+
+    @classmethod
+    def from_json(cls, h: dict[str, Any]) -> "History":
+        return cls(created_by=h.get("created_by", ""), empty_layer=bool(h.get("empty_layer", False)),
+                   created=h.get("created"), comment=h.get("comment"), author=h.get("author"))
+
+
+@dataclass(frozen=True, slots=True)
+class ImageState:
+    """Layers (bottom first), history, the runtime config and the cache key so far.
+
+    ``config`` is a :class:`builder.plan.state.ImageConfigState`; ``extra`` keeps top-level
+    config fields of the base image we do not model (e.g. ``os.version``), copied through.
+    ``base_digest`` is the manifest digest of the FROM image ("" for scratch).
+    """
+
+    layers: tuple[LayerRef, ...]
+    history: tuple[History, ...]
+    config: Any
+    platform: Any
+    cache_key: str
+    base_digest: str = ""
+    author: str | None = None
+    extra: tuple[tuple[str, Any], ...] = field(default=())
+
+    def with_layer(self, layer: LayerRef | None, history: History, cache_key: str) -> "ImageState":
+        layers = self.layers + ((layer,) if layer is not None else ())
+        return replace(self, layers=layers, history=self.history + (history,), cache_key=cache_key)

@@ -1,0 +1,98 @@
+"""COPY and ADD steps (and WORKDIR's directory): entries -> a layer, with cache.
+
+Cache key inputs: the step's expanded meaning (sources, dest, chown, chmod, flags) and the
+content digest of what it reads: context files (never mtimes, never ignored files), the source
+stage's cache key for ``--from=stage``, the image digest for ``--from=image``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import DockerfileError, PybuildError
+from .cachekey import step_key
+from .layers import MISS, cache_lookup, cache_store, commit_step, store_layer
+from .state import ImageState
+
+
+def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None) -> str:
+    """What the COPY reads, as a digest string (part of the cache key)."""
+    if source_state is not None:
+        return "stage:" + source_state.cache_key
+    if getattr(step, "from_image", None):
+        return "image:" + step.from_image
+    plain = [s for s in step.sources if isinstance(s, str)]
+    if not plain:
+        return "heredoc"
+    ctx = session.context
+    paths: list[str] = []
+    for pattern in plain:
+        if "://" in pattern:
+            paths.append(pattern)
+            continue
+        paths.extend(ctx.match_sources(pattern))
+    local = [p for p in paths if "://" not in p]
+    remote = [p for p in paths if "://" in p]
+    return ctx.content_digest(local) + ("|" + "|".join(remote) if remote else "")
+
+
+def copy_meaning(step: Any) -> dict[str, Any]:
+    heredocs = [{"name": h.name, "content": h.content} for h in step.sources if not isinstance(h, str)]
+    return {
+        "kind": step.kind, "sources": [s for s in step.sources if isinstance(s, str)], "heredocs": heredocs,
+        "dest": step.dest, "chown": step.chown, "chmod": step.chmod, "link": step.link,
+        "parents": step.parents, "excludes": list(step.excludes), "checksum": step.checksum,
+        "from_image": step.from_image,
+    }
+
+
+def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: ImageState | None,
+               source_view: Any | None, use_cache: bool) -> tuple[ImageState, bool]:
+    """Run one COPY/ADD; returns the new state and whether the cache was used."""
+    key = step_key(state.cache_key, step.kind, copy_meaning(step), copy_inputs_digest(session, step, source_state))
+    hit = cache_lookup(session, key) if use_cache else MISS
+    if hit is not MISS:
+        return commit_step(session, state, step, hit, key), True
+    entries = build_copy_entries(session, state, step, source_view=source_view)
+    layer = store_layer(session, entries) if entries else None
+    cache_store(session, key, layer, step.created_by)
+    return commit_step(session, state, step, layer, key), False
+
+
+def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_view: Any | None) -> list[Any]:
+    from .copy import copy_entries
+    from .userdb import resolve_chown
+
+    dest_view = session.view(state)
+    chown = resolve_chown(step.chown, dest_view) if step.chown else None
+    chmod = step.chmod_mode
+    if step.chmod and chmod is None:
+        raise DockerfileError(f"{step.kind} --chmod={step.chmod}: symbolic modes are not supported yet; "
+                              "use an octal mode", step.node.span)
+    heredocs = [(h.name, h.content) for h in step.sources if not isinstance(h, str)]
+    sources = [s for s in step.sources if isinstance(s, str)]
+    try:
+        if step.kind == "ADD" and source_view is None:
+            return _add_entries(session, step, sources, heredocs, dest_view, chown, chmod)
+        if source_view is not None:
+            src_view, ctx, is_ctx = source_view, None, False
+        else:
+            from .pathresolve import DirView
+
+            src_view, ctx, is_ctx = DirView(session.opts.context), session.context, True
+        return copy_entries(sources=sources, dest=step.dest, src_view=src_view, src_is_context=is_ctx,
+                            context=ctx, dest_view=dest_view, chown=chown, chmod=chmod,
+                            excludes=list(step.excludes), parents=step.parents, heredocs=heredocs,
+                            mtime_clamp=session.opts.source_date_epoch)
+    except DockerfileError:
+        raise
+    except PybuildError as exc:
+        raise DockerfileError(f"{step.kind} failed: {exc.render()}", step.node.span) from exc
+
+
+def _add_entries(session: Any, step: Any, sources: list[str], heredocs: list[tuple[str, str]], dest_view: Any,
+                 chown: Any, chmod: Any) -> list[Any]:
+    """ADD: URLs are fetched, local archives extracted, everything else copied like COPY."""
+    from .add import add_entries
+
+    return add_entries(session, step, sources, heredocs, dest_view, chown, chmod)

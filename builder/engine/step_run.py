@@ -1,0 +1,246 @@
+"""RUN steps: a sandboxed process over the image's layers; its changes become the next layer.
+
+Cache key: the parent key, argv, the effective environment (proxy variables and secrets
+excluded), user, workdir, network, security and the mounts' meaning (for ``from=`` mounts the
+source stage's key, for context binds the context's content digest).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import DockerfileError, StepFailed
+from .cachekey import step_key
+from .events import StepOutput
+from .layers import MISS, cache_lookup, cache_store, commit_step, store_layer
+from .state import ImageState
+
+PROXY_VARS = frozenset(n for v in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+                       for n in (v, v.lower()))
+OUTPUT_TAIL = 20
+
+
+def run_meaning(step: Any, session: Any) -> dict[str, Any]:
+    mounts = []
+    for m in step.mounts:
+        kind = m.type
+        item = {"type": kind, "target": m.target}
+        if kind == "cache":
+            item.update(id=m.id, sharing=m.sharing)
+        elif kind == "bind":
+            item.update(source=m.source, rw=not m.readonly)
+            item["from"] = _bind_source_key(session, m)
+        elif kind == "secret":
+            item.update(id=m.id, env=m.env)
+        mounts.append(item)
+    env = [(k, v) for k, v in step.env if k not in PROXY_VARS]
+    heredocs = [[h.name, h.content] for h in step.heredocs]
+    files = [[f.path, f.content, f.mode] for f in step.files]
+    return {"argv": list(step.argv), "env": env, "user": step.user, "workdir": step.workdir,
+            "network": step.network or session.opts.network, "security": step.security,
+            "mounts": mounts, "heredocs": heredocs, "files": files}
+
+
+def _bind_source_key(session: Any, m: Any) -> str | None:
+    if m.from_stage is not None:
+        return "stage:" + session.stages[m.from_stage].state.cache_key
+    if m.from_image:
+        return "image:" + m.from_image
+    return None
+
+
+def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step_no: int,
+              use_cache: bool) -> tuple[ImageState, bool]:
+    """Run one RUN step; returns the new state and whether the cache was used.
+
+    Raises StepFailed (exit status and output tail) when the command fails; nothing is left
+    mounted or running, the step's temp dir is removed."""
+    inputs = _context_bind_inputs(session, step)
+    key = step_key(state.cache_key, "RUN", run_meaning(step, session), inputs)
+    hit = cache_lookup(session, key) if use_cache else MISS
+    if hit is not MISS:
+        return commit_step(session, state, step, hit, key), True
+
+    workspace = Path(session.tmp) / f"run-{stage_no}-{step_no}"
+    upper, work = workspace / "u", workspace / "w"
+    upper.mkdir(parents=True)
+    work.mkdir()
+    try:
+        layer = _execute(session, state, step, upper, work, workspace, stage_no, step_no)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    cache_store(session, key, layer, step.created_by)
+    return commit_step(session, state, step, layer, key), False
+
+
+def _context_bind_inputs(session: Any, step: Any) -> str:
+    """Content digest of context files bind-mounted without ``from=`` (they are inputs)."""
+    parts = []
+    for m in step.mounts:
+        if m.type == "bind" and m.from_stage is None and not m.from_image:
+            src = (m.source or ".").lstrip("/") or "."
+            parts.append(session.context.content_digest(session.context.match_sources(src)))
+    return "|".join(parts)
+
+
+def _execute(session: Any, state: ImageState, step: Any, upper: Path, work: Path, workspace: Path,
+             stage_no: int, step_no: int) -> Any:
+    from ..layer.whiteout import upper_entries
+    from ..sandbox.runner import run
+    from ..sandbox.spec import ProcessSpec
+    from .userdb import resolve_user
+
+    lowers = session.lowerdirs(state)
+    from ..store.rootview import RootView
+
+    view = RootView(lowers)
+    try:
+        uid, gid, groups = resolve_user(step.user or "root", view)
+    except DockerfileError:
+        raise
+    except Exception as exc:
+        raise DockerfileError(f"RUN: {exc}", step.node.span) from exc
+    cwd = step.workdir or "/"
+    if view.lstat(cwd) is None:
+        (upper / cwd.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    env = list(step.env) + list(step.proxy_env)
+    mounts, extra_files = _mounts(session, step, workspace, env)
+    for i, f in enumerate(step.files):
+        host = workspace / f"file{i}"
+        host.write_text(f.content)
+        os.chmod(host, f.mode)
+        extra_files.append((f.path, host))
+    tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL)
+
+    def on_output(line: bytes) -> None:
+        tail.append(line.decode("utf-8", "replace").rstrip("\n"))
+        session.emit(StepOutput(stage_no, step_no, line))
+
+    spec = ProcessSpec(
+        argv=tuple(step.argv), upperdir=upper, workdir=work, lowerdirs=tuple(lowers), env=tuple(env),
+        cwd=cwd, uid=uid, gid=gid, groups=tuple(groups), network=(step.network or session.opts.network),
+        mounts=tuple(mounts), stdin=None, extra_files=tuple(extra_files),
+        on_output=on_output,
+    )
+    result = run(spec, cancel=session.cancel)
+    for w in result.warnings:
+        session.warn_once(w)
+    for n in result.notes:
+        session.warn_once(n)
+    if result.cancelled:
+        from ..errors import Interrupted
+
+        raise Interrupted("build interrupted during RUN")
+    if result.exit_code != 0:
+        text = step.node.original or "RUN " + " ".join(step.argv)
+        raise StepFailed(text if text.upper().startswith("RUN") else f"RUN {text}",
+                         file=str(session.opts.dockerfile.name), line=step.node.span.line,
+                         exit_status=result.exit_code, output_tail=tuple(tail))
+    entries = list(upper_entries(upper))
+    if not entries:
+        return None
+    layer = store_layer(session, entries)
+    adopt = getattr(session.snapshots, "adopt", None)
+    if adopt is not None:
+        try:
+            adopt(layer.diff_id, upper)
+        except Exception:
+            pass  # the snapshot is made again from the blob when needed
+    return layer
+
+
+def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]]) -> tuple[list[Any], list[Any]]:
+    """Lower RUN --mount specs to sandbox mounts and secret files. Secrets never reach the
+    cache key, the layer, the config or the history."""
+    from ..sandbox.spec import MountSpec
+
+    mounts: list[Any] = []
+    files: list[Any] = []
+    secrets = {s.id: s for s in session.opts.secrets}
+    for i, m in enumerate(step.mounts):
+        kind = m.type
+        target = m.target
+        if kind == "cache":
+            host = _cache_dir(session, m)
+            mounts.append(MountSpec(target=target, kind="bind", source=host, readonly=False))
+        elif kind == "tmpfs":
+            mounts.append(MountSpec(target=target, kind="tmpfs", size=int(m.size or 0)))
+        elif kind == "bind":
+            src = _bind_source(session, m, workspace / f"bind{i}")
+            mounts.append(MountSpec(target=target, kind="bind", source=src, readonly=m.readonly))
+        elif kind == "secret":
+            sid = m.id or os.path.basename(target or "")
+            secret = secrets.get(sid)
+            data: bytes | None = None
+            if secret is not None:
+                if secret.env is not None:
+                    value = os.environ.get(secret.env)
+                    data = value.encode() if value is not None else None
+                elif secret.src is not None:
+                    try:
+                        data = Path(secret.src).read_bytes()
+                    except OSError as exc:
+                        raise DockerfileError(f"secret {sid}: cannot read {secret.src}: {exc.strerror}",
+                                              step.node.span) from exc
+            if data is None:
+                if m.required:
+                    raise DockerfileError(f"secret {sid} is required but was not provided (--secret id={sid},src=...)",
+                                          step.node.span)
+                continue
+            env_name = m.env
+            if env_name:
+                env.append((env_name, data.decode("utf-8", "surrogateescape")))
+            if target or not env_name:
+                files.append((target or f"/run/secrets/{sid}", data))
+        else:
+            raise DockerfileError(f"RUN --mount=type={kind} is not supported", step.node.span)
+    return mounts, files
+
+
+def _cache_dir(session: Any, m: Any) -> Path:
+    cid = m.id or m.target
+    name = hashlib.sha256(cid.encode()).hexdigest()[:32]
+    path = session.store.root / "cache" / "mounts" / name
+    if not path.exists():
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, m.mode if m.mode is not None else 0o755)
+        uid, gid = m.uid, m.gid
+        if (uid is not None or gid is not None) and os.geteuid() == 0:
+            os.chown(path, int(uid or 0), int(gid or 0))
+    return path
+
+
+def _bind_source(session: Any, m: Any, scratch: Path) -> Path:
+    source = (m.source or "/").lstrip("/")
+    if m.from_stage is not None:
+        root = session.flatten(session.stages[m.from_stage].state)
+    elif not m.from_image:
+        root = Path(session.opts.context)
+    else:
+        from .base import resolve_base
+
+        base = resolve_base(m.from_image, store=session.store, platform=session.platform, pull=False)
+        from .state import ImageState
+
+        st = ImageState(layers=base.layers, history=(), config=None, platform=session.platform, cache_key="")
+        root = session.flatten(st)
+    from .pathresolve import DirView, resolve_in_root
+
+    resolved = resolve_in_root(DirView(root), "/" + source) if source else "/"
+    host = root / resolved.lstrip("/")
+    if not os.path.lexists(host):
+        raise DockerfileError(f"RUN --mount: source {source!r} not found")
+    if not m.readonly:
+        # writes are discarded: give the step its own copy
+        if host.is_dir():
+            shutil.copytree(host, scratch, symlinks=True)
+        else:
+            scratch.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(host, scratch)
+        return scratch
+    return host

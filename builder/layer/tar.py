@@ -1,0 +1,464 @@
+"""Deterministic layer tar writing in one streaming pass: tar + compress + both digests.
+
+:func:`write_layer` sorts the entries by name (parents come before children), writes ustar
+headers (with PAX extended headers for long or non-ASCII names, big numbers and xattrs) itself,
+copies file content through a small pool of reused buffers, and hands full buffers to a
+compressor thread over a bounded queue (zlib and zstandard release the GIL). Memory stays
+bounded (``_BUFFERS`` x ``_BUF_SIZE``) whatever the layer size. Same entries, in any order,
+give the same bytes.
+
+Choices: gzip uses zlib level 1 by default (close to ``gzip -1``), a fixed 10-byte header
+(mtime 0, no name, XFL per level, OS 255); zstd uses level 3 with ``threads=-1`` (zstd's
+multi-threaded output does not depend on the worker count or on how input is fed), no content
+size and no checksum in the frame header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterable
+
+from ..digest import Digest
+from ..errors import PybuildError
+from .compress import GZIP, UNCOMPRESSED, ZSTD, media_type_for
+from .entries import Entry, EntryType
+
+_BLOCK = 512
+_BUF_SIZE = 1 << 20
+_BUFFERS = 6
+_HEADER = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12s")
+_MAX_OCTAL7 = 0o7777777
+_MAX_OCTAL11 = 0o77777777777
+_ZERO_BLOCKS = bytes(2 * _BLOCK)
+_MAGIC = b"ustar\x0000" + bytes(64)  # magic, version, empty uname/gname
+_TAIL = bytes(167)  # prefix and padding
+_ZSTD_THREADS = -1  # all cores; any value >= 1 gives the same bytes
+
+
+class LayerError(PybuildError):
+    """The entries cannot be written as a layer (missing source, file changed, bad hardlink)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """What :func:`write_layer` produced.
+
+    ``digest``: sha256 of the bytes written to ``out`` (the blob); ``diff_id``: sha256 of the
+    uncompressed tar; ``size``: bytes written to ``out``; ``media_type``: the OCI layer type.
+    """
+
+    digest: Digest
+    diff_id: Digest
+    size: int
+    media_type: str
+    compression: str
+
+
+# ---------------------------------------------------------------------------------------------
+# headers
+
+def _octal(value: int, width: int) -> bytes:
+    """``width``-byte NUL-terminated octal field."""
+    return b"%0*o\0" % (width - 1, value)
+
+
+def _pax_record(key: str, value: bytes) -> bytes:
+    body = b" " + key.encode("utf-8") + b"=" + value + b"\n"
+    n = len(body)
+    length = n + len(str(n))
+    if len(str(length)) != len(str(n)):
+        length = n + len(str(length))
+    return str(length).encode() + body
+
+
+def _split_ustar(name: bytes) -> tuple[bytes, bytes] | None:
+    """(prefix, name) for a ustar header, or None when the path needs a PAX ``path``."""
+    if len(name) <= 100:
+        return b"", name
+    if len(name) > 256:
+        return None
+    # the prefix is everything before some '/', at most 155 bytes; the rest at most 100
+    idx = name.rfind(b"/", 0, 156)
+    while idx > 0:
+        if len(name) - idx - 1 <= 100:
+            return name[:idx], name[idx + 1:]
+        idx = -1  # a longer prefix is impossible (rfind found the last usable slash)
+    return None
+
+
+def _header_bytes(e: Entry, name: bytes, typeflag: bytes, size: int, mtime: int,
+                  linkname: bytes) -> bytes:
+    """One or more 512-byte blocks: an optional PAX header then the ustar header."""
+    if (len(name) <= 100 and len(linkname) <= 100 and not e.xattrs and name.isascii()
+            and linkname.isascii() and 0 <= e.uid <= _MAX_OCTAL7 and 0 <= e.gid <= _MAX_OCTAL7
+            and size <= _MAX_OCTAL11 and 0 <= mtime <= _MAX_OCTAL11):
+        # the common case: a plain ustar header, built in one go
+        hdr = (name.ljust(100, b"\0")
+               + b"%07o\0%07o\0%07o\0%011o\0%011o\0        " % (e.mode & 0o7777, e.uid, e.gid, size, mtime)
+               + typeflag + linkname.ljust(100, b"\0") + _MAGIC
+               + b"%07o\0%07o\0" % (e.devmajor, e.devminor) + _TAIL)
+        return hdr[:148] + b"%06o\0 " % sum(hdr) + hdr[156:]
+    pax: list[tuple[str, bytes]] = []
+    split = None
+    try:
+        name.decode("ascii")
+        split = _split_ustar(name)
+    except UnicodeDecodeError:
+        pass
+    binary = False
+    if split is None:
+        pax.append(("path", name))
+        split = (b"", name[:100])
+        binary = binary or not _is_utf8(name)
+    if len(linkname) > 100 or not linkname.isascii():
+        pax.append(("linkpath", linkname))
+        binary = binary or not _is_utf8(linkname)
+        linkname = linkname[:100]
+    uid, gid = e.uid, e.gid
+    if not 0 <= uid <= _MAX_OCTAL7:
+        pax.append(("uid", str(uid).encode()))
+        uid = 0
+    if not 0 <= gid <= _MAX_OCTAL7:
+        pax.append(("gid", str(gid).encode()))
+        gid = 0
+    if size > _MAX_OCTAL11:
+        pax.append(("size", str(size).encode()))
+        hsize = 0
+    else:
+        hsize = size
+    if not 0 <= mtime <= _MAX_OCTAL11:
+        pax.append(("mtime", str(mtime).encode()))
+        hmtime = 0
+    else:
+        hmtime = mtime
+    for key, value in e.xattrs:
+        pax.append(("SCHILY.xattr." + key, value))
+    out = b""
+    if pax:
+        if binary:
+            pax.append(("hdrcharset", b"BINARY"))
+        pax.sort()
+        data = b"".join(_pax_record(k, v) for k, v in pax)
+        out = _pack(b"PaxHeader", 0o644, 0, 0, len(data), 0, b"x", b"", 0, 0, b"")
+        out += data + bytes(-len(data) % _BLOCK)
+    devmajor, devminor = e.devmajor, e.devminor
+    out += _pack(split[1], e.mode & 0o7777, uid, gid, hsize, hmtime, typeflag, linkname,
+                 devmajor, devminor, split[0])
+    return out
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _pack(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
+          linkname: bytes, devmajor: int, devminor: int, prefix: bytes) -> bytes:
+    hdr = _HEADER.pack(name, _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12),
+                       _octal(mtime, 12), b"        ", typeflag, linkname, b"ustar\0", b"00",
+                       b"", b"", _octal(devmajor, 8), _octal(devminor, 8), prefix, b"")
+    chk = b"%06o\0 " % sum(hdr)
+    return hdr[:148] + chk + hdr[156:]
+
+
+# ---------------------------------------------------------------------------------------------
+# ordering and hardlink normalisation
+
+def _encode(name: str) -> bytes:
+    return os.fsencode(name)
+
+
+def _order(entries: Iterable[Entry]) -> list[tuple[bytes, Entry]]:
+    """Entries keyed by encoded name, sorted bytewise, last duplicate wins.
+
+    Hardlink groups are normalised so that the member sorting first carries the content and
+    the others link to it (a tar reader must meet the target before the link).
+    """
+    by_name: dict[bytes, Entry] = {}
+    for e in entries:
+        name = e.name.strip("/")
+        if name.startswith("./"):
+            name = name[2:]
+        if not name or name == ".":
+            continue
+        by_name[_encode(name)] = e
+    groups: dict[bytes, list[bytes]] = {}
+    for key, e in by_name.items():
+        if e.type is EntryType.HARDLINK:
+            target = _encode(e.linkname.strip("/"))
+            # follow chains (a link to a link) to the real member
+            seen = {key}
+            while target in by_name and by_name[target].type is EntryType.HARDLINK and target not in seen:
+                seen.add(target)
+                target = _encode(by_name[target].linkname.strip("/"))
+            if target not in by_name or by_name[target].type is EntryType.HARDLINK:
+                raise LayerError(f"hardlink {e.name!r} points to {e.linkname!r}, which is not in the layer")
+            if by_name[target].type is EntryType.DIR:
+                raise LayerError(f"hardlink {e.name!r} points to the directory {e.linkname!r}")
+            groups.setdefault(target, []).append(key)
+    for target, links in groups.items():
+        first = min(links)
+        if first < target:
+            content = by_name[target]
+            by_name[first] = _replace_name(content, os.fsdecode(first))
+            first_str = os.fsdecode(first)
+            for other in [target] + links:
+                if other != first:
+                    by_name[other] = _hardlink(by_name[other] if other != target else content,
+                                               os.fsdecode(other), first_str)
+        else:
+            target_str = os.fsdecode(target)
+            for other in links:
+                by_name[other] = _hardlink(by_name[other], os.fsdecode(other), target_str)
+    return sorted(by_name.items())
+
+
+def _replace_name(e: Entry, name: str) -> Entry:
+    return Entry(name=name, type=e.type, mode=e.mode, uid=e.uid, gid=e.gid, mtime=e.mtime,
+                 size=e.size, linkname=e.linkname, devmajor=e.devmajor, devminor=e.devminor,
+                 xattrs=e.xattrs, source=e.source, data=e.data)
+
+
+def _hardlink(e: Entry, name: str, target: str) -> Entry:
+    return Entry(name=name, type=EntryType.HARDLINK, mode=e.mode, uid=e.uid, gid=e.gid,
+                 mtime=e.mtime, linkname=target, xattrs=e.xattrs)
+
+
+# ---------------------------------------------------------------------------------------------
+# the sink: a compressor thread fed with filled buffers
+
+class _Sink:
+    """Owns the buffer pool and the compressor thread.
+
+    ``take()`` gives an empty buffer (bytearray of _BUF_SIZE), ``give(buf, n)`` queues its first
+    ``n`` bytes; ``finish()`` flushes and joins, re-raising any error of the thread.
+    """
+
+    def __init__(self, out: BinaryIO, compression: str, level: int | None) -> None:
+        self.out = out
+        self.compression = compression
+        self.diff = hashlib.sha256()
+        self.blob = hashlib.sha256()
+        self.size = 0
+        self.error: BaseException | None = None
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(_BUFFERS):
+            self._free.put(bytearray(_BUF_SIZE))
+        self._full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+        self._compress, self._flush = self._make_compressor(level)
+        self._thread = threading.Thread(target=self._run, name="layer-compress", daemon=True)
+        self._thread.start()
+
+    def _make_compressor(self, level: int | None) -> tuple[Callable[[memoryview], bytes],
+                                                           Callable[[], bytes]]:
+        if self.compression == UNCOMPRESSED:
+            return bytes, lambda: b""
+        if self.compression == GZIP:
+            lvl = 1 if level is None else level
+            comp = zlib.compressobj(lvl, zlib.DEFLATED, -15, 9)
+            xfl = 4 if lvl == 1 else 2 if lvl == 9 else 0
+            state = {"crc": 0, "len": 0, "head": True}
+
+            def gz(mv: memoryview) -> bytes:
+                state["crc"] = zlib.crc32(mv, state["crc"])
+                state["len"] += len(mv)
+                data = comp.compress(mv)
+                if state["head"]:
+                    state["head"] = False
+                    data = b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes((xfl, 255)) + data
+                return data
+
+            def gz_flush() -> bytes:
+                data = gz(memoryview(b"")) + comp.flush()
+                return data + struct.pack("<II", state["crc"] & 0xFFFFFFFF, state["len"] & 0xFFFFFFFF)
+
+            return gz, gz_flush
+        if self.compression == ZSTD:
+            import zstandard
+
+            zc = zstandard.ZstdCompressor(level=3 if level is None else level, threads=_ZSTD_THREADS,
+                                          write_checksum=False, write_content_size=False)
+            zobj = zc.compressobj()
+            return zobj.compress, zobj.flush
+        raise LayerError(f"unknown compression {self.compression!r}")
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.blob.update(data)
+            self.out.write(data)
+            self.size += len(data)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._full.get()
+                if item is None:
+                    break
+                buf, n = item
+                mv = memoryview(buf)[:n]
+                self.diff.update(mv)
+                if self.compression == UNCOMPRESSED:
+                    self.out.write(mv)
+                    self.size += n
+                else:
+                    self._emit(self._compress(mv))
+                mv.release()
+                self._free.put(buf)
+            self._emit(self._flush())
+        except BaseException as exc:  # handed to the producer thread
+            self.error = exc
+            # unblock a producer waiting for a buffer
+            for _ in range(_BUFFERS):
+                self._free.put(bytearray(_BUF_SIZE))
+
+    def take(self) -> bytearray:
+        buf = self._free.get()
+        if self.error is not None:
+            raise self.error
+        return buf
+
+    def give(self, buf: bytearray, n: int) -> None:
+        if self.error is not None:
+            raise self.error
+        self._full.put((buf, n))
+
+    def finish(self) -> None:
+        self._full.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        self._full.put(None)
+        self._thread.join()
+
+
+# ---------------------------------------------------------------------------------------------
+
+_TYPEFLAGS = {t: t.value.encode() for t in EntryType}
+
+
+def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = GZIP,
+                mtime_clamp: int | None = None, level: int | None = None) -> LayerInfo:
+    """Write ``entries`` as a layer tar to ``out``, compressed, and return its digests.
+
+    ``compression``: "gzip" (default level 1), "zstd" (default level 3, all cores) or
+    "uncompressed". ``mtime_clamp``: every mtime becomes ``min(mtime, mtime_clamp)``.
+    Entries are sorted by name (duplicates: the last one given wins); a hardlink group is
+    re-rooted on its first member by name. File content is read from ``entry.source`` (opened
+    with O_NOFOLLOW and closed here) or taken from ``entry.data``; a source shorter than ``entry.size`` raises LayerError (it changed
+    while being archived); extra bytes beyond ``size`` are ignored. ``out`` is written
+    from a helper thread and is neither flushed nor closed here. Raises LayerError on bad
+    entries or unreadable sources; errors of ``out.write`` propagate.
+    """
+    media_type = media_type_for(compression)
+    ordered = _order(entries)
+    sink = _Sink(out, compression, level)
+    ok = False
+    try:
+        buf = sink.take()
+        mv = memoryview(buf)
+        pos = 0
+        for name, e in ordered:
+            mtime = e.mtime if mtime_clamp is None else min(e.mtime, mtime_clamp)
+            etype = e.type
+            size = 0
+            linkname = b""
+            hname = name
+            if etype is EntryType.FILE:
+                size = e.size if e.data is None else len(e.data)
+            elif etype is EntryType.DIR:
+                hname = name + b"/"
+            elif etype is EntryType.SYMLINK or etype is EntryType.HARDLINK:
+                linkname = _encode(e.linkname)
+            hdr = _header_bytes(e, hname, _TYPEFLAGS[etype], size, mtime, linkname)
+            # header
+            hl = len(hdr)
+            if pos + hl > _BUF_SIZE:
+                sink.give(buf, pos)
+                buf = sink.take()
+                mv = memoryview(buf)
+                pos = 0
+            mv[pos:pos + hl] = hdr
+            pos += hl
+            if size == 0:
+                continue
+            # content
+            if e.data is not None:
+                data = memoryview(e.data)
+                off = 0
+                while off < size:
+                    if pos == _BUF_SIZE:
+                        sink.give(buf, pos)
+                        buf = sink.take()
+                        mv = memoryview(buf)
+                        pos = 0
+                    n = min(size - off, _BUF_SIZE - pos)
+                    mv[pos:pos + n] = data[off:off + n]
+                    pos += n
+                    off += n
+            else:
+                if e.source is None:
+                    raise LayerError(f"layer entry {e.name!r}: a file of {size} bytes has no content source")
+                try:
+                    fd = os.open(e.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except OSError as exc:
+                    raise LayerError(f"cannot read {e.source!r} for layer entry {e.name!r}: {exc.strerror}") from exc
+                try:
+                    left = size
+                    while left:
+                        if pos == _BUF_SIZE:
+                            sink.give(buf, pos)
+                            buf = sink.take()
+                            mv = memoryview(buf)
+                            pos = 0
+                        want = min(left, _BUF_SIZE - pos)
+                        try:
+                            got = os.readv(fd, [mv[pos:pos + want]])
+                        except OSError as exc:
+                            raise LayerError(f"cannot read {e.source!r} for layer entry {e.name!r}: "
+                                             f"{exc.strerror}") from exc
+                        if got == 0:
+                            raise LayerError(f"{e.source!r} shrank while being archived as {e.name!r}: "
+                                             f"expected {size} bytes, got {size - left}")
+                        pos += got
+                        left -= got
+                finally:
+                    os.close(fd)
+            pad = -size % _BLOCK
+            if pad:
+                if pos + pad > _BUF_SIZE:
+                    sink.give(buf, pos)
+                    buf = sink.take()
+                    mv = memoryview(buf)
+                    pos = 0
+                mv[pos:pos + pad] = bytes(pad)
+                pos += pad
+        # end of archive: two zero blocks
+        if pos + len(_ZERO_BLOCKS) > _BUF_SIZE:
+            sink.give(buf, pos)
+            buf = sink.take()
+            mv = memoryview(buf)
+            pos = 0
+        mv[pos:pos + len(_ZERO_BLOCKS)] = _ZERO_BLOCKS
+        pos += len(_ZERO_BLOCKS)
+        mv.release()
+        sink.give(buf, pos)
+        sink.finish()
+        ok = True
+    finally:
+        if not ok:
+            sink.abort()
+    blob = sink.diff if compression == UNCOMPRESSED else sink.blob
+    return LayerInfo(digest=Digest("sha256", blob.hexdigest()),
+                     diff_id=Digest("sha256", sink.diff.hexdigest()),
+                     size=sink.size, media_type=media_type, compression=compression)

@@ -1,0 +1,786 @@
+"""The OCI distribution API (v2) over ``requests``, one :class:`RegistryClient` per registry host.
+
+Contracts:
+
+* **Transport**: https by default; plain http for ``localhost``, ``127.0.0.1``, ``[::1]`` and
+  hosts passed as ``insecure`` (or listed in ``$PYBUILD_INSECURE_REGISTRIES``, comma separated).
+  TLS trust: ``/etc/docker/certs.d/<host>/ca.crt`` when present (plus ``client.cert`` /
+  ``client.key``), else ``$REQUESTS_CA_BUNDLE`` or the system store.
+* **Auth**: see :mod:`builder.registry.auth`. The ``Authorization`` header only goes to the
+  registry host: redirects are followed by hand and a hop to another host (blob storage)
+  carries no credentials.
+* **Retries**: idempotent requests (GET, HEAD, manifest PUT, DELETE) are retried on 429, 5xx,
+  connection resets and truncated bodies, at most ``retries`` tries with exponential backoff
+  (``Retry-After`` honoured, capped). Uploads restart from a fresh session when the source
+  stream can seek back; otherwise the first failure is final.
+* **Blobs** are streamed: :meth:`RegistryClient.open_blob` returns a reader that hashes while
+  reading, resumes with ``Range`` after a dropped connection and raises
+  :class:`RegistryError` at the end instead of returning EOF when the digest or size do not
+  match. Uploads hash while sending and never commit (final PUT) bytes that do not match.
+* **Errors**: :class:`builder.errors.RegistryError` with method, redacted URL, status and the
+  distribution error codes; :class:`RegistryConnectionError` when the registry was unreachable.
+  No ``requests`` exception escapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from ..digest import Digest
+from ..errors import RegistryError
+from ..oci import mediatypes as mt
+from .auth import Authenticator, Credentials, erase_credentials, lookup_credentials, \
+    normalize_registry, repository_scope, store_credentials
+
+if TYPE_CHECKING:  # pragma: no cover
+    import requests
+
+MANIFEST_ACCEPT = (mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST)
+MAX_MANIFEST_SIZE = 4 << 20
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_READ_SIZE = 1 << 20
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+_SENSITIVE_QUERY = re.compile(r"sig|token|key|secret|credential|password|auth", re.I)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+CERTS_DIR = Path("/etc/docker/certs.d")
+
+
+class RegistryConnectionError(RegistryError):
+    """The registry could not be reached or dropped the connection (after all retries)."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without userinfo and with signature/token query values replaced by ``REDACTED``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    netloc = parts.netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = [(k, "REDACTED" if _SENSITIVE_QUERY.search(k) else v)
+                 for k, v in parse_qsl(query, keep_blank_values=True)]
+        query = urlencode(pairs, safe=":/")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _host_only(registry: str) -> str:
+    """``h:5000`` -> ``h``; ``[::1]:5000`` -> ``[::1]``."""
+    if registry.startswith("["):
+        return registry[:registry.index("]") + 1]
+    return registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+
+
+def is_insecure(registry: str, insecure: Iterable[str] = ()) -> bool:
+    """True when ``registry`` is spoken to over plain http."""
+    host = _host_only(registry)
+    listed = {h.strip() for h in os.environ.get("PYBUILD_INSECURE_REGISTRIES", "").split(",") if h.strip()}
+    listed.update(insecure)
+    return host in _LOCAL_HOSTS or registry in listed or host in listed
+
+
+# -------------------------------------------------------------------- blob location hints
+
+class _BlobLocations:
+    """Which repositories of a registry are known to hold a blob (bounded LRU, thread-safe).
+
+    Filled by pulls and pushes of this process; read by uploads to try a cross-repo mount."""
+
+    def __init__(self, limit: int = 20000) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._map: OrderedDict[tuple[str, Digest], list[str]] = OrderedDict()
+
+    def note(self, registry: str, repository: str, digest: Digest) -> None:
+        key = (normalize_registry(registry), digest)
+        with self._lock:
+            repos = self._map.pop(key, [])
+            if repository in repos:
+                repos.remove(repository)
+            repos.insert(0, repository)
+            self._map[key] = repos[:8]
+            while len(self._map) > self._limit:
+                self._map.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._map.clear()
+
+    def get(self, registry: str, digest: Digest) -> list[str]:
+        with self._lock:
+            return list(self._map.get((normalize_registry(registry), digest), ()))
+
+
+BLOB_LOCATIONS = _BlobLocations()
+
+
+def note_blob_location(registry: str, repository: str, digest: Digest) -> None:
+    """Record that ``registry/repository`` holds ``digest`` (enables a later cross-repo mount)."""
+    BLOB_LOCATIONS.note(registry, repository, digest)
+
+
+# -------------------------------------------------------------------- error helpers
+
+def _error_codes(body: bytes) -> tuple[tuple[str, ...], str]:
+    """Distribution ``errors[].code`` and the first message from a response body."""
+    try:
+        data = json.loads(body)
+        errors = data.get("errors") or []
+        codes = tuple(str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code"))
+        msg = next((str(e.get("message")) for e in errors if isinstance(e, dict) and e.get("message")), "")
+        return codes, msg
+    except (ValueError, AttributeError, TypeError):
+        return (), ""
+
+
+def _is_stream_error(exc: BaseException) -> bool:
+    """True for the exceptions a dropped or truncated connection raises while reading."""
+    import requests
+    import urllib3.exceptions as ue
+    return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                            requests.exceptions.Timeout, ue.ProtocolError, ue.ReadTimeoutError,
+                            ue.IncompleteRead, ConnectionError, TimeoutError))
+
+
+class _HashingBody:
+    """An upload body of exactly ``length`` bytes read from ``stream``, hashed into ``hasher``.
+
+    Iterable with ``len()`` so requests sends a Content-Length and streams 1 MiB pieces. When
+    ``final_digest`` is given, the hash is checked before the last piece is yielded and a
+    mismatch raises RegistryError, aborting the request so the registry commits nothing."""
+
+    def __init__(self, stream: BinaryIO, length: int, hasher: Any, *, final_digest: Digest | None,
+                 final_size: int, what: str) -> None:
+        self._stream, self._length, self._hasher = stream, length, hasher
+        self._final_digest, self._final_size, self._what = final_digest, final_size, what
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        remaining = self._length
+        while remaining > 0:
+            piece = self._stream.read(min(_READ_SIZE, remaining))
+            if not piece:
+                raise RegistryError(f"{self._what}: source stream ended {remaining} bytes early")
+            remaining -= len(piece)
+            self._hasher.update(piece)
+            if remaining == 0 and self._final_digest is not None:
+                got = Digest(self._final_digest.algorithm, self._hasher.hexdigest())
+                if got != self._final_digest:
+                    raise RegistryError(f"{self._what}: content is {got}, not {self._final_digest}; not uploaded")
+            self.sent += len(piece)
+            yield piece
+
+
+def _hasher(digest: Digest) -> Any:
+    return hashlib.new(digest.algorithm)
+
+
+# -------------------------------------------------------------------- the client
+
+class RegistryClient:
+    """The distribution API of one registry host (``host[:port]``). Thread-safe for requests;
+    one ``requests.Session`` per client. Close it (or use ``with``) to release connections.
+
+    ``credentials``: explicit credentials, or None to look them up with
+    :func:`builder.registry.auth.lookup_credentials` (``anonymous=True`` to skip that).
+    ``chunk_size``: blobs larger than this go up in PATCH chunks of this size; smaller ones (or
+    all, when None) in one streamed PUT. ``on_response`` is called with each response (method,
+    url, status) and exists for request logs and tests.
+    """
+
+    def __init__(self, registry: str, *, insecure: bool | None = None, credentials: Credentials | None = None,
+                 anonymous: bool = False, retries: int = 5, backoff: float = 0.25, max_backoff: float = 8.0,
+                 timeout: tuple[float, float] = (10.0, 120.0), chunk_size: int | None = None,
+                 certs_dir: Path = CERTS_DIR,
+                 on_response: Callable[[str, str, int], None] | None = None) -> None:
+        import requests  # lazy
+
+        self.registry = registry
+        self.insecure = is_insecure(registry) if insecure is None else insecure
+        scheme = "http" if self.insecure else "https"
+        self.base_url = f"{scheme}://{registry}"
+        self.retries = max(1, retries)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+        self.on_response = on_response
+        self._netloc = urlsplit(self.base_url).netloc.lower()
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = "pybuild/0.1"
+        self._verify: bool | str = True
+        self._cert: tuple[str, str] | None = None
+        host_dir = certs_dir / registry
+        if (host_dir / "ca.crt").is_file():
+            self._verify = str(host_dir / "ca.crt")
+        if (host_dir / "client.cert").is_file() and (host_dir / "client.key").is_file():
+            self._cert = (str(host_dir / "client.cert"), str(host_dir / "client.key"))
+        if credentials is None and not anonymous:
+            credentials = lookup_credentials(registry)
+        self.auth = Authenticator(registry, credentials, self._session, verify=self._verify,
+                                  cert=self._cert, timeout=timeout)
+
+    # ---------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._session.close()
+
+    def __enter__(self) -> "RegistryClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- the request loop
+    def _url(self, path_or_url: str) -> str:
+        return path_or_url if "://" in path_or_url else self.base_url + path_or_url
+
+    def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        delay = min(self.max_backoff, self.backoff * (2 ** attempt)) * (0.5 + random.random() / 2)
+        if retry_after and retry_after.isdigit():
+            delay = min(self.max_backoff, max(delay, float(retry_after)))
+        time.sleep(delay)
+
+    def _send_once(self, method: str, url: str, *, scopes: tuple[str, ...], headers: Mapping[str, str],
+                   data: Any, stream: bool) -> "requests.Response":
+        """One request plus its redirects (followed by hand, credentials only to our host)
+        and one re-authentication after a 401. Raises requests exceptions as they come."""
+        sent_auth: str | None = None
+        reauthed = False
+        hops = 0
+        while True:
+            h = dict(headers)
+            if urlsplit(url).netloc.lower() == self._netloc:
+                sent_auth = self.auth.header(scopes)
+                if sent_auth:
+                    h["Authorization"] = sent_auth
+            else:
+                sent_auth = None
+            resp = self._session.request(method, url, headers=h, data=data, stream=stream,
+                                         allow_redirects=False, verify=self._verify, cert=self._cert,
+                                         timeout=self.timeout)
+            if self.on_response is not None:
+                self.on_response(method, redact_url(url), resp.status_code)
+            if resp.status_code == 401 and not reauthed and urlsplit(url).netloc.lower() == self._netloc:
+                reauthed = True
+                if self.auth.on_unauthorized(resp.headers.get("WWW-Authenticate"), scopes, sent_auth) \
+                        and (data is None or isinstance(data, (bytes, str))):
+                    resp.close()
+                    continue
+                return resp
+            if resp.status_code in _REDIRECTS and "Location" in resp.headers and hops < 10:
+                hops += 1
+                url = urljoin(url, resp.headers["Location"])
+                resp.close()
+                if resp.status_code == 303 or (method == "POST" and resp.status_code in (301, 302)):
+                    method, data = "GET", None
+                continue
+            return resp
+
+    def request(self, method: str, path_or_url: str, *, scopes: Iterable[str] = (),
+                headers: Mapping[str, str] | None = None, data: Any = None, ok: Iterable[int] = (200,),
+                idempotent: bool | None = None, stream: bool = False, read_limit: int | None = None,
+                what: str = "") -> tuple["requests.Response", bytes]:
+        """Send a request; return the response and, when ``read_limit`` is set, its body
+        (read inside the retry loop so a truncated body is retried, response closed).
+        Without ``read_limit`` the body is left unread (streamed) and the caller closes the
+        response. Raises RegistryError for a status outside ``ok`` and
+        RegistryConnectionError when the host is unreachable.
+
+        ``idempotent`` defaults to True for GET/HEAD/DELETE; only idempotent requests (whose
+        ``data`` must then be bytes or None) are retried. ``stream`` is accepted for clarity;
+        responses are always streamed."""
+        import requests  # lazy
+
+        url = self._url(path_or_url)
+        scope_t = tuple(scopes)
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "DELETE")
+        tries = self.retries if idempotent else 1
+        okset = frozenset(ok)
+        last_exc: BaseException | None = None
+        for attempt in range(tries):
+            try:
+                resp = self._send_once(method, url, scopes=scope_t, headers=headers or {}, data=data,
+                                       stream=True)
+            except requests.exceptions.InvalidURL as e:
+                raise RegistryError(f"invalid registry URL: {e}", method=method, url=redact_url(url)) from None
+            except requests.exceptions.SSLError as e:
+                raise RegistryConnectionError(
+                    f"TLS error talking to {self.registry} (add its CA to {CERTS_DIR}/{self.registry}/ca.crt "
+                    f"or mark it insecure): {type(e).__name__}", method=method, url=redact_url(url)) from None
+            except requests.RequestException as e:
+                last_exc = e
+                if attempt + 1 < tries:
+                    self._sleep(attempt)
+                    continue
+                break
+            status = resp.status_code
+            if status in RETRY_STATUSES and attempt + 1 < tries:
+                retry_after = resp.headers.get("Retry-After")
+                resp.close()
+                self._sleep(attempt, retry_after)
+                continue
+            if status not in okset:
+                raise self._error_from(resp, method, url, what)
+            if read_limit is None:
+                return resp, b""
+            try:
+                body = self._read_limited(resp, read_limit, method, url)
+            except RegistryError:
+                resp.close()
+                raise
+            except Exception as e:  # noqa: BLE001 - classified below
+                resp.close()
+                if not _is_stream_error(e):
+                    raise
+                last_exc = e
+                if attempt + 1 < tries:
+                    self._sleep(attempt)
+                    continue
+                break
+            resp.close()
+            return resp, body
+        reason = type(last_exc).__name__ if last_exc is not None else "failed"
+        raise RegistryConnectionError(
+            f"{what or 'request'} to {self.registry} failed after {tries} tr{'y' if tries == 1 else 'ies'}: "
+            f"{reason}", method=method, url=redact_url(url))
+
+    @staticmethod
+    def _read_limited(resp: "requests.Response", limit: int, method: str, url: str) -> bytes:
+        buf = bytearray()
+        for piece in resp.iter_content(65536):
+            buf += piece
+            if len(buf) > limit:
+                raise RegistryError(f"response larger than {limit} bytes", method=method,
+                                    url=redact_url(url), status=resp.status_code)
+        return bytes(buf)
+
+    def _error_from(self, resp: "requests.Response", method: str, url: str, what: str) -> RegistryError:
+        """Build the RegistryError for an unexpected status; closes ``resp``."""
+        try:
+            body = b"" if method == "HEAD" else resp.raw.read(65536, decode_content=True) or b""
+        except Exception:  # noqa: BLE001 - the body is only decoration
+            body = b""
+        finally:
+            resp.close()
+        codes, msg = _error_codes(body)
+        status = resp.status_code
+        if status == 401:
+            who = self.auth.credentials
+            if who is not None:
+                text = f"registry {self.registry} rejected the credentials of user {who.username!r}"
+            else:
+                text = f"registry {self.registry} requires authentication (log in first)"
+        elif status == 403:
+            text = f"registry {self.registry} denied access"
+        elif status == 404:
+            text = f"{what or 'resource'} not found on {self.registry}"
+        else:
+            text = f"{what or 'request'} failed on {self.registry}"
+        if msg:
+            text += f" ({msg})"
+        return RegistryError(text, method=method, url=redact_url(url), status=status, codes=codes)
+
+    # ---------------------------------------------------------------- API: ping / catalog
+    def ping(self) -> None:
+        """``GET /v2/``: checks the registry speaks v2 and, with credentials, that they work.
+        Raises RegistryError otherwise."""
+        self.request("GET", "/v2/", read_limit=65536, what="API check")
+
+    # ---------------------------------------------------------------- API: manifests
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, Digest]:
+        """Fetch a manifest or index by tag or digest: (raw bytes, media type, digest).
+
+        Verifies the bytes against ``reference`` when it is a digest, else against the
+        ``Docker-Content-Digest`` header when the registry sends a sha256 one. Bodies beyond
+        4 MiB are refused."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        want: Digest | None = None
+        if reference.startswith(("sha256:", "sha512:")):
+            try:
+                want = Digest.parse(reference)
+            except ValueError:
+                raise RegistryError(f"invalid digest {reference!r}") from None
+        for attempt in range(self.retries):
+            resp, body = self.request("GET", path, scopes=(repository_scope(repository),),
+                                      headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
+                                      read_limit=MAX_MANIFEST_SIZE, what=f"manifest {repository}:{reference}")
+            header = resp.headers.get("Docker-Content-Digest", "")
+            check = want
+            if check is None and header.startswith("sha256:"):
+                try:
+                    check = Digest.parse(header)
+                except ValueError:
+                    check = None
+            algo = check.algorithm if check else "sha256"
+            got = Digest(algo, hashlib.new(algo, body).hexdigest())
+            if check is not None and got != check:
+                if attempt + 1 < self.retries:
+                    self._sleep(attempt)
+                    continue
+                raise RegistryError(f"manifest {repository}:{reference} from {self.registry} has digest {got}, "
+                                    f"expected {check}", method="GET", url=redact_url(self._url(path)))
+            media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            if media_type not in MANIFEST_ACCEPT:
+                media_type = _media_type_of(body) or media_type
+            return body, media_type, got
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def head_manifest(self, repository: str, reference: str) -> tuple[Digest, str, int] | None:
+        """(digest, media type, size) of a manifest, or None when it does not exist."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        resp, _ = self.request("HEAD", path, scopes=(repository_scope(repository),),
+                               headers={"Accept": ", ".join(MANIFEST_ACCEPT)}, ok=(200, 404),
+                               what=f"manifest {repository}:{reference}")
+        resp.close()
+        if resp.status_code == 404:
+            return None
+        try:
+            digest = Digest.parse(resp.headers.get("Docker-Content-Digest", ""))
+        except ValueError:
+            raise RegistryError(f"registry {self.registry} sent no valid Docker-Content-Digest",
+                                method="HEAD", url=redact_url(self._url(path)), status=resp.status_code) from None
+        return digest, resp.headers.get("Content-Type", "").split(";")[0], int(resp.headers.get("Content-Length", 0))
+
+    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> Digest:
+        """PUT manifest bytes unchanged under a tag or their digest; returns their digest."""
+        digest = Digest.of_bytes(data)
+        path = f"/v2/{repository}/manifests/{reference}"
+        resp, _ = self.request("PUT", path, scopes=(repository_scope(repository, push=True),),
+                               headers={"Content-Type": media_type}, data=data, ok=(200, 201, 202),
+                               idempotent=True, what=f"manifest upload {repository}:{reference}")
+        resp.close()
+        header = resp.headers.get("Docker-Content-Digest")
+        if header and header.startswith("sha256:") and header != str(digest):
+            raise RegistryError(f"registry {self.registry} stored manifest as {header}, expected {digest}",
+                                method="PUT", url=redact_url(self._url(path)), status=resp.status_code)
+        return digest
+
+    def delete_manifest(self, repository: str, digest: Digest) -> None:
+        """DELETE a manifest by digest (the registry must allow deletes)."""
+        resp, _ = self.request("DELETE", f"/v2/{repository}/manifests/{digest}",
+                               scopes=(f"repository:{repository}:delete",), ok=(200, 202),
+                               what=f"manifest delete {repository}@{digest}")
+        resp.close()
+
+    # ---------------------------------------------------------------- API: blobs
+    def blob_size(self, repository: str, digest: Digest) -> int | None:
+        """HEAD a blob: its size, or None when the repository does not have it."""
+        resp, _ = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scopes=(repository_scope(repository),),
+                               ok=(200, 404), what=f"blob {digest.short}")
+        resp.close()
+        if resp.status_code == 404:
+            return None
+        try:
+            return int(resp.headers.get("Content-Length", "-1"))
+        except ValueError:
+            return -1
+
+    def has_blob(self, repository: str, digest: Digest) -> bool:
+        return self.blob_size(repository, digest) is not None
+
+    def open_blob(self, repository: str, digest: Digest, size: int | None = None,
+                  max_resumes: int | None = None) -> "BlobReader":
+        """A verifying, resuming reader of a blob (see :class:`BlobReader`); caller closes it."""
+        return BlobReader(self, repository, digest, size, self.retries if max_resumes is None else max_resumes)
+
+    def _get_blob(self, repository: str, digest: Digest, offset: int) -> "requests.Response":
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        resp, _ = self.request("GET", f"/v2/{repository}/blobs/{digest}", scopes=(repository_scope(repository),),
+                               headers=headers, ok=(200, 206, 416) if offset else (200,), stream=True,
+                               what=f"blob {digest.short}")
+        return resp
+
+    def upload_blob(self, repository: str, digest: Digest, size: int, stream: BinaryIO,
+                    mount_from: Iterable[str] = ()) -> str:
+        """Make ``repository`` hold the blob. Returns how: ``"exists"``, ``"mounted"`` or
+        ``"uploaded"``.
+
+        HEAD first; then a cross-repo mount from each of ``mount_from`` (same registry) in
+        turn; then POST + monolithic PUT (or PATCH chunks + PUT) streaming from ``stream``
+        (never closed here), hashing as it goes; the final PUT is never sent for bytes that
+        do not match ``digest``/``size``. A failed attempt restarts from a fresh session when
+        ``stream`` is seekable."""
+        what = f"blob {digest.short} to {self.registry}/{repository}"
+        if self.has_blob(repository, digest):
+            return "exists"
+        sources = [r for r in dict.fromkeys(mount_from) if r != repository]
+        start = stream.tell() if _seekable(stream) else None
+        tries = self.retries if start is not None else 1
+        for attempt in range(tries):
+            try:
+                location = None
+                for src in sources:
+                    location = self._start_upload(repository, digest, src, what)
+                    if location is None:
+                        return "mounted"
+                    break  # a refused mount still opened a session: use it
+                if location is None:
+                    location = self._start_upload(repository, digest, None, what)
+                    assert location is not None
+                if self.chunk_size is None or size <= self.chunk_size:
+                    self._put_monolithic(repository, location, digest, size, stream, what)
+                else:
+                    self._put_chunked(repository, location, digest, size, stream, what)
+                return "uploaded"
+            except RegistryError as e:
+                transient = isinstance(e, RegistryConnectionError) or e.status in RETRY_STATUSES
+                if not transient or attempt + 1 >= tries:
+                    raise
+                self._sleep(attempt)
+                if self.has_blob(repository, digest):
+                    return "exists"
+                assert start is not None
+                stream.seek(start)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_upload(self, repository: str, digest: Digest, mount_from: str | None, what: str) -> str | None:
+        """POST an upload session (or a mount); returns its Location, or None when mounted."""
+        scopes = [repository_scope(repository, push=True)]
+        path = f"/v2/{repository}/blobs/uploads/"
+        if mount_from:
+            scopes.append(repository_scope(mount_from))
+            path += "?" + urlencode({"mount": str(digest), "from": mount_from})
+        resp, _ = self._guard(lambda: self.request("POST", path, scopes=scopes, ok=(201, 202), idempotent=False,
+                                                   headers={"Content-Length": "0"}, what=what), "POST", path, what)
+        resp.close()
+        if resp.status_code == 201:
+            return None
+        loc = resp.headers.get("Location")
+        if not loc:
+            raise RegistryError(f"registry {self.registry} opened an upload without a Location",
+                                method="POST", url=redact_url(self._url(path)), status=resp.status_code)
+        return urljoin(self._url(path), loc)
+
+    def _guard(self, fn: Callable[[], Any], method: str, url: str, what: str) -> Any:
+        """Run one non-idempotent request, turning stray stream errors into RegistryConnectionError."""
+        try:
+            return fn()
+        except RegistryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - classified
+            if _is_stream_error(e):
+                raise RegistryConnectionError(f"{what}: connection failed ({type(e).__name__})",
+                                              method=method, url=redact_url(self._url(url))) from None
+            raise
+
+    def _put_monolithic(self, repository: str, location: str, digest: Digest, size: int, stream: BinaryIO,
+                        what: str) -> None:
+        body = _HashingBody(stream, size, _hasher(digest), final_digest=digest, final_size=size, what=what)
+        url = _with_query(location, digest=str(digest))
+        resp, _ = self._guard(lambda: self.request(
+            "PUT", url, scopes=(repository_scope(repository, push=True),), data=body if size else b"",
+            headers={"Content-Type": "application/octet-stream"}, ok=(201, 204), idempotent=False, what=what),
+            "PUT", url, what)
+        resp.close()
+
+    def _put_chunked(self, repository: str, location: str, digest: Digest, size: int, stream: BinaryIO,
+                     what: str) -> None:
+        assert self.chunk_size is not None
+        hasher = _hasher(digest)
+        scopes = (repository_scope(repository, push=True),)
+        offset = 0
+        while offset < size:
+            n = min(self.chunk_size, size - offset)
+            body = _HashingBody(stream, n, hasher, final_digest=None, final_size=size, what=what)
+            loc = location
+            resp, _ = self._guard(lambda: self.request(
+                "PATCH", loc, scopes=scopes, data=body, ok=(202,), idempotent=False, what=what,
+                headers={"Content-Type": "application/octet-stream",
+                         "Content-Range": f"{offset}-{offset + n - 1}"}), "PATCH", loc, what)
+            resp.close()
+            offset += n
+            if resp.headers.get("Location"):
+                location = urljoin(location, resp.headers["Location"])
+        got = Digest(digest.algorithm, hasher.hexdigest())
+        if got != digest:
+            try:
+                r, _ = self.request("DELETE", location, scopes=scopes, ok=(204, 404), what=what)
+                r.close()
+            except RegistryError:
+                pass
+            raise RegistryError(f"{what}: content is {got}, not {digest}; not uploaded")
+        url = _with_query(location, digest=str(digest))
+        resp, _ = self._guard(lambda: self.request("PUT", url, scopes=scopes, data=b"", ok=(201, 204),
+                                                   idempotent=False, what=what), "PUT", url, what)
+        resp.close()
+
+
+def _seekable(stream: BinaryIO) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    q = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(q), ""))
+
+
+def _media_type_of(body: bytes) -> str | None:
+    """The ``mediaType`` field of a manifest, or a guess from its shape."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("mediaType"), str):
+        return data["mediaType"]
+    if "manifests" in data:
+        return mt.OCI_INDEX
+    if "layers" in data:
+        return mt.OCI_MANIFEST
+    return None
+
+
+class BlobReader(io.RawIOBase):
+    """A readable stream of one blob that verifies as it goes.
+
+    Reads hash the bytes; a dropped or truncated connection is resumed with ``Range`` (at most
+    ``max_resumes`` times; a registry that ignores Range is re-read and the known prefix
+    skipped). At the end, a size or digest mismatch raises RegistryError instead of EOF, so a
+    consumer that reads to EOF never accepts corrupt bytes. ``close()`` releases the connection.
+    """
+
+    def __init__(self, client: RegistryClient, repository: str, digest: Digest, size: int | None,
+                 max_resumes: int) -> None:
+        super().__init__()
+        self._client, self._repo, self._digest = client, repository, digest
+        self._hasher = _hasher(digest)
+        self._pos = 0
+        self._resumes = 0
+        self._max_resumes = max_resumes
+        self._done = False
+        self._resp = client._get_blob(repository, digest, 0)
+        length = self._resp.headers.get("Content-Length")
+        self.size = size if size is not None else (int(length) if length and length.isdigit() else None)
+        self.resumes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._done:
+            return 0
+        view = memoryview(b).cast("B")
+        while True:
+            try:
+                data = self._resp.raw.read(len(view), decode_content=False)
+            except Exception as e:  # noqa: BLE001 - classified
+                if not _is_stream_error(e):
+                    raise
+                self._resume(type(e).__name__)
+                continue
+            if data:
+                n = len(data)
+                view[:n] = data
+                self._hasher.update(data)
+                self._pos += n
+                if self.size is not None and self._pos > self.size:
+                    self._fail(f"is longer than {self.size} bytes")
+                return n
+            if self.size is not None and self._pos < self.size:
+                self._resume("short body")
+                continue
+            self._finish()
+            return 0
+
+    def _resume(self, reason: str) -> None:
+        self._resumes += 1
+        self.resumes = self._resumes
+        if self._resumes > self._max_resumes:
+            self._fail(f"download kept failing ({reason}) after {self._pos} bytes")
+        self._resp.close()
+        self._client._sleep(self._resumes - 1)
+        try:
+            resp = self._client._get_blob(self._repo, self._digest, self._pos)
+        except RegistryConnectionError:
+            self._resume(reason)  # counts as another failure, bounded above
+            return
+        if resp.status_code == 416:  # nothing beyond what we have: the blob is shorter than expected
+            resp.close()
+            self._fail(f"has {self._pos} bytes, expected {self.size}")
+        if resp.status_code == 206:
+            crange = resp.headers.get("Content-Range", "")
+            m = re.match(r"bytes (\d+)-", crange)
+            if not m or int(m.group(1)) != self._pos:
+                resp.close()
+                self._fail(f"registry answered Range {self._pos}- with {crange!r}")
+        else:  # 200: the whole blob again; skip what we have
+            skip = self._pos
+            try:
+                while skip:
+                    piece = resp.raw.read(min(skip, _READ_SIZE), decode_content=False)
+                    if not piece:
+                        break
+                    skip -= len(piece)
+            except Exception as e:  # noqa: BLE001
+                if not _is_stream_error(e):
+                    raise
+                skip = -1
+            if skip:
+                self._resp = resp
+                self._resume("short body while skipping")
+                return
+        self._resp = resp
+
+    def _fail(self, why: str) -> None:
+        self._done = True
+        self._resp.close()
+        raise RegistryError(f"blob {self._digest} from {self._client.registry}/{self._repo} {why}",
+                            method="GET", url=redact_url(self._client._url(f"/v2/{self._repo}/blobs/{self._digest}")))
+
+    def _finish(self) -> None:
+        got = Digest(self._digest.algorithm, self._hasher.hexdigest())
+        if self.size is not None and self._pos != self.size:
+            self._fail(f"has {self._pos} bytes, expected {self.size}")
+        if got != self._digest:
+            self._fail(f"has digest {got}")
+        self._done = True
+        self._resp.close()
+        note_blob_location(self._client.registry, self._repo, self._digest)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._resp.close()
+        super().close()
+
+
+# -------------------------------------------------------------------- login / logout
+
+def login(registry: str, username: str, password: str, *, insecure: bool | None = None,
+          config_path: Path | None = None) -> Path | None:
+    """Check the credentials against ``registry`` (``GET /v2/``, fetching a token when asked)
+    and store them (see :func:`builder.registry.auth.store_credentials`). Raises RegistryError
+    naming the registry when they are refused; nothing is stored then."""
+    creds = Credentials(username, password)
+    with RegistryClient(registry, insecure=insecure, credentials=creds) as client:
+        client.ping()
+        if client.auth.scheme == "bearer":
+            client.auth.header(())  # the token server must accept them too
+    return store_credentials(registry, creds, config_path)
+
+
+def logout(registry: str, *, config_path: Path | None = None) -> bool:
+    """Forget stored credentials for ``registry``; True when some were removed."""
+    return erase_credentials(registry, config_path)

@@ -1,0 +1,165 @@
+"""Reading images from a registry: :class:`RegistrySource` (an ``ImageSource``) and
+:func:`resolve_platform` for multi-platform indexes and Docker manifest lists."""
+
+from __future__ import annotations
+
+import json
+import platform as _platform
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..digest import Digest
+from ..errors import RegistryError
+from ..oci import mediatypes as mt
+from ._reference import ImageRef, parse_image_ref
+from .client import RegistryClient, note_blob_location
+
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm",
+                 "i386": "386", "i686": "386"}
+_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformSpec:
+    """``os/architecture[/variant]`` normalised (``aarch64`` -> ``arm64``, arm64's default v8)."""
+
+    os: str
+    architecture: str
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "PlatformSpec":
+        """Parse ``linux/arm64/v8`` or ``linux/amd64``; RegistryError on anything else."""
+        parts = [p for p in text.strip().lower().split("/")]
+        if len(parts) not in (2, 3) or not all(parts):
+            raise RegistryError(f"invalid platform {text!r}: expected os/arch[/variant]")
+        arch = _ARCH_ALIASES.get(parts[1], parts[1])
+        return cls(parts[0], arch, parts[2] if len(parts) == 3 else "")
+
+    @classmethod
+    def host(cls) -> "PlatformSpec":
+        machine = _platform.machine().lower()
+        return cls("linux", _ARCH_ALIASES.get(machine, machine))
+
+    def __str__(self) -> str:
+        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestDescriptor:
+    """One entry of an index: the child manifest's media type, digest, size and platform."""
+
+    media_type: str
+    digest: Digest
+    size: int
+    platform: PlatformSpec | None
+
+
+def _entries(index_bytes: bytes) -> list[ManifestDescriptor]:
+    try:
+        data = json.loads(index_bytes)
+        raw = data["manifests"]
+        if not isinstance(raw, list):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError("image index is not valid JSON with a manifests list") from None
+    out: list[ManifestDescriptor] = []
+    for m in raw:
+        try:
+            p = m.get("platform")
+            spec = None
+            if isinstance(p, dict) and p.get("os") and p.get("architecture"):
+                arch = _ARCH_ALIASES.get(str(p["architecture"]).lower(), str(p["architecture"]).lower())
+                spec = PlatformSpec(str(p["os"]).lower(), arch, str(p.get("variant") or "").lower())
+            out.append(ManifestDescriptor(str(m["mediaType"]), Digest.parse(m["digest"]), int(m["size"]), spec))
+        except (KeyError, ValueError, TypeError, AttributeError):
+            raise RegistryError(f"image index has an invalid manifest descriptor: {m!r:.200}") from None
+    return out
+
+
+def resolve_platform(index_bytes: bytes, platform: str | PlatformSpec | None = None) -> ManifestDescriptor:
+    """The manifest of ``platform`` (default: the host's, linux) in an OCI index or Docker list.
+
+    A requested variant must match (arm64's ``v8`` and an absent variant are the same); with
+    no variant requested, an entry without variant or with the default one is preferred.
+    Entries that are not image manifests (attestations: ``unknown/unknown``) never match.
+    Raises RegistryError listing the available platforms when none matches."""
+    want = platform if isinstance(platform, PlatformSpec) else \
+        (PlatformSpec.parse(platform) if platform else PlatformSpec.host())
+    entries = _entries(index_bytes)
+    default = _DEFAULT_VARIANT.get(want.architecture, "")
+    best: tuple[int, ManifestDescriptor] | None = None
+    for e in entries:
+        p = e.platform
+        if p is None or p.os != want.os or p.architecture != want.architecture:
+            continue
+        if e.media_type not in mt.MANIFESTS:
+            continue
+        have = p.variant or default
+        if want.variant:
+            if have != want.variant:
+                continue
+            score = 2
+        else:
+            score = 2 if have == default else 1
+        if best is None or score > best[0]:
+            best = (score, e)
+    if best is None:
+        avail = ", ".join(sorted({str(e.platform) for e in entries if e.platform})) or "none"
+        raise RegistryError(f"no manifest for platform {want} in the image index (available: {avail})")
+    return best[1]
+
+
+class RegistrySource:
+    """An ``ImageSource`` reading one repository of a registry.
+
+    ``ref`` is ``host[:port]/repo[:tag][@digest]`` (Docker normalisation applies). The client
+    is created here (and closed by :meth:`close`) unless one is passed in; ``insecure`` forces
+    plain http."""
+
+    def __init__(self, ref: str | ImageRef, *, client: RegistryClient | None = None,
+                 insecure: bool | None = None) -> None:
+        self.ref = parse_image_ref(ref) if isinstance(ref, str) else ref
+        self._own_client = client is None
+        self.client = client or RegistryClient(self.ref.api_host, insecure=insecure)
+
+    @property
+    def repository(self) -> str:
+        return self.ref.repository
+
+    def close(self) -> None:
+        if self._own_client:
+            self.client.close()
+
+    def __enter__(self) -> "RegistrySource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get_manifest(self, ref: str = "") -> tuple[bytes, str]:
+        """Raw manifest/index bytes and media type for a tag or digest (default: the one in the
+        source's reference, else ``latest``). Raises RegistryError when it does not exist."""
+        data, media_type, _ = self.client.get_manifest(self.ref.repository, ref or self.ref.reference)
+        return data, media_type
+
+    def get_platform_manifest(self, platform: str | PlatformSpec | None = None,
+                              ref: str = "") -> tuple[bytes, str, Digest]:
+        """The image manifest for ``platform``: fetched directly, or through the index."""
+        data, media_type, digest = self.client.get_manifest(self.ref.repository, ref or self.ref.reference)
+        if media_type in mt.INDEXES:
+            desc = resolve_platform(data, platform)
+            data, media_type, digest = self.client.get_manifest(self.ref.repository, str(desc.digest))
+        return data, media_type, digest
+
+    def open_blob(self, digest: Digest, size: int | None = None) -> BinaryIO:
+        """A reader that verifies digest (and ``size`` when given) while streaming and resumes
+        dropped connections; see :class:`builder.registry.client.BlobReader`. Caller closes."""
+        reader = self.client.open_blob(self.ref.repository, digest, size)
+        return reader  # type: ignore[return-value]
+
+    def has_blob(self, digest: Digest) -> bool:
+        found = self.client.has_blob(self.ref.repository, digest)
+        if found:
+            note_blob_location(self.client.registry, self.ref.repository, digest)
+        return found

@@ -1,0 +1,170 @@
+"""The sandbox init: ``python3 -m builder.sandbox.init``, started by the runner as a fresh process.
+
+Protocol (the runner is the only client):
+
+- ``argv[1]``: fd of the config, a :mod:`marshal`-ed dict (read to EOF, then closed).
+- ``argv[2]``: fd of the status pipe; the outer and PID 1 write messages (a little-endian u32
+  length, then a marshal-ed dict; never concurrently: PID 1 waits for the outer's go):
+  ``{"pid": N}`` (host pid of PID 1), ``{"stubs": [...], "fresh": [...]}`` (see
+  :mod:`builder.sandbox.rootfs`), ``{"error": "..."}`` (setup failed; exit status 125),
+  ``{"exit": N, "signal": S|null}`` (the command ended).
+- fds 0/1/2: the command's stdin and combined output.
+
+Process structure: this process (the *outer*, outside the new PID namespace) unshares the
+namespaces, makes ``/`` private and forks once. The child is PID 1 of the new PID namespace:
+it mounts the root, pivots into it, drops privileges and execs the command, so the command
+itself is PID 1 as in Docker/BuildKit (``echo $$`` prints 1, orphans are reparented to it, a
+signal it has no handler for is ignored). When PID 1 exits the kernel kills everything left in
+the namespace, and the mount namespace (with every mount of the step) goes with the last
+process. The outer forwards SIGTERM/SIGINT to PID 1, reaps it and reports its status. Both use
+PR_SET_PDEATHSIG=SIGKILL, so a killed runner takes the step down with it. Keep this module (and
+what it imports) tiny: no pydantic, lark or requests.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+import struct
+import sys
+
+from . import namespaces as ns
+
+STATUS_FD = -1  # set from argv[2]
+SETUP_FAILED = 125
+
+
+def _status(msg: dict) -> None:
+    data = marshal.dumps(msg)
+    frame = struct.pack("<I", len(data)) + data
+    try:
+        while frame:
+            frame = frame[os.write(STATUS_FD, frame):]
+    except OSError:
+        pass
+
+
+def _close_from(low: int) -> None:
+    libc = ns.libc()
+    try:
+        if libc.close_range(low, 0xFFFFFFFF, 0) == 0:
+            return
+    except AttributeError:
+        pass
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= low:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _fail(msg: str) -> None:
+    """Report a setup failure (a host problem) and die. Never returns."""
+    _status({"error": msg})
+    os._exit(SETUP_FAILED)
+
+
+def _user_error(msg: str, code: int) -> None:
+    """Report a failure of the step itself on its output and die with ``code``."""
+    os.write(2, f"pybuild sandbox: {msg}\n".encode(errors="replace"))
+    os._exit(code)
+
+
+def _child(cfg: dict, alive_r: int) -> None:
+    """PID 1 of the step's PID namespace: set up the root, then exec the command. Never returns."""
+    try:
+        ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.read(alive_r, 1) != b"g":
+            os._exit(SETUP_FAILED)  # the outer died before PDEATHSIG was armed
+        os.close(alive_r)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE/SIGXFSZ; exec keeps ignores
+        os.setsid()
+        ns.sethostname(cfg["hostname"])
+        if cfg["network"] == "none":
+            from .netns import loopback_up
+            loopback_up()
+        from . import rootfs
+        from .caps import apply_default_caps, last_cap
+        top_cap = last_cap()
+        tmp = cfg["tmp"]
+        os.chdir(tmp)  # short relative names keep the overlay option string small
+        root = os.path.join(tmp, "root")
+        if cfg.get("overlay") is not None:
+            ns.mount("overlay", "root", "overlay", 0, cfg["overlay"])
+        else:
+            rootfs.bind(cfg["bindroot"], root, False)
+        stubs = rootfs.populate(root, cfg["mounts"], cfg.get("upper"))
+        _status({"stubs": stubs.created, "fresh": stubs.fresh})
+        rootfs.enter(root)
+        apply_default_caps(top=top_cap)
+        os.setgroups(cfg["groups"])
+        os.setgid(cfg["gid"])
+        os.setuid(cfg["uid"])
+        ns.prctl(ns.PR_SET_NO_NEW_PRIVS, 1)
+    except BaseException as e:  # noqa: BLE001 - any setup failure is reported, never run unconfined
+        _fail(f"{type(e).__name__}: {e}")
+    cwd = cfg["cwd"]
+    try:
+        if not os.path.isdir(cwd):
+            os.makedirs(cwd, 0o755, exist_ok=True)
+        os.chdir(cwd)
+    except OSError as e:
+        _user_error(f"working directory {cwd}: {e.strerror}", SETUP_FAILED)
+    env = dict(cfg["env"])
+    _close_from(3)
+    try:
+        os.execvpe(cfg["argv"][0], cfg["argv"], env)
+    except OSError as e:
+        code = 126 if e.errno in (13, 8, 21) else 127  # EACCES, ENOEXEC, EISDIR
+        _user_error(f"exec {cfg['argv'][0]!r}: {e.strerror}", code)
+    os._exit(127)
+
+
+def main() -> None:
+    """The outer process: namespaces, then relay PID 1's status. Never returns."""
+    global STATUS_FD
+    cfg_fd, STATUS_FD = int(sys.argv[1]), int(sys.argv[2])
+    with os.fdopen(cfg_fd, "rb") as f:
+        cfg = marshal.loads(f.read())
+    try:
+        ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != cfg["ppid"]:
+            os._exit(SETUP_FAILED)  # the runner is already gone
+        ns.unshare(cfg["flags"])
+        ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+    except BaseException as e:  # noqa: BLE001
+        _status({"error": f"{type(e).__name__}: {e}"})
+        os._exit(SETUP_FAILED)
+    alive_r, alive_w = os.pipe()  # "g": go on; EOF: this process is gone
+    pid = os.fork()
+    if pid == 0:
+        os.close(alive_w)
+        _child(cfg, alive_r)
+    os.close(alive_r)
+    _status({"pid": pid})
+    os.write(alive_w, b"g")  # PID 1 may go on (and write to the status pipe) only now
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        sig: int | None = os.WTERMSIG(status)
+        code = 128 + sig
+    else:
+        sig, code = None, os.waitstatus_to_exitcode(status)
+    _status({"exit": code, "signal": sig})
+    os._exit(0)
+
+if __name__ == "__main__":
+    main()
+    sys.exit(SETUP_FAILED)

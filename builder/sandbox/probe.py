@@ -1,0 +1,87 @@
+"""What the host can do, probed once per process and cached.
+
+:func:`probe_host` never raises: a missing feature is reported in :class:`HostCaps` (with a
+``reason``). The overlay probe mounts a tiny overlay in a temp dir under ``where`` (the file
+system the upper dirs will live on) and unmounts it at once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .spec import HostCaps
+
+_WANTED = (("index", "index=off"), ("metacopy", "metacopy=off"), ("redirect_dir", "redirect_dir=off"))
+_cache: dict[str, HostCaps] = {}
+
+
+def _known_options() -> list[str]:
+    """Options whose feature the kernel's overlay module advertises (parameters in sysfs)."""
+    params = Path("/sys/module/overlay/parameters")
+    if not params.is_dir():
+        return [opt for _, opt in _WANTED]  # built-in without sysfs params: try them all
+    return [opt for name, opt in _WANTED if (params / name).exists()]
+
+
+def _try_overlay(where: str, options: list[str]) -> tuple[bool, str, str]:
+    """(usable, accepted options, reason). Needs root; mounts in the caller's namespace."""
+    from . import namespaces as ns
+
+    tmp = tempfile.mkdtemp(prefix="pbprobe-", dir=where)
+    try:
+        for d in ("l", "u", "w", "m"):
+            os.mkdir(os.path.join(tmp, d))
+        base = f"lowerdir={tmp}/l,upperdir={tmp}/u,workdir={tmp}/w"
+        opts = list(options)
+        last = ""
+        while True:
+            try:
+                ns.mount("overlay", f"{tmp}/m", "overlay", 0, ",".join([base] + opts))
+            except OSError as e:
+                last = str(e)
+                if not opts:
+                    return False, "", f"overlay mount failed: {last}"
+                opts.pop()  # drop the least important option and retry
+                continue
+            ns.umount2(f"{tmp}/m", ns.MNT_DETACH)
+            return True, ",".join(opts), ""
+    finally:
+        for d in ("w/work", "w/index", "l", "u", "w", "m"):
+            try:
+                os.rmdir(os.path.join(tmp, d))
+            except OSError:
+                pass
+        try:
+            os.rmdir(tmp)
+        except OSError:
+            pass
+
+
+def _userns() -> bool:
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            return int(f.read()) > 0
+    except (OSError, ValueError):
+        return os.path.exists("/proc/self/ns/user")
+
+
+def probe_host(where: Path | None = None) -> HostCaps:
+    """The cached capabilities of this host for upper dirs under ``where`` (default: temp dir)."""
+    key = str(where or tempfile.gettempdir())
+    caps = _cache.get(key)
+    if caps is not None:
+        return caps
+    root = os.geteuid() == 0
+    if not root:
+        caps = HostCaps(root=False, overlay=False, overlay_options="", userns=_userns(),
+                        reason="not root: rootless mode is not implemented")
+    else:
+        try:
+            ok, opts, why = _try_overlay(key, _known_options())
+        except OSError as e:
+            ok, opts, why = False, "", f"overlay probe failed: {e}"
+        caps = HostCaps(root=True, overlay=ok, overlay_options=opts, userns=_userns(), reason=why)
+    _cache[key] = caps
+    return caps

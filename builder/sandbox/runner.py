@@ -1,0 +1,486 @@
+"""The public entry of the sandbox: :func:`run` a :class:`ProcessSpec`, get a :class:`RunResult`.
+
+How it works: :func:`run` makes a private temp dir (short symlinks to the lower/upper/work dirs
+so the overlay option string stays far below one page, the /etc/hosts, /etc/resolv.conf and
+/etc/hostname files, extra files) and starts ``python -m builder.sandbox.init`` as a fresh
+process (never ``os.fork`` of this, possibly threaded, process) with the config on a pipe. The
+init unshares mount/PID/UTS/IPC(/net) namespaces and mounts everything inside its own private
+mount namespace, so every mount disappears with the namespace: nothing is ever mounted on the
+host, and killing the init is a complete unmount. The runner streams the output, honours
+``cancel`` (SIGKILL of the init) and always removes its temp dir and the mount-point stubs the
+init had to create in the upper dir, also on exceptions and KeyboardInterrupt.
+
+Errors: :class:`builder.errors.HostError` when the host cannot sandbox (not root, setup
+failure such as a mount that the kernel refuses) or the spec is unusable (a mount target of the
+wrong type). A command that fails is *not* an error: its status is in the result.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import secrets as _secrets
+import select
+import selectors
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from ..errors import HostError
+from . import namespaces as ns
+from .probe import probe_host
+from .spec import HostCaps, ProcessSpec, RunResult
+
+__all__ = ["run", "probe_host", "HostCaps", "ProcessSpec", "RunResult"]
+
+_PAGE = 4096
+_CHUNK = 65536
+_PKG_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+_copy_note_given = False
+
+
+def _hosts(hostname: str) -> bytes:
+    return (f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n").encode()
+
+
+def _resolv(network: str) -> bytes:
+    if network != "host":
+        return b""
+    src = Path("/etc/resolv.conf")
+    try:
+        data = src.read_bytes()
+    except OSError:
+        return b""
+    if b"nameserver 127.0.0.53" in data:  # systemd-resolved stub: unreachable from a container
+        alt = Path("/run/systemd/resolve/resolv.conf")
+        if alt.exists():
+            return alt.read_bytes()
+    return data
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+_tmp_base: str | None = None
+
+
+def temp_base() -> str:
+    """Where the runner makes its per-step temp dirs: ``$PYBUILD_SANDBOX_TMPDIR``, else
+    ``/dev/shm`` when it is a writable tmpfs (small files there cost nothing to create and
+    remove), else the default temp dir. Computed once."""
+    global _tmp_base
+    if _tmp_base is None:
+        base = os.environ.get("PYBUILD_SANDBOX_TMPDIR") or tempfile.gettempdir()
+        if "PYBUILD_SANDBOX_TMPDIR" not in os.environ:
+            try:
+                with open("/proc/self/mounts") as f:
+                    tmpfs = {line.split()[1] for line in f if line.split()[2:3] == ["tmpfs"]}
+            except OSError:
+                tmpfs = set()
+            if "/dev/shm" in tmpfs and os.access("/dev/shm", os.W_OK | os.X_OK):
+                base = "/dev/shm"
+        _tmp_base = base
+    return _tmp_base
+
+
+def _skeleton(sk: Path, targets: list[tuple[str, bool]]) -> None:
+    """Make the bottom overlay layer holding every mount target (dir or empty file), so the
+    mount points exist in the merged root without ever being created in the upper dir. A target
+    that clashes with another (file where a directory is needed) is left out; the init then
+    falls back to a stub in the upper dir, which :func:`remove_stubs` removes."""
+    sk.mkdir(mode=0o755)
+    for target, is_dir in targets:
+        parts = [p for p in target.split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            continue
+        cur = sk
+        ok = True
+        for comp in parts[:-1]:
+            cur = cur / comp
+            if not cur.exists():
+                cur.mkdir(mode=0o755)
+            elif cur.is_symlink() or not cur.is_dir():
+                ok = False
+                break
+        leaf = cur / parts[-1]
+        if not ok or os.path.lexists(leaf):
+            continue
+        if is_dir:
+            leaf.mkdir(mode=0o755)
+        else:
+            os.close(os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+
+def _check_target(path: str, what: str) -> str:
+    if not path.startswith("/"):
+        raise HostError(f"sandbox: {what} {path!r} is not an absolute path")
+    return path
+
+
+def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None) -> dict:
+    """Fill ``tmp`` and return the init config."""
+    hostname = spec.hostname or _secrets.token_hex(6)
+    (tmp / "root").mkdir()
+    mounts: list[dict] = []
+    files = tmp / "f"
+    files.mkdir()
+    for name, data in (("hosts", _hosts(hostname)), ("resolv.conf", _resolv(spec.network)),
+                       ("hostname", (hostname + "\n").encode())):
+        _write(files / name, data, 0o644)
+        mounts.append({"kind": "bind", "target": "/etc/" + name, "src": str(files / name), "ro": False})
+    for m in spec.mounts:
+        _check_target(m.target, "mount target")
+        if m.kind == "tmpfs":
+            mounts.append({"kind": "tmpfs", "target": m.target, "size": m.size})
+        else:
+            if m.source is None or not os.path.exists(m.source):
+                raise HostError(f"sandbox: bind mount source {m.source} for {m.target} does not exist")
+            mounts.append({"kind": "bind", "target": m.target, "src": os.path.abspath(m.source), "ro": m.readonly})
+    for i, (target, content) in enumerate(spec.extra_files):
+        _check_target(target, "extra file")
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            src = files / f"x{i}"
+            _write(src, bytes(content), 0o400)
+        else:
+            src = Path(content)
+            if not src.is_file():
+                raise HostError(f"sandbox: extra file source {src} for {target} is not a file")
+        mounts.append({"kind": "bind", "target": target, "src": str(src.resolve()), "ro": True})
+
+    cfg: dict = {
+        "ppid": os.getpid(),
+        "flags": ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC | ns.CLONE_NEWPID
+        | (ns.CLONE_NEWNET if spec.network == "none" else 0),
+        "network": spec.network,
+        "hostname": hostname,
+        "tmp": str(tmp),
+        "mounts": mounts,
+        "argv": list(spec.argv),
+        "env": [list(kv) for kv in spec.env],
+        "cwd": _check_target(spec.cwd, "working directory"),
+        "uid": spec.uid,
+        "gid": spec.gid,
+        "groups": list(spec.groups),
+    }
+    if bindroot is not None:
+        cfg["bindroot"] = str(bindroot)
+        cfg["upper"] = None
+        return cfg
+    lower_names = []
+    if spec.lowerdirs:
+        (tmp / "l").mkdir()
+        for i, d in enumerate(spec.lowerdirs):
+            if not os.path.isdir(d):
+                raise HostError(f"sandbox: lower dir {d} does not exist")
+            os.symlink(os.path.abspath(d), tmp / "l" / str(i))
+            lower_names.append(f"l/{i}")
+    targets = [("/proc", True), ("/dev", True), ("/sys", True)]
+    targets += [(m["target"], m["kind"] == "tmpfs" or os.path.isdir(m["src"])) for m in mounts]
+    _skeleton(tmp / "s", targets)
+    lower_names.append("s")  # bottom-most: the image always wins over the skeleton
+    os.symlink(os.path.abspath(spec.upperdir), tmp / "u")
+    os.symlink(os.path.abspath(spec.workdir), tmp / "w")
+    opts = f"lowerdir={':'.join(lower_names)},upperdir=u,workdir=w"
+    if caps.overlay_options:
+        opts += "," + caps.overlay_options
+    if len(opts) >= _PAGE:
+        raise HostError(f"sandbox: {len(spec.lowerdirs)} lower dirs do not fit in one overlay mount")
+    cfg["overlay"] = opts
+    cfg["upper"] = os.path.abspath(spec.upperdir)
+    return cfg
+
+
+class _Lines:
+    """Splits a byte stream into lines for ``on_output``; flushes 64 KiB chunks of long lines."""
+
+    def __init__(self, sink) -> None:  # type: ignore[no-untyped-def]
+        self.sink = sink
+        self.buf = b""
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        while self.buf:
+            nl = self.buf.find(b"\n", 0, _CHUNK)
+            if nl >= 0:
+                cut = nl + 1
+            elif len(self.buf) >= _CHUNK:
+                cut = _CHUNK
+            else:
+                break
+            line, self.buf = self.buf[:cut], self.buf[cut:]
+            self._emit(line)
+
+    def close(self) -> None:
+        if self.buf:
+            self._emit(self.buf)
+            self.buf = b""
+
+    def _emit(self, line: bytes) -> None:
+        if self.sink is not None:
+            self.sink(line)
+
+
+def _feed_stdin(pipe, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(pipe.fileno(), view[:_CHUNK])
+            view = view[n:]
+    except OSError:
+        pass  # the command stopped reading: like a shell pipeline, that is its business
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
+
+
+class _Pid1:
+    """PID 1 of the step, held by a pidfd (no pid-reuse race): kill it, wait until it is gone.
+
+    PID 1 becomes waitable-gone only after the kernel killed and reaped every other process of
+    its namespace, so :meth:`wait_gone` means "nothing of the step is left"."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.pid = 0
+
+    def attach(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            self.fd = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            self.fd = None
+
+    def kill(self) -> None:
+        try:
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, signal.SIGKILL)
+            elif self.pid:
+                os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def wait_gone(self, limit: float = 30.0) -> None:
+        if self.fd is not None:
+            try:
+                select.select([self.fd], [], [], limit)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+
+def _kill(pid: int | None) -> None:
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _supervise(spec: ProcessSpec, cfg: dict, tmp: Path, cancel: threading.Event | None, status: dict) -> None:
+    """Start the init, relay output, wait. Merges the init's messages into ``status`` as they
+    arrive (so the caller sees the stubs even when this raises) and sets ``cancelled`` and
+    ``init_status``. On any exception (KeyboardInterrupt, an ``on_output`` that raises) the
+    step is killed and waited for before the exception propagates."""
+    cfg_r, cfg_w = os.pipe()
+    st_r, st_w = os.pipe()
+    env = {"PYTHONPATH": _PKG_ROOT, "PATH": os.defpath, "LC_ALL": "C.UTF-8"}
+    argv = [sys.executable, "-S", "-s", "-B", "-c", "from builder.sandbox.init import main; main()",
+            str(cfg_r), str(st_w)]
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE if spec.stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(cfg_r, st_w),
+            cwd=tmp, env=env, start_new_session=True)
+    except OSError as e:
+        for fd in (cfg_r, cfg_w, st_r, st_w):
+            os.close(fd)
+        raise HostError(f"sandbox: cannot start the init ({sys.executable}): {e}") from e
+    os.close(cfg_r)
+    os.close(st_w)
+    status["cancelled"] = False
+    pid1 = _Pid1()
+    feeder: threading.Thread | None = None
+    lines = _Lines(spec.on_output)
+    sel = selectors.DefaultSelector()
+    try:
+        try:
+            raw = marshal.dumps(cfg)
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(cfg_w, view):]
+        except OSError:
+            pass  # the init died early; its status says why
+        finally:
+            os.close(cfg_w)
+        if spec.stdin is not None:
+            feeder = threading.Thread(target=_feed_stdin, args=(proc.stdin, spec.stdin), daemon=True)
+            feeder.start()
+        assert proc.stdout is not None
+        out_fd = proc.stdout.fileno()
+        sel.register(out_fd, selectors.EVENT_READ, "out")
+        sel.register(st_r, selectors.EVENT_READ, "st")
+        st_buf = b""
+        open_fds = 2
+        while open_fds:
+            if cancel is not None and cancel.is_set() and not status["cancelled"]:
+                status["cancelled"] = True
+                pid1.kill()
+                _kill(proc.pid)
+            for key, _ in sel.select(0.05 if cancel is not None else None):
+                data = os.read(key.fd, _CHUNK)
+                if not data:
+                    sel.unregister(key.fd)
+                    open_fds -= 1
+                    continue
+                if key.data == "out":
+                    lines.feed(data)
+                    continue
+                st_buf += data
+                while len(st_buf) >= 4:
+                    size = struct.unpack_from("<I", st_buf)[0]
+                    if len(st_buf) < 4 + size:
+                        break
+                    try:
+                        msg = marshal.loads(st_buf[4:4 + size])
+                    except (ValueError, EOFError, TypeError):
+                        msg = {}
+                    st_buf = st_buf[4 + size:]
+                    if isinstance(msg, dict):
+                        status.update(msg)
+                        if "pid" in msg and not pid1.pid:
+                            pid1.attach(msg["pid"])
+        lines.close()
+        proc.wait()
+    except BaseException:
+        pid1.kill()
+        _kill(proc.pid)
+        proc.wait()
+        raise
+    finally:
+        pid1.wait_gone()
+        sel.close()
+        os.close(st_r)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if feeder is not None:
+            feeder.join(timeout=5)
+    status["init_status"] = proc.returncode
+
+
+def _same_meta(a: os.stat_result, b: os.stat_result) -> bool:
+    return (stat.S_IMODE(a.st_mode) == stat.S_IMODE(b.st_mode) and a.st_uid == b.st_uid
+            and a.st_gid == b.st_gid)
+
+
+def remove_stubs(upper: Path, lowers: tuple[Path, ...], created: list[str], fresh: list[str]) -> None:
+    """Remove the init's mount-point stubs from ``upper`` (see :mod:`builder.sandbox.rootfs`).
+
+    A stub is removed only if it is still an empty file or directory; a directory copied up or
+    created only to hold stubs is removed when it is empty, not opaque and has the metadata of
+    the lower directory it shadows. Never raises for what it cannot remove.
+    """
+    for rel in reversed(created):
+        p = os.path.join(upper, rel)
+        try:
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                os.unlink(p)
+            elif stat.S_ISDIR(st.st_mode):
+                os.rmdir(p)
+        except OSError:
+            pass
+    for rel in sorted(fresh, key=lambda r: r.count("/"), reverse=True):
+        p = os.path.join(upper, rel)
+        try:
+            st = os.lstat(p)
+            if not stat.S_ISDIR(st.st_mode) or os.listdir(p):
+                continue
+            if any(x.endswith("overlay.opaque") for x in os.listxattr(p, follow_symlinks=False)):
+                continue
+            for low in lowers:
+                lp = os.path.join(low, rel)
+                if os.path.lexists(lp):
+                    if stat.S_ISDIR(os.lstat(lp).st_mode) and _same_meta(os.lstat(lp), st):
+                        os.rmdir(p)
+                    break
+            else:
+                os.rmdir(p)
+        except OSError:
+            pass
+
+
+def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy: bool = False) -> RunResult:
+    """Run ``spec`` in a fresh sandbox and wait for it (no timeout; see ``cancel``).
+
+    ``cancel``: when set, the step is killed (SIGKILL of its init, which kills its PID
+    namespace) and the result has ``cancelled=True``. ``force_copy``: use the copy-based
+    fallback (:mod:`builder.sandbox.copydiff`) even when overlay works; it is also used when
+    the probe finds no usable overlay, with a note in the result. Either way ``spec.upperdir``
+    ends up in overlay format. Raises :class:`HostError` (see module doc).
+    """
+    global _copy_note_given
+    if not spec.argv:
+        raise HostError("sandbox: empty argv")
+    caps = probe_host(Path(spec.upperdir).parent)
+    if not caps.root:
+        raise HostError(f"sandbox: cannot run a step: {caps.reason}")
+    notes: list[str] = []
+    use_copy = force_copy or not caps.overlay
+    if use_copy and not force_copy and not _copy_note_given:
+        _copy_note_given = True
+        notes.append(f"overlay is not usable ({caps.reason}); using the copy-based fallback")
+    tmp = Path(tempfile.mkdtemp(prefix="pbsb-", dir=temp_base()))
+    copy_state = None
+    status: dict = {}
+    try:
+        bindroot = None
+        if use_copy:
+            from . import copydiff
+            copy_state = copydiff.prepare(spec.lowerdirs, Path(spec.upperdir), Path(spec.workdir))
+            bindroot = copy_state.root
+        cfg = _prepare(spec, tmp, caps, bindroot)
+        _supervise(spec, cfg, tmp, cancel, status)
+        if status["cancelled"]:
+            return RunResult(exit_code=137, signal=signal.SIGKILL, cancelled=True, notes=tuple(notes))
+        if "error" in status:
+            raise HostError(f"sandbox setup failed: {status['error']}")
+        if "exit" not in status:
+            raise HostError(f"sandbox init ended without a status (exit status {status.get('init_status')})")
+        if copy_state is not None:
+            from . import copydiff
+            copydiff.finish(copy_state, drop=set(status.get("stubs", ())))
+        return RunResult(exit_code=status["exit"], signal=status.get("signal"), notes=tuple(notes))
+    finally:
+        if copy_state is not None:
+            from . import copydiff
+            copydiff.discard(copy_state)
+        elif status.get("stubs") or status.get("fresh"):
+            remove_stubs(Path(spec.upperdir), tuple(Path(p) for p in spec.lowerdirs),
+                         list(status.get("stubs", ())), list(status.get("fresh", ())))
+        _remove_tmp(tmp)
+
+
+def _remove_tmp(tmp: Path) -> None:
+    """Remove the runner's temp dir without ever descending into a mount or following links."""
+    root = tmp / "root"
+    if os.path.ismount(root):  # cannot happen (mounts live in the init's namespace); be safe
+        try:
+            ns.umount2(str(root), ns.MNT_DETACH)
+        except OSError:
+            return
+    shutil.rmtree(tmp, ignore_errors=True)

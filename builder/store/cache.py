@@ -1,0 +1,76 @@
+"""Cache records: cache key -> the layer a step produced (or "no layer").
+
+Records live in ``<store>/cache/records/<hex>.json``; writes are atomic (temp + rename). A record
+is only trusted when the blob it names is still in the store (checked by the caller).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRecord:
+    key: str
+    layer: dict[str, Any] | None     # {"digest","diff_id","size","media_type"} or None (no layer)
+    extra: dict[str, Any]
+
+
+class CacheStore:
+    """Key/value records under ``root`` (created on demand). Not locked: records are immutable
+    and written atomically, so concurrent writers of the same key write the same meaning."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "cache" / "records"
+
+    def _path(self, key: str) -> Path:
+        return self.root / (key.split(":", 1)[-1] + ".json")
+
+    def get(self, key: str) -> CacheRecord | None:
+        try:
+            data = json.loads(self._path(key).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return CacheRecord(key=key, layer=data.get("layer"), extra=data.get("extra", {}))
+
+    def put(self, record: CacheRecord) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"key": record.key, "layer": record.layer, "extra": record.extra},
+                          sort_keys=True).encode()
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+            os.replace(tmp, self._path(record.key))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def records(self) -> Iterator[CacheRecord]:
+        if not self.root.is_dir():
+            return
+        for p in sorted(self.root.glob("*.json")):
+            rec = self.get("sha256:" + p.stem)
+            if rec is not None:
+                yield rec
+
+    def remove(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def clear(self) -> int:
+        n = 0
+        for rec in list(self.records()):
+            self.remove(rec.key)
+            n += 1
+        return n

@@ -1,0 +1,381 @@
+"""The local image store: an OCI image layout at ``root`` plus private directories beside it.
+
+Layout::
+
+    root/oci-layout            {"imageLayoutVersion": "1.0.0"}
+    root/index.json            OCI index; one manifests[] entry per tag, annotated with
+                               org.opencontainers.image.ref.name = full normalised name
+                               (docker.io/library/app:latest)
+    root/blobs/sha256/<hex>    content-addressed blobs (see builder.store.blobs)
+    root/tmp/                  temp files of in-progress writes (same file system)
+    root/index.lock            flock()ed while index.json is read-modified-written or gc runs
+    root/snapshots/, cache/    owned by the engine, never touched here
+
+Contracts: index.json is only rewritten under the exclusive lock, atomically (temp file,
+fsync, rename), so concurrent pybuild processes never lose each other's tags; readers need no
+lock. Image IDs are manifest digests. Names that name nothing raise :class:`ImageNotFound`
+(a StoreError and a ReferenceError_); malformed names raise ReferenceError_.
+:class:`Store` implements ImageSource and ImageDestination (builder.oci.transport).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+from ..digest import Digest
+from ..errors import ReferenceError_, StoreError
+from ..oci import mediatypes as mt
+from ..oci.models import (Descriptor, ImageConfig, Index, Manifest, OciLayout, Platform, canonical_json,
+                          media_type_of, parse_json, select_manifest)
+from ..oci.reference import parse_reference
+from .blobs import BlobStore, fsync_dir
+from .lock import FileLock
+
+_HEX_PREFIX_RE = re.compile(r"^[a-f0-9]{1,64}$")
+MIN_SHORT_ID = 4
+_JSON_LIMIT = 16 << 20
+
+
+class ImageNotFound(StoreError, ReferenceError_):
+    """A name, digest or ID names no image in the store."""
+
+
+def default_root() -> Path:
+    """``$PYBUILD_ROOT``; else ``/var/lib/pybuild`` as root; else ``~/.local/share/pybuild``."""
+    env = os.environ.get("PYBUILD_ROOT")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/pybuild")
+    return Path.home() / ".local" / "share" / "pybuild"
+
+
+def write_file_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write ``data`` to ``path`` via a fsync'ed temp file in ``tmp_dir`` and a rename."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="w-", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(name, 0o644)
+        os.replace(name, path)
+        fsync_dir(path.parent)
+    finally:
+        if os.path.exists(name):
+            os.unlink(name)
+
+
+def init_layout(root: Path, tmp_dir: Path) -> None:
+    """Create ``oci-layout``, ``index.json`` and ``blobs/sha256`` when missing (idempotent)."""
+    (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    if not (root / "oci-layout").exists():
+        write_file_atomic(root / "oci-layout", canonical_json(OciLayout()), tmp_dir)
+    if not (root / "index.json").exists():
+        write_file_atomic(root / "index.json", canonical_json(Index(mediaType=mt.OCI_INDEX)), tmp_dir)
+
+
+def read_index_file(path: Path) -> Index:
+    """Parse an OCI ``index.json``; StoreError when missing or malformed."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing (not an OCI image layout)") from None
+    return parse_json(Index, data, origin=str(path))
+
+
+def sniff_media_type(data: bytes) -> str:
+    """Media type of manifest/index bytes, from its ``mediaType`` field or its shape."""
+    mtype = media_type_of(data)
+    if mtype is None:
+        raise StoreError("blob is not a manifest or index")
+    return mtype
+
+
+def children(data: bytes, media_type: str, *, subject: bool = True) -> list[Descriptor]:
+    """Descriptors a manifest (config, layers[, subject]) or index (manifests[, subject]) points to."""
+    if mt.is_index(media_type):
+        idx = parse_json(Index, data, origin="index")
+        return list(idx.manifests) + ([idx.subject] if idx.subject and subject else [])
+    if mt.is_manifest(media_type):
+        man = parse_json(Manifest, data, origin="manifest")
+        return [man.config, *man.layers] + ([man.subject] if man.subject and subject else [])
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """One image of the store: the chosen manifest's descriptor and parsed + raw JSON."""
+
+    manifest_desc: Descriptor
+    manifest: Manifest
+    manifest_raw: bytes
+    config: ImageConfig
+    config_raw: bytes
+
+    @property
+    def digest(self) -> Digest:
+        return self.manifest_desc.digest_value
+
+
+class Store:
+    """The local store at ``root`` (created when missing). See the module docstring."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.tmp_dir = self.root / "tmp"
+        self.index_path = self.root / "index.json"
+        self.lock_path = self.root / "index.lock"
+        self.blobs = BlobStore(self.root, self.tmp_dir)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.tmp_dir.mkdir(exist_ok=True)
+            if not self.index_path.exists() or not (self.root / "oci-layout").exists():
+                with self._lock():
+                    init_layout(self.root, self.tmp_dir)
+        except OSError as e:
+            raise StoreError(f"cannot initialise the store at {self.root}: {e.strerror or e}") from e
+
+    def _lock(self) -> FileLock:
+        return FileLock(self.lock_path)
+
+    def lock(self) -> FileLock:
+        """The store-wide exclusive lock (index.json writes and gc); a context manager."""
+        return self._lock()
+
+    # ---- index.json ---------------------------------------------------------------------------
+
+    def read_index(self) -> Index:
+        return read_index_file(self.index_path)
+
+    def _write_index(self, index: Index) -> None:
+        write_file_atomic(self.index_path, canonical_json(index), self.tmp_dir)
+
+    @staticmethod
+    def _full_name(name: str) -> str:
+        ref = parse_reference(name)
+        if ref.digest is not None:
+            raise ReferenceError_(f"cannot tag with a digest reference: {name!r}")
+        return str(ref)
+
+    def tag(self, name: str, descriptor: Descriptor) -> str:
+        """Point ``name`` (familiar or full) at ``descriptor``; returns the full name.
+        The manifest blob must be in the store (StoreError otherwise)."""
+        full = self._full_name(name)
+        if not self.blobs.has(descriptor.digest_value):
+            raise StoreError(f"cannot tag {full}: manifest {descriptor.digest} is not in the store")
+        ann = dict(descriptor.annotations or {})
+        ann[mt.ANNOTATION_REF_NAME] = full
+        entry = descriptor.model_copy(update={"annotations": ann})
+        with self._lock():
+            index = self.read_index()
+            kept = [d for d in index.manifests if (d.annotations or {}).get(mt.ANNOTATION_REF_NAME) != full]
+            kept.append(entry)
+            kept.sort(key=lambda d: (d.annotations or {}).get(mt.ANNOTATION_REF_NAME, ""))
+            self._write_index(index.model_copy(update={"manifests": kept}))
+        return full
+
+    def untag(self, name: str) -> Descriptor:
+        """Remove the tag ``name``; returns what it pointed at. ImageNotFound when absent."""
+        full = self._full_name(name)
+        with self._lock():
+            index = self.read_index()
+            gone = [d for d in index.manifests if (d.annotations or {}).get(mt.ANNOTATION_REF_NAME) == full]
+            if not gone:
+                raise ImageNotFound(f"no such image: {name}")
+            kept = [d for d in index.manifests if d not in gone]
+            self._write_index(index.model_copy(update={"manifests": kept}))
+        return gone[0]
+
+    def tags(self) -> list[tuple[str, Descriptor]]:
+        """Every (full name, descriptor) of index.json, sorted by name."""
+        out = []
+        for d in self.read_index().manifests:
+            name = (d.annotations or {}).get(mt.ANNOTATION_REF_NAME)
+            if name:
+                out.append((name, d))
+        return sorted(out, key=lambda t: t[0])
+
+    def resolve(self, name_or_digest: str) -> Descriptor:
+        """Descriptor for a familiar/full name, ``name@sha256:..``, ``sha256:<hex>``, or a unique
+        (at least 4 hex digits) prefix of a tagged manifest digest, with or without ``sha256:``."""
+        text = name_or_digest.strip()
+        tags = self.tags()
+        if text.startswith("sha256:") and len(text) == 71:
+            try:
+                d = Digest.parse(text)
+            except ValueError:
+                raise ReferenceError_(f"invalid digest {text!r}") from None
+            return self._by_digest(d, tags, text)
+        parse_error: ReferenceError_ | None = None
+        if not text.startswith("sha256:"):
+            try:
+                ref = parse_reference(text)
+            except ReferenceError_ as e:
+                parse_error = e
+            else:
+                if ref.digest is not None:
+                    return self._by_digest(ref.digest, tags, text)
+                full = str(ref)
+                for name, d in tags:
+                    if name == full:
+                        return d
+        prefix = text[len("sha256:"):] if text.startswith("sha256:") else text
+        if _HEX_PREFIX_RE.match(prefix) and (len(prefix) >= MIN_SHORT_ID or text.startswith("sha256:")):
+            found = {d.digest: d for _, d in tags if d.digest.startswith("sha256:" + prefix)}
+            if len(found) == 1:
+                return next(iter(found.values()))
+            if len(found) > 1:
+                raise ReferenceError_(f"ambiguous image id {text!r}: matches {len(found)} images")
+        if parse_error is not None:
+            raise parse_error
+        raise ImageNotFound(f"no such image: {text}")
+
+    def _by_digest(self, d: Digest, tags: list[tuple[str, Descriptor]], text: str) -> Descriptor:
+        for _, desc in tags:
+            if desc.digest == str(d):
+                return desc.model_copy(update={"annotations": None})
+        if not self.blobs.has(d):
+            raise ImageNotFound(f"no such image: {text}")
+        data = self.blobs.read_bytes(d, limit=_JSON_LIMIT)
+        try:
+            mtype = sniff_media_type(data)
+        except StoreError:
+            raise ImageNotFound(f"{text} is not a manifest or index") from None
+        return Descriptor(mediaType=mtype, digest=str(d), size=len(data))
+
+    def image(self, name: str, platform: Platform | None = None) -> StoredImage:
+        """The image ``name`` (resolved as :meth:`resolve`); an index is resolved to ``platform``
+        (default: the host's). StoreError when blobs are missing or malformed."""
+        desc = self.resolve(name)
+        raw = self.blobs.read_bytes(desc.digest_value, limit=_JSON_LIMIT)
+        if mt.is_index(desc.mediaType):
+            index = parse_json(Index, raw, origin=f"index of {name}")
+            desc = select_manifest(index, platform, origin=name)
+            raw = self.blobs.read_bytes(desc.digest_value, limit=_JSON_LIMIT)
+        manifest = parse_json(Manifest, raw, origin=f"manifest of {name}")
+        config_raw = self.blobs.read_bytes(manifest.config.digest_value, limit=_JSON_LIMIT)
+        config = parse_json(ImageConfig, config_raw, origin=f"config of {name}")
+        return StoredImage(desc.model_copy(update={"annotations": None}), manifest, raw, config, config_raw)
+
+    # ---- garbage collection ------------------------------------------------------------------
+
+    def reachable(self, roots: Iterable[Digest | Descriptor]) -> set[Digest]:
+        """Digests reachable from ``roots`` (manifests and indexes are followed; other blobs
+        are leaves). Missing blobs are included but not followed."""
+        seen: set[Digest] = set()
+        todo: list[tuple[Digest, str | None]] = []
+        for r in roots:
+            if isinstance(r, Descriptor):
+                todo.append((r.digest_value, r.mediaType))
+            else:
+                todo.append((r, None))
+        while todo:
+            d, mtype = todo.pop()
+            if d in seen:
+                continue
+            seen.add(d)
+            if not self.blobs.has(d):
+                continue
+            if mtype is None:
+                mtype = self._sniff(d)
+            if mtype and (mt.is_index(mtype) or mt.is_manifest(mtype)):
+                data = self.blobs.read_bytes(d, limit=_JSON_LIMIT)
+                for child in children(data, mtype):
+                    todo.append((child.digest_value, child.mediaType))
+        return seen
+
+    def _sniff(self, d: Digest) -> str | None:
+        with self.blobs.open(d) as f:
+            if f.read(1) != b"{":
+                return None
+        if self.blobs.size(d) > _JSON_LIMIT:
+            return None
+        return media_type_of(self.blobs.read_bytes(d, limit=_JSON_LIMIT))
+
+    def gc(self, keep: set[Digest] | frozenset[Digest] = frozenset(), *, tmp_age: float = 3600.0) -> int:
+        """Delete blobs reachable neither from tags nor from ``keep`` (followed like tags);
+        also temp files older than ``tmp_age`` seconds. Returns bytes freed. Runs under the
+        store lock; blobs written concurrently but not yet tagged must be in ``keep``."""
+        freed = 0
+        with self._lock():
+            live = self.reachable([d for _, d in self.tags()] + list(keep))
+            for d in list(self.blobs):
+                if d not in live:
+                    freed += self.blobs.delete(d)
+            now = time.time()
+            if self.tmp_dir.is_dir():
+                for p in self.tmp_dir.iterdir():
+                    try:
+                        st = p.stat()
+                        if p.is_file() and now - st.st_mtime > tmp_age:
+                            p.unlink()
+                            freed += st.st_size
+                    except FileNotFoundError:
+                        continue
+        return freed
+
+    def disk_usage(self) -> int:
+        """Total bytes of all blobs."""
+        return sum(self.blobs.size(d) for d in self.blobs)
+
+    # ---- ImageSource ------------------------------------------------------------------------
+
+    def get_manifest(self, ref: str) -> tuple[bytes, str]:
+        """Raw manifest/index bytes and media type for a name, digest or short ID."""
+        desc = self.resolve(ref)
+        return self.blobs.read_bytes(desc.digest_value, limit=_JSON_LIMIT), desc.mediaType
+
+    def open_blob(self, digest: Digest) -> BinaryIO:
+        return self.blobs.open(digest)
+
+    # ---- ImageDestination -------------------------------------------------------------------
+
+    def has_blob(self, digest: Digest) -> bool:
+        return self.blobs.has(digest)
+
+    def put_blob(self, digest: Digest, size: int, stream: BinaryIO) -> None:
+        if self.blobs.has(digest):
+            return
+        self.blobs.put_stream(stream, digest, size)
+
+    def put_manifest(self, data: bytes, media_type: str, tags: tuple[str, ...]) -> Digest:
+        """Store manifest/index bytes as given (every blob they name must be present, else
+        StoreError) and tag them. A manifest's descriptor carries the config's platform."""
+        refs = children(data, media_type, subject=False)
+        for child in refs:
+            if not self.blobs.has(child.digest_value):
+                raise StoreError(f"cannot store manifest: blob {child.digest} ({child.mediaType}) is missing")
+        digest = self.blobs.put_bytes(data)
+        platform = None
+        if mt.is_manifest(media_type):
+            man = parse_json(Manifest, data, origin="manifest")
+            try:
+                cfg = parse_json(ImageConfig, self.blobs.read_bytes(man.config.digest_value, limit=_JSON_LIMIT),
+                                 origin="config")
+                platform = cfg.platform
+            except StoreError:
+                platform = None  # artifact or foreign config: no platform
+        desc = Descriptor(mediaType=media_type, digest=str(digest), size=len(data), platform=platform)
+        for t in tags:
+            self.tag(t, desc)
+        return digest
+
+
+def load_json_blob(blobs: BlobStore, digest: Digest) -> dict:
+    """A small JSON blob as a dict (StoreError on bad JSON)."""
+    try:
+        obj = json.loads(blobs.read_bytes(digest, limit=_JSON_LIMIT))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"blob {digest}: invalid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise StoreError(f"blob {digest}: expected a JSON object")
+    return obj

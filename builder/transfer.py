@@ -1,0 +1,646 @@
+"""One copy routine for pull, push and export, plus the ``--output`` exporters.
+
+* :func:`copy_image` copies an image (or a whole index) between any ImageSource and
+  ImageDestination: blobs the destination has are skipped, every blob is verified while it
+  streams through a bounded buffer, the manifest goes last.
+* :func:`recompress` / :func:`convert_compression` re-encode layers gzip <-> zstd <-> tar in one
+  streaming pass (new digests, same diff_ids, which are checked).
+* :func:`parse_output` parses buildx ``--output`` strings into :class:`OutputSpec`;
+  :func:`export_image` writes a stored image to one.
+* :func:`flatten_layers` writes the image's root file system as one tar (whiteouts applied).
+
+Errors: UsageError for bad ``--output`` strings, StoreError for missing/corrupt content,
+whatever the source/destination raise (RegistryError...). Nothing here prints; progress goes
+to ``on_event`` when given.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
+
+from .digest import Digest
+from .errors import PybuildError, StoreError, UsageError
+from .oci import mediatypes as mt
+from .oci.models import (Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json, parse_json,
+                         select_manifest)
+from .oci.transport import ImageDestination, ImageSource
+from .store.blobs import CHUNK, BlobStore, VerifyingReader
+
+if TYPE_CHECKING:
+    from .oci.dockerarchive import DockerArchiveWriter
+    from .store.layout import Store
+
+_JSON_LIMIT = 16 << 20
+
+
+# ---- events -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class TransferEvent:
+    """Progress of a copy: ``kind`` is ``skip`` (destination has the blob), ``copy`` (blob
+    copied), ``manifest`` (manifest/index written) or ``convert`` (layer recompressed)."""
+
+    kind: str
+    digest: Digest
+    size: int
+    media_type: str = ""
+
+
+EventSink = Callable[[TransferEvent], None]
+
+
+def _emit(on_event: EventSink | None, kind: str, d: Descriptor) -> None:
+    if on_event is not None:
+        on_event(TransferEvent(kind, d.digest_value, d.size, d.mediaType))
+
+
+# ---- copy ---------------------------------------------------------------------------------------
+
+def _fetch_manifest(src: ImageSource, ref: str, expected: Descriptor | None) -> tuple[bytes, str]:
+    data, mtype = src.get_manifest(ref)
+    if expected is not None:
+        got = Digest.of_bytes(data) if expected.digest_value.algorithm == "sha256" else \
+            Digest(expected.digest_value.algorithm, hashlib.new(expected.digest_value.algorithm, data).hexdigest())
+        if got != expected.digest_value:
+            raise StoreError(f"manifest digest mismatch: expected {expected.digest}, got {got}")
+        if expected.size != len(data):
+            raise StoreError(f"manifest {expected.digest}: expected {expected.size} bytes, got {len(data)}")
+    elif ref.startswith("sha256:"):
+        if str(Digest.of_bytes(data)) != ref:
+            raise StoreError(f"manifest digest mismatch for {ref}")
+    return data, mtype
+
+
+def copy_blob(src: ImageSource, dst: ImageDestination, desc: Descriptor, on_event: EventSink | None = None) -> None:
+    """Copy one blob unless ``dst`` has it, verifying digest and size while it streams."""
+    d = desc.digest_value
+    if dst.has_blob(d):
+        _emit(on_event, "skip", desc)
+        return
+    stream = src.open_blob(d)
+    try:
+        reader = VerifyingReader(stream, d, desc.size)
+        dst.put_blob(d, desc.size, reader)  # type: ignore[arg-type]
+        reader.drain()
+        reader.verify()
+    finally:
+        stream.close()
+    _emit(on_event, "copy", desc)
+
+
+def _copy_manifest_tree(src: ImageSource, data: bytes, mtype: str, dst: ImageDestination,
+                        on_event: EventSink | None) -> None:
+    """Copy every blob and child manifest ``data`` names (not ``data`` itself)."""
+    if mt.is_index(mtype):
+        index = parse_json(Index, data, origin="index")
+        for child in index.manifests:
+            if not (mt.is_manifest(child.mediaType) or mt.is_index(child.mediaType)):
+                copy_blob(src, dst, child, on_event)
+                continue
+            if dst.has_blob(child.digest_value):
+                _emit(on_event, "skip", child)
+                continue
+            cdata, ctype = _fetch_manifest(src, child.digest, child)
+            _copy_manifest_tree(src, cdata, child.mediaType or ctype, dst, on_event)
+            dst.put_manifest(cdata, child.mediaType or ctype, ())
+            _emit(on_event, "manifest", child)
+        return
+    if not mt.is_manifest(mtype):
+        raise StoreError(f"unsupported manifest media type {mtype!r}")
+    man = parse_json(Manifest, data, origin="manifest")
+    copy_blob(src, dst, man.config, on_event)
+    for layer in man.layers:
+        if layer.urls and _is_foreign(layer):
+            continue  # non-distributable layer fetched from its URLs by whoever needs it
+        copy_blob(src, dst, layer, on_event)
+
+
+def _is_foreign(layer: Descriptor) -> bool:
+    return layer.mediaType in (mt.DOCKER_LAYER_FOREIGN_GZIP, mt.OCI_LAYER_NONDIST_TAR,
+                               mt.OCI_LAYER_NONDIST_GZIP, mt.OCI_LAYER_NONDIST_ZSTD)
+
+
+def as_platform(platform: Any) -> Platform | None:
+    """None, a Platform, ``os/arch[/variant]`` text or any object with ``os``/``architecture``
+    (and optionally ``variant``) attributes, as a Platform."""
+    if platform is None or isinstance(platform, Platform):
+        return platform
+    if isinstance(platform, str):
+        from .oci.models import parse_platform
+
+        return parse_platform(platform)
+    return Platform(os=str(platform.os), architecture=str(platform.architecture),
+                    variant=getattr(platform, "variant", None) or None)
+
+
+def copy_image(src: ImageSource, ref: str, dst: ImageDestination, tags: tuple[str, ...] = (), *,
+               platform: Platform | str | Any = None, on_event: EventSink | None = None) -> Digest:
+    """Copy the image ``ref`` names from ``src`` to ``dst`` and tag it; returns the digest of
+    the manifest written last (the platform's manifest when ``platform`` is given and ``ref``
+    names an index, else what ``ref`` names). Config and layers go first, manifest last;
+    blobs the destination has are skipped; each blob is verified as it streams."""
+    platform = as_platform(platform)
+    data, mtype = _fetch_manifest(src, ref, None)
+    if mt.is_index(mtype) and platform is not None:
+        index = parse_json(Index, data, origin=f"index of {ref}")
+        desc = select_manifest(index, platform, origin=ref)
+        data, ctype = _fetch_manifest(src, desc.digest, desc)
+        mtype = desc.mediaType or ctype
+    _copy_manifest_tree(src, data, mtype, dst, on_event)
+    digest = dst.put_manifest(data, mtype, tuple(tags))
+    if on_event is not None:
+        on_event(TransferEvent("manifest", digest, len(data), mtype))
+    return digest
+
+
+# ---- compression --------------------------------------------------------------------------------
+
+def open_decompressed(stream: BinaryIO, compression: str) -> BinaryIO:
+    """A reader of the uncompressed tar inside ``stream`` (``gzip``/``zstd``/``uncompressed``).
+    Closing the returned reader does not close ``stream``."""
+    if compression == "uncompressed":
+        return stream
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True,
+                                                          closefd=False)  # type: ignore[return-value]
+    raise StoreError(f"unknown compression {compression!r}")
+
+
+def detect_compression(head: bytes) -> str:
+    """``gzip``/``zstd``/``uncompressed`` from a blob's first bytes (magic numbers)."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return "uncompressed"
+
+
+def recompress(src: BinaryIO, src_compression: str, dst_compression: str, sink: BinaryIO | object,
+               *, level: int | None = None) -> tuple[Digest, int]:
+    """Re-encode a layer from ``src`` into ``sink`` (anything with ``write``), streaming.
+
+    Returns (diff_id, uncompressed size). gzip output is deterministic (no name, mtime 0);
+    zstd output is one frame at ``level`` (default 3). Neither stream is closed."""
+    raw = open_decompressed(src, src_compression)
+    h = hashlib.sha256()
+    total = 0
+    comp: object
+    if dst_compression == "uncompressed":
+        comp = sink
+    elif dst_compression == "gzip":
+        comp = gzip.GzipFile(filename="", fileobj=sink, mode="wb", mtime=0,  # type: ignore[arg-type]
+                             compresslevel=6 if level is None else level)
+    elif dst_compression == "zstd":
+        import zstandard
+
+        comp = zstandard.ZstdCompressor(level=3 if level is None else level).stream_writer(
+            sink, closefd=False)  # type: ignore[arg-type]
+    else:
+        raise UsageError(f"unknown compression {dst_compression!r} (gzip, zstd, uncompressed)")
+    try:
+        while True:
+            chunk = raw.read(CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            total += len(chunk)
+            comp.write(chunk)  # type: ignore[attr-defined]
+    except (OSError, EOFError, ValueError) as e:
+        raise StoreError(f"cannot decompress layer ({src_compression}): {e}") from e
+    if comp is not sink:
+        comp.close()  # type: ignore[attr-defined]
+    return Digest("sha256", h.hexdigest()), total
+
+
+def convert_compression(blobs: BlobStore, manifest_raw: bytes, config: ImageConfig, compression: str, *,
+                        force: bool = False, level: int | None = None,
+                        on_event: EventSink | None = None) -> tuple[bytes, str]:
+    """Re-encode the layers of a manifest (whose blobs are in ``blobs``) to ``compression``.
+
+    Returns (manifest bytes, media type): the original bytes when nothing changed, else a new
+    manifest stored in ``blobs`` (untagged; gc collects it unless tagged or kept). Each new
+    layer's diff_id is checked against the config's (StoreError on mismatch). A Docker manifest
+    becomes OCI when zstd is asked (Docker schema 2 has no zstd type)."""
+    if compression not in mt.COMPRESSIONS:
+        raise UsageError(f"unknown compression {compression!r} (gzip, zstd, uncompressed)")
+    man = parse_json(Manifest, manifest_raw, origin="manifest")
+    docker = man.mediaType == mt.DOCKER_MANIFEST or (man.mediaType is None and mt.is_docker(man.config.mediaType))
+    to_oci = docker and compression == "zstd"
+    diff_ids = config.rootfs.diff_ids
+    if len(diff_ids) != len(man.layers):
+        raise StoreError(f"config has {len(diff_ids)} diff_ids for {len(man.layers)} layers")
+    changed = False
+    layers: list[Descriptor] = []
+    for i, layer in enumerate(man.layers):
+        cur = mt.layer_compression(layer.mediaType)
+        new_type = (mt.docker_layer_type(compression) if docker and not to_oci else mt.oci_layer_type(compression))
+        if cur == compression and not force:
+            if to_oci and layer.mediaType != new_type:
+                layers.append(layer.model_copy(update={"mediaType": new_type}))
+                changed = True
+            else:
+                layers.append(layer)
+            continue
+        with blobs.open(layer.digest_value) as f, blobs.ingest() as w:
+            diff_id, _ = recompress(f, cur, compression, w, level=level)
+        if str(diff_id) != diff_ids[i]:
+            raise StoreError(f"layer {layer.digest}: diff_id {diff_id} does not match config {diff_ids[i]}")
+        assert w.digest is not None and w.size is not None
+        new = layer.model_copy(update={"mediaType": new_type, "digest": str(w.digest), "size": w.size})
+        layers.append(new)
+        _emit(on_event, "convert", new)
+        changed = True
+    if not changed:
+        media = man.mediaType or (mt.DOCKER_MANIFEST if docker else mt.OCI_MANIFEST)
+        return manifest_raw, media
+    update: dict[str, object] = {"layers": layers}
+    if to_oci:
+        update["mediaType"] = mt.OCI_MANIFEST
+        update["config"] = man.config.model_copy(update={"mediaType": mt.OCI_CONFIG})
+    new_man = man.model_copy(update=update)
+    data = canonical_json(new_man)
+    blobs.put_bytes(data)
+    return data, new_man.mediaType or (mt.DOCKER_MANIFEST if docker and not to_oci else mt.OCI_MANIFEST)
+
+
+# ---- root file system -------------------------------------------------------------------------
+
+def _norm(name: str) -> str:
+    name = name.lstrip("/")
+    while name.startswith("./"):
+        name = name[2:]
+    name = name.rstrip("/")
+    return "" if name == "." else name
+
+
+def _under(path: str, prefix: str) -> bool:
+    return prefix == "" or path.startswith(prefix + "/")
+
+
+WH_PREFIX = ".wh."
+WH_OPAQUE = ".wh..wh..opq"
+
+
+def _final_owners(open_layer: Callable[[int], BinaryIO], count: int) -> dict[str, int]:
+    """Pass 1: for each path of the merged file system, the layer index providing it."""
+    state: dict[str, tuple[int, bool]] = {}
+    for i in range(count):
+        with open_layer(i) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+            for m in tar:
+                name = _norm(m.name)
+                if not name:
+                    continue
+                parent, _, base = name.rpartition("/")
+                if base == WH_OPAQUE:
+                    for p in [p for p, (li, _) in state.items() if _under(p, parent) and li < i]:
+                        del state[p]
+                    continue
+                if base.startswith(WH_PREFIX):
+                    target = (parent + "/" if parent else "") + base[len(WH_PREFIX):]
+                    old = state.get(target)
+                    if old is not None and old[0] < i:  # whiteouts hide lower layers only
+                        del state[target]
+                    if old is not None and old[1]:
+                        for p in [p for p, (li, _) in state.items() if _under(p, target) and li < i]:
+                            del state[p]
+                    continue
+                old = state.get(name)
+                if old is not None and old[1] and not m.isdir():
+                    for p in [p for p, (li, _) in state.items() if _under(p, name) and li < i]:
+                        del state[p]
+                state[name] = (i, m.isdir())
+    return {p: li for p, (li, _) in state.items()}
+
+
+def flatten_layers(open_layer: Callable[[int], BinaryIO], count: int, out: BinaryIO) -> None:
+    """Write the merged root file system of ``count`` layers (bottom first) as one tar to ``out``.
+
+    ``open_layer(i)`` returns a fresh reader of layer i's uncompressed tar (closed here); each
+    layer is read twice (paths, then contents), streaming. Whiteouts and opaque dirs are
+    applied and never written. ``out`` is not closed."""
+    owners = _final_owners(open_layer, count)
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tw:
+        for i in range(count):
+            with open_layer(i) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+                for m in tar:
+                    name = _norm(m.name)
+                    if not name or owners.get(name) != i:
+                        continue
+                    owners.pop(name)
+                    m.name = name
+                    if m.islnk():
+                        m.linkname = _norm(m.linkname)
+                    if m.isreg():
+                        tw.addfile(m, tar.extractfile(m))
+                    else:
+                        tw.addfile(m)
+
+
+# ---- --output -----------------------------------------------------------------------------------
+
+_TYPES = ("oci", "docker", "local", "tar", "image", "registry")
+_KEYS = {"type", "dest", "tar", "name", "push", "compression", "compression-level", "force-compression",
+         "oci-mediatypes"}
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """One parsed ``--output``. ``dest`` is a path or ``-`` (stdout); ``names`` image names;
+    ``tar`` False makes ``type=oci`` write a directory."""
+
+    type: str
+    dest: str | None = None
+    names: tuple[str, ...] = ()
+    push: bool = False
+    tar: bool = True
+    compression: str | None = None
+    compression_level: int | None = None
+    force_compression: bool = False
+    attrs: tuple[tuple[str, str], ...] = field(default=())
+
+
+def _bool(key: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", ""):
+        return True
+    if v in ("false", "0", "no"):
+        return False
+    raise UsageError(f"--output: {key}={value!r} is not a boolean")
+
+
+def parse_output(text: str) -> OutputSpec:
+    """Parse a buildx ``--output`` value (CSV ``key=value`` pairs; a bare path means
+    ``type=local,dest=PATH``; ``-`` means ``type=tar,dest=-``). UsageError when malformed."""
+    text = text.strip()
+    if not text:
+        raise UsageError("--output: empty value")
+    if text == "-":
+        return OutputSpec(type="tar", dest="-")
+    if "=" not in text:
+        return OutputSpec(type="local", dest=text)
+    try:
+        fields = next(csv.reader([text]))
+    except csv.Error as e:
+        raise UsageError(f"--output {text!r}: {e}") from None
+    kv: dict[str, str] = {}
+    for f in fields:
+        key, sep, value = f.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise UsageError(f"--output {text!r}: {f!r} is not key=value")
+        if key not in _KEYS and not key.startswith("annotation"):
+            raise UsageError(f"--output {text!r}: unknown key {key!r}")
+        kv[key] = value
+    typ = kv.get("type")
+    if typ is None:
+        raise UsageError(f"--output {text!r}: type= is required ({', '.join(_TYPES)})")
+    if typ not in _TYPES:
+        raise UsageError(f"--output {text!r}: unknown type {typ!r} ({', '.join(_TYPES)})")
+    dest = kv.get("dest")
+    names = tuple(n.strip() for n in kv.get("name", "").split(",") if n.strip())
+    push = _bool("push", kv["push"]) if "push" in kv else typ == "registry"
+    tar = _bool("tar", kv["tar"]) if "tar" in kv else True
+    compression = kv.get("compression")
+    if compression is not None and compression not in mt.COMPRESSIONS:
+        raise UsageError(f"--output {text!r}: compression={compression!r} is not one of gzip, zstd, uncompressed")
+    level = None
+    if "compression-level" in kv:
+        try:
+            level = int(kv["compression-level"])
+        except ValueError:
+            raise UsageError(f"--output {text!r}: compression-level must be an integer") from None
+    force = _bool("force-compression", kv["force-compression"]) if "force-compression" in kv else False
+    if typ in ("oci", "docker", "local", "tar") and not dest:
+        raise UsageError(f"--output {text!r}: type={typ} needs dest=")
+    if typ in ("image", "registry"):
+        if not names:
+            raise UsageError(f"--output {text!r}: type={typ} needs name=")
+        if dest:
+            raise UsageError(f"--output {text!r}: type={typ} takes no dest=")
+    if dest == "-" and (typ == "local" or (typ == "oci" and not tar)):
+        raise UsageError(f"--output {text!r}: dest=- needs a tar output (type=oci, docker or tar)")
+    if typ == "docker" and not tar:
+        raise UsageError(f"--output {text!r}: type=docker is always a tar")
+    if names:
+        from .oci.reference import parse_reference
+
+        for n in names:
+            parse_reference(n)  # ReferenceError_ names the bad one
+    extra = tuple(sorted((k, v) for k, v in kv.items() if k not in _KEYS))
+    return OutputSpec(typ, dest, names, push, tar, compression, level, force, extra)
+
+
+class _AtomicOut:
+    """A file written beside ``path`` and renamed into place on success (removed on failure)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        self.tmp = Path(name)
+        self.f = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _with_output(dest: str, stdout: BinaryIO | None, write: Callable[[BinaryIO], None]) -> None:
+    if dest == "-":
+        if stdout is None:
+            raise UsageError("dest=- needs an output stream (the CLI passes stdout)")
+        write(stdout)
+        stdout.flush()
+        return
+    out = _AtomicOut(Path(dest))
+    try:
+        write(out.f)  # type: ignore[arg-type]
+    except BaseException:
+        out.abort()
+        raise
+    out.commit()
+
+
+def _layer_reader(blobs: BlobStore, layer: Descriptor) -> Callable[[], BinaryIO]:
+    def opener() -> BinaryIO:
+        f = blobs.open(layer.digest_value)
+        return _Closing(open_decompressed(f, mt.layer_compression(layer.mediaType)), f)  # type: ignore[return-value]
+    return opener
+
+
+class _Closing(io.RawIOBase):
+    """A reader that closes both the decompressor and the underlying file."""
+
+    def __init__(self, inner: BinaryIO, base: BinaryIO) -> None:
+        self._inner, self._base = inner, base
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        return self._inner.read(n)
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        data = self._inner.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            if self._inner is not self._base:
+                self._inner.close()
+        finally:
+            self._base.close()
+            super().close()
+
+
+def export_image(store: "Store", name: str, output: OutputSpec, *, tags: tuple[str, ...] = (),
+                 platform: Platform | str | Any = None, on_event: EventSink | None = None,
+                 stdout: BinaryIO | None = None, insecure: tuple[str, ...] = (),
+                 open_registry: Callable[[str], ImageDestination] | None = None) -> Digest:
+    """Write the stored image ``name`` (name, digest or ID) to ``output``; returns the exported
+    manifest's digest.
+
+    Image names written into archives / tagged / pushed: ``output.names``, else ``tags``, else
+    the name ``name`` is tagged as. ``stdout``: the stream for ``dest=-`` (the CLI passes
+    ``sys.stdout.buffer``). File outputs are written to a temp file beside ``dest`` and renamed,
+    so a failure leaves no partial file. Pushing uses ``open_registry(name)`` when given, else
+    builder.registry's RegistryDestination (``insecure``: registry hosts allowed over HTTP)."""
+    img = store.image(name, as_platform(platform))
+    manifest_raw, mtype = img.manifest_raw, img.manifest_desc.mediaType
+    if output.compression is not None:
+        manifest_raw, mtype = convert_compression(store.blobs, manifest_raw, img.config, output.compression,
+                                                  force=output.force_compression,
+                                                  level=output.compression_level, on_event=on_event)
+    digest = Digest.of_bytes(manifest_raw)
+    if not store.blobs.has(digest):
+        store.blobs.put_bytes(manifest_raw)
+    names = output.names or tuple(tags) or _names_for(store, name)
+    ref = str(digest)
+    typ = output.type
+    if typ == "oci" and not output.tar:
+        from .oci.layoutdir import OciLayoutDir
+
+        assert output.dest is not None
+        return copy_image(store, ref, OciLayoutDir(output.dest), names, on_event=on_event)
+    if typ in ("oci", "docker"):
+        assert output.dest is not None
+
+        def write(f: BinaryIO) -> None:
+            if typ == "oci":
+                from .oci.layoutdir import OciLayoutTarWriter
+                w: "OciLayoutTarWriter | DockerArchiveWriter" = OciLayoutTarWriter(f)
+            else:
+                from .oci.dockerarchive import DockerArchiveWriter
+                w = DockerArchiveWriter(f)
+            with w:
+                copy_image(store, ref, w, names, on_event=on_event)
+
+        _with_output(output.dest, stdout, write)
+        return digest
+    man = parse_json(Manifest, manifest_raw, origin="manifest")
+    if typ == "tar":
+        assert output.dest is not None
+        openers = [_layer_reader(store.blobs, layer) for layer in man.layers]
+        _with_output(output.dest, stdout, lambda f: flatten_layers(lambda i: openers[i](), len(openers), f))
+        return digest
+    if typ == "local":
+        assert output.dest is not None
+        _export_local(store.blobs, man, Path(output.dest))
+        return digest
+    # image / registry
+    desc = Descriptor(mediaType=mtype, digest=str(digest), size=len(manifest_raw),
+                      platform=img.manifest_desc.platform)
+    for n in names:
+        store.tag(n, desc)
+    if output.push:
+        for n in names:
+            dst = open_registry(n) if open_registry is not None else _registry_destination(n, insecure)
+            try:
+                copy_image(store, ref, dst, (n,), on_event=on_event)
+            finally:
+                close = getattr(dst, "close", None)
+                if close is not None:
+                    close()
+    return digest
+
+
+def _registry_destination(name: str, insecure: tuple[str, ...]) -> ImageDestination:
+    from .oci.reference import parse_reference
+    from .registry.destination import RegistryDestination
+
+    ref = parse_reference(name)
+    return RegistryDestination(name, insecure=True if ref.registry in insecure else None)
+
+
+def _names_for(store: "Store", name: str) -> tuple[str, ...]:
+    """The full name ``name`` was tagged as, or () when ``name`` is an ID/digest."""
+    from .oci.reference import parse_reference
+    from .errors import ReferenceError_
+
+    try:
+        full = str(parse_reference(name))
+    except ReferenceError_:
+        return ()
+    return (full,) if any(n == full for n, _ in store.tags()) else ()
+
+
+def _export_local(blobs: BlobStore, man: Manifest, dest: Path) -> None:
+    """Unpack the root file system into ``dest`` with builder.layer.extract when present.
+
+    TODO(layer engineer): once builder.layer.extract.extract_layers exists it is used; until
+    then the flattened tar is unpacked with tarfile's ``tar`` filter (refuses paths and links
+    escaping ``dest``; drops setuid/setgid bits and device nodes fail without root)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    openers = [_layer_reader(blobs, layer) for layer in man.layers]
+    try:
+        from .layer.extract import extract_layers  # type: ignore[import-not-found]
+    except ImportError:
+        extract_layers = None
+    if extract_layers is not None:
+        def streams() -> Iterator[tuple[BinaryIO, str]]:
+            for layer in man.layers:  # one layer file open at a time
+                with blobs.open(layer.digest_value) as f:
+                    yield f, mt.layer_compression(layer.mediaType)
+
+        gen = streams()
+        try:
+            extract_layers(gen, dest)
+        finally:
+            gen.close()
+        return
+    with tempfile.TemporaryFile(dir=dest.parent) as tmp:
+        flatten_layers(lambda i: openers[i](), len(openers), tmp)  # type: ignore[arg-type]
+        tmp.seek(0)
+        with tarfile.open(fileobj=tmp, mode="r:") as tar:
+            try:
+                tar.extractall(dest, filter="tar", numeric_owner=True)
+            except (tarfile.TarError, OSError) as e:
+                raise PybuildError(f"cannot unpack the image into {dest}: {e}") from e
+
+
+def iter_layer_members(blobs: BlobStore, layer: Descriptor) -> Iterator[tarfile.TarInfo]:
+    """Headers of one stored layer (streamed)."""
+    with _layer_reader(blobs, layer)() as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        yield from tar
+

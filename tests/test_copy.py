@@ -1,0 +1,269 @@
+"""COPY rules: each rule against a temporary context and a DirView destination image."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from builder.engine.context import BuildContext, OutsideContextError, SourceNotFoundError
+from builder.engine.copy import MULTI_SOURCE_MSG, CopyError, copy_entries, parse_chmod
+from builder.engine.dockerignore import IgnoreMatcher
+from builder.engine.pathresolve import DirView
+from builder.engine.userdb import resolve_chown
+from builder.layer.entries import Entry, EntryType
+
+
+def _write(root: Path, files: dict[str, str], mode: int | None = None) -> None:
+    for name, body in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(body)
+        if mode is not None:
+            os.chmod(p, mode)
+
+
+@pytest.fixture()
+def ctx_dir(tmp_path: Path) -> Path:
+    c = tmp_path / "ctx"
+    _write(c, {
+        "a.txt": "A", "b.txt": "B", "c.md": "C",
+        "src/one.py": "1", "src/pkg/two.py": "2", "src/pkg/skip.log": "log",
+        "secret.key": "k", "logs/x.log": "x",
+    })
+    os.chmod(c / "src/one.py", 0o750)
+    return c
+
+
+@pytest.fixture()
+def img(tmp_path: Path) -> Path:
+    r = tmp_path / "image"
+    (r / "srv").mkdir(parents=True)
+    os.chmod(r / "srv", 0o711)
+    (r / "etc").mkdir()
+    (r / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nweb:x:33:44::/var/www:/bin/sh\n")
+    (r / "etc/group").write_text("root:x:0:\nwwwdata:x:44:\nops:x:70:\n")
+    (r / "existing").mkdir()
+    os.symlink("/srv", r / "app")
+    os.symlink("../../..", r / "evil")
+    return r
+
+
+def run(ctx_dir: Path, img: Path, sources: list[str], dest: str, *, ignore: list[str] | None = None,
+        **kw) -> dict[str, Entry]:
+    ctx = BuildContext(ctx_dir, IgnoreMatcher(ignore or []))
+    entries = copy_entries(sources=sources, dest=dest, src_view=ctx.view, src_is_context=True,
+                           context=ctx, dest_view=DirView(img), **kw)
+    names = [e.name for e in entries]
+    assert len(names) == len(set(names))
+    return {e.name: e for e in entries}
+
+
+def test_directory_source_copies_its_contents(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["src"], "/opt/app/")
+    assert set(out) == {"opt", "opt/app", "opt/app/one.py", "opt/app/pkg", "opt/app/pkg/two.py",
+                        "opt/app/pkg/skip.log"}
+    assert out["opt/app"].type is EntryType.DIR and out["opt/app"].mode == 0o755
+    one = out["opt/app/one.py"]
+    assert one.type is EntryType.FILE and one.mode == 0o750 and (one.uid, one.gid) == (0, 0)
+    assert one.source == str(ctx_dir / "src/one.py") and one.size == 1 and one.data is None
+    assert one.mtime == int((ctx_dir / "src/one.py").stat().st_mtime)
+
+
+def test_file_into_directory_with_slash(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["a.txt"], "/dst/")
+    assert set(out) == {"dst", "dst/a.txt"}
+
+
+def test_file_renamed_without_slash(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["a.txt"], "/dst/renamed")
+    assert set(out) == {"dst", "dst/renamed"}
+    assert out["dst/renamed"].source == str(ctx_dir / "a.txt")
+
+
+def test_file_into_existing_directory_without_slash(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["a.txt"], "/existing")
+    assert "existing/a.txt" in out
+
+
+def test_several_sources_need_a_directory(ctx_dir: Path, img: Path) -> None:
+    with pytest.raises(CopyError) as err:
+        run(ctx_dir, img, ["a.txt", "b.txt"], "/dst")
+    assert str(err.value) == MULTI_SOURCE_MSG
+    with pytest.raises(CopyError, match="must be a directory"):
+        run(ctx_dir, img, ["*.txt"], "/dst")  # a wildcard matching two files
+    out = run(ctx_dir, img, ["a.txt", "b.txt"], "/dst/")
+    assert {"dst/a.txt", "dst/b.txt"} <= set(out)
+
+
+def test_wildcards(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["*.txt", "src/*.py"], "/w/")
+    assert set(out) == {"w", "w/a.txt", "w/b.txt", "w/one.py"}
+    out = run(ctx_dir, img, ["[ab].tx?"], "/w/")
+    assert set(out) == {"w", "w/a.txt", "w/b.txt"}
+    out = run(ctx_dir, img, ["c.m*"], "/single")  # one match, no slash: renamed
+    assert set(out) == {"single"}
+
+
+def test_missing_source_is_an_error(ctx_dir: Path, img: Path) -> None:
+    with pytest.raises(SourceNotFoundError, match=r'"/missing.txt": not found'):
+        run(ctx_dir, img, ["missing.txt"], "/d/")
+    with pytest.raises(SourceNotFoundError, match=r"nomatch\*"):
+        run(ctx_dir, img, ["nomatch*"], "/d/")
+    with pytest.raises(OutsideContextError, match=r"\.\./x"):
+        run(ctx_dir, img, ["../x"], "/d/")
+
+
+def test_destination_symlinks_resolve_inside_the_root(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["a.txt"], "/app/")
+    assert set(out) == {"srv", "srv/a.txt"}
+    assert out["srv"].mode == 0o711  # existing directory keeps its metadata
+    out = run(ctx_dir, img, ["a.txt"], "/evil/x")
+    assert set(out) == {"x"}  # ../../.. from / stays at /
+    out = run(ctx_dir, img, ["a.txt"], "/evil/evil/app/deep/")
+    assert set(out) == {"srv", "srv/deep", "srv/deep/a.txt"}
+
+
+def test_chmod(ctx_dir: Path, img: Path) -> None:
+    os.symlink("a.txt", ctx_dir / "src/link")
+    out = run(ctx_dir, img, ["src"], "/m/", chmod=parse_chmod("0640"))
+    assert out["m/one.py"].mode == 0o640
+    assert out["m/pkg"].mode == 0o640
+    assert out["m/link"].type is EntryType.SYMLINK and out["m/link"].mode == 0o777
+    with pytest.raises(CopyError):
+        parse_chmod("u+x")
+
+
+def test_chown_by_name_from_image_passwd(ctx_dir: Path, img: Path) -> None:
+    owner = resolve_chown("web", DirView(img))
+    assert owner == (33, 44)
+    out = run(ctx_dir, img, ["src"], "/w/new/", chown=owner)
+    assert all((e.uid, e.gid) == (33, 44) for e in out.values())  # created dirs too (BuildKit)
+    out = run(ctx_dir, img, ["a.txt"], "/srv/", chown=resolve_chown("web:ops", DirView(img)))
+    assert (out["srv/a.txt"].uid, out["srv/a.txt"].gid) == (33, 70)
+    assert (out["srv"].uid, out["srv"].gid) == (0, 0)  # existing dir unchanged
+
+
+def test_exclude(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["src"], "/e/", excludes=["*.log"])
+    assert "e/pkg/skip.log" in out  # * does not cross /
+    out = run(ctx_dir, img, ["src"], "/e/", excludes=["**/*.log", "one.py"])
+    assert set(out) == {"e", "e/pkg", "e/pkg/two.py"}
+    out = run(ctx_dir, img, ["*"], "/e/", excludes=["*.txt", "src", "logs"])
+    assert set(out) == {"e", "e/c.md", "e/secret.key"}
+
+
+def test_parents(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["src/pkg/two.py", "a.txt"], "/p", parents=True)
+    assert set(out) == {"p", "p/src", "p/src/pkg", "p/src/pkg/two.py", "p/a.txt"}
+    out = run(ctx_dir, img, ["./src/./pkg/two.py"], "/p/", parents=True)
+    assert set(out) == {"p", "p/pkg", "p/pkg/two.py"}
+    out = run(ctx_dir, img, ["src/*/two.py"], "/p/", parents=True)
+    assert "p/src/pkg/two.py" in out
+    out = run(ctx_dir, img, ["src/pkg"], "/p/", parents=True)  # a directory keeps its own name
+    assert {"p/src/pkg", "p/src/pkg/two.py"} <= set(out)
+
+
+def test_heredoc_file(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["<<EOF"], "/etc/motd", heredocs=[("EOF", "hello\n")])
+    motd = out["etc/motd"]
+    assert motd.data == b"hello\n" and motd.size == 6 and motd.mode == 0o664 and motd.source is None
+    out = run(ctx_dir, img, ["<<one", "<<two"], "/h/", heredocs=[("one", "1"), ("two", "2")], chmod=0o755)
+    assert out["h/one"].data == b"1" and out["h/two"].mode == 0o755
+
+
+def test_hardlinks_preserved(ctx_dir: Path, img: Path) -> None:
+    os.link(ctx_dir / "src/one.py", ctx_dir / "src/pkg/again.py")
+    out = run(ctx_dir, img, ["src"], "/hl/")
+    first, second = out["hl/one.py"], out["hl/pkg/again.py"]
+    assert first.type is EntryType.FILE
+    assert second.type is EntryType.HARDLINK and second.linkname == "hl/one.py" and second.size == 0
+
+
+def test_ignored_files_are_absent(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["."], "/ctx/", ignore=["*.key", "logs", "src/pkg/*.log"])
+    assert "ctx/secret.key" not in out and "ctx/logs" not in out
+    assert "ctx/src/pkg/skip.log" not in out and "ctx/src/pkg/two.py" in out
+    with pytest.raises(SourceNotFoundError):
+        run(ctx_dir, img, ["secret.key"], "/x/", ignore=["*.key"])
+    out = run(ctx_dir, img, ["."], "/ctx/", ignore=["logs", "!logs/x.log"])
+    assert {"ctx/logs", "ctx/logs/x.log"} <= set(out)
+
+
+def test_source_symlink_followed_inner_symlink_kept(ctx_dir: Path, img: Path) -> None:
+    os.symlink("a.txt", ctx_dir / "alias")
+    os.symlink("../a.txt", ctx_dir / "src/inner")
+    out = run(ctx_dir, img, ["alias"], "/s/")
+    assert out["s/alias"].type is EntryType.FILE and out["s/alias"].source == str(ctx_dir / "a.txt")
+    out = run(ctx_dir, img, ["src"], "/s/")
+    assert out["s/inner"].type is EntryType.SYMLINK and out["s/inner"].linkname == "../a.txt"
+
+
+def test_mtime_clamp_and_existing_parents(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["a.txt"], "/existing/deeper/", mtime_clamp=1000)
+    assert all(e.mtime <= 1000 for e in out.values())
+    assert out["existing"].mode == (img / "existing").stat().st_mode & 0o7777
+    assert out["existing/deeper"].mode == 0o755
+
+
+@pytest.mark.root
+def test_copy_from_stage_keeps_owner_and_xattrs(tmp_path: Path, img: Path) -> None:
+    stage = tmp_path / "stage"
+    _write(stage, {"usr/lib/tool": "bin"})
+    os.chown(stage / "usr/lib/tool", 123, 456)
+    try:
+        os.setxattr(stage / "usr/lib/tool", "user.test", b"v")
+        has_xattr = True
+    except OSError:
+        has_xattr = False
+    entries = copy_entries(sources=["/usr/lib/tool"], dest="/bin/", src_view=DirView(stage),
+                           src_is_context=False, context=None, dest_view=DirView(img))
+    tool = {e.name: e for e in entries}["bin/tool"]
+    assert (tool.uid, tool.gid) == (123, 456)
+    if has_xattr:
+        assert ("user.test", b"v") in tool.xattrs
+    entries = copy_entries(sources=["/usr/lib/tool"], dest="/bin/", src_view=DirView(stage),
+                           src_is_context=False, context=None, dest_view=DirView(img), chown=(1, 2))
+    assert {(e.uid, e.gid) for e in entries if e.name == "bin/tool"} == {(1, 2)}
+
+
+def test_copy_from_stage_paths(tmp_path: Path, img: Path) -> None:
+    stage = tmp_path / "stage"
+    _write(stage, {"out/a.bin": "a", "out/b.bin": "b", "out/c.txt": "c"})
+    entries = copy_entries(sources=["/out/*.bin"], dest="/dist/", src_view=DirView(stage),
+                           src_is_context=False, context=None, dest_view=DirView(img))
+    assert {e.name for e in entries} == {"dist", "dist/a.bin", "dist/b.bin"}
+    with pytest.raises(SourceNotFoundError):
+        copy_entries(sources=["/nope"], dest="/d/", src_view=DirView(stage), src_is_context=False,
+                     context=None, dest_view=DirView(img))
+
+
+def test_content_digest(ctx_dir: Path) -> None:
+    ctx = BuildContext(ctx_dir, IgnoreMatcher(["*.key"]))
+    d1 = ctx.content_digest(["src", "a.txt"])
+    os.utime(ctx_dir / "a.txt", (1, 1))
+    assert ctx.content_digest(["src", "a.txt"]) == d1          # mtimes never count
+    (ctx_dir / "secret.key").write_text("changed")
+    assert ctx.content_digest(["src", "a.txt"]) == d1          # not a source
+    assert ctx.content_digest(["."]) == BuildContext(ctx_dir, IgnoreMatcher(["*.key"])).content_digest(["."])
+    d_all = ctx.content_digest(["."])
+    (ctx_dir / "secret.key").write_text("again")
+    assert ctx.content_digest(["."]) == d_all                  # ignored files never count
+    (ctx_dir / "a.txt").write_text("A2")
+    d2 = ctx.content_digest(["src", "a.txt"])
+    assert d2 != d1
+    os.chmod(ctx_dir / "a.txt", 0o600)
+    assert ctx.content_digest(["src", "a.txt"]) != d2
+    os.symlink("a.txt", ctx_dir / "src/l")
+    d3 = ctx.content_digest(["src"])
+    os.remove(ctx_dir / "src/l")
+    os.symlink("b.txt", ctx_dir / "src/l")
+    assert ctx.content_digest(["src"]) != d3                   # symlink targets count
+    assert ctx.content_digest(["src"], excludes=["l"]) == ctx.content_digest(["src"], excludes=["l"])
+    assert d1.startswith("sha256:") and len(d1) == 71
+
+
+def test_exclude_with_exception_reincludes(ctx_dir: Path, img: Path) -> None:
+    out = run(ctx_dir, img, ["src"], "/e/", excludes=["pkg", "!pkg/two.py"])
+    assert {"e/pkg", "e/pkg/two.py"} <= set(out) and "e/pkg/skip.log" not in out

@@ -1,0 +1,261 @@
+"""extract_layer against crafted hostile tars: nothing may land outside the destination."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from builder.errors import PybuildError
+from builder.layer.extract import (ExtractError, SizeLimitError, UnsafeArchiveError, extract_layer,
+                                   extract_layers)
+
+
+def make_tar(members: list[tuple], *, compress: str | None = None) -> io.BytesIO:
+    """members: (kind, name, arg) with kind file/dir/sym/link/chr/fifo."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for kind, name, arg in members:
+            ti = tarfile.TarInfo(name)
+            ti.mtime = 1_600_000_000
+            if kind == "file":
+                data = arg if isinstance(arg, bytes) else arg.encode()
+                ti.size = len(data)
+                ti.mode = 0o644
+                tf.addfile(ti, io.BytesIO(data))
+                continue
+            if kind == "dir":
+                ti.type, ti.mode = tarfile.DIRTYPE, arg if isinstance(arg, int) else 0o755
+            elif kind == "sym":
+                ti.type, ti.linkname = tarfile.SYMTYPE, arg
+            elif kind == "link":
+                ti.type, ti.linkname = tarfile.LNKTYPE, arg
+            elif kind == "chr":
+                ti.type, ti.devmajor, ti.devminor = tarfile.CHRTYPE, arg[0], arg[1]
+            elif kind == "fifo":
+                ti.type = tarfile.FIFOTYPE
+            tf.addfile(ti)
+    data = raw.getvalue()
+    if compress == "gzip":
+        data = gzip.compress(data)
+    return io.BytesIO(data)
+
+
+@pytest.fixture()
+def box(tmp_path: Path) -> tuple[Path, Path]:
+    """(root, sentinel): extraction goes to root; sentinel sits beside it and must stay empty."""
+    root = tmp_path / "root"
+    sentinel = tmp_path / "sentinel"
+    root.mkdir()
+    sentinel.mkdir()
+    return root, sentinel
+
+
+def outside_untouched(tmp_path: Path, sentinel: Path) -> None:
+    assert list(sentinel.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root", "sentinel"]
+
+
+def test_dotdot_is_refused(tmp_path: Path, box: tuple[Path, Path]) -> None:
+    root, sentinel = box
+    with pytest.raises(UnsafeArchiveError, match=r"\.\./sentinel/x"):
+        extract_layer(make_tar([("file", "../sentinel/x", "pwned")]), root)
+    with pytest.raises(UnsafeArchiveError, match="a/../../sentinel/y"):
+        extract_layer(make_tar([("file", "a/../../sentinel/y", "pwned")]), root)
+    outside_untouched(tmp_path, sentinel)
+
+
+def test_absolute_names_stay_inside(tmp_path: Path, box: tuple[Path, Path]) -> None:
+    root, sentinel = box
+    target = str(sentinel / "abs")
+    extract_layer(make_tar([("file", target, "inside"), ("file", "/etc/passwd", "root:x:0:0")]), root)
+    assert (root / target.lstrip("/")).read_text() == "inside"
+    assert (root / "etc" / "passwd").read_text() == "root:x:0:0"
+    outside_untouched(tmp_path, sentinel)
+
+
+def test_symlink_to_root_then_write_through_it(tmp_path: Path, box: tuple[Path, Path]) -> None:
+    root, sentinel = box
+    # a -> / ; then a/<abs path of sentinel>/file: resolved inside root, never on the host
+    rel = str(sentinel).lstrip("/")
+    extract_layer(make_tar([("sym", "a", "/"), ("file", f"a/{rel}/file", "x"),
+                            ("sym", "b", str(sentinel)), ("file", "b/file2", "y")]), root)
+    assert (root / rel / "file").read_text() == "x"
+    assert (root / rel / "file2").read_text() == "y"
+    assert os.readlink(root / "a") == "/"
+    outside_untouched(tmp_path, sentinel)
+
+
+def test_relative_symlink_escape_is_clamped(tmp_path: Path, box: tuple[Path, Path]) -> None:
+    root, sentinel = box
+    extract_layer(make_tar([("sym", "a", "../.."), ("file", "a/sentinel/x", "x"),
+                            ("sym", "c", "../sentinel"), ("file", "c/y", "y")]), root)
+    # ../.. from the root is the root itself
+    assert (root / "sentinel" / "x").read_text() == "x"
+    assert (root / "sentinel" / "y").read_text() == "y"
+    outside_untouched(tmp_path, sentinel)
+
+
+def test_final_component_symlink_is_replaced_not_followed(tmp_path: Path, box: tuple[Path, Path]) -> None:
+    root, sentinel = box
+    (sentinel / "victim").write_text("original")
+    os.symlink(sentinel / "victim", root / "f")
+    extract_layer(make_tar([("file", "f", "new")]), root)
+    assert not (root / "f").is_symlink() and (root / "f").read_text() == "new"
+    assert (sentinel / "victim").read_text() == "original"
+
+
+def test_symlink_loop_is_refused(box: tuple[Path, Path]) -> None:
+    root, _ = box
+    with pytest.raises(UnsafeArchiveError, match="too many symlinks"):
+        extract_layer(make_tar([("sym", "l1", "l2"), ("sym", "l2", "l1"), ("file", "l1/x", "x")]), root)
+
+
+def test_hardlink_outside_or_missing_is_refused(tmp_path: Path, box: tuple[Path, Path]) -> None:
+    root, sentinel = box
+    (sentinel / "secret").write_text("s")
+    with pytest.raises(UnsafeArchiveError, match="'\\.\\.' in a path"):
+        extract_layer(make_tar([("link", "h", "../../etc/shadow")]), root)
+    with pytest.raises(UnsafeArchiveError, match="does not exist"):
+        extract_layer(make_tar([("link", "h", str(sentinel / "secret"))]), root)
+    with pytest.raises(UnsafeArchiveError, match="does not exist"):
+        extract_layer(make_tar([("link", "h", "nope/secret")]), root)
+    # through a symlink pointing out: resolved inside root, where it does not exist
+    with pytest.raises(UnsafeArchiveError, match="does not exist"):
+        extract_layer(make_tar([("sym", "s", str(sentinel)), ("link", "h2", "s/secret")]), root)
+    assert os.stat(sentinel / "secret").st_nlink == 1
+    assert [p.name for p in sentinel.iterdir()] == ["secret"]
+
+
+def test_valid_hardlink(box: tuple[Path, Path]) -> None:
+    root, _ = box
+    stats = extract_layer(make_tar([("file", "a", "data"), ("link", "b", "a")]), root)
+    assert os.stat(root / "a").st_ino == os.stat(root / "b").st_ino
+    assert stats.hardlinks == 1 and stats.files == 1
+
+
+@pytest.mark.parametrize("name", [".wh...", "d/.wh...", ".wh..", ".wh."])
+def test_hostile_whiteout_names(tmp_path: Path, box: tuple[Path, Path], name: str) -> None:
+    root, sentinel = box
+    (root / "keep").write_text("k")
+    for mode in ("flatten", "overlay"):
+        with pytest.raises(UnsafeArchiveError, match="invalid whiteout"):
+            extract_layer(make_tar([("file", name, "")]), root, mode=mode)  # type: ignore[arg-type]
+    assert (root / "keep").read_text() == "k"
+    outside_untouched(tmp_path, sentinel)
+
+
+def test_opaque_at_root_is_refused(box: tuple[Path, Path]) -> None:
+    root, _ = box
+    (root / "keep").write_text("k")
+    for mode in ("flatten", "overlay"):
+        with pytest.raises(UnsafeArchiveError, match="root directory cannot be made opaque"):
+            extract_layer(make_tar([("file", ".wh..wh..opq", "")]), root, mode=mode)  # type: ignore[arg-type]
+    assert (root / "keep").exists()
+
+
+def test_whiteout_through_escaping_symlink_stays_inside(tmp_path: Path, box: tuple[Path, Path]) -> None:
+    root, sentinel = box
+    (sentinel / "precious").write_text("p")
+    extract_layer(make_tar([("sym", "s", str(sentinel))]), root)
+    extract_layer(make_tar([("file", "s/.wh.precious", ""), ("file", "s/.wh..wh..opq", "")]), root)
+    assert (sentinel / "precious").read_text() == "p"
+
+
+def test_size_limit(tmp_path: Path, box: tuple[Path, Path]) -> None:
+    root, sentinel = box
+    with pytest.raises(SizeLimitError, match="'b'.*100 bytes"):
+        extract_layer(make_tar([("file", "a", b"x" * 60), ("file", "b", b"y" * 60)]), root, size_limit=100)
+    assert not (root / "b").exists()
+    outside_untouched(tmp_path, sentinel)
+
+
+def test_corrupt_archives_raise_pybuild_errors(box: tuple[Path, Path]) -> None:
+    root, _ = box
+    good = make_tar([("file", "a", b"x" * 5000)], compress="gzip").getvalue()
+    for bad in (good[: len(good) // 2], b"\x1f\x8b" + b"garbage" * 100, b"not a tar at all" * 40):
+        with pytest.raises(PybuildError):
+            extract_layer(io.BytesIO(bad), root)
+
+
+@pytest.mark.root
+def test_overlay_mode_whiteouts_and_opaque(box: tuple[Path, Path]) -> None:
+    root, _ = box
+    stats = extract_layer(make_tar([("dir", "d", 0o755), ("file", "d/.wh..wh..opq", ""), ("file", "d/new", "n"),
+                                    ("file", ".wh.gone", ""), ("file", "e/.wh.sub", "")], compress="gzip"),
+                          root, mode="overlay")
+    for p in (root / "gone", root / "e" / "sub"):
+        st = os.lstat(p)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
+    assert os.getxattr(root / "d", "trusted.overlay.opaque") == b"y"
+    assert not (root / "d" / ".wh..wh..opq").exists()
+    assert (root / "d" / "new").read_text() == "n"
+    assert stats.whiteouts == 2 and stats.opaques == 1
+
+
+def test_overlay_xattrs_from_a_layer_are_dropped(box: tuple[Path, Path]) -> None:
+    root, _ = box
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("d")
+        ti.type = tarfile.DIRTYPE
+        ti.pax_headers = {"SCHILY.xattr.trusted.overlay.opaque": "y", "SCHILY.xattr.user.overlay.redirect": "/x"}
+        tf.addfile(ti)
+    raw.seek(0)
+    extract_layer(raw, root, mode="overlay")
+    for name in ("trusted.overlay.opaque", "user.overlay.redirect"):
+        with pytest.raises(OSError):
+            os.getxattr(root / "d", name)
+
+
+def test_flatten_applies_whiteouts_and_opaque(box: tuple[Path, Path]) -> None:
+    root, _ = box
+    l1 = make_tar([("dir", "d", 0o755), ("file", "d/old", "o"), ("dir", "d/sub", 0o755), ("file", "d/sub/x", "x"),
+                   ("file", "gone", "g"), ("dir", "tree", 0o755), ("file", "tree/f", "f"), ("file", "keep", "k")])
+    l2 = make_tar([("dir", "d", 0o700), ("file", "d/.wh..wh..opq", ""), ("file", "d/new", "n"),
+                   ("dir", "d/sub", 0o755), ("file", "d/sub/y", "y"),
+                   ("file", ".wh.gone", ""), ("file", ".wh.tree", ""), ("file", ".wh.never-existed", "")],
+                  compress="gzip")
+    stats = extract_layers([(l1, None), (l2, "gzip")], root)
+    assert sorted(os.listdir(root)) == ["d", "keep"]
+    assert sorted(os.listdir(root / "d")) == ["new", "sub"]
+    assert os.listdir(root / "d" / "sub") == ["y"]
+    assert stat.S_IMODE(os.stat(root / "d").st_mode) == 0o700
+    assert os.stat(root / "d").st_mtime == 1_600_000_000
+    assert stats.whiteouts == 3 and stats.opaques == 1
+
+
+def test_flatten_replaces_dir_with_file_and_back(box: tuple[Path, Path]) -> None:
+    root, _ = box
+    extract_layers([(make_tar([("dir", "x", 0o755), ("file", "x/in", "i"), ("file", "y", "file")]), None),
+                    (make_tar([("file", "x", "now a file"), ("dir", "y", 0o755), ("file", "y/z", "z")]), None)], root)
+    assert (root / "x").read_text() == "now a file"
+    assert (root / "y" / "z").read_text() == "z"
+
+
+def test_devices_skipped_when_not_root_and_fifo_made(box: tuple[Path, Path]) -> None:
+    root, _ = box
+    stats = extract_layer(make_tar([("chr", "null", (1, 3)), ("fifo", "pipe", None)]), root)
+    assert stat.S_ISFIFO(os.lstat(root / "pipe").st_mode)
+    if os.geteuid() == 0:
+        assert stat.S_ISCHR(os.lstat(root / "null").st_mode) and stats.devices == 1
+    else:
+        assert not (root / "null").exists() and stats.devices_skipped == 1
+
+
+def test_diff_id_checked(box: tuple[Path, Path]) -> None:
+    import hashlib
+
+    from builder.digest import Digest
+
+    root, _ = box
+    data = make_tar([("file", "a", "x")]).getvalue()
+    stats = extract_layer(io.BytesIO(gzip.compress(data)), root, expect_diff_id=Digest.of_bytes(data))
+    assert stats.diff_id == Digest("sha256", hashlib.sha256(data).hexdigest())
+    with pytest.raises(ExtractError, match="diff_id mismatch"):
+        extract_layer(io.BytesIO(data), root, expect_diff_id=Digest.of_bytes(b"other"))

@@ -1,0 +1,347 @@
+"""The RUN sandbox, for real: namespaces, overlay, mounts, capabilities, cleanup, copy fallback.
+
+Every test runs commands from the host's static busybox in a tiny root file system used as the
+overlay lower dir. All need root (marker ``root``/``overlay``); under CI=true they always run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from builder.errors import HostError
+from builder.layer.entries import EntryType
+from builder.layer.whiteout import OPAQUE_MARKER, upper_entries, upper_is_empty
+from builder.sandbox.caps import DEFAULT_MASK
+from builder.sandbox.probe import probe_host
+from builder.sandbox.runner import run, temp_base
+from builder.sandbox.spec import MountSpec, ProcessSpec, RunResult
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay]
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh echo cat ls hostname ps ip ifconfig id sleep touch rm mkdir readlink grep head tr wc "
+           "kill true false env pwd ln chmod stat mount").split()
+ENV = (("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),)
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/busybox + applet links, /etc with one file, /opt/sub/f. No /proc, /dev, /sys on purpose:
+    the sandbox must create them as stubs and leave no trace in the upper dir."""
+    if not BUSYBOX.exists():
+        pytest.fail("busybox-static is not installed (/bin/busybox)")
+    root = tmp_path_factory.mktemp("busybox-rootfs")
+    (root / "bin").mkdir()
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    for name in APPLETS:
+        os.symlink("busybox", root / "bin" / name)
+    (root / "etc").mkdir()
+    (root / "etc" / "motd").write_text("hello\n")
+    (root / "opt" / "sub").mkdir(parents=True)
+    (root / "opt" / "sub" / "f").write_text("o\n")
+    (root / "opt" / "g").write_text("g\n")
+    return root
+
+
+class Step:
+    """Runs scripts over ``rootfs`` with a fresh upper/work dir per call; keeps the output."""
+
+    def __init__(self, rootfs: Path, base: Path) -> None:
+        self.rootfs = rootfs
+        self.base = base
+        self.n = 0
+        self.upper = base
+        self.lines: list[bytes] = []
+
+    def spec(self, argv: tuple[str, ...], **kw) -> ProcessSpec:  # type: ignore[no-untyped-def]
+        self.n += 1
+        self.upper = self.base / f"u{self.n}"
+        work = self.base / f"w{self.n}"
+        self.upper.mkdir()
+        work.mkdir()
+        self.lines = []
+        kw.setdefault("lowerdirs", (self.rootfs,))
+        kw.setdefault("env", ENV)
+        return ProcessSpec(argv=argv, upperdir=self.upper, workdir=work, on_output=self.lines.append, **kw)
+
+    def sh(self, script: str, *, force_copy: bool = False, cancel: threading.Event | None = None,
+           **kw) -> RunResult:  # type: ignore[no-untyped-def]
+        return run(self.spec(("/bin/sh", "-c", script), **kw), cancel=cancel, force_copy=force_copy)
+
+    @property
+    def out(self) -> str:
+        return b"".join(self.lines).decode()
+
+    def entries(self) -> dict[str, tuple]:
+        return {e.name: (e.type, e.mode, e.uid, e.gid, e.size, e.linkname) for e in upper_entries(self.upper)}
+
+
+@pytest.fixture
+def step(rootfs: Path, tmp_path: Path) -> Step:
+    return Step(rootfs, tmp_path)
+
+
+def _procs_with_marker(marker: str) -> list[int]:
+    found = []
+    for env_path in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(env_path, "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(env_path.split("/")[2]))
+        except OSError:
+            continue
+    return found
+
+
+def _mount_lines(fragment: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if fragment in line]
+
+
+def test_probe_finds_overlay() -> None:
+    caps = probe_host()
+    assert caps.root and caps.overlay, caps.reason
+    for opt in caps.overlay_options.split(",") if caps.overlay_options else ():
+        assert opt in ("index=off", "metacopy=off", "redirect_dir=off")
+
+
+@pytest.mark.parametrize("network", ["none", "host"])
+def test_namespaces_are_new(step: Step, network: str) -> None:
+    r = step.sh("for n in ipc mnt pid uts net; do echo $n $(readlink /proc/self/ns/$n); done", network=network)
+    assert r.exit_code == 0, step.out
+    inside = dict(line.split(" ", 1) for line in step.out.splitlines())
+    for n in ("ipc", "mnt", "pid", "uts"):
+        assert inside[n] != os.readlink(f"/proc/self/ns/{n}"), n
+    host_net = os.readlink("/proc/self/ns/net")
+    assert (inside["net"] == host_net) == (network == "host")
+
+
+def test_hostname_pid1_and_ps(step: Step) -> None:
+    r = step.sh("echo $$; hostname; cat /etc/hostname; ps -o pid,args")
+    assert r.exit_code == 0, step.out
+    lines = step.out.splitlines()
+    assert lines[0] == "1"
+    name = lines[1]
+    assert name != os.uname().nodename and len(name) == 12 and int(name, 16) >= 0
+    assert lines[2] == name
+    procs = [line.split(None, 1) for line in lines[4:]]
+    assert {p[0] for p in procs} <= {"1", "2", "3"}, procs  # only the step's own processes
+    assert not any("python" in p[1] for p in procs)
+
+
+def test_given_hostname_in_hosts(step: Step) -> None:
+    r = step.sh("hostname; cat /etc/hosts", hostname="buildbox")
+    assert r.exit_code == 0
+    assert step.out.splitlines()[0] == "buildbox"
+    assert "127.0.0.1\tlocalhost buildbox" in step.out
+
+
+def test_network_none_has_only_lo_up(step: Step) -> None:
+    r = step.sh("cat /proc/net/dev", network="none")
+    assert r.exit_code == 0, step.out
+    devs = [line.split(":")[0].strip() for line in step.out.splitlines()[2:]]
+    assert devs == ["lo"]
+    r = step.sh("ip -o link", network="none")
+    assert r.exit_code == 0, step.out
+    links = step.out.splitlines()
+    assert len(links) == 1 and ": lo:" in links[0]
+    assert "UP" in links[0].split("<")[1].split(">")[0].split(",")
+
+
+def test_network_host_sees_host_interfaces(step: Step) -> None:
+    r = step.sh("cat /proc/net/dev", network="host")
+    assert r.exit_code == 0
+    with open("/proc/net/dev") as f:
+        host = {line.split(":")[0].strip() for line in f if ":" in line}
+    inside = {line.split(":")[0].strip() for line in step.out.splitlines() if ":" in line}
+    assert inside == host
+
+
+def test_upper_dir_changes(step: Step) -> None:
+    """The brief's script. /etc holds the bind-mounted hosts/resolv.conf/hostname (as in Docker and
+    BuildKit), so ``rm -rf /etc`` cannot remove the directory: the result is a whiteout per file."""
+    r = step.sh("touch /a; rm /bin/cat; rm -rf /etc; mkdir /etc; echo x >/etc/f")
+    assert r.exit_code == 0
+    assert "Device or resource busy" in step.out
+    got = step.entries()
+    assert set(got) == {"a", "bin", "bin/.wh.cat", "etc", "etc/.wh.motd", "etc/f"}
+    assert got["bin/.wh.cat"][:1] == (EntryType.FILE,) and got["bin/.wh.cat"][4] == 0
+    assert got["etc/f"][0] is EntryType.FILE and got["etc/f"][4] == 2
+
+
+def test_opaque_directory(step: Step) -> None:
+    r = step.sh("rm -rf /opt; mkdir /opt; echo x >/opt/f")
+    assert r.exit_code == 0, step.out
+    got = step.entries()
+    assert set(got) == {"opt", f"opt/{OPAQUE_MARKER}", "opt/f"}
+
+
+def test_exit_code_and_exec_failure(step: Step) -> None:
+    assert step.sh("exit 7").exit_code == 7
+    r = run(step.spec(("/no/such/tool", "x")))
+    assert r.exit_code == 127 and "/no/such/tool" in step.out
+    r = step.sh('sh -c "kill -9 \\$\\$"; echo status=$?')
+    assert "status=137" in step.out
+
+
+def test_orphan_is_killed_when_step_ends(step: Step) -> None:
+    marker = "PBTEST_" + uuid.uuid4().hex
+    r = step.sh("sleep 1000 & echo started", env=ENV + ((marker, "1"),))
+    assert r.exit_code == 0 and "started" in step.out
+    assert _procs_with_marker(marker) == []
+
+
+def test_cancel_kills_and_cleans(step: Step) -> None:
+    marker = "PBTEST_" + uuid.uuid4().hex
+    before = set(glob.glob(f"{temp_base()}/pbsb-*"))
+    cancel = threading.Event()
+    timer = threading.Timer(0.5, cancel.set)
+    timer.start()
+    try:
+        r = step.sh("echo running; sleep 1000", cancel=cancel, env=ENV + ((marker, "1"),))
+    finally:
+        timer.cancel()
+    assert r.cancelled and r.exit_code == 137
+    assert _procs_with_marker(marker) == []
+    assert set(glob.glob(f"{temp_base()}/pbsb-*")) - before == set()
+    assert _mount_lines("pbsb-") == [] and _mount_lines(str(step.upper)) == []
+
+
+def test_etc_files_exist_but_not_in_upper(step: Step) -> None:
+    r = step.sh("ls -l /etc/hosts /etc/resolv.conf /etc/hostname && ls /proc/1 /dev/null /sys/kernel >/dev/null")
+    assert r.exit_code == 0, step.out
+    assert upper_is_empty(step.upper), step.entries()
+
+
+def test_only_std_fds_open(step: Step) -> None:
+    r = step.sh("ls /proc/1/fd; true")  # the shell's (PID 1) descriptors, not ls's own
+    assert r.exit_code == 0
+    assert step.out.split() == ["0", "1", "2"]
+
+
+def test_capabilities_are_dockers_default(step: Step) -> None:
+    r = step.sh("grep Cap /proc/self/status; grep NoNewPrivs /proc/self/status")
+    assert r.exit_code == 0
+    caps = dict(line.split(":\t") for line in step.out.splitlines())
+    want = f"{DEFAULT_MASK:016x}"
+    assert want == "00000000a80425fb"
+    assert (caps["CapEff"], caps["CapPrm"], caps["CapBnd"]) == (want, want, want)
+    assert caps["CapInh"] == caps["CapAmb"] == "0" * 16
+    assert caps["NoNewPrivs"] == "1"
+
+
+def test_non_root_user(step: Step) -> None:
+    r = step.sh("id -u; id -g; id -G; grep -E 'CapEff|CapBnd' /proc/self/status", uid=1000, gid=1001,
+                groups=(1001, 27))
+    assert r.exit_code == 0, step.out
+    lines = step.out.splitlines()
+    assert lines[:2] == ["1000", "1001"] and set(lines[2].split()) == {"1001", "27"}
+    assert "CapEff:\t0000000000000000" in lines and "CapBnd:\t00000000a80425fb" in lines
+
+
+def test_stdin_cwd_env(step: Step) -> None:
+    r = step.sh("pwd; echo $GREETING; cat", stdin=b"from stdin\n", cwd="/opt/sub",
+                env=ENV + (("GREETING", "hi there"),))
+    assert r.exit_code == 0
+    assert step.out.splitlines() == ["/opt/sub", "hi there", "from stdin"]
+
+
+def test_long_line_is_never_clipped(step: Step) -> None:
+    r = step.sh("head -c 300000 /dev/zero | tr '\\0' a; echo; echo end")
+    assert r.exit_code == 0
+    assert step.out == "a" * 300000 + "\nend\n"
+    assert all(len(line) <= 65536 for line in step.lines)
+
+
+def test_mounts_and_secrets_leave_no_trace(step: Step, tmp_path: Path) -> None:
+    src = tmp_path / "ctx"
+    src.mkdir()
+    (src / "in.txt").write_text("context\n")
+    (tmp_path / "scr").mkdir()
+    r = step.sh(
+        "cat /ctx/in.txt /run/secrets/token; touch /ctx/no 2>/dev/null && echo WRITABLE; "
+        "echo c > /cache/c && cat /cache/c; echo s > /scratch/s",
+        mounts=(MountSpec(target="/ctx", source=src), MountSpec(target="/cache", kind="tmpfs", size=1 << 20),
+                MountSpec(target="/scratch", source=tmp_path / "scr", readonly=False)),
+        extra_files=(("/run/secrets/token", b"s3cret\n"),),
+    )
+    assert r.exit_code == 0, step.out
+    assert step.out.splitlines() == ["context", "s3cret", "c"]
+    assert (tmp_path / "scr" / "s").read_text() == "s\n"
+    assert upper_is_empty(step.upper), step.entries()
+
+
+def test_scratch_root(step: Step) -> None:
+    r = run(step.spec(("/busybox", "sh", "-c", "echo hi > /x; /busybox cat /x"), lowerdirs=(),
+                      mounts=(MountSpec(target="/busybox", source=BUSYBOX),)))
+    assert r.exit_code == 0, step.out
+    assert step.out == "hi\n"
+    assert set(step.entries()) == {"x"}
+
+
+def test_bad_mount_source_is_host_error(step: Step) -> None:
+    with pytest.raises(HostError, match="does not exist"):
+        run(step.spec(("/bin/true",), mounts=(MountSpec(target="/m", source=Path("/no/such/dir")),)))
+
+
+def test_mount_target_of_wrong_type_is_reported(step: Step, tmp_path: Path) -> None:
+    with pytest.raises(HostError, match="not a directory|is a directory"):
+        run(step.spec(("/bin/true",), mounts=(MountSpec(target="/etc/motd", kind="tmpfs"),)))
+    assert _mount_lines(str(step.upper)) == []
+
+
+SCRIPT = ("touch /a; rm /bin/cat; rm -rf /opt; mkdir /opt; echo x >/opt/f; mkdir -p /new/deep; "
+          "ln /a /new/hard; ln -s /a /new/sym; chmod 700 /etc; rm /etc/motd; echo y > /etc/motd2")
+
+
+def test_copy_fallback_matches_overlay(step: Step) -> None:
+    assert step.sh(SCRIPT).exit_code == 0, step.out
+    with_overlay = step.entries()
+    r = step.sh(SCRIPT, force_copy=True)
+    assert r.exit_code == 0, step.out
+    assert step.entries() == with_overlay
+    assert "new/hard" in with_overlay and f"opt/{OPAQUE_MARKER}" in with_overlay
+    assert list((step.base / f"w{step.n}").iterdir()) == []  # the private root is gone
+
+
+def test_copy_fallback_stacks_lower_layers(step: Step, tmp_path: Path) -> None:
+    """A lower layer in overlay format (whiteout + opaque dir) over the busybox root."""
+    top = tmp_path / "top"
+    (top / "opt").mkdir(parents=True)
+    os.setxattr(top / "opt", "trusted.overlay.opaque", b"y")
+    (top / "opt" / "only").write_text("1\n")
+    os.mknod(top / "etc", 0o020000, 0)  # whiteout of /etc
+    script = "ls /opt; ls /etc 2>&1 | head -1; ls / | grep -c etc"
+    assert step.sh(script, lowerdirs=(top, step.rootfs)).exit_code == 0
+    expected = step.out
+    assert step.sh(script, lowerdirs=(top, step.rootfs), force_copy=True).exit_code == 0
+    assert step.out == expected
+    assert expected.splitlines()[0] == "only"
+
+
+def test_exception_in_callback_kills_and_cleans(step: Step) -> None:
+    """An exception while the step runs (here from on_output; KeyboardInterrupt takes the same
+    path) kills the step, removes the temp dir and propagates."""
+    marker = "PBTEST_" + uuid.uuid4().hex
+    before = set(glob.glob(f"{temp_base()}/pbsb-*"))
+
+    class Boom(Exception):
+        pass
+
+    def explode(line: bytes) -> None:
+        raise Boom(line)
+
+    spec = step.spec(("/bin/sh", "-c", "echo first; sleep 1000"), env=ENV + ((marker, "1"),))
+    spec = ProcessSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, "on_output": explode})
+    with pytest.raises(Boom):
+        run(spec)
+    assert _procs_with_marker(marker) == []
+    assert set(glob.glob(f"{temp_base()}/pbsb-*")) - before == set()
+    assert upper_is_empty(step.upper)

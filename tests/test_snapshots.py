@@ -1,0 +1,217 @@
+"""Snapshots (unpacked layers in overlay format) and RootView (merged view without mounting)."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from builder.digest import Digest
+from builder.errors import StoreError
+from builder.layer.entries import Entry, EntryType
+from builder.layer.extract import UnsafeArchiveError
+from builder.layer.tar import write_layer
+from builder.layer.walk import dir_entry, file_entry, symlink_entry
+from builder.store.rootview import RootView, RootViewError
+from builder.store.snapshots import Snapshots
+
+
+def layer(entries: list[Entry], compression: str = "gzip") -> tuple[bytes, Digest]:
+    out = io.BytesIO()
+    info = write_layer(entries, out, compression=compression)
+    return out.getvalue(), info.diff_id
+
+
+def wh(name: str) -> Entry:
+    return file_entry(name, b"")
+
+
+class Opener:
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+        self.calls = 0
+
+    def __call__(self) -> io.BytesIO:
+        self.calls += 1
+        return io.BytesIO(self.blob)
+
+
+# --------------------------------------------------------------------------------- snapshots
+
+def test_ensure_is_idempotent_and_lists(tmp_path: Path) -> None:
+    snaps = Snapshots(tmp_path)
+    blob, diff_id = layer([dir_entry("etc"), file_entry("etc/hostname", b"box\n")])
+    opener = Opener(blob)
+    fs = snaps.ensure(diff_id, opener, "gzip")
+    assert (fs / "etc" / "hostname").read_bytes() == b"box\n"
+    assert snaps.ensure(diff_id, opener, None) == fs
+    assert opener.calls == 1
+    assert fs == tmp_path / "snapshots" / diff_id.hex[:12] / "fs"
+    assert snaps.list() == [diff_id]
+    assert snaps.get(diff_id) == fs
+    assert snaps.usage() > 0
+    assert not [p for p in snaps.dir.iterdir() if p.name.startswith("tmp-")]
+
+
+def test_ensure_concurrently(tmp_path: Path) -> None:
+    snaps = Snapshots(tmp_path)
+    blob, diff_id = layer([file_entry(f"f{i}", os.urandom(2000)) for i in range(200)])
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(Snapshots(tmp_path).ensure(diff_id, Opener(blob), "gzip"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(set(results)) == 1 and len(os.listdir(results[0])) == 200
+    assert [p.name for p in snaps.dir.iterdir()] == [diff_id.hex[:12]]
+
+
+def test_ensure_checks_diff_id_and_cleans_up(tmp_path: Path) -> None:
+    snaps = Snapshots(tmp_path)
+    blob, _ = layer([file_entry("a", b"a")])
+    wrong = Digest.of_bytes(b"something else")
+    with pytest.raises(StoreError, match="does not match its diff_id"):
+        snaps.ensure(wrong, Opener(blob), "gzip")
+    assert snaps.list() == [] and list(snaps.dir.iterdir()) == []
+    hostile = io.BytesIO()
+    import tarfile
+    with tarfile.open(fileobj=hostile, mode="w") as tf:
+        ti = tarfile.TarInfo("../escape")
+        tf.addfile(ti, io.BytesIO(b""))
+    with pytest.raises(UnsafeArchiveError):
+        snaps.ensure(Digest.of_bytes(hostile.getvalue()), Opener(hostile.getvalue()), None)
+    assert list(snaps.dir.iterdir()) == []
+
+
+def test_adopt_lowerdirs_remove(tmp_path: Path) -> None:
+    snaps = Snapshots(tmp_path)
+    b1, d1 = layer([file_entry("one", b"1")])
+    fs1 = snaps.ensure(d1, Opener(b1), "gzip")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "two").write_text("2")
+    d2 = Digest.of_bytes(b"layer two")
+    fs2 = snaps.adopt(d2, upper)
+    assert not upper.exists() and (fs2 / "two").read_text() == "2"
+    again = tmp_path / "again"
+    again.mkdir()
+    assert snaps.adopt(d2, again) == fs2 and not again.exists()
+    assert snaps.lowerdirs([d1, d2]) == [fs2, fs1]
+    assert snaps.lowerdirs([d1, d2], relative=True) == [Path(d2.hex[:12]) / "fs", Path(d1.hex[:12]) / "fs"]
+    assert (snaps.dir / snaps.lowerdirs([d1], relative=True)[0] / "one").exists()
+    assert sorted(snaps.list()) == sorted([d1, d2])
+    assert snaps.remove(d1) is True and snaps.remove(d1) is False
+    assert snaps.list() == [d2]
+    with pytest.raises(StoreError, match="no snapshot"):
+        snaps.lowerdirs([d1])
+    with pytest.raises(StoreError, match="not a directory"):
+        snaps.adopt(d1, tmp_path / "missing")
+
+
+def test_short_name_collision_uses_longer_key(tmp_path: Path) -> None:
+    snaps = Snapshots(tmp_path)
+    a = Digest("sha256", "ab" * 6 + "0" * 52)
+    b = Digest("sha256", "ab" * 6 + "1" * 52)
+    for d in (a, b):
+        p = tmp_path / f"up-{d.hex[-1]}"
+        p.mkdir()
+        snaps.adopt(d, p)
+    assert snaps.get(a) == snaps.dir / a.hex[:12] / "fs"
+    assert snaps.get(b) == snaps.dir / b.hex[:24] / "fs"
+    assert sorted(snaps.list()) == [a, b]
+
+
+@pytest.mark.root
+def test_snapshot_is_in_overlay_format(tmp_path: Path) -> None:
+    snaps = Snapshots(tmp_path)
+    blob, d = layer([dir_entry("d"), wh("d/.wh..wh..opq"), wh(".wh.gone")], compression="zstd")
+    fs = snaps.ensure(d, Opener(blob), "zstd")
+    st = os.lstat(fs / "gone")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert os.getxattr(fs / "d", "trusted.overlay.opaque") == b"y"
+
+
+# ---------------------------------------------------------------------------------- rootview
+
+@pytest.fixture()
+def three_layers(tmp_path: Path) -> RootView:
+    """bottom: /etc/{passwd,group}, /a/{x,y}, /b/{p,q}, /c/f, /gone, /link -> etc
+    middle: whiteout /a/x, /b opaque with /b/r, /c replaced by a file, /new/z
+    top:    whiteout /gone, /etc/passwd replaced, /a/w, whiteout /new (a dir)"""
+    snaps = Snapshots(tmp_path)
+    bottom = [dir_entry("etc"), file_entry("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+              file_entry("etc/group", b"root:x:0:\n"), dir_entry("a"), file_entry("a/x", b"x"),
+              file_entry("a/y", b"y"), dir_entry("b"), file_entry("b/p", b"p"), file_entry("b/q", b"q"),
+              dir_entry("c"), file_entry("c/f", b"f"), file_entry("gone", b"g"), symlink_entry("link", "etc")]
+    middle = [dir_entry("a"), wh("a/.wh.x"), dir_entry("b"), wh("b/.wh..wh..opq"), file_entry("b/r", b"r"),
+              file_entry("c", b"now a file"), dir_entry("new"), file_entry("new/z", b"z")]
+    top = [wh(".wh.gone"), dir_entry("etc"), file_entry("etc/passwd", b"app:x:1000:1000::/app:/bin/sh\n"),
+           dir_entry("a"), file_entry("a/w", b"w"), wh(".wh.new")]
+    dirs = []
+    for ents in (bottom, middle, top):
+        blob, d = layer(ents)
+        snaps.ensure(d, Opener(blob), "gzip")
+        dirs.append(d)
+    return RootView(snaps.lowerdirs(dirs))
+
+
+@pytest.mark.root
+def test_rootview_semantics(three_layers: RootView) -> None:
+    v = three_layers
+    assert v.listdir("/") == ["a", "b", "c", "etc", "link"]
+    assert v.listdir("/a") == ["w", "y"]
+    assert v.listdir("/b") == ["r"]
+    assert v.listdir("/etc") == ["group", "passwd"]
+    with v.open("/etc/passwd") as f:
+        assert f.read().startswith(b"app:")
+    with v.open("/etc/group") as f:
+        assert f.read() == b"root:x:0:\n"
+    assert v.lstat("/a/x") is None and v.lstat("/gone") is None
+    assert v.lstat("/b/p") is None and v.lstat("/b/r") is not None
+    st = v.lstat("/c")
+    assert st is not None and stat.S_ISREG(st.st_mode)
+    assert v.lstat("/c/f") is None
+    assert v.lstat("/new") is None and v.lstat("/new/z") is None
+    assert v.readlink("/link") == "etc"
+    assert v.lstat("/link/passwd") is None  # the view does not follow symlinks
+    lst = v.lstat("/link")
+    assert lst is not None and stat.S_ISLNK(lst.st_mode)
+    hp = v.host_path("/etc/group")
+    assert hp is not None and hp.read_bytes() == b"root:x:0:\n"
+    assert v.host_path("/a/x") is None
+    assert v.lstat("/") is not None and v.lstat("/a/../etc/passwd") is not None
+    with pytest.raises(RootViewError, match="/c: not a directory"):
+        v.listdir("/c")
+    with pytest.raises(RootViewError, match="no such"):
+        v.listdir("/new")
+    with pytest.raises(RootViewError, match="not a regular file"):
+        v.open("/a")
+    with pytest.raises(RootViewError, match="not a symbolic link"):
+        v.readlink("/etc/passwd")
+
+
+def test_rootview_without_whiteouts(tmp_path: Path) -> None:
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    (lower / "d").mkdir(parents=True)
+    (lower / "d" / "a").write_text("lower a")
+    (lower / "d" / "b").write_text("lower b")
+    (upper / "d").mkdir(parents=True)
+    (upper / "d" / "a").write_text("upper a")
+    v = RootView([upper, lower])
+    assert v.listdir("/d") == ["a", "b"]
+    with v.open("/d/a") as f:
+        assert f.read() == b"upper a"
+    assert v.host_path("/d/b") == lower / "d" / "b"
