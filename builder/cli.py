@@ -100,6 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: say so briefly; the traceback is behind --debug
+        if debug:
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)",
+              file=sys.stderr)
+        return 70
 
 
 def _is_located(exc: PybuildError) -> bool:

@@ -267,3 +267,20 @@ def test_content_digest(ctx_dir: Path) -> None:
 def test_exclude_with_exception_reincludes(ctx_dir: Path, img: Path) -> None:
     out = run(ctx_dir, img, ["src"], "/e/", excludes=["pkg", "!pkg/two.py"])
     assert {"e/pkg", "e/pkg/two.py"} <= set(out) and "e/pkg/skip.log" not in out
+
+
+@pytest.mark.root
+def test_copy_from_layered_rootview_honours_whiteouts(tmp_path: Path, img: Path) -> None:
+    from builder.store.rootview import RootView
+
+    upper, lower = tmp_path / "upper", tmp_path / "lower"
+    _write(lower, {"out/gone": "old", "out/keep": "k", "out/sub/x": "x"})
+    _write(upper, {"out/new": "n"})
+    os.mknod(upper / "out/gone", 0o600 | 0o020000, os.makedev(0, 0))  # overlay whiteout
+    view = RootView([upper, lower])
+    entries = copy_entries(sources=["/out"], dest="/dist/", src_view=view, src_is_context=False,
+                           context=None, dest_view=DirView(img))
+    out = {e.name: e for e in entries}
+    assert set(out) == {"dist", "dist/new", "dist/keep", "dist/sub", "dist/sub/x"}
+    assert out["dist/keep"].source == str(lower / "out/keep")
+    assert out["dist/new"].source == str(upper / "out/new")

@@ -47,6 +47,8 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "opt" / "sub").mkdir(parents=True)
     (root / "opt" / "sub" / "f").write_text("o\n")
     (root / "opt" / "g").write_text("g\n")
+    (root / "var").mkdir()
+    os.symlink("/run", root / "var" / "run")  # a dangling absolute link, as in many images
     return root
 
 
@@ -345,3 +347,36 @@ def test_exception_in_callback_kills_and_cleans(step: Step) -> None:
     assert _procs_with_marker(marker) == []
     assert set(glob.glob(f"{temp_base()}/pbsb-*")) - before == set()
     assert upper_is_empty(step.upper)
+
+
+def test_mount_through_image_symlink_leaves_no_stub(step: Step, tmp_path: Path) -> None:
+    """/var/run -> /run (missing): the target is created as a stub in the upper dir, used, and
+    removed after the step together with the directories made for it."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x").write_text("via link\n")
+    r = step.sh("cat /var/run/data/x; ls -d /run/data",
+                mounts=(MountSpec(target="/var/run/data", source=tmp_path / "data"),))
+    assert r.exit_code == 0, step.out
+    assert step.out.splitlines() == ["via link", "/run/data"]
+    assert upper_is_empty(step.upper), step.entries()
+
+
+def test_parallel_steps_do_not_mix(rootfs: Path, tmp_path: Path) -> None:
+    steps = [Step(rootfs, tmp_path / f"p{i}") for i in range(4)]
+    for i, st in enumerate(steps):
+        st.base.mkdir()
+    results: dict[int, RunResult] = {}
+
+    def one(i: int) -> None:
+        results[i] = steps[i].sh(f"echo {i} > /mine; hostname", hostname=f"host{i}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, st in enumerate(steps):
+        assert results[i].exit_code == 0
+        assert st.out == f"host{i}\n"
+        assert (st.upper / "mine").read_text() == f"{i}\n"
+        assert set(st.entries()) == {"mine"}

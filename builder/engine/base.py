@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..digest import Digest
-from ..errors import PybuildError, StoreError
+from ..errors import StoreError
 from .state import History, LayerRef
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
@@ -85,9 +85,11 @@ def resolve_base(ref_text: str, *, store: Any, platform: Any, pull: bool = False
     ref = parse_reference(ref_text)
     full = str(ref)
     if not pull:
+        from ..store.layout import ImageNotFound
+
         try:
             desc = store.resolve(full)
-        except PybuildError:
+        except ImageNotFound:
             desc = None
         if desc is not None:
             return load_from_store(store, Digest.parse(str(desc.digest)), platform, full)

@@ -67,7 +67,8 @@ def run_build(opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResul
             final = replace(final, config=cfg)
         from .image import timestamp, write_image
 
-        written = write_image(store, final, timestamp(opts.source_date_epoch))
+        epoch = opts.source_date_epoch
+        written = write_image(store, final, timestamp(epoch if epoch is not None else (final.clock or None)))
         for t in tags:
             store.tag(t, _descriptor(written))
         result = BuildResult(str(written.manifest_digest), str(written.config_digest), tags, written.manifest_size)

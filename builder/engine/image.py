@@ -31,12 +31,18 @@ class WrittenImage:
 
 
 def timestamp(epoch: float | None) -> str:
-    """RFC 3339 UTC like BuildKit: whole seconds print without a fraction."""
+    """RFC 3339 UTC like BuildKit: whole seconds print without a fraction, others with
+    nanoseconds. None means now."""
     if epoch is None:
-        dt = datetime.now(timezone.utc)
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond * 1000:09d}Z"
-    dt = datetime.fromtimestamp(int(epoch), timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        import time
+
+        epoch = time.time()
+    whole = int(epoch)
+    text = datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    if epoch == whole:
+        return text + "Z"
+    nanos = int(round((epoch - whole) * 1e9))
+    return f"{text}.{min(nanos, 999_999_999):09d}Z"
 
 
 def _dumps(obj: Any) -> bytes:

@@ -6,6 +6,7 @@ there is nothing to write).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..digest import Digest
@@ -44,30 +45,47 @@ class CacheMiss:
 MISS = CacheMiss()
 
 
-def cache_lookup(session: Any, key: str) -> "LayerRef | None | CacheMiss":
-    """The layer recorded for ``key`` (None: the step made no layer), or MISS. A record whose
-    blob has left the store is a miss."""
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What a step produced: its layer (None: no layer) and when it was first built. Reusing
+    the recorded time on a cache hit keeps a fully cached rebuild's image digest unchanged."""
+
+    layer: LayerRef | None
+    created: float
+
+
+def cache_lookup(session: Any, key: str) -> "StepOutcome | CacheMiss":
+    """The outcome recorded for ``key``, or MISS. A record whose blob left the store is a miss."""
     rec = session.cache.get(key)
     if rec is None:
         return MISS
     layer = record_to_layer(rec.layer)
     if layer is not None and not session.store.blobs.has(layer.digest):
         return MISS
-    return layer
+    return StepOutcome(layer, float(rec.extra.get("time", 0.0)))
 
 
-def cache_store(session: Any, key: str, layer: LayerRef | None, created_by: str) -> None:
+def cache_store(session: Any, key: str, layer: LayerRef | None, created_by: str) -> StepOutcome:
+    """Record a freshly built step; returns its outcome (created now)."""
     import time
 
     from ..store.cache import CacheRecord
 
-    session.cache.put(CacheRecord(key, layer_to_record(layer), {"created_by": created_by, "time": time.time()}))
+    now = time.time()
+    session.cache.put(CacheRecord(key, layer_to_record(layer), {"created_by": created_by, "time": now}))
+    return StepOutcome(layer, now)
 
 
-def commit_step(session: Any, state: Any, step: Any, layer: LayerRef | None, key: str) -> Any:
-    """``state`` plus ``layer`` (None: no layer) and the step's history entry."""
+def commit_step(session: Any, state: Any, step: Any, outcome: StepOutcome, key: str) -> Any:
+    """``state`` plus the outcome's layer and the step's history entry. History times are
+    SOURCE_DATE_EPOCH when set, else when the step was first built."""
+    from dataclasses import replace
+
     from .image import timestamp
     from .state import STEP_COMMENT, History
 
-    created = timestamp(session.opts.source_date_epoch)
-    return state.with_layer(layer, History(step.created_by, layer is None, created, STEP_COMMENT), key)
+    epoch = session.opts.source_date_epoch
+    created = timestamp(epoch if epoch is not None else outcome.created)
+    new = state.with_layer(outcome.layer, History(step.created_by, outcome.layer is None, created, STEP_COMMENT),
+                           key)
+    return replace(new, clock=max(state.clock, outcome.created))

@@ -93,6 +93,8 @@ class DirView:
             return os.lstat(self._host(path))
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise PathResolveError(f"cannot stat {path}: {exc.strerror}") from None
 
     def readlink(self, path: str) -> str:
         try:

@@ -58,6 +58,7 @@ class ImageState:
     ``config`` is a :class:`builder.plan.state.ImageConfigState`; ``extra`` keeps top-level
     config fields of the base image we do not model (e.g. ``os.version``), copied through.
     ``base_digest`` is the manifest digest of the FROM image ("" for scratch).
+    ``clock`` is the creation time (epoch seconds) of the newest step; the image's ``created``.
     """
 
     layers: tuple[LayerRef, ...]
@@ -68,6 +69,7 @@ class ImageState:
     base_digest: str = ""
     author: str | None = None
     extra: tuple[tuple[str, Any], ...] = field(default=())
+    clock: float = 0.0              # when the newest step of this image was first built
 
     def with_layer(self, layer: LayerRef | None, history: History, cache_key: str) -> "ImageState":
         layers = self.layers + ((layer,) if layer is not None else ())

@@ -11,26 +11,33 @@ from dataclasses import replace
 from typing import Any
 
 from .cachekey import step_key
-from .layers import MISS, cache_lookup, cache_store, commit_step, store_layer
+from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, store_layer
 from .state import ImageState
 
 
 def apply_config(session: Any, state: ImageState, step: Any, *, use_cache: bool) -> tuple[ImageState, bool]:
+    """Apply a config step; returns the new state and whether a recorded outcome was reused.
+
+    Pure config steps also keep a (layer-less) cache record so their history time, and with it
+    the image digest, is stable across cached rebuilds. ONBUILD records no history."""
     author = getattr(step.state, "author", None) or state.author
     new = replace(state, config=step.state, author=author)
-    key = step_key(state.cache_key, "CONFIG", step.created_by)
     mkdir = getattr(step, "workdir_to_create", None)
-    if not mkdir:
-        return commit_step(session, new, step, None, key), False
-    user = getattr(step.state, "user", None) or "root"
-    key = step_key(state.cache_key, "WORKDIR", {"path": mkdir, "user": user})
+    if mkdir:
+        user = getattr(step.state, "user", None) or "root"
+        key = step_key(state.cache_key, "WORKDIR", {"path": mkdir, "user": user, "history": step.created_by})
+    else:
+        key = step_key(state.cache_key, "CONFIG", step.created_by)
+    if not step.records_history:
+        return replace(new, cache_key=key), False
     hit = cache_lookup(session, key) if use_cache else MISS
-    if hit is not MISS:
-        return commit_step(session, new, step, hit, key), True
-    entries = workdir_entries(session, state, mkdir, user)
-    layer = store_layer(session, entries) if entries else None
-    cache_store(session, key, layer, step.created_by)
-    return commit_step(session, new, step, layer, key), False
+    if not isinstance(hit, CacheMiss):
+        return commit_step(session, new, step, hit, key), bool(mkdir)
+    layer = None
+    if mkdir:
+        entries = workdir_entries(session, state, mkdir, user)
+        layer = store_layer(session, entries) if entries else None
+    return commit_step(session, new, step, cache_store(session, key, layer, step.created_by), key), False
 
 
 def workdir_entries(session: Any, state: ImageState, path: str, user: str) -> list[Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import DockerfileError, PybuildError
 from .cachekey import step_key
-from .layers import MISS, cache_lookup, cache_store, commit_step, store_layer
+from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, store_layer
 from .state import ImageState
 
 
@@ -51,12 +51,11 @@ def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: Imag
     """Run one COPY/ADD; returns the new state and whether the cache was used."""
     key = step_key(state.cache_key, step.kind, copy_meaning(step), copy_inputs_digest(session, step, source_state))
     hit = cache_lookup(session, key) if use_cache else MISS
-    if hit is not MISS:
+    if not isinstance(hit, CacheMiss):
         return commit_step(session, state, step, hit, key), True
     entries = build_copy_entries(session, state, step, source_view=source_view)
     layer = store_layer(session, entries) if entries else None
-    cache_store(session, key, layer, step.created_by)
-    return commit_step(session, state, step, layer, key), False
+    return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 
 def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_view: Any | None) -> list[Any]:

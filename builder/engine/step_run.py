@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import DockerfileError, StepFailed
 from .cachekey import step_key
 from .events import StepOutput
-from .layers import MISS, cache_lookup, cache_store, commit_step, store_layer
+from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, store_layer
 from .state import ImageState
 
 PROXY_VARS = frozenset(n for v in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
@@ -63,7 +63,7 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
     inputs = _context_bind_inputs(session, step)
     key = step_key(state.cache_key, "RUN", run_meaning(step, session), inputs)
     hit = cache_lookup(session, key) if use_cache else MISS
-    if hit is not MISS:
+    if not isinstance(hit, CacheMiss):
         return commit_step(session, state, step, hit, key), True
 
     workspace = Path(session.tmp) / f"run-{stage_no}-{step_no}"
@@ -74,8 +74,7 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
         layer = _execute(session, state, step, upper, work, workspace, stage_no, step_no)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
-    cache_store(session, key, layer, step.created_by)
-    return commit_step(session, state, step, layer, key), False
+    return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 
 def _context_bind_inputs(session: Any, step: Any) -> str:

@@ -56,11 +56,14 @@ def _read_lines(view: FsView, path: str) -> Iterator[str]:
     st = view.lstat(real)
     if st is None or not stat.S_ISREG(st.st_mode):
         return
-    with view.open(real) as raw:
-        for line in io.TextIOWrapper(raw, encoding="utf-8", errors="replace"):
-            line = line.strip()
-            if line and not line.startswith("#"):
-                yield line
+    try:
+        with view.open(real) as raw:
+            for line in io.TextIOWrapper(raw, encoding="utf-8", errors="replace"):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    yield line
+    except OSError as exc:
+        raise UserLookupError(f"cannot read {path} of the image: {exc.strerror}") from None
 
 
 def _int(text: str) -> int | None:

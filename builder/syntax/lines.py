@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from ..errors import DockerfileError
 from ..source import SourceFile, Span
 
-#: Go's unicode.IsSpace, which BuildKit uses to trim lines.
-SPACES = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
-         "\u2028\u2029\u202f\u205f\u3000"
+#: Whitespace for trimming: Go's unicode.IsSpace (which BuildKit uses) plus U+001C..U+001F, so
+#: that it is exactly the set of Python's ``\s`` that the grammars use.
+SPACES = "\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007" \
+         "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 
 DIRECTIVE_KEYS = ("syntax", "escape", "check")
 _DIRECTIVE_RE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
