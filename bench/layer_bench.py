@@ -38,23 +38,30 @@ def ensure_context(ctx: Path) -> None:
     subprocess.run(["bash", str(GEN), str(ctx)], check=True)
 
 
-def run_ours(ctx: Path, compression: str) -> tuple[float, float, int]:
+def _cpu(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def run_ours(ctx: Path, compression: str) -> tuple[float, float, int, float]:
     from builder.layer.tar import write_layer
     from builder.layer.walk import entries_from_dir
 
+    c0 = _cpu(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     entries = list(entries_from_dir(ctx))
     t1 = time.perf_counter()
     with open(os.devnull, "wb") as out:
         info = write_layer(entries, out, compression=compression)
     t2 = time.perf_counter()
-    return t2 - t0, t1 - t0, info.size
+    return t2 - t0, t1 - t0, info.size, _cpu(resource.RUSAGE_SELF) - c0
 
 
-def run_pipeline(ctx: Path, compression: str) -> float:
+def run_pipeline(ctx: Path, compression: str) -> tuple[float, float]:
+    c0 = _cpu(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(["bash", "-c", "set -o pipefail; " + PIPELINES[compression]], cwd=ctx, check=True)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu(resource.RUSAGE_CHILDREN) - c0
 
 
 def main() -> int:
@@ -71,21 +78,30 @@ def main() -> int:
         ours: list[float] = []
         walks: list[float] = []
         pipe: list[float] = []
+        ours_cpu: list[float] = []
+        pipe_cpu: list[float] = []
         size = 0
         for i in range(args.runs):
             order = (0, 1) if i % 2 == 0 else (1, 0)
             for which in order:
                 if which == 0:
-                    t, w, size = run_ours(args.context, comp)
+                    t, w, size, c = run_ours(args.context, comp)
                     ours.append(t)
                     walks.append(w)
+                    ours_cpu.append(c)
                 else:
-                    pipe.append(run_pipeline(args.context, comp))
+                    t, c = run_pipeline(args.context, comp)
+                    pipe.append(t)
+                    pipe_cpu.append(c)
         mo, mp = statistics.median(ours), statistics.median(pipe)
         print(f"{comp:5s} write_layer (walk+tar+{comp}+2 digests): median {mo:.2f} s "
               f"(walk {statistics.median(walks):.2f} s) runs {[round(x, 2) for x in ours]}")
         print(f"{comp:5s} {PIPELINES[comp]!r}: median {mp:.2f} s runs {[round(x, 2) for x in pipe]}")
+        co, cp = statistics.median(ours_cpu), statistics.median(pipe_cpu)
         print(f"{comp:5s} ratio ours/pipeline {mo / mp:.2f}  (blob {size / 1e6:.1f} MB)")
+        print(f"{comp:5s} CPU seconds (user+sys, all threads/processes): ours {co:.2f}, pipeline {cp:.2f}, "
+              f"ratio {co / cp:.2f}")
+        print(f"{comp:5s} load average during the runs: {os.getloadavg()[0]:.2f}", flush=True)
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak RSS: pybuild process {self_rss:.0f} MB; largest pipeline process {child_rss:.0f} MB")

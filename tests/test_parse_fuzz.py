@@ -5,8 +5,6 @@ random flags; random heredoc markers; escape directives)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -219,3 +219,107 @@ def test_cli_keeps_invalid_utf8(tmp_path: Path) -> None:
                           capture_output=True, timeout=60)
     assert proc.returncode == 0
     assert proc.stdout == '(from "a")\n(run "echo \\xff caf\u00e9")\n'.encode()
+
+
+# --- typed-layer details ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,ns", [("0", 0), ("1ns", 1), ("500ms", 500_000_000), ("1m30s", 90 * 10**9),
+                                     ("1.5h", 5400 * 10**9), ("2h45m", 9900 * 10**9), ("1us", 1000),
+                                     ("1\u00b5s", 1000), ("-1s", -(10**9)), (".5s", 500_000_000)])
+def test_go_durations(text: str, ns: int) -> None:
+    from builder.syntax.typed import parse_duration
+
+    assert parse_duration(text) == ns
+
+
+@pytest.mark.parametrize("text", ["", "1", "s", "1x", "1.s.", "--1s", "1 s", "9999999999h"])
+def test_go_durations_invalid(text: str) -> None:
+    from builder.syntax.typed import parse_duration
+
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def _typed(text: str):  # type: ignore[no-untyped-def]
+    df = parse_text(text)
+    instrs = to_instructions(df)
+    check_structure(instrs, df.source)
+    return instrs
+
+
+@pytest.mark.parametrize("ports", ["80", "80/tcp", "53/UDP", "9000-9001", "7000/sctp", "${PORT}/tcp", "$P",
+                                   "127.0.0.1:80:80", "0"])
+def test_expose_accepts(ports: str) -> None:
+    assert _typed(f"FROM a\nEXPOSE {ports}\n")[1].values == (ports,)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("ARG A\n", "no FROM instruction"),
+    ("FROM a\nHEALTHCHECK --interval=-1s CMD x\n", "cannot be less than 1ms"),
+    ("FROM a\nHEALTHCHECK --retries=-2 CMD x\n", "--retries cannot be negative (-2)"),
+    ("FROM a\nHEALTHCHECK NONE x\n", "HEALTHCHECK NONE takes no arguments"),
+    ("FROM a\nHEALTHCHECK CONNECT x\n", "Unknown type 'CONNECT' in HEALTHCHECK (try CMD)"),
+    ("FROM a\nRUN --network=bridge x\n", "network mode 'bridge' not supported"),
+    ("FROM a\nCOPY --link=maybe a b\n", "expecting boolean value for flag --link"),
+    ("FROM a\nVOLUME [\"\"]\n", "VOLUME specified can not be an empty string"),
+    ("FROM a\nUSER\n", "USER requires exactly one argument"),
+    ("FROM a\nRUN\n", "RUN requires at least one argument"),
+    ("FROM a\nSHELL []\n", "SHELL requires at least one argument"),
+    ("FROM a\nONBUILD\n", "ONBUILD requires at least one argument"),
+    ("FROM a\nONBUILD MAINTAINER me\n", "MAINTAINER isn't allowed as an ONBUILD trigger"),
+    ("FROM a\nENV =x\n", "ENV names can not be blank"),
+    ("FROM a\nLABEL k\n", "LABEL must have two arguments"),
+    ("FROM a\nARG =x\n", "ARG names can not be blank"),
+    ("FROM a\nEXPOSE /tcp\n", "no port number before /tcp"),
+    ("FROM a\nEXPOSE 70000\n", "ports are 0-65535"),
+    ("FROM a\nEXPOSE http\n", "invalid port 'http'"),
+    ("FROM a\nfrobnicate\n", "unknown instruction: FROBNICATE"),
+    ("FROM a\nCOPY --exclude x\n", "missing a value on flag: --exclude"),
+    ("FROM a\nADD --from=x a b\n", "flag --from is not allowed on ADD"),
+])
+def test_typed_errors(text: str, message: str) -> None:
+    with pytest.raises(DockerfileError) as info:
+        _typed(text)
+    assert message in info.value.message
+    assert info.value.source is not None and info.value.span is not None
+
+
+def test_typed_values() -> None:
+    from builder.syntax import instructions as I
+    from builder.syntax.typed import to_instruction
+
+    instrs = _typed("FROM --platform=$P img AS Final\nARG a b=c\nCMD\nENTRYPOINT []\n"
+                    "HEALTHCHECK CMD echo ok\nCOPY --link=false --chmod=755 [\"a b\", \"/c\"]\nONBUILD ARG x y\n")
+    assert isinstance(instrs[0], I.From) and instrs[0].stage_name == "final" and instrs[0].platform == "$P"
+    assert [(a.name, a.default) for a in instrs[1:3]] == [("a", None), ("b", "c")]  # type: ignore[union-attr]
+    cmd, ep, hc, cp, onb = instrs[3:]
+    assert isinstance(cmd, I.Command) and cmd.args == ("",) and not cmd.exec_form
+    assert isinstance(ep, I.Command) and ep.args == () and ep.exec_form
+    assert isinstance(hc, I.Healthcheck) and hc.test == ("CMD-SHELL", "echo ok") and hc.interval is None
+    assert isinstance(cp, I.Copy) and cp.sources == ("a b",) and cp.dest == "/c" and cp.exec_form
+    assert cp.chmod == "755" and not cp.link
+    assert isinstance(onb, I.Onbuild) and onb.expression == "ARG x y"
+    df = parse_text("FROM a\nARG p q\n")
+    first = to_instruction(df.nodes[1])
+    assert isinstance(first, I.Arg) and first.name == "p"
+
+
+def test_parse_file_errors(tmp_path: Path) -> None:
+    from builder.errors import PybuildError
+    from builder.syntax.parser import parse_file
+
+    with pytest.raises(PybuildError) as info:
+        parse_file(str(tmp_path / "missing"))
+    assert str(tmp_path / "missing") in str(info.value)
+    with pytest.raises(PybuildError):
+        parse_file(str(tmp_path))  # a directory
+    (tmp_path / "Dockerfile").write_text("FROM a\nCMD [[]]\n")
+    with pytest.raises(DockerfileError) as err:
+        parse_file(str(tmp_path / "Dockerfile"))
+    assert err.value.render().startswith(f"{tmp_path / 'Dockerfile'}:2:5: ")
+
+
+def test_error_columns_on_continuation_lines() -> None:
+    with pytest.raises(DockerfileError) as info:
+        parse_text("FROM a\nCMD echo \\\n  && [\"x\"]\nENV A=1 \\\n   B\n")
+    assert (info.value.span.line, info.value.span.col) == (5, 4)  # type: ignore[union-attr]

@@ -97,16 +97,17 @@ def resolve_base(ref_text: str, *, store: Any, platform: Any, pull: bool = False
 
 
 def _from_oci_layout(spec: str, *, store: Any, platform: Any) -> BaseImage:
-    from ..oci.layoutdir import OciLayoutDir
+    """Copy the image of a local OCI layout (directory or tar) into the store, then load it."""
+    from ..oci.layoutdir import OciLayoutTarReader, open_layout, parse_layout_ref
     from ..transfer import copy_image
 
-    path, ref = spec, "latest"
-    if "@" in spec:
-        path, ref = spec.rsplit("@", 1)
-    elif ":" in Path(spec).name:
-        path, _, ref = spec.rpartition(":")
-    src = OciLayoutDir(Path(path))
-    digest = copy_image(src, ref, store, tags=(), platform=platform)
+    path, ref = parse_layout_ref(spec)
+    src = open_layout(path)
+    try:
+        digest = copy_image(src, ref, store, tags=(), platform=platform)
+    finally:
+        if isinstance(src, OciLayoutTarReader):
+            src.close()
     return load_from_store(store, digest, platform, f"oci-layout://{spec}")
 
 

@@ -97,8 +97,10 @@ def _parse_outputs(opts: BuildOptions) -> list[Any]:
 def _export(store: Any, written: Any, output: Any, tags: tuple[str, ...], session: BuildSession) -> None:
     from ..transfer import export_image
 
+    import sys
+
     export_image(store, str(written.manifest_digest), output, tags=tags,
-                 insecure=session.opts.insecure_registries)
+                 insecure=session.opts.insecure_registries, stdout=sys.stdout.buffer)
 
 
 class StageBuilder:

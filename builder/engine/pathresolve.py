@@ -81,7 +81,7 @@ class DirView:
         parent = image.rsplit("/", 1)[0] or "/"
         if parent not in self._checked_dirs:
             host_parent = self._root_str + parent
-            if os.path.realpath(host_parent) != host_parent and os.path.lexists(host_parent):
+            if os.path.realpath(host_parent) != host_parent:
                 # a component is a symlink: refuse instead of following it on the host
                 raise PathResolveError(f"{path}: a parent directory is a symbolic link; "
                                        f"resolve it inside the root first")

@@ -38,6 +38,7 @@ _MAX_OCTAL11 = 0o77777777777
 _ZERO_BLOCKS = bytes(2 * _BLOCK)
 _MAGIC = b"ustar\x0000" + bytes(64)  # magic, version, empty uname/gname
 _TAIL = bytes(167)  # prefix and padding
+_CHK_BASE = sum(_MAGIC) + 8 * 0x20
 _ZSTD_THREADS = -1  # all cores; any value >= 1 gives the same bytes
 
 
@@ -99,11 +100,12 @@ def _header_bytes(e: Entry, name: bytes, typeflag: bytes, size: int, mtime: int,
             and linkname.isascii() and 0 <= e.uid <= _MAX_OCTAL7 and 0 <= e.gid <= _MAX_OCTAL7
             and size <= _MAX_OCTAL11 and 0 <= mtime <= _MAX_OCTAL11):
         # the common case: a plain ustar header, built in one go
-        hdr = (name.ljust(100, b"\0")
-               + b"%07o\0%07o\0%07o\0%011o\0%011o\0        " % (e.mode & 0o7777, e.uid, e.gid, size, mtime)
-               + typeflag + linkname.ljust(100, b"\0") + _MAGIC
-               + b"%07o\0%07o\0" % (e.devmajor, e.devminor) + _TAIL)
-        return hdr[:148] + b"%06o\0 " % sum(hdr) + hdr[156:]
+        nums = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (e.mode & 0o7777, e.uid, e.gid, size, mtime)
+        devs = b"%07o\0%07o\0" % (e.devmajor, e.devminor)
+        # the checksum covers the header with its own field as 8 spaces; zero bytes add nothing
+        chk = _CHK_BASE + sum(name) + sum(nums) + typeflag[0] + sum(linkname) + sum(devs)
+        return (name.ljust(100, b"\0") + nums + b"%06o\0 " % chk + typeflag
+                + linkname.ljust(100, b"\0") + _MAGIC + devs + _TAIL)
     pax: list[tuple[str, bytes]] = []
     split = None
     try:
@@ -260,10 +262,9 @@ class _Sink:
             self._free.put(bytearray(_BUF_SIZE))
         self._full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
         self._compress, self._flush = self._make_compressor(level)
-        self._thread: threading.Thread | None = None
-        if compression == GZIP:
-            self._thread = threading.Thread(target=self._run, name="layer-compress", daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._run if compression == GZIP else self._run_hasher,
+                                        name="layer-compress", daemon=True)
+        self._thread.start()
 
     def _make_compressor(self, level: int | None) -> tuple[Callable[[memoryview], bytes],
                                                            Callable[[], bytes]]:
@@ -318,6 +319,22 @@ class _Sink:
             mv.release()
         self._free.put(buf)
 
+    def _run_hasher(self) -> None:
+        """zstd/uncompressed helper: only hashes the uncompressed stream, then recycles."""
+        try:
+            while True:
+                item = self._full.get()
+                if item is None:
+                    break
+                buf, n = item
+                with memoryview(buf)[:n] as mv:
+                    self.diff.update(mv)
+                self._free.put(buf)
+        except BaseException as exc:  # pragma: no cover - hashing cannot fail
+            self.error = exc
+            for _ in range(_BUFFERS):
+                self._free.put(bytearray(_BUF_SIZE))
+
     def _run(self) -> None:
         try:
             while True:
@@ -341,24 +358,27 @@ class _Sink:
     def give(self, buf: bytearray, n: int) -> None:
         if self.error is not None:
             raise self.error
-        if self._thread is None:
-            self._process(buf, n)
-        else:
-            self._full.put((buf, n))
+        if self.compression != GZIP:
+            # zstd hands the data to its native workers; the helper thread hashes it
+            with memoryview(buf)[:n] as mv:
+                if self.compression == UNCOMPRESSED:
+                    self.out.write(mv)
+                    self.size += n
+                else:
+                    self._emit(self._compress(mv))
+        self._full.put((buf, n))
 
     def finish(self) -> None:
-        if self._thread is None:
-            self._emit(self._flush())
-            return
         self._full.put(None)
         self._thread.join()
         if self.error is not None:
             raise self.error
+        if self.compression != GZIP:
+            self._emit(self._flush())
 
     def abort(self) -> None:
-        if self._thread is not None:
-            self._full.put(None)
-            self._thread.join()
+        self._full.put(None)
+        self._thread.join()
 
 
 # ---------------------------------------------------------------------------------------------

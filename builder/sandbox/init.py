@@ -75,6 +75,7 @@ def _user_error(msg: str, code: int) -> None:
 
 def _child(cfg: dict, alive_r: int) -> None:
     """PID 1 of the step's PID namespace: set up the root, then exec the command. Never returns."""
+    stubs = None
     try:
         ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.read(alive_r, 1) != b"g":
@@ -97,23 +98,29 @@ def _child(cfg: dict, alive_r: int) -> None:
             ns.mount("overlay", "root", "overlay", 0, cfg["overlay"])
         else:
             rootfs.bind(cfg["bindroot"], root, False)
-        stubs = rootfs.populate(root, cfg["mounts"], cfg.get("upper"))
+        stubs = rootfs.Stubs(cfg.get("upper"))
+        rootfs.populate(root, cfg["mounts"], stubs)
         _status({"stubs": stubs.created, "fresh": stubs.fresh})
         rootfs.enter(root)
+    except BaseException as e:  # noqa: BLE001 - any setup failure is reported, never run unconfined
+        if stubs is not None:
+            _status({"stubs": stubs.created, "fresh": stubs.fresh})
+        _fail(f"{type(e).__name__}: {e}")
+    cwd = cfg["cwd"]
+    try:
+        if not os.path.isdir(cwd):
+            os.makedirs(cwd, 0o755, exist_ok=True)  # as root, like Docker's WORKDIR
+        os.chdir(cwd)
+    except OSError as e:
+        _user_error(f"working directory {cwd}: {e.strerror}", SETUP_FAILED)
+    try:
         apply_default_caps(top=top_cap)
         os.setgroups(cfg["groups"])
         os.setgid(cfg["gid"])
         os.setuid(cfg["uid"])
         ns.prctl(ns.PR_SET_NO_NEW_PRIVS, 1)
-    except BaseException as e:  # noqa: BLE001 - any setup failure is reported, never run unconfined
+    except BaseException as e:  # noqa: BLE001
         _fail(f"{type(e).__name__}: {e}")
-    cwd = cfg["cwd"]
-    try:
-        if not os.path.isdir(cwd):
-            os.makedirs(cwd, 0o755, exist_ok=True)
-        os.chdir(cwd)
-    except OSError as e:
-        _user_error(f"working directory {cwd}: {e.strerror}", SETUP_FAILED)
     env = dict(cfg["env"])
     _close_from(3)
     try:

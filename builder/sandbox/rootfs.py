@@ -184,16 +184,15 @@ def user_mount(root: str, m: dict, stubs: Stubs) -> None:
     bind(src, host, bool(m.get("ro", True)))
 
 
-def populate(root: str, mounts: list[dict], upper: str | None) -> Stubs:
-    """Mount /proc, /dev, /sys (masked as Docker does) and ``mounts`` under ``root``."""
-    stubs = Stubs(upper)
+def populate(root: str, mounts: list[dict], stubs: Stubs) -> None:
+    """Mount /proc, /dev, /sys (masked as Docker does) and ``mounts`` under ``root``; what had
+    to be created is recorded in ``stubs`` as it happens (also when this raises)."""
     mount_proc(root, stubs)
     mount_dev(root, stubs)
     mount_sys(root, stubs)
     mask_paths(root)
     for m in mounts:
         user_mount(root, m, stubs)
-    return stubs
 
 
 def enter(root: str) -> None:

@@ -65,14 +65,14 @@ def _import_lark() -> tuple[type, str]:
     start-up on the reference machine; we never ask lark for ``regex=True``)."""
     import sys
 
-    if "lark" not in sys.modules and "regex" not in sys.modules:
+    blocked = "lark" not in sys.modules and "regex" not in sys.modules
+    if blocked:
         sys.modules["regex"] = None  # type: ignore[assignment]  # makes "import regex" fail
-        try:
-            import lark
-        finally:
+    try:
+        import lark
+    finally:
+        if blocked:
             del sys.modules["regex"]
-    import lark
-
     return lark.Lark, lark.__version__
 
 

@@ -14,7 +14,8 @@ What happens here (BuildKit's line handling):
   nothing in between; blank lines inside a continuation are skipped; a continuation may end at
   EOF. The first line of an instruction loses its leading whitespace;
 - heredoc bodies are read on request (:meth:`LineReader.read_heredoc`), because only the caller
-  knows whether the instruction can take heredocs.
+  knows whether the instruction can take heredocs; :func:`heredoc_words` finds the markers
+  (``[n]<<[-]NAME``) in an instruction's text.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ SPACES = "\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u200
 
 DIRECTIVE_KEYS = ("syntax", "escape", "check")
 _DIRECTIVE_RE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
+_SHELL_BLANKS = " \t\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,3 +203,107 @@ class LineReader:
         if not body:
             return ""
         return "\n".join(body) + "\n"
+
+
+# --- heredoc markers -------------------------------------------------------------------------
+
+_HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$")
+EMPTY_FILE = "file with no instructions"
+
+
+def _shell_words(text: str) -> list[str]:
+    """Split on unquoted blanks, keeping quotes and backslash escapes as written."""
+    words: list[str] = []
+    cur: list[str] = []
+    in_word = False
+    quote = ""
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if quote:
+            cur.append(ch)
+            if ch == quote:
+                quote = ""
+            elif ch == "\\" and quote == '"' and i + 1 < n:
+                i += 1
+                cur.append(text[i])
+        elif ch == "<" and text.startswith("<<", i):
+            # BuildKit's lexer keeps blanks after "<<" in the word ("<< EOF" is a heredoc)
+            in_word = True
+            cur.append("<<")
+            i += 2
+            while i < n and text[i] in _SHELL_BLANKS:
+                cur.append(text[i])
+                i += 1
+            continue
+        elif ch in _SHELL_BLANKS:
+            if in_word:
+                words.append("".join(cur))
+                cur, in_word = [], False
+        else:
+            in_word = True
+            cur.append(ch)
+            if ch in "'\"":
+                quote = ch
+            elif ch == "\\" and i + 1 < n:
+                i += 1
+                cur.append(text[i])
+        i += 1
+    if in_word:
+        words.append("".join(cur))
+    return words
+
+
+def _unquote_shell(word: str) -> str:
+    """Remove shell quotes and backslash escapes (no expansion)."""
+    out: list[str] = []
+    quote = ""
+    i, n = 0, len(word)
+    while i < n:
+        ch = word[i]
+        if quote == "'":
+            if ch == "'":
+                quote = ""
+            else:
+                out.append(ch)
+        elif quote == '"':
+            if ch == '"':
+                quote = ""
+            elif ch == "\\" and i + 1 < n and word[i + 1] in '"\\$`':
+                i += 1
+                out.append(word[i])
+            else:
+                out.append(ch)
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "\\" and i + 1 < n:
+            i += 1
+            out.append(word[i])
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def heredoc_words(text: str) -> list[tuple[str, bool, bool, int | None]]:
+    """The heredocs a RUN/COPY/ADD line starts, in order: (name, expand, chomp, fd).
+
+    A word ``[n]<<[-]NAME`` starts one (blanks after ``<<`` allowed); NAME may be quoted, in whole
+    or in part (then ``expand`` is False; an escaped quote does not count). An empty NAME is not
+    a heredoc. Variables are not expanded (``<<$EOF`` ends at a line ``$EOF``).
+    """
+    found: list[tuple[str, bool, bool, int | None]] = []
+    if "<<" not in text:
+        return found
+    for word in _shell_words(text):
+        match = _HEREDOC_WORD.match(word)
+        if match is None or not match.group(3):
+            continue
+        raw = match.group(3)
+        name = _unquote_shell(raw)
+        if not name:
+            continue
+        expand = raw.count("'") + raw.count('"') == name.count("'") + name.count('"')
+        fd = int(match.group(1)) if match.group(1) else None
+        found.append((name, expand, match.group(2) == "-", fd))
+    return found

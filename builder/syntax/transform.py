@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Callable
 
 from ..errors import DockerfileError
 from ..source import SourceFile, Span
@@ -27,9 +28,6 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 NESTED_JSON = "when using JSON array syntax, arrays must be comprised of strings only"
 
-KNOWN = frozenset({"add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck",
-                   "label", "maintainer", "onbuild", "run", "shell", "stopsignal", "user", "volume",
-                   "workdir"})
 HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
 
 
@@ -206,16 +204,21 @@ def _args_for(keyword: str, rest: str, escape: str) -> tuple[list[str], bool]:
     return [""], False  # unknown instruction: BuildKit keeps one empty argument
 
 
+#: ONBUILD may nest (BuildKit parses ``ONBUILD ONBUILD x`` and rejects it later); deeper than
+#: this is refused at parse time so that no recursion limit is ever reached.
+MAX_NESTING = 8
+
+
 def build_node(text: str, span: Span, escape: str, source: SourceFile | None = None,
-               locate=None) -> Node:
+               locate: Callable[[int], tuple[int, int]] | None = None, depth: int = 0) -> Node:
     """The Node for one logical line ``text`` covering ``span``.
 
     ``locate(offset) -> (line, col)`` maps offsets of ``text`` to positions for errors (default:
     same line as ``span``, columns counted from ``span.col``). Raises DockerfileError.
     """
-    if locate is None:
-        def locate(offset: int) -> tuple[int, int]:
-            return span.line, span.col + offset
+    if depth > MAX_NESTING:
+        raise DockerfileError(f"ONBUILD nested more than {MAX_NESTING} levels deep", span, source)
+    loc: Callable[[int], tuple[int, int]] = locate or (lambda offset: (span.line, span.col + offset))
     try:
         keyword, flags, rest, rest_at = split_instruction(text, escape)
     except Exception as exc:  # the grammar accepts every line; anything else is a bug made visible
@@ -231,14 +234,13 @@ def build_node(text: str, span: Span, escape: str, source: SourceFile | None = N
             args: list[str] = []
             is_json = False
             if rest:
-                line, col = locate(rest_at)
+                line, col = loc(rest_at)
                 inner_span = Span(line, col, span.end_line, span.end_col)
-                inner = build_node(rest, inner_span, escape, source,
-                                   lambda off: locate(rest_at + off))
+                inner = build_node(rest, inner_span, escape, source, lambda off: loc(rest_at + off), depth + 1)
         else:
             args, is_json = _args_for(lower, rest, escape)
     except _Fail as fail:
-        line, col = locate(rest_at + fail.offset)
+        line, col = loc(rest_at + fail.offset)
         raise DockerfileError(fail.message, Span(line, col, span.end_line, span.end_col), source) from None
     return Node(keyword=keyword.upper(), args=tuple(args), span=span, flags=tuple(f for f, _ in flags),
                 json=is_json, original=text.strip(SPACES), inner=inner)
@@ -250,10 +252,3 @@ def can_contain_heredoc(node: Node) -> bool:
         node = node.inner
     return node.keyword.lower() in HEREDOC_KEYWORDS and not node.json
 
-
-def flag_offsets(text: str, escape: str) -> list[tuple[str, int]]:
-    """The flags of a logical line with their offsets (for error columns)."""
-    try:
-        return split_instruction(text, escape)[1]
-    except Exception:  # noqa: BLE001 - positions are a nicety; never fail on them
-        return []

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 from fractions import Fraction
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from ..errors import DockerfileError
 from ..source import SourceFile, Span
@@ -82,14 +82,14 @@ class _Flags:
                 raise DockerfileError(f"duplicate flag specified: --{name}", span)
             self.values.setdefault(name, []).append(value)
 
-    def str(self, name: str) -> str | None:
+    def value(self, name: str) -> str | None:
         vals = self.values.get(name)
         return vals[-1] if vals else None
 
-    def bool(self, name: str) -> bool:
-        return self.str(name) == "true"
+    def on(self, name: str) -> bool:
+        return self.value(name) == "true"
 
-    def all(self, name: str) -> tuple[str, ...]:
+    def every(self, name: str) -> tuple[str, ...]:
         return tuple(self.values.get(name, ()))
 
     def span(self, name: str) -> Span:
@@ -161,7 +161,7 @@ def parse_duration(text: str) -> int:
 
 
 def _duration_flag(flags: _Flags, name: str) -> int | None:
-    value = flags.str(name)
+    value = flags.value(name)
     if value is None or value == "":
         return None
     try:
@@ -219,7 +219,7 @@ def _from(node: Node, flags: _Flags) -> From:
         if not _STAGE_NAME.match(name):
             raise _err(node, f"invalid name for build stage: {args[2]!r}, name can't start with a number"
                              " or contain symbols")
-    return From(node, image=args[0], stage_name=name, platform=flags.str("platform"))
+    return From(node, image=args[0], stage_name=name, platform=flags.value("platform"))
 
 
 def _args(node: Node) -> list[Arg]:
@@ -257,16 +257,16 @@ def _command(node: Node, flags: _Flags) -> Command:
         args = node.args
     else:
         args = (" ".join(node.args),)
-    network = flags.str("network")
+    network = flags.value("network")
     if network is not None and "$" not in network and network not in ("default", "none", "host"):
         raise DockerfileError(f"network mode {network!r} not supported (default, none or host)",
                               flags.span("network"))
-    security = flags.str("security")
+    security = flags.value("security")
     if security is not None and "$" not in security and security not in ("sandbox", "insecure"):
         raise DockerfileError(f"security mode {security!r} not supported (sandbox or insecure)",
                               flags.span("security"))
     return Command(node, kind=kind, args=tuple(args), exec_form=node.json, heredocs=node.heredocs,
-                   mounts=flags.all("mount"), network=network, security=security)
+                   mounts=flags.every("mount"), network=network, security=security)
 
 
 def _copy(node: Node, flags: _Flags) -> Copy:
@@ -274,11 +274,25 @@ def _copy(node: Node, flags: _Flags) -> Copy:
     if len(node.args) < 2:
         raise _err(node, f"{kind} requires at least two arguments, but only {len(node.args)} "
                          f"{'was' if len(node.args) == 1 else 'were'} provided. Destination could not be determined.")
-    return Copy(node, kind=kind, sources=node.args[:-1], dest=node.args[-1], exec_form=node.json,
-                heredocs=node.heredocs, from_=flags.str("from"), chown=flags.str("chown"),
-                chmod=flags.str("chmod"), link=flags.bool("link"), parents=flags.bool("parents"),
-                excludes=flags.all("exclude"), checksum=flags.str("checksum"),
-                keep_git_dir=flags.bool("keep-git-dir"))
+    sources = node.args[:-1]
+    if node.heredocs and not node.json:
+        sources = tuple(_heredoc_source(node, s) for s in sources)
+    return Copy(node, kind=kind, sources=sources, dest=node.args[-1], exec_form=node.json,
+                heredocs=node.heredocs, from_=flags.value("from"), chown=flags.value("chown"),
+                chmod=flags.value("chmod"), link=flags.on("link"), parents=flags.on("parents"),
+                excludes=flags.every("exclude"), checksum=flags.value("checksum"),
+                keep_git_dir=flags.on("keep-git-dir"))
+
+
+def _heredoc_source(node: Node, arg: str) -> str:
+    """``<<NAME`` for a source word that is one of the node's heredoc markers (``<<-"EOF"``,
+    ``3<<EOF``...), the word unchanged otherwise."""
+    from .lines import heredoc_words
+
+    found = heredoc_words(arg)
+    if len(found) == 1 and any(h.name == found[0][0] for h in node.heredocs):
+        return "<<" + found[0][0]
+    return arg
 
 
 def _healthcheck(node: Node, flags: _Flags) -> Healthcheck:
@@ -297,7 +311,7 @@ def _healthcheck(node: Node, flags: _Flags) -> Healthcheck:
         _require(node, bool(rest) and rest[0] != "", "Missing command after HEALTHCHECK CMD")
         test = ("CMD-SHELL", " ".join(rest))
     retries: int | None = None
-    raw = flags.str("retries")
+    raw = flags.value("retries")
     if raw is not None and raw != "":
         try:
             retries = int(raw, 10)
@@ -375,7 +389,7 @@ def to_instructions(df: Dockerfile) -> tuple[Instruction, ...]:
     return tuple(out)
 
 
-def check_structure(instrs: tuple[Instruction, ...] | list[Instruction], source: SourceFile | None = None) -> None:
+def check_structure(instrs: Sequence[Instruction], source: SourceFile | None = None) -> None:
     """The file-level rules: at least one instruction, and nothing but ARG before the first
     FROM. Raises DockerfileError at the offending instruction (with ``source`` attached)."""
     if not instrs:
