@@ -13,7 +13,8 @@ request to the upstream registry (keeping the client's ``Host`` so the registry'
 
 Every request is logged as :class:`LogEntry` (method, path with query, status, fault).
 ``bearer=(user, password)`` puts a tiny token server in front: requests need
-``Authorization: Bearer`` tokens from ``GET /token`` (basic auth checked) whose scopes cover the
+``Authorization: Bearer`` tokens from ``GET /token`` (basic auth checked) or ``POST /token``
+(OAuth2 refresh token = the password) whose scopes cover the
 repository and action; otherwise 401 with a ``WWW-Authenticate: Bearer`` challenge.
 """
 
@@ -119,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         with body:
             if srv.bearer is not None:
                 if self.path.startswith("/token"):
-                    self._token(srv)
+                    self._token(srv, body.read())
                     srv.record(LogEntry(self.command, self.path, 200, ""))
                     return
                 if not self._authorized(srv):
@@ -201,15 +202,23 @@ class _Handler(BaseHTTPRequestHandler):
             conn.close()
 
     # ---------------------------------------------------------------- bearer mode
-    def _token(self, srv: "_Server") -> None:
+    def _token(self, srv: "_Server", body: bytes) -> None:
+        """GET with basic auth and ``scope`` query parameters, or POST of an OAuth2 form with
+        ``grant_type=refresh_token`` whose refresh token must equal the password."""
         user, password = srv.bearer  # type: ignore[misc]
-        want = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-        if self.headers.get("Authorization") != want:
+        if self.command == "POST":
+            form = parse_qs(body.decode())
+            ok = form.get("grant_type") == ["refresh_token"] and form.get("refresh_token") == [password]
+            scopes = " ".join(form.get("scope", [])).split(" ")
+        else:
+            want = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            ok = self.headers.get("Authorization") == want
+            scopes = parse_qs(urlsplit(self.path).query).get("scope", [])
+        if not ok:
             self._send(401, b'{"details":"bad credentials"}', [("Content-Type", "application/json")])
             return
-        q = parse_qs(urlsplit(self.path).query)
         granted: set[tuple[str, str]] = set()
-        for scope in q.get("scope", []):
+        for scope in scopes:
             for one in scope.split(" "):
                 parts = one.split(":")
                 if len(parts) == 3 and parts[0] == "repository":

@@ -110,6 +110,13 @@ def test_final_component_symlink_is_replaced_not_followed(tmp_path: Path, box: t
     assert (sentinel / "victim").read_text() == "original"
 
 
+def test_directory_replaced_by_symlink_keeps_target_mode(box: tuple[Path, Path]) -> None:
+    root, _ = box
+    extract_layer(make_tar([("dir", "t", 0o755), ("dir", "d", 0o700), ("sym", "d", "t")]), root)
+    assert os.readlink(root / "d") == "t"
+    assert stat.S_IMODE(os.stat(root / "t").st_mode) == 0o755
+
+
 def test_symlink_loop_is_refused(box: tuple[Path, Path]) -> None:
     root, _ = box
     with pytest.raises(UnsafeArchiveError, match="too many symlinks"):
@@ -148,6 +155,16 @@ def test_hostile_whiteout_names(tmp_path: Path, box: tuple[Path, Path], name: st
             extract_layer(make_tar([("file", name, "")]), root, mode=mode)  # type: ignore[arg-type]
     assert (root / "keep").read_text() == "k"
     outside_untouched(tmp_path, sentinel)
+
+
+@pytest.mark.parametrize("mode", ["flatten", "overlay"])
+def test_whiteout_names_used_as_directories_are_refused(box: tuple[Path, Path], mode: str) -> None:
+    root, _ = box
+    for members in ([("dir", "d/.wh..wh..opq", 0o755), ("file", "d/.wh..wh..opq/x", "x")],
+                    [("file", "d/.wh.a/b", "x")]):
+        with pytest.raises(UnsafeArchiveError, match="whiteout name cannot be a directory"):
+            extract_layer(make_tar(members), root, mode=mode)  # type: ignore[arg-type]
+    assert not list(root.rglob("x")) and not list(root.rglob("b"))
 
 
 def test_opaque_at_root_is_refused(box: tuple[Path, Path]) -> None:

@@ -355,6 +355,13 @@ def test_bearer_token_flow(registry, docker_config: Path) -> None:
             assert dest.stats["mounted"] == 3
         client.close()
 
+        # an identity (refresh) token is exchanged with an OAuth2 POST
+        refresh = RegistryClient(proxy.host, credentials=Credentials(identity_token="tok-pass"))
+        with RegistrySource(f"{proxy.host}/tok/app:1", client=refresh) as src:
+            assert src.get_manifest()[0] == img.manifest
+        refresh.close()
+        assert any(e.method == "POST" and e.path.startswith("/token") for e in proxy.log)
+
         bad = RegistryClient(proxy.host, credentials=Credentials("bob", "nope"))
         with pytest.raises(RegistryError) as e:
             RegistrySource(f"{proxy.host}/tok/app:1", client=bad).get_manifest()

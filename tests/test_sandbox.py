@@ -20,7 +20,8 @@ from builder.layer.entries import EntryType
 from builder.layer.whiteout import OPAQUE_MARKER, upper_entries, upper_is_empty
 from builder.sandbox.caps import DEFAULT_MASK
 from builder.sandbox.probe import probe_host
-from builder.sandbox.runner import run, temp_base
+from builder.sandbox import runner as runner_mod
+from builder.sandbox.runner import run
 from builder.sandbox.spec import MountSpec, ProcessSpec, RunResult
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
@@ -200,9 +201,17 @@ def test_orphan_is_killed_when_step_ends(step: Step) -> None:
     assert _procs_with_marker(marker) == []
 
 
-def test_cancel_kills_and_cleans(step: Step) -> None:
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The runner's temp dirs go to a directory of this test only (others may run steps too)."""
+    base = tmp_path / "sbtmp"
+    base.mkdir()
+    monkeypatch.setattr(runner_mod, "_tmp_base", str(base))
+    return base
+
+
+def test_cancel_kills_and_cleans(step: Step, private_tmp: Path) -> None:
     marker = "PBTEST_" + uuid.uuid4().hex
-    before = set(glob.glob(f"{temp_base()}/pbsb-*"))
     cancel = threading.Event()
     timer = threading.Timer(0.5, cancel.set)
     timer.start()
@@ -212,8 +221,8 @@ def test_cancel_kills_and_cleans(step: Step) -> None:
         timer.cancel()
     assert r.cancelled and r.exit_code == 137
     assert _procs_with_marker(marker) == []
-    assert set(glob.glob(f"{temp_base()}/pbsb-*")) - before == set()
-    assert _mount_lines("pbsb-") == [] and _mount_lines(str(step.upper)) == []
+    assert list(private_tmp.iterdir()) == []
+    assert _mount_lines(str(private_tmp)) == [] and _mount_lines(str(step.upper)) == []
 
 
 def test_etc_files_exist_but_not_in_upper(step: Step) -> None:
@@ -328,11 +337,10 @@ def test_copy_fallback_stacks_lower_layers(step: Step, tmp_path: Path) -> None:
     assert expected.splitlines()[0] == "only"
 
 
-def test_exception_in_callback_kills_and_cleans(step: Step) -> None:
+def test_exception_in_callback_kills_and_cleans(step: Step, private_tmp: Path) -> None:
     """An exception while the step runs (here from on_output; KeyboardInterrupt takes the same
     path) kills the step, removes the temp dir and propagates."""
     marker = "PBTEST_" + uuid.uuid4().hex
-    before = set(glob.glob(f"{temp_base()}/pbsb-*"))
 
     class Boom(Exception):
         pass
@@ -345,7 +353,7 @@ def test_exception_in_callback_kills_and_cleans(step: Step) -> None:
     with pytest.raises(Boom):
         run(spec)
     assert _procs_with_marker(marker) == []
-    assert set(glob.glob(f"{temp_base()}/pbsb-*")) - before == set()
+    assert list(private_tmp.iterdir()) == []
     assert upper_is_empty(step.upper)
 
 

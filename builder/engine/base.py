@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from ..digest import Digest
@@ -85,14 +84,13 @@ def resolve_base(ref_text: str, *, store: Any, platform: Any, pull: bool = False
     ref = parse_reference(ref_text)
     full = str(ref)
     if not pull:
-        from ..store.layout import ImageNotFound
-
-        try:
-            desc = store.resolve(full)
-        except ImageNotFound:
-            desc = None
-        if desc is not None:
-            return load_from_store(store, Digest.parse(str(desc.digest)), platform, full)
+        if ref.digest is not None:
+            if store.blobs.has(Digest.parse(str(ref.digest))):
+                return load_from_store(store, Digest.parse(str(ref.digest)), platform, full)
+        else:
+            entry = store.lookup_tag(full)
+            if entry is not None:
+                return load_from_store(store, Digest.parse(entry["digest"]), platform, full)
     return _pull(ref, store=store, platform=platform, insecure=insecure, notify=notify)
 
 

@@ -65,12 +65,12 @@ def run_build(opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResul
             for k, v in opts.labels:
                 cfg = cfg.with_label(k, v)
             final = replace(final, config=cfg)
-        from .image import timestamp, write_image
+        from .image import MANIFEST_MEDIA_TYPE, timestamp, write_image
 
         epoch = opts.source_date_epoch
         written = write_image(store, final, timestamp(epoch if epoch is not None else (final.clock or None)))
         for t in tags:
-            store.tag(t, _descriptor(written))
+            store.tag_digest(t, MANIFEST_MEDIA_TYPE, str(written.manifest_digest), written.manifest_size)
         result = BuildResult(str(written.manifest_digest), str(written.config_digest), tags, written.manifest_size)
         for out in outputs:
             _export(store, written, out, tags, session)
@@ -78,12 +78,6 @@ def run_build(opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResul
         return result
     finally:
         session.close()
-
-
-def _descriptor(written: Any) -> Any:
-    from ..oci.models import Descriptor
-
-    return Descriptor.model_validate(written.descriptor())
 
 
 def _parse_outputs(opts: BuildOptions) -> list[Any]:

@@ -7,6 +7,7 @@ stage's cache key for ``--from=stage``, the image digest for ``--from=image``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..errors import DockerfileError, PybuildError
@@ -33,7 +34,13 @@ def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None)
         paths.extend(ctx.match_sources(pattern))
     local = [p for p in paths if "://" not in p]
     remote = [p for p in paths if "://" in p]
-    return ctx.content_digest(local) + ("|" + "|".join(remote) if remote else "")
+    if remote and not step.checksum:
+        # a URL without --checksum may change at any time: never reuse such a step
+        import time
+
+        remote.append(f"fetched-at:{time.time()}")
+    # COPY from the context always writes 0:0, so host ownership is not part of the meaning
+    return ctx.content_digest(local, owners=False) + ("|" + "|".join(remote) if remote else "")
 
 
 def copy_meaning(step: Any) -> dict[str, Any]:
@@ -91,7 +98,14 @@ def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_vie
 
 def _add_entries(session: Any, step: Any, sources: list[str], heredocs: list[tuple[str, str]], dest_view: Any,
                  chown: Any, chmod: Any) -> list[Any]:
-    """ADD: URLs are fetched, local archives extracted, everything else copied like COPY."""
-    from .add import add_entries
+    """ADD from the context: URLs fetched, local archives extracted, the rest copied like COPY.
+    Temporary content lives under the build's temp dir (removed with the build)."""
+    from .archive import add_entries
+    from .pathresolve import DirView
 
-    return add_entries(session, step, sources, heredocs, dest_view, chown, chmod)
+    scratch = Path(session.tmp) / "add"
+    result = add_entries(sources=sources, dest=step.dest, src_view=DirView(session.opts.context),
+                         src_is_context=True, context=session.context, dest_view=dest_view, scratch=scratch,
+                         chown=chown, chmod=chmod, excludes=list(step.excludes), checksum=step.checksum,
+                         heredocs=heredocs, mtime_clamp=session.opts.source_date_epoch)
+    return result.entries

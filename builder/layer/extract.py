@@ -254,6 +254,9 @@ class _Extractor:
                 return
             raise UnsafeArchiveError(f"layer member {raw!r}: only a directory may name the root")
         base = parts[-1]
+        for comp in parts[:-1]:
+            if comp.startswith(WHITEOUT_PREFIX):
+                raise UnsafeArchiveError(f"layer member {raw!r}: a whiteout name cannot be a directory")
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parts, raw, m)
             return
@@ -436,9 +439,18 @@ class _Extractor:
                                         reverse=True):
             parts = path.split("/") if path else []
             try:
-                fd = self.tree._walk(parts, path, False) if parts else os.dup(self.tree.root_fd)
-            except (FileNotFoundError, ExtractError):
-                continue  # removed later by a whiteout or replaced
+                if parts:
+                    pfd = self.tree._walk(parts[:-1], path, False)
+                    try:
+                        # never through a symlink that replaced the directory later
+                        fd = os.open(parts[-1], _DIRFLAGS, dir_fd=pfd)
+                    finally:
+                        if pfd != self.tree.root_fd:
+                            os.close(pfd)
+                else:
+                    fd = os.dup(self.tree.root_fd)
+            except (OSError, ExtractError):
+                continue  # removed by a whiteout or replaced by a non-directory
             try:
                 os.fchmod(fd, mode & 0o7777)
                 os.utime(fd, ns=(mtime * 1_000_000_000,) * 2)

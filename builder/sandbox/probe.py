@@ -2,7 +2,9 @@
 
 :func:`probe_host` never raises: a missing feature is reported in :class:`HostCaps` (with a
 ``reason``). The overlay probe mounts a tiny overlay in a temp dir under ``where`` (the file
-system the upper dirs will live on) and unmounts it at once.
+system the upper dirs will live on) and unmounts it at once. Without root it cannot mount
+outside a user namespace: overlay is assumed from the kernel version (5.11+) and the options
+get ``userxattr``; a refusal then shows as a setup error of the first step.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def _userns() -> bool:
         return os.path.exists("/proc/self/ns/user")
 
 
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        parts = os.uname().release.split(".")
+        return (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)) >= (major, minor)
+    except (ValueError, IndexError):
+        return False
+
+
 def probe_host(where: Path | None = None) -> HostCaps:
     """The cached capabilities of this host for upper dirs under ``where`` (default: temp dir)."""
     key = str(where or tempfile.gettempdir())
@@ -75,8 +85,12 @@ def probe_host(where: Path | None = None) -> HostCaps:
         return caps
     root = os.geteuid() == 0
     if not root:
-        caps = HostCaps(root=False, overlay=False, overlay_options="", userns=_userns(),
-                        reason="not root: rootless mode is not implemented")
+        userns = _userns()
+        ok = userns and _kernel_at_least(5, 11)  # overlay in a user namespace, with userxattr
+        why = "" if ok else ("user namespaces are disabled" if not userns
+                             else "overlay in a user namespace needs Linux 5.11")
+        caps = HostCaps(root=False, overlay=ok, overlay_options=",".join(_known_options() + ["userxattr"]),
+                        userns=userns, reason=why)
     else:
         try:
             ok, opts, why = _try_overlay(key, _known_options())

@@ -32,8 +32,16 @@ from typing import BinaryIO, Iterable
 from ..digest import Digest
 from ..errors import ReferenceError_, StoreError
 from ..oci import mediatypes as mt
-from ..oci.models import (Descriptor, ImageConfig, Index, Manifest, OciLayout, Platform, canonical_json,
-                          media_type_of, parse_json, select_manifest)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pydantic models are imported lazily: a fully cached rebuild never needs them
+    from ..oci.models import Descriptor, ImageConfig, Index, Manifest, Platform
+
+
+def _m():  # noqa: ANN202 - the builder.oci.models module, imported on first use
+    from ..oci import models
+
+    return models
 from ..oci.reference import parse_reference
 from .blobs import BlobStore, fsync_dir
 from .lock import FileLock
@@ -78,9 +86,9 @@ def init_layout(root: Path, tmp_dir: Path) -> None:
     """Create ``oci-layout``, ``index.json`` and ``blobs/sha256`` when missing (idempotent)."""
     (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     if not (root / "oci-layout").exists():
-        write_file_atomic(root / "oci-layout", canonical_json(OciLayout()), tmp_dir)
+        write_file_atomic(root / "oci-layout", _m().canonical_json(_m().OciLayout()), tmp_dir)
     if not (root / "index.json").exists():
-        write_file_atomic(root / "index.json", canonical_json(Index(mediaType=mt.OCI_INDEX)), tmp_dir)
+        write_file_atomic(root / "index.json", _m().canonical_json(_m().Index(mediaType=mt.OCI_INDEX)), tmp_dir)
 
 
 def read_index_file(path: Path) -> Index:
@@ -89,12 +97,12 @@ def read_index_file(path: Path) -> Index:
         data = path.read_bytes()
     except FileNotFoundError:
         raise StoreError(f"{path}: missing (not an OCI image layout)") from None
-    return parse_json(Index, data, origin=str(path))
+    return _m().parse_json(_m().Index, data, origin=str(path))
 
 
 def sniff_media_type(data: bytes) -> str:
     """Media type of manifest/index bytes, from its ``mediaType`` field or its shape."""
-    mtype = media_type_of(data)
+    mtype = _m().media_type_of(data)
     if mtype is None:
         raise StoreError("blob is not a manifest or index")
     return mtype
@@ -103,10 +111,10 @@ def sniff_media_type(data: bytes) -> str:
 def children(data: bytes, media_type: str, *, subject: bool = True) -> list[Descriptor]:
     """Descriptors a manifest (config, layers[, subject]) or index (manifests[, subject]) points to."""
     if mt.is_index(media_type):
-        idx = parse_json(Index, data, origin="index")
+        idx = _m().parse_json(_m().Index, data, origin="index")
         return list(idx.manifests) + ([idx.subject] if idx.subject and subject else [])
     if mt.is_manifest(media_type):
-        man = parse_json(Manifest, data, origin="manifest")
+        man = _m().parse_json(_m().Manifest, data, origin="manifest")
         return [man.config, *man.layers] + ([man.subject] if man.subject and subject else [])
     return []
 
@@ -157,7 +165,7 @@ class Store:
         return read_index_file(self.index_path)
 
     def _write_index(self, index: Index) -> None:
-        write_file_atomic(self.index_path, canonical_json(index), self.tmp_dir)
+        write_file_atomic(self.index_path, _m().canonical_json(index), self.tmp_dir)
 
     @staticmethod
     def _full_name(name: str) -> str:
@@ -182,6 +190,27 @@ class Store:
             kept.sort(key=lambda d: (d.annotations or {}).get(mt.ANNOTATION_REF_NAME, ""))
             self._write_index(index.model_copy(update={"manifests": kept}))
         return full
+
+    def lookup_tag(self, name: str) -> dict | None:
+        """Fast path without pydantic: the raw index.json entry (a dict with mediaType, digest,
+        size) that the tag ``name`` points at, or None when there is no such tag."""
+        full = self._full_name(name)
+        try:
+            data = json.loads(self.index_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{self.index_path}: unreadable ({exc})") from None
+        for entry in data.get("manifests", []):
+            if (entry.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == full:
+                return entry
+        return None
+
+    def tag_digest(self, name: str, media_type: str, digest: str, size: int) -> str:
+        """Point ``name`` at a stored manifest; a no-op (no lock, no write) when the tag already
+        points there, so a fully cached rebuild writes nothing. Returns the full name."""
+        current = self.lookup_tag(name)
+        if current is not None and current.get("digest") == digest:
+            return self._full_name(name)
+        return self.tag(name, _m().Descriptor(mediaType=media_type, digest=digest, size=size))
 
     def untag(self, name: str) -> Descriptor:
         """Remove the tag ``name``; returns what it pointed at. ImageNotFound when absent."""
@@ -250,7 +279,7 @@ class Store:
             mtype = sniff_media_type(data)
         except StoreError:
             raise ImageNotFound(f"{text} is not a manifest or index") from None
-        return Descriptor(mediaType=mtype, digest=str(d), size=len(data))
+        return _m().Descriptor(mediaType=mtype, digest=str(d), size=len(data))
 
     def image(self, name: str, platform: Platform | None = None) -> StoredImage:
         """The image ``name`` (resolved as :meth:`resolve`); an index is resolved to ``platform``
@@ -258,12 +287,12 @@ class Store:
         desc = self.resolve(name)
         raw = self.blobs.read_bytes(desc.digest_value, limit=_JSON_LIMIT)
         if mt.is_index(desc.mediaType):
-            index = parse_json(Index, raw, origin=f"index of {name}")
-            desc = select_manifest(index, platform, origin=name)
+            index = _m().parse_json(_m().Index, raw, origin=f"index of {name}")
+            desc = _m().select_manifest(index, platform, origin=name)
             raw = self.blobs.read_bytes(desc.digest_value, limit=_JSON_LIMIT)
-        manifest = parse_json(Manifest, raw, origin=f"manifest of {name}")
+        manifest = _m().parse_json(_m().Manifest, raw, origin=f"manifest of {name}")
         config_raw = self.blobs.read_bytes(manifest.config.digest_value, limit=_JSON_LIMIT)
-        config = parse_json(ImageConfig, config_raw, origin=f"config of {name}")
+        config = _m().parse_json(_m().ImageConfig, config_raw, origin=f"config of {name}")
         return StoredImage(desc.model_copy(update={"annotations": None}), manifest, raw, config, config_raw)
 
     # ---- garbage collection ------------------------------------------------------------------
@@ -274,7 +303,7 @@ class Store:
         seen: set[Digest] = set()
         todo: list[tuple[Digest, str | None]] = []
         for r in roots:
-            if isinstance(r, Descriptor):
+            if isinstance(r, _m().Descriptor):
                 todo.append((r.digest_value, r.mediaType))
             else:
                 todo.append((r, None))
@@ -299,7 +328,7 @@ class Store:
                 return None
         if self.blobs.size(d) > _JSON_LIMIT:
             return None
-        return media_type_of(self.blobs.read_bytes(d, limit=_JSON_LIMIT))
+        return _m().media_type_of(self.blobs.read_bytes(d, limit=_JSON_LIMIT))
 
     def gc(self, keep: set[Digest] | frozenset[Digest] = frozenset(), *, tmp_age: float = 3600.0) -> int:
         """Delete blobs reachable neither from tags nor from ``keep`` (followed like tags);
@@ -357,14 +386,14 @@ class Store:
         digest = self.blobs.put_bytes(data)
         platform = None
         if mt.is_manifest(media_type):
-            man = parse_json(Manifest, data, origin="manifest")
+            man = _m().parse_json(_m().Manifest, data, origin="manifest")
             try:
-                cfg = parse_json(ImageConfig, self.blobs.read_bytes(man.config.digest_value, limit=_JSON_LIMIT),
+                cfg = _m().parse_json(_m().ImageConfig, self.blobs.read_bytes(man.config.digest_value, limit=_JSON_LIMIT),
                                  origin="config")
                 platform = cfg.platform
             except StoreError:
                 platform = None  # artifact or foreign config: no platform
-        desc = Descriptor(mediaType=media_type, digest=str(digest), size=len(data), platform=platform)
+        desc = _m().Descriptor(mediaType=media_type, digest=str(digest), size=len(data), platform=platform)
         for t in tags:
             self.tag(t, desc)
         return digest

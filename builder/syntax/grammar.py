@@ -28,10 +28,12 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Regex atoms that replace ``@E@`` for each allowed escape character.
 _ESCAPE_ATOMS = {"\\": "\\\\", "`": "`"}
 
-#: grammar file -> start rule
-INSTRUCTION = ("dockerfile.lark", "instruction")
-WORDS = ("words.lark", "words")
-JSON_ARRAY = ("json_array.lark", "array")
+#: (grammar file, start rule, lexer). The instruction grammar needs lark's contextual lexer
+#: (KEYWORD, FLAG and REST overlap); the other two have disjoint terminals, and the basic lexer
+#: compiles one scanner instead of one per parser state (start-up time).
+INSTRUCTION = ("dockerfile.lark", "instruction", "contextual")
+WORDS = ("words.lark", "words", "basic")
+JSON_ARRAY = ("json_array.lark", "array", "basic")
 
 
 def grammar_text(filename: str) -> str:
@@ -77,17 +79,17 @@ def _import_lark() -> tuple[type, str]:
 
 
 @lru_cache(maxsize=None)
-def parser(which: tuple[str, str], escape: str = "\\") -> "Lark":
+def parser(which: tuple[str, str, str], escape: str = "\\") -> "Lark":
     """The compiled LALR parser (contextual lexer) for ``which`` (INSTRUCTION, WORDS or
     JSON_ARRAY) with ``@E@`` bound to ``escape``. Built once per process."""
     Lark, lark_version = _import_lark()
 
-    filename, start = which
+    filename, start, lexer = which
     text = grammar_text(filename).replace("@E@", _ESCAPE_ATOMS[escape])
     cache: str | bool = False
     directory = _cache_dir()
     if directory is not None:
-        key = hashlib.sha256(f"{lark_version}\0{start}\0{text}".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{lark_version}\0{start}\0{lexer}\0{text}".encode()).hexdigest()[:24]
         cache = str(directory / f"lark-{filename.removesuffix('.lark')}-{key}.cache")
-    return Lark(text, parser="lalr", lexer="contextual", start=start, cache=cache,
+    return Lark(text, parser="lalr", lexer=lexer, start=start, cache=cache,
                 maybe_placeholders=False)

@@ -183,8 +183,8 @@ class LineReader:
         """Consume a heredoc body up to the line equal to ``name`` (leading tabs ignored when
         ``chomp``). Returns (content, line number of the terminator).
 
-        ``content`` is the body with a newline after each line (none after a last line that had
-        none in the file), leading tabs removed from each line when ``chomp``. Raises
+        ``content`` is the body with ``\n`` after each line (CRLF read as LF; "" for an empty
+        body), leading tabs removed from each line when ``chomp``. Raises
         DockerfileError "unterminated heredoc" at ``start_line`` when the file ends first.
         """
         lines = self._lines
@@ -208,7 +208,6 @@ class LineReader:
 # --- heredoc markers -------------------------------------------------------------------------
 
 _HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$")
-EMPTY_FILE = "file with no instructions"
 
 
 def _shell_words(text: str) -> list[str]:
