@@ -34,10 +34,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_command(argv: Sequence[str]) -> tuple[str, list[str]]:
-    """Split off the sub-command; anything else (``pybuild -t x .``) means ``build``."""
+    """Split off the sub-command; anything else (``pybuild -t x .``) means ``build``.
+    Global options (``--debug``, ``--root DIR``) may stand before the command."""
     args = list(argv)
-    for i, a in enumerate(args):
-        if a in ("--debug",):
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--debug" or a.startswith("--root="):
+            i += 1
+            continue
+        if a == "--root":
+            i += 2
             continue
         if a in _COMMANDS:
             return a, args[:i] + args[i + 1:]
@@ -50,6 +57,8 @@ def _cmd_parse(ns: argparse.Namespace) -> int:
     from .syntax import dump
 
     df = parse_file(ns.file)
+    for warning in df.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     text = dump.buildkit(df) if ns.format == "buildkit" else dump.json_dump(df)
     # bytes that were not UTF-8 in the Dockerfile come back out as they were
     buffer = getattr(sys.stdout, "buffer", None)

@@ -121,7 +121,6 @@ class _Handler(BaseHTTPRequestHandler):
             if srv.bearer is not None:
                 if self.path.startswith("/token"):
                     self._token(srv, body.read())
-                    srv.record(LogEntry(self.command, self.path, 200, ""))
                     return
                 if not self._authorized(srv):
                     return
@@ -144,6 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self, srv: "_Server", body: tempfile.SpooledTemporaryFile, fault: str) -> None:
         conn = http.client.HTTPConnection(srv.upstream, timeout=120)
+        logged = False
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
             if srv.bearer is not None:
@@ -175,11 +175,15 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 total = int(length)
                 chunks = iter(lambda: resp.read(1 << 20), b"") if self.command != "HEAD" else []
+            # log before answering: once the client has its answer, the entry is there
+            truncate = fault == "truncate" and self.command != "HEAD" and total > 1
+            srv.record(LogEntry(self.command, self.path, resp.status, "truncate" if truncate else ""))
+            logged = True
             self.send_response(resp.status)
             for k, v in out_headers:
                 self.send_header(k, v)
             self.end_headers()
-            if fault == "truncate" and total > 1 and self.command != "HEAD":
+            if truncate:
                 cut = max(1, total // 2)
                 sent = 0
                 for piece in chunks:
@@ -189,14 +193,13 @@ class _Handler(BaseHTTPRequestHandler):
                     if sent >= cut:
                         break
                 self.wfile.flush()
-                srv.record(LogEntry(self.command, self.path, resp.status, "truncate"))
                 self._reset()
                 return
             for piece in chunks:
                 self.wfile.write(piece)
-            srv.record(LogEntry(self.command, self.path, resp.status, ""))
         except (OSError, http.client.HTTPException):
-            srv.record(LogEntry(self.command, self.path, None, "upstream-error"))
+            if not logged:
+                srv.record(LogEntry(self.command, self.path, None, "upstream-error"))
             self._reset()
         finally:
             conn.close()
@@ -227,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.tokens[token] = granted
             srv.token_requests += 1
+        srv.record(LogEntry(self.command, self.path, 200, ""))
         self._send(200, json.dumps({"token": token, "expires_in": 300}).encode(),
                    [("Content-Type", "application/json")])
 

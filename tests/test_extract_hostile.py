@@ -249,10 +249,15 @@ def test_flatten_applies_whiteouts_and_opaque(box: tuple[Path, Path]) -> None:
 
 def test_flatten_replaces_dir_with_file_and_back(box: tuple[Path, Path]) -> None:
     root, _ = box
-    extract_layers([(make_tar([("dir", "x", 0o755), ("file", "x/in", "i"), ("file", "y", "file")]), None),
-                    (make_tar([("file", "x", "now a file"), ("dir", "y", 0o755), ("file", "y/z", "z")]), None)], root)
+    extract_layers([(make_tar([("dir", "x", 0o755), ("file", "x/in", "i"), ("file", "y", "file"),
+                                ("file", "p/q/x/in", "i"), ("sym", "p/q/l", "x")]), None),
+                    (make_tar([("file", "x", "now a file"), ("dir", "y", 0o755), ("file", "y/z", "z"),
+                               ("file", "p/q/x", "file too"), ("dir", "p/q/l", 0o755), ("file", "p/q/l/m", "m")]),
+                     None)], root)
     assert (root / "x").read_text() == "now a file"
     assert (root / "y" / "z").read_text() == "z"
+    assert (root / "p" / "q" / "x").read_text() == "file too"
+    assert not (root / "p" / "q" / "l").is_symlink() and (root / "p" / "q" / "l" / "m").read_text() == "m"
 
 
 def test_devices_skipped_when_not_root_and_fifo_made(box: tuple[Path, Path]) -> None:
@@ -276,3 +281,64 @@ def test_diff_id_checked(box: tuple[Path, Path]) -> None:
     assert stats.diff_id == Digest("sha256", hashlib.sha256(data).hexdigest())
     with pytest.raises(ExtractError, match="diff_id mismatch"):
         extract_layer(io.BytesIO(data), root, expect_diff_id=Digest.of_bytes(b"other"))
+
+
+@pytest.mark.root
+def test_roundtrip_with_owners_modes_xattrs_devices(tmp_path: Path) -> None:
+    from builder.layer.entries import Entry, EntryType
+    from builder.layer.tar import write_layer
+    from builder.layer.walk import dir_entry, file_entry, symlink_entry
+
+    cap = b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    entries = [
+        dir_entry("bin", mode=0o555, mtime=111),
+        Entry(name="bin/ping", type=EntryType.FILE, mode=0o4755, uid=1000, gid=1001, size=4, data=b"ping",
+              mtime=222, xattrs=(("security.capability", cap),)),
+        Entry(name="bin/alias", type=EntryType.HARDLINK, linkname="bin/ping"),
+        symlink_entry("bin/sh", "busybox", uid=5, gid=6, mtime=333),
+        Entry(name="dev/null", type=EntryType.CHAR, mode=0o666, devmajor=1, devminor=3),
+        file_entry("home/u/.profile", b"export A=1\n", uid=1000, gid=1000, mode=0o600),
+    ]
+    out = io.BytesIO()
+    info = write_layer(entries, out, compression="zstd")
+    out.seek(0)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    stats = extract_layer(out, dest, mode="flatten")
+    assert stats.diff_id == info.diff_id
+    ping = os.lstat(dest / "bin" / "ping")
+    assert (ping.st_uid, ping.st_gid, stat.S_IMODE(ping.st_mode), int(ping.st_mtime)) == (1000, 1001, 0o4755, 222)
+    assert os.getxattr(dest / "bin" / "ping", "security.capability") == cap
+    assert os.lstat(dest / "bin" / "alias").st_ino == ping.st_ino
+    sh = os.lstat(dest / "bin" / "sh")
+    assert (sh.st_uid, sh.st_gid, int(sh.st_mtime)) == (5, 6, 333)
+    bindir = os.stat(dest / "bin")
+    assert stat.S_IMODE(bindir.st_mode) == 0o555 and int(bindir.st_mtime) == 111
+    null = os.lstat(dest / "dev" / "null")
+    assert stat.S_ISCHR(null.st_mode) and null.st_rdev == os.makedev(1, 3)
+    assert (dest / "home" / "u" / ".profile").read_text() == "export A=1\n"
+
+
+@pytest.mark.parametrize("fmt,flag", [("gnu", "-z"), ("posix", "-J"), ("gnu", "-j")])
+def test_gnu_tar_archives_extract(tmp_path: Path, fmt: str, flag: str) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("tar") is None:
+        pytest.skip("GNU tar missing")
+    src = tmp_path / "src"
+    deep = src / ("a" * 90) / ("b" * 90)
+    deep.mkdir(parents=True)
+    (deep / ("c" * 120)).write_text("long")
+    os.link(deep / ("c" * 120), src / "hard")
+    os.symlink("a" * 90, src / "sym")
+    blob = tmp_path / "layer"
+    subprocess.run(["tar", f"--format={fmt}", flag, "-cf", str(blob), "-C", str(src), "."], check=True)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with blob.open("rb") as f:
+        stats = extract_layer(f, dest)
+    assert (dest / ("a" * 90) / ("b" * 90) / ("c" * 120)).read_text() == "long"
+    assert os.stat(dest / "hard").st_ino == os.stat(dest / ("a" * 90) / ("b" * 90) / ("c" * 120)).st_ino
+    assert os.readlink(dest / "sym") == "a" * 90
+    assert stats.files == 1 and stats.hardlinks == 1

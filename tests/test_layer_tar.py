@@ -180,6 +180,17 @@ def test_bad_entries_raise_layer_error(tmp_path: Path) -> None:
         write_layer([Entry(name="f", type=EntryType.FILE, size=3, source=str(short))], io.BytesIO())
 
 
+def test_dotdot_names_are_refused() -> None:
+    with pytest.raises(LayerError, match="is not allowed in a layer path"):
+        write_layer([file_entry("a/../../etc/passwd", b"x")], io.BytesIO())
+    out = io.BytesIO()
+    write_layer([file_entry("./a..b/c", b"x"), Entry(name="/l", type=EntryType.HARDLINK, linkname="./a..b/c")],
+                out, compression="uncompressed")
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tf:
+        assert tf.getnames() == ["a..b/c", "l"] and tf.getmember("l").linkname == "a..b/c"
+
+
 def test_output_errors_propagate(tmp_path: Path) -> None:
     class Broken(io.RawIOBase):
         def writable(self) -> bool:
@@ -219,3 +230,35 @@ def test_large_layer_streams_in_bounded_memory(tmp_path: Path) -> None:
     write_layer([Entry(name="huge", type=EntryType.FILE, size=64 << 20, source=str(src))], buf,
                 compression="uncompressed")
     assert hashlib.sha256(buf.getvalue()).hexdigest() == info.diff_id.hex
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "bzip2", "xz", "uncompressed"])
+def test_open_decompressed_streams_every_format(compression: str) -> None:
+    import bz2
+    import lzma
+
+    import zstandard
+
+    payload = os.urandom(100_000) * 3
+    blob = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress,
+            "zstd": zstandard.ZstdCompressor().compress, "uncompressed": bytes}[compression](payload)
+    assert detect_compression(blob[:8]) == (None if compression == "uncompressed" else compression)
+    for how in (compression, "auto"):
+        with open_decompressed(io.BytesIO(blob), how) as f:
+            out = b""
+            while chunk := f.read(65536):
+                out += chunk
+        assert out == payload
+
+
+def test_corrupt_compressed_stream_raises_compression_error() -> None:
+    from builder.layer.compress import CompressionError
+
+    blob = gzip.compress(os.urandom(50_000))
+    bad = blob[:20] + bytes(100) + blob[120:]
+    with pytest.raises(CompressionError, match="corrupt gzip"):
+        open_decompressed(io.BytesIO(bad), "gzip").read()
+    with pytest.raises(CompressionError, match="unknown compression"):
+        open_decompressed(io.BytesIO(blob), "lz4")
+    with pytest.raises(CompressionError, match="unsupported layer media type"):
+        compression_for_media_type("application/json")

@@ -323,3 +323,9 @@ def test_error_columns_on_continuation_lines() -> None:
     with pytest.raises(DockerfileError) as info:
         parse_text("FROM a\nCMD echo \\\n  && [\"x\"]\nENV A=1 \\\n   B\n")
     assert (info.value.span.line, info.value.span.col) == (5, 4)  # type: ignore[union-attr]
+
+
+def test_empty_continuation_lines_warn() -> None:
+    df = parse_text(_read(PARSE / "continuations" / "Dockerfile"))
+    assert len(df.warnings) == 1 and df.warnings[0].startswith("Dockerfile:5: empty continuation line")
+    assert parse_text("FROM a\nRUN x\n").warnings == ()

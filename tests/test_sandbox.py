@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 import uuid
+import sys
 from pathlib import Path
 
 import pytest
@@ -388,3 +389,132 @@ def test_parallel_steps_do_not_mix(rootfs: Path, tmp_path: Path) -> None:
         assert st.out == f"host{i}\n"
         assert (st.upper / "mine").read_text() == f"{i}\n"
         assert set(st.entries()) == {"mine"}
+
+
+ROOTLESS_SCRIPT = r'''
+import json, sys
+from pathlib import Path
+from builder.sandbox.runner import run
+from builder.sandbox.spec import ProcessSpec
+from builder.layer.whiteout import upper_entries
+base = Path(sys.argv[1])
+lines = []
+r = run(ProcessSpec(argv=("/bin/sh", "-c", sys.argv[2]), lowerdirs=(base / "rootfs",), upperdir=base / "up",
+                    workdir=base / "wk", env=(("PATH", "/bin"),), on_output=lines.append))
+entries = {e.name: [e.type.name, e.mode, e.uid, e.gid] for e in
+           upper_entries(base / "up", userxattr=r.userxattr, uidmap=r.uidmap, gidmap=r.gidmap)}
+print(json.dumps({"exit": r.exit_code, "warnings": r.warnings, "out": b"".join(lines).decode(),
+                  "entries": entries}))
+'''
+
+
+def _interpreter_for(uid: int) -> str | None:
+    import subprocess
+    for cand in (sys.executable, "/usr/bin/python3"):
+        ok = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "env", cand, "-c",
+                             "import sys; assert sys.version_info >= (3, 11)"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if ok.returncode == 0:
+            return cand
+    return None
+
+
+@pytest.mark.userns
+def test_rootless_step_as_nobody(rootfs: Path) -> None:
+    """A non-root user (nobody) runs a step: user namespace (single-id map without a subuid
+    range), overlay with userxattr, ids mapped back to 0 in the layer entries."""
+    import json
+    import subprocess
+    import tempfile
+    nobody = 65534
+    py = _interpreter_for(nobody)
+    if py is None or not shutil.which("setpriv"):
+        pytest.fail("no Python >= 3.11 usable by uid 65534, or no setpriv")
+    base = Path(tempfile.mkdtemp(prefix="pbrootless-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        shutil.copytree(Path(__file__).resolve().parent.parent / "builder", base / "pkg" / "builder")
+        shutil.copytree(rootfs, base / "rootfs", symlinks=True)
+        for d in ("up", "wk"):
+            (base / d).mkdir()
+        for p in [base, *base.rglob("*")]:
+            os.lchown(p, nobody, nobody)
+        script = "id -u; echo $$; touch /a; rm /bin/cat; rm -rf /opt; mkdir /opt; echo x >/opt/f"
+        res = subprocess.run(["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
+                              "env", f"PYTHONPATH={base / 'pkg'}", py, "-c", ROOTLESS_SCRIPT, str(base), script],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=base)
+        assert res.returncode == 0, res.stderr.decode()
+        got = json.loads(res.stdout)
+        assert got["exit"] == 0, got
+        assert got["out"].splitlines() == ["0", "1"]
+        assert set(got["entries"]) == {"a", "bin", "bin/.wh.cat", "opt", f"opt/{OPAQUE_MARKER}", "opt/f"}
+        assert all(e[2] == 0 and e[3] == 0 for e in got["entries"].values()), got["entries"]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_proc_masks_and_readonly_sys(step: Step) -> None:
+    masked = [p for p in ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug")
+              if os.path.isfile(p)]
+    assert masked, "no maskable /proc file on this kernel"
+    reads = "; ".join(f"cat {p} | wc -c" for p in masked)
+    r = step.sh(f"{reads}; (echo 1 > /proc/sys/kernel/ns_last_pid) 2>/dev/null || echo procsys-ro; "
+                "(touch /sys/x) 2>/dev/null || echo sys-ro; mount | grep -E ' /(sys|proc/sys) '")
+    assert r.exit_code == 0, step.out
+    lines = step.out.splitlines()
+    n = len(masked)
+    assert lines[:n] == ["0"] * n, list(zip(masked, lines))
+    assert lines[n:n + 2] == ["procsys-ro", "sys-ro"]
+    mounts = lines[n + 2:]
+    assert len(mounts) == 2 and all("(ro," in line for line in mounts), mounts
+
+
+def test_resolv_conf_for_host_network(step: Step) -> None:
+    r = step.sh("cat /etc/resolv.conf", network="host")
+    assert r.exit_code == 0
+    host = Path("/etc/resolv.conf")
+    if host.exists() and b"127.0.0.53" not in host.read_bytes():
+        assert step.out == host.read_text()
+    step.sh("wc -c < /etc/resolv.conf", network="none")
+    assert step.out.strip() == "0"
+
+
+def test_many_long_lower_dirs(step: Step, tmp_path: Path) -> None:
+    """120 layers with 200-character paths: far beyond one page of mount options if passed
+    as is; the runner's short links keep it small."""
+    layers = []
+    deep = tmp_path / ("L" * 180)
+    for i in range(120):
+        d = deep / f"layer-{i:04d}"
+        (d / "layers").mkdir(parents=True)
+        (d / "layers" / f"f{i}").write_text(f"{i}\n")
+        layers.append(d)
+    assert sum(len(str(p)) + 1 for p in layers) > 4096
+    lowers = tuple(reversed(layers)) + (step.rootfs,)
+    r = step.sh("ls /layers | wc -l; cat /layers/f0 /layers/f119", lowerdirs=lowers)
+    assert r.exit_code == 0, step.out
+    assert step.out.split() == ["120", "0", "119"]
+
+
+@pytest.mark.parametrize("force_copy", [False, True])
+def test_files_written_next_to_stubs_are_kept(step: Step, tmp_path: Path, force_copy: bool) -> None:
+    """A root without /etc: the stubs for /etc/hosts... are removed, files the command wrote
+    beside them stay (overlay and copy fallback alike)."""
+    bare = tmp_path / "bare"
+    (bare / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, bare / "bin" / "busybox")
+    os.symlink("busybox", bare / "bin" / "sh")
+    r = step.sh("echo mine > /etc/mine", lowerdirs=(bare,), force_copy=force_copy)
+    assert r.exit_code == 0, step.out
+    assert set(step.entries()) == {"etc", "etc/mine"}
+
+
+def test_bare_command_found_through_path(step: Step) -> None:
+    """argv[0] without a slash is looked up in the step's PATH inside the new root."""
+    r = run(step.spec(("sh", "-c", "echo found $0")))
+    assert r.exit_code == 0, step.out
+    assert step.out == "found sh\n"
+    r = run(step.spec(("no-such-command",)))
+    assert r.exit_code == 127 and "no-such-command" in step.out and "Traceback" not in step.out
+    r = run(step.spec(("sh", "-c", "echo default path"), env=()))  # no PATH: the usual default
+    assert r.exit_code == 0 and step.out == "default path\n"

@@ -12,7 +12,7 @@ import pytest
 
 from builder.digest import Digest
 from builder.errors import StoreError
-from builder.layer.entries import Entry, EntryType
+from builder.layer.entries import Entry
 from builder.layer.extract import UnsafeArchiveError
 from builder.layer.tar import write_layer
 from builder.layer.walk import dir_entry, file_entry, symlink_entry
@@ -148,6 +148,11 @@ def test_snapshot_is_in_overlay_format(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def three_layers(tmp_path: Path) -> RootView:
+    snaps, dirs = _three_layer_snapshots(tmp_path)
+    return RootView(snaps.lowerdirs(dirs))
+
+
+def _three_layer_snapshots(tmp_path: Path) -> tuple[Snapshots, list[Digest]]:
     """bottom: /etc/{passwd,group}, /a/{x,y}, /b/{p,q}, /c/f, /gone, /link -> etc
     middle: whiteout /a/x, /b opaque with /b/r, /c replaced by a file, /new/z
     top:    whiteout /gone, /etc/passwd replaced, /a/w, whiteout /new (a dir)"""
@@ -165,7 +170,7 @@ def three_layers(tmp_path: Path) -> RootView:
         blob, d = layer(ents)
         snaps.ensure(d, Opener(blob), "gzip")
         dirs.append(d)
-    return RootView(snaps.lowerdirs(dirs))
+    return snaps, dirs
 
 
 @pytest.mark.root
@@ -215,3 +220,39 @@ def test_rootview_without_whiteouts(tmp_path: Path) -> None:
     with v.open("/d/a") as f:
         assert f.read() == b"upper a"
     assert v.host_path("/d/b") == lower / "d" / "b"
+
+
+@pytest.mark.root
+@pytest.mark.overlay
+def test_rootview_matches_a_real_overlay_mount(tmp_path: Path) -> None:
+    """Mount the snapshots with the cwd trick (relative lowerdirs) and compare with RootView."""
+    import subprocess
+
+    snaps, dirs = _three_layer_snapshots(tmp_path)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    lower = ":".join(str(p) for p in snaps.lowerdirs(dirs, relative=True))
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={lower}", str(mnt)],
+                   cwd=snaps.dir, check=True)
+    try:
+        view = RootView(snaps.lowerdirs(dirs))
+        checked = 0
+        stack = ["/"]
+        while stack:
+            d = stack.pop()
+            real = sorted(os.listdir(str(mnt) + d))
+            assert view.listdir(d) == real, d
+            for name in real:
+                p = d.rstrip("/") + "/" + name
+                st_real = os.lstat(str(mnt) + p)
+                st_view = view.lstat(p)
+                assert st_view is not None and stat.S_IFMT(st_view.st_mode) == stat.S_IFMT(st_real.st_mode), p
+                if stat.S_ISDIR(st_real.st_mode):
+                    stack.append(p)
+                elif stat.S_ISREG(st_real.st_mode):
+                    with view.open(p) as f:
+                        assert f.read() == (mnt / p.lstrip("/")).read_bytes(), p
+                checked += 1
+        assert checked >= 10
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

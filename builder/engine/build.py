@@ -55,11 +55,21 @@ def run_build(opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResul
     outputs = _parse_outputs(opts)
     session = BuildSession(opts, store, on_event)
     session.platform = platform
+    from . import remotecache  # --cache-from / --cache-to (issue 6)
+    from .context import close_hash_memo, open_hash_memo
+
+    open_hash_memo(store.root / "cache" / "filehash.json", [opts.context])
     try:
+        cache_exports = remotecache.export_specs(opts)
+        remotecache.import_caches(session)
+        stage_keys: dict[int, list[str]] = {}
         needed = list(graph.needed)
         for n, idx in enumerate(needed, 1):
+            first_key = len(session.used_keys)
             session.stages[idx] = StageBuilder(session, graph, df, idx, n, len(needed)).run()
-        final = session.stages[graph.target].state
+            stage_keys[idx] = session.used_keys[first_key:]
+        final = remotecache.with_inline_cache(session.stages[graph.target].state,
+                                              remotecache.inline_records(session, cache_exports, graph, stage_keys))
         if opts.labels:
             cfg = final.config
             for k, v in opts.labels:
@@ -74,9 +84,12 @@ def run_build(opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResul
         result = BuildResult(str(written.manifest_digest), str(written.config_digest), tags, written.manifest_size)
         for out in outputs:
             _export(store, written, out, tags, session)
+        remotecache.export_caches(session, cache_exports, graph, stage_keys)
         on_event(ImageWritten(result.digest, result.config_digest, tags))
         return result
     finally:
+        remotecache.close_caches(session)
+        close_hash_memo()
         session.close()
 
 

@@ -96,16 +96,126 @@ def _walk(view: FsView, path: str, st: os.stat_result, hidden: Callable[[str], b
         pending.pop()
 
 
-# (host path, size, mtime_ns, inode) -> sha256 hex; process-lifetime memo
-_HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
+# (host path, size, mtime_ns, inode, ctime_ns) -> sha256 hex; process-lifetime memo
+_HASH_CACHE: dict[tuple[str, int, int, int, int], str] = {}
 _HASH_LOCK = threading.Lock()
 
 
+class HashMemo:
+    """The persistent content-hash memo (``<store>/cache/filehash.json``).
+
+    Maps an absolute host path to ``[size, mtime_ns, ino, ctime_ns, sha256 hex]``; an entry
+    is used only when all four stat fields still match, so a touched or rewritten file is
+    hashed again (its digest, hence any cache key, is unchanged when the bytes are). Only
+    files under ``roots`` (the build context) are remembered. Loaded lazily on the first
+    lookup; :meth:`save` writes it atomically when something changed (a lost concurrent
+    update only costs a re-hash). A corrupt or unreadable file counts as empty.
+    """
+
+    VERSION = 1
+    MAX_ENTRIES = 400_000
+
+    def __init__(self, path: Path, roots: Sequence[str | Path] = ()) -> None:
+        self.path = Path(path)
+        self.roots = tuple(os.path.join(os.path.abspath(r), "") for r in roots)
+        self._files: dict[str, list] | None = None
+        self._dirty = False
+
+    def _load(self) -> dict[str, list]:
+        if self._files is None:
+            import json
+
+            try:
+                data = json.loads(self.path.read_bytes())
+                files = data["files"] if data.get("v") == self.VERSION else {}
+                self._files = files if isinstance(files, dict) else {}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                self._files = {}
+        return self._files
+
+    def _wanted(self, abspath: str) -> bool:
+        return any(abspath.startswith(r) for r in self.roots)
+
+    def get(self, abspath: str, st: os.stat_result) -> str | None:
+        if not self._wanted(abspath):
+            return None
+        e = self._load().get(abspath)
+        if (isinstance(e, list) and len(e) == 5
+                and e[:4] == [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]):
+            return e[4]
+        return None
+
+    RACY_NS = 2_000_000_000
+
+    def put(self, abspath: str, st: os.stat_result, digest: str) -> None:
+        """Remember a digest, unless the file changed in the last 2 s: a rewrite within the
+        filesystem's timestamp granularity could then keep all four stat fields ("racy git")."""
+        import time
+
+        if self._wanted(abspath) and time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > self.RACY_NS:
+            self._load()[abspath] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest]
+            self._dirty = True
+
+    def save(self) -> None:
+        """Write the memo if it changed; OSError is ignored (it is only a memo)."""
+        if not self._dirty or self._files is None:
+            return
+        import json
+        import tempfile
+
+        files = self._files
+        if len(files) > self.MAX_ENTRIES:  # keep the newest insertions
+            files = dict(list(files.items())[-self.MAX_ENTRIES:])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".filehash-")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"v": self.VERSION, "files": files}, f, separators=(",", ":"))
+                os.replace(tmp, self.path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        except OSError:
+            return
+        self._dirty = False
+
+
+_MEMO: HashMemo | None = None
+
+
+def open_hash_memo(path: Path, roots: Sequence[str | Path]) -> HashMemo:
+    """Use a persistent memo at ``path`` for files under ``roots`` (until
+    :func:`close_hash_memo`, which saves it)."""
+    global _MEMO
+    with _HASH_LOCK:
+        _MEMO = HashMemo(path, roots)
+        return _MEMO
+
+
+def close_hash_memo() -> None:
+    """Save and detach the persistent memo (no-op without one)."""
+    global _MEMO
+    with _HASH_LOCK:
+        memo, _MEMO = _MEMO, None
+    if memo is not None:
+        memo.save()
+
+
 def file_sha256(host: str, st: os.stat_result) -> str:
-    """sha256 hex of a host file's content, streamed; memoised per (path, size, mtime, inode)."""
-    key = (host, st.st_size, st.st_mtime_ns, st.st_ino)
+    """sha256 hex of a host file's content, streamed; memoised per (path, size, mtime, inode,
+    ctime) for the process and, when :func:`open_hash_memo` was called, across processes."""
+    key = (host, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
     with _HASH_LOCK:
         hit = _HASH_CACHE.get(key)
+        memo = _MEMO
+        if hit is None and memo is not None:
+            hit = memo.get(os.path.abspath(host), st)
+            if hit is not None:
+                _HASH_CACHE[key] = hit
     if hit is not None:
         return hit
     h = hashlib.sha256()
@@ -121,6 +231,8 @@ def file_sha256(host: str, st: os.stat_result) -> str:
     digest = h.hexdigest()
     with _HASH_LOCK:
         _HASH_CACHE[key] = digest
+        if memo is not None:
+            memo.put(os.path.abspath(host), st, digest)
     return digest
 
 
@@ -303,5 +415,5 @@ def expand_context_sources(context: BuildContext, sources: Sequence[str]) -> lis
 
 __all__ = [
     "BuildContext", "CopyError", "SourceNotFoundError", "OutsideContextError", "walk_tree",
-    "tree_digest", "file_sha256", "check_inside", "not_found", "expand_context_sources",
+    "tree_digest", "file_sha256", "HashMemo", "open_hash_memo", "close_hash_memo", "check_inside", "not_found", "expand_context_sources",
 ]

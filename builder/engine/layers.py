@@ -55,13 +55,23 @@ class StepOutcome:
 
 
 def cache_lookup(session: Any, key: str) -> "StepOutcome | CacheMiss":
-    """The outcome recorded for ``key``, or MISS. A record whose blob left the store is a miss."""
+    """The outcome recorded for ``key``, or MISS. A record whose blob left the store is a miss.
+    After a local miss, the imported caches (``session.remote_caches``) are asked: a hit there
+    pulls the layer blob (digest verified) and saves the record locally. A hit appends ``key``
+    to ``session.used_keys`` (for ``--cache-to``)."""
     rec = session.cache.get(key)
-    if rec is None:
-        return MISS
-    layer = record_to_layer(rec.layer)
-    if layer is not None and not session.store.blobs.has(layer.digest):
-        return MISS
+    layer = record_to_layer(rec.layer) if rec is not None else None
+    if rec is None or (layer is not None and not session.store.blobs.has(layer.digest)):
+        if not getattr(session, "remote_caches", None):
+            return MISS
+        from .remotecache import lookup_remote
+
+        rec = lookup_remote(session, key)
+        if rec is None:
+            return MISS
+        layer = record_to_layer(rec.layer)
+    if hasattr(session, "used_keys"):
+        session.used_keys.append(key)
     return StepOutcome(layer, float(rec.extra.get("time", 0.0)))
 
 
@@ -73,6 +83,8 @@ def cache_store(session: Any, key: str, layer: LayerRef | None, created_by: str)
 
     now = time.time()
     session.cache.put(CacheRecord(key, layer_to_record(layer), {"created_by": created_by, "time": now}))
+    if hasattr(session, "used_keys"):
+        session.used_keys.append(key)
     return StepOutcome(layer, now)
 
 

@@ -21,14 +21,16 @@ import io
 import os
 import shutil
 import stat
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Literal
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Literal
 
 from ..digest import Digest
 from ..errors import HostError, PybuildError
 from .compress import CompressionError, HashingReader, open_decompressed
+
+if TYPE_CHECKING:
+    import tarfile
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -234,7 +236,7 @@ class _Extractor:
         if keep_dir and stat.S_ISDIR(st.st_mode):
             return True
         if stat.S_ISDIR(st.st_mode):
-            self.tree.invalidate()
+            # the tree's cached fd is this member's parent: removing a child leaves it valid
             shutil.rmtree(name, dir_fd=dir_fd)
         else:
             os.unlink(name, dir_fd=dir_fd)
@@ -481,6 +483,8 @@ def extract_layer(stream: BinaryIO, dest: Path, *, mode: Literal["overlay", "fla
     if mode not in ("overlay", "flatten"):
         raise ExtractError(f"unknown extraction mode {mode!r}")
     stats = ExtractStats()
+    import tarfile  # imported here: a fully cached build never extracts
+
     if same_owner is None:
         same_owner = _is_root()
     plain = open_decompressed(io.BufferedReader(_Unclosable(stream), 1 << 20), compression)

@@ -179,6 +179,16 @@ def _encode(name: str) -> bytes:
     return os.fsencode(name)
 
 
+def _norm(name: str) -> str:
+    """Layer path without leading ``/`` or ``./`` and trailing ``/``; LayerError on ``..``."""
+    name = name.strip("/")
+    while name.startswith("./"):
+        name = name[2:].lstrip("/")
+    if ".." in name and ".." in name.split("/"):
+        raise LayerError(f"layer entry {name!r}: '..' is not allowed in a layer path")
+    return name
+
+
 def _order(entries: Iterable[Entry]) -> list[tuple[bytes, Entry]]:
     """Entries keyed by encoded name, sorted bytewise, last duplicate wins.
 
@@ -187,21 +197,19 @@ def _order(entries: Iterable[Entry]) -> list[tuple[bytes, Entry]]:
     """
     by_name: dict[bytes, Entry] = {}
     for e in entries:
-        name = e.name.strip("/")
-        if name.startswith("./"):
-            name = name[2:]
+        name = _norm(e.name)
         if not name or name == ".":
             continue
         by_name[_encode(name)] = e
     groups: dict[bytes, list[bytes]] = {}
     for key, e in by_name.items():
         if e.type is EntryType.HARDLINK:
-            target = _encode(e.linkname.strip("/"))
+            target = _encode(_norm(e.linkname))
             # follow chains (a link to a link) to the real member
             seen = {key}
             while target in by_name and by_name[target].type is EntryType.HARDLINK and target not in seen:
                 seen.add(target)
-                target = _encode(by_name[target].linkname.strip("/"))
+                target = _encode(_norm(by_name[target].linkname))
             if target not in by_name or by_name[target].type is EntryType.HARDLINK:
                 raise LayerError(f"hardlink {e.name!r} points to {e.linkname!r}, which is not in the layer")
             if by_name[target].type is EntryType.DIR:

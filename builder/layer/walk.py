@@ -61,10 +61,11 @@ def entry_from_stat(name: str, path: str, st: os.stat_result, *, xattrs: bool = 
     Raises WalkError for sockets (which a tar cannot hold).
     """
     m = st.st_mode
-    common = dict(mode=stat.S_IMODE(m), uid=st.st_uid, gid=st.st_gid, mtime=int(st.st_mtime),
-                  xattrs=_xattrs(path) if xattrs else ())
+    xa = _xattrs(path) if xattrs else ()
     if stat.S_ISREG(m):
-        return Entry(name=name, type=EntryType.FILE, size=st.st_size, source=path, **common)  # type: ignore[arg-type]
+        return Entry(name, EntryType.FILE, m & 0o7777, st.st_uid, st.st_gid, int(st.st_mtime), st.st_size,
+                     xattrs=xa, source=path)
+    common = dict(mode=stat.S_IMODE(m), uid=st.st_uid, gid=st.st_gid, mtime=int(st.st_mtime), xattrs=xa)
     if stat.S_ISDIR(m):
         return Entry(name=name, type=EntryType.DIR, **common)  # type: ignore[arg-type]
     if stat.S_ISLNK(m):

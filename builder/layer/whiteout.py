@@ -62,12 +62,27 @@ def _getx(path: str, name: str) -> bytes | None:
         return None
 
 
-def upper_entries(upper: Path, *, drop: Iterable[str] = frozenset(), userxattr: bool = False) -> Iterator[Entry]:
+IdMap = tuple[tuple[int, int, int], ...]
+
+
+def _translate(idmap: IdMap, host_id: int) -> int:
+    if not idmap:
+        return host_id
+    for c, h, n in idmap:
+        if h <= host_id < h + n:
+            return c + host_id - h
+    return 65534  # unmapped: the kernel's overflow id
+
+
+def upper_entries(upper: Path, *, drop: Iterable[str] = frozenset(), userxattr: bool = False,
+                  uidmap: IdMap = (), gidmap: IdMap = ()) -> Iterator[Entry]:
     """The layer entries of overlay upper dir ``upper``, in no particular order.
 
     ``drop``: layer paths (relative, e.g. ``"etc/hosts"``) left out together with everything
     under them (the sandbox's mount-point stubs). ``userxattr``: the upper dir was used with the
     ``userxattr`` mount option (``user.overlay.*`` instead of ``trusted.overlay.*``).
+    ``uidmap``/``gidmap``: ``(container_start, host_start, count)`` triples of a rootless run
+    (:class:`builder.sandbox.spec.RunResult`); owners are translated from host to image ids.
     Regular files with several links inside ``upper`` come out once as FILE (the first name in
     sorted order) and as HARDLINK entries for the other names. Sockets are skipped (they cannot
     be archived). Raises ``OSError`` if ``upper`` cannot be read.
@@ -86,7 +101,8 @@ def upper_entries(upper: Path, *, drop: Iterable[str] = frozenset(), userxattr: 
                 continue
             st = de.stat(follow_symlinks=False)
             mode = st.st_mode
-            common = dict(mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid, mtime=int(st.st_mtime))
+            common = dict(mode=stat.S_IMODE(mode), uid=_translate(uidmap, st.st_uid),
+                          gid=_translate(gidmap, st.st_gid), mtime=int(st.st_mtime))
             if stat.S_ISCHR(mode) and st.st_rdev == 0:
                 yield Entry(name=_wh(rel_dir, de.name), type=EntryType.FILE, **common)
                 continue
@@ -115,7 +131,8 @@ def upper_entries(upper: Path, *, drop: Iterable[str] = frozenset(), userxattr: 
     for group in links.values():
         group.sort(key=lambda g: g[0])
         first, path, st = group[0]
-        common = dict(mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime=int(st.st_mtime))
+        common = dict(mode=stat.S_IMODE(st.st_mode), uid=_translate(uidmap, st.st_uid),
+                      gid=_translate(gidmap, st.st_gid), mtime=int(st.st_mtime))
         xattrs = _xattrs(path)
         yield Entry(name=first, type=EntryType.FILE, size=st.st_size, source=path, xattrs=xattrs, **common)
         for rel, _, _ in group[1:]:

@@ -8,6 +8,8 @@ Protocol (the runner is the only client):
   ``{"pid": N}`` (host pid of PID 1), ``{"stubs": [...], "fresh": [...]}`` (see
   :mod:`builder.sandbox.rootfs`), ``{"error": "..."}`` (setup failed; exit status 125),
   ``{"exit": N, "signal": S|null}`` (the command ended).
+- ``argv[3]``: fd of the go pipe (rootless only: after unsharing the user namespace the outer
+  sends ``{"mapme": 1}`` and waits for one byte ``g`` there, once the runner wrote its maps).
 - fds 0/1/2: the command's stdin and combined output.
 
 Process structure: this process (the *outer*, outside the new PID namespace) unshares the
@@ -115,7 +117,8 @@ def _child(cfg: dict, alive_r: int) -> None:
         _user_error(f"working directory {cwd}: {e.strerror}", SETUP_FAILED)
     try:
         apply_default_caps(top=top_cap)
-        os.setgroups(cfg["groups"])
+        if not cfg.get("nogroups"):
+            os.setgroups(cfg["groups"])
         os.setgid(cfg["gid"])
         os.setuid(cfg["uid"])
         ns.prctl(ns.PR_SET_NO_NEW_PRIVS, 1)
@@ -124,23 +127,50 @@ def _child(cfg: dict, alive_r: int) -> None:
     env = dict(cfg["env"])
     _close_from(3)
     try:
-        os.execvpe(cfg["argv"][0], cfg["argv"], env)
+        _exec(cfg["argv"], env)
     except OSError as e:
         code = 126 if e.errno in (13, 8, 21) else 127  # EACCES, ENOEXEC, EISDIR
         _user_error(f"exec {cfg['argv'][0]!r}: {e.strerror}", code)
+    except BaseException as e:  # noqa: BLE001 - never a traceback from the sandbox
+        _user_error(f"exec {cfg['argv'][0]!r}: {type(e).__name__}: {e}", 127)
     os._exit(127)
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    """execvp with the ``PATH`` of ``env``, resolved in the current (new) root. Written out
+    because ``os.execvpe`` imports modules lazily, and the host's stdlib is gone after
+    pivot_root. Raises the most telling ``OSError`` (EACCES over ENOENT, as execvp does)."""
+    name = argv[0]
+    if "/" in name:
+        os.execve(name, argv, env)
+    path = env.get("PATH")
+    dirs = (path if path is not None else "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":")
+    saved: OSError | None = None
+    for d in dirs:
+        try:
+            os.execve(os.path.join(d or ".", name), argv, env)
+        except OSError as e:
+            if e.errno == 13 or saved is None:  # EACCES wins, else the first error
+                saved = e if e.errno == 13 or saved is None else saved
+    raise saved or FileNotFoundError(2, "No such file or directory")
 
 
 def main() -> None:
     """The outer process: namespaces, then relay PID 1's status. Never returns."""
     global STATUS_FD
-    cfg_fd, STATUS_FD = int(sys.argv[1]), int(sys.argv[2])
+    cfg_fd, STATUS_FD, go_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     with os.fdopen(cfg_fd, "rb") as f:
         cfg = marshal.loads(f.read())
     try:
         ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != cfg["ppid"]:
             os._exit(SETUP_FAILED)  # the runner is already gone
+        if cfg.get("userns"):
+            ns.unshare(ns.CLONE_NEWUSER)
+            _status({"mapme": 1})  # the runner writes our uid/gid maps from outside
+            if os.read(go_fd, 1) != b"g":
+                os._exit(SETUP_FAILED)
+        os.close(go_fd)
         ns.unshare(cfg["flags"])
         ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
     except BaseException as e:  # noqa: BLE001

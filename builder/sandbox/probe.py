@@ -89,7 +89,10 @@ def probe_host(where: Path | None = None) -> HostCaps:
         ok = userns and _kernel_at_least(5, 11)  # overlay in a user namespace, with userxattr
         why = "" if ok else ("user namespaces are disabled" if not userns
                              else "overlay in a user namespace needs Linux 5.11")
-        caps = HostCaps(root=False, overlay=ok, overlay_options=",".join(_known_options() + ["userxattr"]),
+        # with userxattr the kernel refuses redirect_dir=off (it means "follow" when the module's
+        # redirect_always_follow is on); nofollow neither creates nor follows redirects
+        opts = [o.replace("redirect_dir=off", "redirect_dir=nofollow") for o in _known_options()]
+        caps = HostCaps(root=False, overlay=ok, overlay_options=",".join(opts + ["userxattr"]),
                         userns=userns, reason=why)
     else:
         try:

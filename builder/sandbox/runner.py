@@ -2,17 +2,31 @@
 
 How it works: :func:`run` makes a private temp dir (short symlinks to the lower/upper/work dirs
 so the overlay option string stays far below one page, the /etc/hosts, /etc/resolv.conf and
-/etc/hostname files, extra files) and starts ``python -m builder.sandbox.init`` as a fresh
-process (never ``os.fork`` of this, possibly threaded, process) with the config on a pipe. The
+/etc/hostname files, extra files) and starts :mod:`builder.sandbox.init` in a fresh interpreter
+(``python -S -s -B -c``; never ``os.fork`` of this, possibly threaded, process) with the config
+on a pipe. The
 init unshares mount/PID/UTS/IPC(/net) namespaces and mounts everything inside its own private
 mount namespace, so every mount disappears with the namespace: nothing is ever mounted on the
 host, and killing the init is a complete unmount. The runner streams the output, honours
 ``cancel`` (SIGKILL of the init) and always removes its temp dir and the mount-point stubs the
 init had to create in the upper dir, also on exceptions and KeyboardInterrupt.
 
-Errors: :class:`builder.errors.HostError` when the host cannot sandbox (not root, setup
-failure such as a mount that the kernel refuses) or the spec is unusable (a mount target of the
-wrong type). A command that fails is *not* an error: its status is in the result.
+Mount points: /proc, /dev, /sys and every mount target come from a tiny *skeleton* directory
+stacked as the bottom-most overlay layer, so they exist in the merged root without ever being
+created in the upper dir. Only when the image hides the skeleton (a target behind a symlink,
+an opaque directory) does the init create a stub in the upper dir; :func:`remove_stubs`
+removes those afterwards. Either way the upper dir holds exactly what the command changed.
+
+Without root (rootless): the init first unshares a user namespace and the runner writes its id
+maps from outside (``newuidmap``/``newgidmap`` with the user's /etc/subuid and /etc/subgid
+ranges, else a single-id map with a warning); overlay is mounted with ``userxattr``. The
+result then carries ``userxattr`` and the id maps for :func:`builder.layer.whiteout.upper_entries`.
+
+Errors: :class:`builder.errors.HostError` when the host cannot sandbox (no overlay and no root
+for the copy fallback, no user namespaces, a setup step the kernel refuses) or the spec is
+unusable (a missing bind source, a mount target of the wrong type, a uid outside the rootless
+id map). A command that fails is *not* an error: its status is in the result (127/126 when it
+cannot be executed, with a message on its output).
 """
 
 from __future__ import annotations
@@ -31,11 +45,15 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import HostError
 from . import namespaces as ns
 from .probe import probe_host
 from .spec import HostCaps, ProcessSpec, RunResult
+
+if TYPE_CHECKING:
+    from .userns import MapPlan
 
 __all__ = ["run", "probe_host", "HostCaps", "ProcessSpec", "RunResult"]
 
@@ -291,27 +309,31 @@ def _kill(pid: int | None) -> None:
             pass
 
 
-def _supervise(spec: ProcessSpec, cfg: dict, tmp: Path, cancel: threading.Event | None, status: dict) -> None:
+def _supervise(spec: ProcessSpec, cfg: dict, tmp: Path, cancel: threading.Event | None, status: dict,
+               plan: "MapPlan | None" = None) -> None:
     """Start the init, relay output, wait. Merges the init's messages into ``status`` as they
     arrive (so the caller sees the stubs even when this raises) and sets ``cancelled`` and
     ``init_status``. On any exception (KeyboardInterrupt, an ``on_output`` that raises) the
-    step is killed and waited for before the exception propagates."""
+    step is killed and waited for before the exception propagates. Rootless (``plan``): the
+    init asks for its id maps (``mapme``) and waits on the go pipe until they are written."""
     cfg_r, cfg_w = os.pipe()
     st_r, st_w = os.pipe()
+    go_r, go_w = os.pipe()
     env = {"PYTHONPATH": _PKG_ROOT, "PATH": os.defpath, "LC_ALL": "C.UTF-8"}
     argv = [sys.executable, "-S", "-s", "-B", "-c", "from builder.sandbox.init import main; main()",
-            str(cfg_r), str(st_w)]
+            str(cfg_r), str(st_w), str(go_r)]
     try:
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE if spec.stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(cfg_r, st_w),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(cfg_r, st_w, go_r),
             cwd=tmp, env=env, start_new_session=True)
     except OSError as e:
-        for fd in (cfg_r, cfg_w, st_r, st_w):
+        for fd in (cfg_r, cfg_w, st_r, st_w, go_r, go_w):
             os.close(fd)
         raise HostError(f"sandbox: cannot start the init ({sys.executable}): {e}") from e
     os.close(cfg_r)
     os.close(st_w)
+    os.close(go_r)
     status["cancelled"] = False
     pid1 = _Pid1()
     feeder: threading.Thread | None = None
@@ -364,6 +386,10 @@ def _supervise(spec: ProcessSpec, cfg: dict, tmp: Path, cancel: threading.Event 
                         status.update(msg)
                         if "pid" in msg and not pid1.pid:
                             pid1.attach(msg["pid"])
+                        if "mapme" in msg and plan is not None:
+                            from .userns import write_maps
+                            write_maps(proc.pid, plan)
+                            os.write(go_w, b"g")
         lines.close()
         proc.wait()
     except BaseException:
@@ -373,6 +399,7 @@ def _supervise(spec: ProcessSpec, cfg: dict, tmp: Path, cancel: threading.Event 
         raise
     finally:
         pid1.wait_gone()
+        os.close(go_w)
         sel.close()
         os.close(st_r)
         if proc.stdout is not None:
@@ -430,15 +457,27 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     ``cancel``: when set, the step is killed (SIGKILL of its init, which kills its PID
     namespace) and the result has ``cancelled=True``. ``force_copy``: use the copy-based
     fallback (:mod:`builder.sandbox.copydiff`) even when overlay works; it is also used when
-    the probe finds no usable overlay, with a note in the result. Either way ``spec.upperdir``
-    ends up in overlay format. Raises :class:`HostError` (see module doc).
+    the probe finds no usable overlay, with a note in the result (root only). Either way
+    ``spec.upperdir`` ends up in overlay format. Thread-safe: steps may run concurrently from
+    several threads. Raises :class:`HostError` (see module doc); any exception (including
+    KeyboardInterrupt) kills the step and cleans up before it propagates.
     """
     global _copy_note_given
     if not spec.argv:
         raise HostError("sandbox: empty argv")
     caps = probe_host(Path(spec.upperdir).parent)
+    plan = None
+    warnings: list[str] = []
     if not caps.root:
-        raise HostError(f"sandbox: cannot run a step: {caps.reason}")
+        if not caps.overlay or force_copy:
+            raise HostError(f"sandbox: cannot run a rootless step: {caps.reason or 'no copy fallback without root'}")
+        from .userns import mapped, plan_maps
+        plan = plan_maps()
+        if plan.warning:
+            warnings.append(plan.warning)
+        if not mapped(plan.uidmap, spec.uid) or not mapped(plan.gidmap, spec.gid):
+            raise HostError(f"sandbox: uid {spec.uid} / gid {spec.gid} does not exist in the rootless "
+                            f"user namespace ({plan.warning or 'outside the subordinate id range'})")
     notes: list[str] = []
     use_copy = force_copy or not caps.overlay
     if use_copy and not force_copy and not _copy_note_given:
@@ -454,17 +493,26 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
             copy_state = copydiff.prepare(spec.lowerdirs, Path(spec.upperdir), Path(spec.workdir))
             bindroot = copy_state.root
         cfg = _prepare(spec, tmp, caps, bindroot)
-        _supervise(spec, cfg, tmp, cancel, status)
+        if plan is not None:
+            cfg["userns"] = True
+            cfg["nogroups"] = not plan.helpers
+        _supervise(spec, cfg, tmp, cancel, status, plan)
+        extra = {} if plan is None else {"userxattr": True, "uidmap": plan.uidmap, "gidmap": plan.gidmap}
         if status["cancelled"]:
-            return RunResult(exit_code=137, signal=signal.SIGKILL, cancelled=True, notes=tuple(notes))
+            return RunResult(exit_code=137, signal=signal.SIGKILL, cancelled=True, notes=tuple(notes),
+                             warnings=tuple(warnings), **extra)
         if "error" in status:
             raise HostError(f"sandbox setup failed: {status['error']}")
         if "exit" not in status:
             raise HostError(f"sandbox init ended without a status (exit status {status.get('init_status')})")
         if copy_state is not None:
             from . import copydiff
-            copydiff.finish(copy_state, drop=set(status.get("stubs", ())))
-        return RunResult(exit_code=status["exit"], signal=status.get("signal"), notes=tuple(notes))
+            # stubs are plain empty files/dirs now: remove them unless the command put
+            # something inside (then the directory is a real change, as with overlay)
+            remove_stubs(copy_state.root, (), list(status.get("stubs", ())), [])
+            copydiff.finish(copy_state)
+        return RunResult(exit_code=status["exit"], signal=status.get("signal"), notes=tuple(notes),
+                         warnings=tuple(warnings), **extra)
     finally:
         if copy_state is not None:
             from . import copydiff

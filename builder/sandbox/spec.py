@@ -75,13 +75,21 @@ class RunResult:
     """How a step ended. ``exit_code`` is the command's status, 128+N when killed by signal N
     (then ``signal`` is N). ``cancelled`` is True when ``run`` killed it on request.
     ``warnings`` are things the user should know (e.g. degraded isolation); ``notes`` are
-    informational (e.g. the copy-based fallback was used)."""
+    informational (e.g. the copy-based fallback was used).
+
+    Rootless runs (a user namespace) set ``userxattr`` (the upper dir's overlay xattrs are
+    ``user.overlay.*``) and the id maps ``(container_start, host_start, count)`` by which the
+    upper dir's host owners translate back to image owners; pass all three on to
+    :func:`builder.layer.whiteout.upper_entries`. Empty maps mean identity (run as root)."""
 
     exit_code: int
     signal: int | None = None
     cancelled: bool = False
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    userxattr: bool = False
+    uidmap: tuple[tuple[int, int, int], ...] = ()
+    gidmap: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -73,7 +72,7 @@ class Snapshots:
 
     def _tmp(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        t = self.dir / f"tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        t = self.dir / f"tmp-{os.getpid()}-{os.urandom(4).hex()}"
         t.mkdir()
         return t
 
@@ -170,7 +169,7 @@ class Snapshots:
         if d is None:
             return False
         self.dir.mkdir(parents=True, exist_ok=True)
-        doomed = self.dir / f"tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        doomed = self.dir / f"tmp-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             os.rename(d, doomed)
         except FileNotFoundError:

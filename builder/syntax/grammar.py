@@ -80,8 +80,9 @@ def _import_lark() -> tuple[type, str]:
 
 @lru_cache(maxsize=None)
 def parser(which: tuple[str, str, str], escape: str = "\\") -> "Lark":
-    """The compiled LALR parser (contextual lexer) for ``which`` (INSTRUCTION, WORDS or
-    JSON_ARRAY) with ``@E@`` bound to ``escape``. Built once per process."""
+    """The compiled LALR parser for ``which`` (INSTRUCTION, WORDS or JSON_ARRAY) with ``@E@``
+    bound to ``escape`` (a backslash or a backtick). Built once per process, tables loaded from
+    the on-disk cache when present."""
     Lark, lark_version = _import_lark()
 
     filename, start, lexer = which

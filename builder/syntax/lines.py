@@ -137,6 +137,7 @@ class LineReader:
         self._lines = _split_lines(text)
         self.directives, self.escape = read_directives(self._lines, source)
         self._pos = 0  # index of the next physical line to read
+        self.warnings: list[str] = []  # non-fatal findings, in order
 
     @property
     def line_number(self) -> int:
@@ -167,7 +168,12 @@ class LineReader:
             while continues and self._pos < n:
                 raw = lines[self._pos]
                 self._pos += 1
-                if is_comment(raw) or not raw.strip(SPACES):
+                if is_comment(raw):
+                    continue
+                if not raw.strip(SPACES):
+                    self.warnings.append(f"{self.source.name}:{self._pos}: empty continuation line in the "
+                                         f"instruction starting on line {first} (BuildKit warns it will "
+                                         "become an error)")
                     continue
                 text, continues = trim_continuation(raw, escape)
                 segments.append((offset, self._pos, 1))

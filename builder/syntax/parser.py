@@ -58,7 +58,8 @@ def check_structure(instrs: Sequence["Instruction"], source: SourceFile | None =
 def parse_text(text: str, name: str = "Dockerfile") -> Dockerfile:
     """Parse Dockerfile ``text`` (``name`` is used in error messages).
 
-    A leading BOM is dropped. Raises DockerfileError (span and source attached) for bad
+    A leading BOM is dropped. Empty lines inside a continuation are skipped and reported in
+    ``Dockerfile.warnings`` (the library never prints). Raises DockerfileError (span and source attached) for bad
     directives, unterminated heredocs, nested JSON arrays, ENV/LABEL without values and files
     with no instructions.
     """
@@ -72,9 +73,10 @@ def parse_text(text: str, name: str = "Dockerfile") -> Dockerfile:
             nodes.append(_node_for(logical, reader, source))
     except DockerfileError as exc:
         raise exc.with_source(source)
-    if not nodes:
-        raise DockerfileError(EMPTY_FILE, None, source)
-    return Dockerfile(source=source, nodes=tuple(nodes), escape=reader.escape, directives=reader.directives)
+    if not nodes:  # located at the end of the file, as BuildKit does
+        raise DockerfileError(EMPTY_FILE, Span(max(reader.line_number, 1)), source)
+    return Dockerfile(source=source, nodes=tuple(nodes), escape=reader.escape, directives=reader.directives,
+                      warnings=tuple(reader.warnings))
 
 
 def parse_file(path: str) -> Dockerfile:

@@ -12,9 +12,7 @@ ARG with several names (``ARG a b=c``) yields one :class:`Arg` per name from
 
 from __future__ import annotations
 
-import difflib
 import re
-from fractions import Fraction
 from typing import Iterable, Sequence
 
 from ..errors import DockerfileError
@@ -70,10 +68,8 @@ class _Flags:
             if kind == "bool":
                 if not eq:
                     value = "true"
-                elif value.lower() in ("true", "1", "t"):
-                    value = "true"
-                elif value.lower() in ("false", "0", "f"):
-                    value = "false"
+                elif value.lower() in ("true", "false"):
+                    value = value.lower()
                 else:
                     raise DockerfileError(f"expecting boolean value for flag --{name}, not: {value}", span)
             elif not eq:
@@ -115,6 +111,8 @@ def _text_span(node: Node, needle: str, length: int = 0) -> Span:
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    import difflib
+
     matches = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
     if not matches:
         return None
@@ -130,6 +128,8 @@ def _err(node: Node, message: str) -> DockerfileError:
 
 def parse_duration(text: str) -> int:
     """Go's ``time.ParseDuration`` in nanoseconds. Raises ValueError with Go's message."""
+    from fractions import Fraction
+
     s = text
     if not s:
         raise ValueError(f'time: invalid duration "{text}"')
