@@ -60,6 +60,16 @@ def build(store: Path, ctx: Path, *args: str) -> Built:
     return Built(r.err, tag)
 
 
+def push(store: Path, digest: str, ref: str) -> None:
+    """Copy an image of ``store`` to the registry (library call: the CLI's push lives elsewhere)."""
+    from builder.registry.destination import RegistryDestination
+    from builder.store.layout import Store
+    from builder.transfer import copy_image
+
+    with RegistryDestination(ref) as dst:
+        copy_image(Store(store), digest, dst, tags=(ref.rsplit(":", 1)[1],))
+
+
 @pytest.fixture()
 def ctx(tmp_path: Path) -> Path:
     d = tmp_path / "ctx"
@@ -166,10 +176,11 @@ def test_registry_cache_min_mode_holds_only_the_target_chain(tmp_path: Path, ctx
 def test_inline_cache_read_from_the_pushed_image(tmp_path: Path, ctx: Path, registry) -> None:  # noqa: F811
     a = fresh_store(tmp_path, "a")
     image_ref = f"{registry.host}/app/inline:1"
-    built_a = build(a, ctx, "--cache-to", "type=inline", "--output", f"type=registry,name={image_ref}")
+    built_a = build(a, ctx, "--cache-to", "type=inline")
     config = read_layout(a, built_a.tag).config
     assert INLINE_FIELD in config and "config" in config
     assert INLINE_FIELD not in (config["config"].get("Labels") or {})
+    push(a, built_a.digest, image_ref)
 
     b = fresh_store(tmp_path, "b")
     built_b = build(b, ctx, "--cache-to", "type=inline", "--cache-from", image_ref)

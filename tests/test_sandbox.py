@@ -518,3 +518,17 @@ def test_bare_command_found_through_path(step: Step) -> None:
     assert r.exit_code == 127 and "no-such-command" in step.out and "Traceback" not in step.out
     r = run(step.spec(("sh", "-c", "echo default path"), env=()))  # no PATH: the usual default
     assert r.exit_code == 0 and step.out == "default path\n"
+
+
+def test_stale_temp_dirs_of_dead_runners_are_swept(step: Step, private_tmp: Path) -> None:
+    import subprocess
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = private_tmp / f"pbsb-{dead.pid}-abcd"
+    (stale / "f").mkdir(parents=True)
+    (stale / "f" / "hosts").write_text("x")
+    alive = private_tmp / f"pbsb-{os.getpid()}-live"
+    alive.mkdir()
+    runner_mod._swept.discard(str(private_tmp))
+    assert step.sh("true").exit_code == 0
+    assert not stale.exists() and alive.exists()

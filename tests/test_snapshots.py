@@ -57,6 +57,10 @@ def test_ensure_is_idempotent_and_lists(tmp_path: Path) -> None:
     assert not [p for p in snaps.dir.iterdir() if p.name.startswith("tmp-")]
 
 
+def test_store_root_or_snapshot_dir_name_the_same_store(tmp_path: Path) -> None:
+    assert Snapshots(tmp_path).dir == Snapshots(tmp_path / "snapshots").dir == tmp_path / "snapshots"
+
+
 def test_ensure_concurrently(tmp_path: Path) -> None:
     snaps = Snapshots(tmp_path)
     blob, diff_id = layer([file_entry(f"f{i}", os.urandom(2000)) for i in range(200)])

@@ -41,13 +41,21 @@ class BuildResult:
 def run_build(opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResult:
     """Build per ``opts`` into ``store``. Raises PybuildError subclasses; on any failure no tag
     changes and the build's temporary files are removed."""
+    from ..syntax.parser import parse_file
+
+    df = parse_file(str(opts.dockerfile))
+    try:
+        return _build(df, opts, store, on_event)
+    except DockerfileError as exc:
+        raise exc.with_source(df.source)
+
+
+def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResult:
     from ..oci.reference import parse_reference
     from ..plan.platform import Platform, host_platform
-    from ..syntax.parser import parse_file
     from ..syntax.typed import to_instructions
     from .plan_adapter import make_graph
 
-    df = parse_file(str(opts.dockerfile))
     instrs = to_instructions(df)
     platform = Platform.parse(opts.platform) if opts.platform else host_platform()
     graph = make_graph(df, instrs, opts, platform)

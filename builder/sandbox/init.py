@@ -150,8 +150,8 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
         try:
             os.execve(os.path.join(d or ".", name), argv, env)
         except OSError as e:
-            if e.errno == 13 or saved is None:  # EACCES wins, else the first error
-                saved = e if e.errno == 13 or saved is None else saved
+            if saved is None or (e.errno == 13 and saved.errno != 13):  # EACCES wins, else the first
+                saved = e
     raise saved or FileNotFoundError(2, "No such file or directory")
 
 

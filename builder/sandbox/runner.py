@@ -483,7 +483,8 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     if use_copy and not force_copy and not _copy_note_given:
         _copy_note_given = True
         notes.append(f"overlay is not usable ({caps.reason}); using the copy-based fallback")
-    tmp = Path(tempfile.mkdtemp(prefix="pbsb-", dir=temp_base()))
+    _sweep_stale(temp_base())
+    tmp = Path(tempfile.mkdtemp(prefix=f"pbsb-{os.getpid()}-", dir=temp_base()))
     copy_state = None
     status: dict = {}
     try:
@@ -521,6 +522,33 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
             remove_stubs(Path(spec.upperdir), tuple(Path(p) for p in spec.lowerdirs),
                          list(status.get("stubs", ())), list(status.get("fresh", ())))
         _remove_tmp(tmp)
+
+
+_swept: set[str] = set()
+
+
+def _sweep_stale(base: str) -> None:
+    """Once per process and base dir: remove temp dirs left by runners that were killed
+    (``pbsb-PID-*`` whose PID is gone; their mounts died with their namespaces)."""
+    if base in _swept:
+        return
+    _swept.add(base)
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if len(parts) < 3 or parts[0] != "pbsb" or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # alive (or pid reused): leave it
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        _remove_tmp(Path(base) / name)
 
 
 def _remove_tmp(tmp: Path) -> None:

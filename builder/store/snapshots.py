@@ -35,10 +35,16 @@ _KEY_LENGTHS = (12, 24, 64)
 
 
 class Snapshots:
-    """The snapshot store at ``root/snapshots`` (created on first use)."""
+    """The snapshot store at ``root/snapshots`` (created on first use).
+
+    ``root`` is the store root; a path already named ``snapshots`` is taken as the snapshot
+    directory itself (so ``Snapshots(store.root)`` and ``Snapshots(store.root / "snapshots")``
+    name the same store).
+    """
 
     def __init__(self, root: Path, *, size_limit: int = DEFAULT_SIZE_LIMIT, userxattr: bool = False) -> None:
-        self.dir = Path(root) / "snapshots"
+        root = Path(root)
+        self.dir = root if root.name == "snapshots" else root / "snapshots"
         self.size_limit = size_limit
         self.userxattr = userxattr
 
