@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         _print_help()
         return 0
+    _terminate_like_interrupt()
     try:
         command, rest = _parse_command(argv)
         parser, handler = _parser_for(command)
@@ -115,6 +116,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)",
               file=sys.stderr)
         return 70
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (and SIGHUP) unwind like Ctrl-C, so every ``finally`` cleans up: mounts,
+    sandbox processes and temp dirs are released before exit."""
+    import signal
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread / not allowed
+            pass
 
 
 def _is_located(exc: PybuildError) -> bool:

@@ -207,3 +207,221 @@ def test_every_case_has_expectations() -> None:
     for name in CASES:
         for f in ("expected.json", "expected-files.txt"):
             assert (BUILDS / name / f).is_file(), f"{name}: missing {f}"
+
+
+# ---- errors of bad input ------------------------------------------------------------------------
+
+BAD_BUILDS = {
+    # name: (Dockerfile, files, regex the message must match)
+    "syntax": ("FROM scratch\nCOPY a.txt\n", {}, r"Dockerfile:2:1: .*"),
+    "unknown-instruction": ("FROM scratch\nFROBNICATE x\n", {}, r"Dockerfile:2:1: .*(?i:unknown instruction)"),
+    "missing-source": ("FROM scratch\nCOPY nope.txt /x\n", {}, r"Dockerfile:2:1: .*nope\.txt"),
+    "several-sources-no-slash": ("FROM scratch\nCOPY a.txt b.txt /dir\n", {"a.txt": "a", "b.txt": "b"},
+                                 r"Dockerfile:2:1: .*"),
+    "unknown-stage": ("FROM scratch\nCOPY --from=nostage /x /x\n", {}, r"Dockerfile:2:1: .*nostage"),
+    "missing-base": ("FROM localhost/not-in-store:1\n", {}, r"localhost/not-in-store:1"),
+    "bad-chown-name": ("FROM localhost/busybox:latest\nCOPY --chown=nosuchuser a.txt /a\n", {"a.txt": "a"},
+                       r"Dockerfile:2:1: .*nosuchuser"),
+    "ignored-source": ("FROM scratch\nCOPY secret.txt /s\n", {"secret.txt": "s", ".dockerignore": "secret.txt\n"},
+                       r"Dockerfile:2:1: .*secret\.txt"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_BUILDS))
+def test_bad_input_is_reported(name: str, tmp_path: Path) -> None:
+    """Bad Dockerfiles and missing inputs: exit 1, ``Dockerfile:LINE:COL: message`` (where the
+    error has a place), no traceback, and no image tagged."""
+    import re
+
+    from buildutil import run_cli_subprocess
+
+    text, files, pattern = BAD_BUILDS[name]
+    store = busybox_store(tmp_path)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(text)
+    for f, content in files.items():
+        (ctx / f).write_text(content)
+    res = run_cli_subprocess(["-t", "bad:latest", str(ctx)], store)
+    assert res.rc == 1, res
+    assert "Traceback" not in res.err and "internal error" not in res.err, res.err
+    assert re.search(pattern, res.err), res.err
+    assert "bad:latest" not in run_cli(["images"], store).ok().out
+
+
+def test_add_checksum_mismatch(tmp_path: Path) -> None:
+    store = busybox_store(tmp_path)
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "f.txt").write_text("content\n")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    with http_server(served) as url:
+        (ctx / "Dockerfile").write_text(f"FROM scratch\nADD --checksum=sha256:{'0' * 64} {url}/f.txt /f.txt\n")
+        res = run_cli(["-t", "bad:latest", str(ctx)], store)
+        assert res.rc == 1, res
+        assert "checksum" in res.err.lower() or "digest" in res.err.lower(), res.err
+        (ctx / "Dockerfile").write_text(f"FROM scratch\nADD {url}/missing.txt /f.txt\n")
+        res = run_cli(["-t", "bad:latest", str(ctx)], store)
+        assert res.rc == 1 and "404" in res.err, res
+    assert "Traceback" not in res.err
+
+
+# ---- outputs ------------------------------------------------------------------------------------
+
+OUT_DOCKERFILE = "FROM localhost/busybox:latest\nCOPY f.txt /data/f.txt\nCMD [\"/bin/cat\", \"/data/f.txt\"]\n"
+
+
+@pytest.fixture
+def simple(tmp_path: Path) -> tuple[Path, Path]:
+    """(store with busybox, context of a small image)."""
+    store = busybox_store(tmp_path)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(OUT_DOCKERFILE)
+    (ctx / "f.txt").write_text("hello output\n")
+    return store, ctx
+
+
+def test_output_types(simple: tuple[Path, Path], tmp_path: Path) -> None:
+    import tarfile
+
+    store, ctx = simple
+    o = tmp_path / "o"
+    iid = tmp_path / "iid"
+    run_cli(["--progress=quiet", "-t", "out:1", "--iidfile", str(iid),
+             "--output", f"type=oci,dest={o}/layout,tar=false",
+             "--output", f"type=oci,dest={o}/layout.tar",
+             "--output", f"type=oci,dest={o}/zstd,tar=false,compression=zstd",
+             "--output", f"type=oci,dest={o}/raw,tar=false,compression=uncompressed",
+             "--output", f"type=docker,dest={o}/docker.tar",
+             "--output", f"type=local,dest={o}/rootfs",
+             "--output", f"type=tar,dest={o}/rootfs.tar", str(ctx)], store).ok()
+    digest = iid.read_text().strip()
+    assert digest.startswith("sha256:") and len(digest) == 71
+    layout = read_layout(o / "layout", "1")
+    check_invariants(layout)
+    check_layout(o / "layout")
+    assert layout.manifest_digest == digest
+    ann = layout.index["manifests"][0]["annotations"]
+    assert ann == {"org.opencontainers.image.ref.name": "1", "io.containerd.image.name": "docker.io/library/out:1"}
+    as_tar = read_layout(o / "layout.tar", "1")
+    check_invariants(as_tar)
+    assert as_tar.manifest_digest == digest
+    for name, media in (("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+                        ("raw", "application/vnd.oci.image.layer.v1.tar")):
+        img = read_layout(o / name, "1")
+        check_invariants(img)
+        assert [ld["mediaType"] for ld in img.manifest["layers"]][-1] == media
+        # same content, other compression: same diff_ids, same flattened files
+        assert img.config["rootfs"]["diff_ids"] == layout.config["rootfs"]["diff_ids"]
+        assert flatten(img.layers)["data/f.txt"].data == b"hello output\n"
+    # docker archive: manifest.json names the config and the layers, RepoTags the tag
+    with tarfile.open(o / "docker.tar") as t:
+        manifest = json.load(t.extractfile("manifest.json"))  # type: ignore[arg-type]
+        assert manifest[0]["RepoTags"] == ["out:1"] or manifest[0]["RepoTags"] == ["docker.io/library/out:1"]
+        cfg = json.load(t.extractfile(manifest[0]["Config"]))  # type: ignore[arg-type]
+        assert cfg["config"]["Cmd"] == ["/bin/cat", "/data/f.txt"]
+        assert len(manifest[0]["Layers"]) == len(cfg["rootfs"]["diff_ids"]) == 2
+        for member, diff_id in zip(manifest[0]["Layers"], cfg["rootfs"]["diff_ids"]):
+            data = t.extractfile(member).read()  # type: ignore[union-attr]
+            if data[:2] == b"\x1f\x8b":
+                import gzip
+                data = gzip.decompress(data)
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == diff_id
+    # local and tar: the root file system
+    assert (o / "rootfs" / "data" / "f.txt").read_text() == "hello output\n"
+    assert (o / "rootfs" / "bin" / "busybox").is_file()
+    assert os.readlink(o / "rootfs" / "bin" / "sh") == "busybox"
+    with tarfile.open(o / "rootfs.tar") as t:
+        names = {n.lstrip("./") for n in t.getnames()}
+        assert "data/f.txt" in names and "bin/busybox" in names
+        assert t.extractfile(next(m for m in t.getmembers() if m.name.lstrip("./") == "data/f.txt")).read() \
+            == b"hello output\n"  # type: ignore[union-attr]
+
+
+# ---- the CLI surface ----------------------------------------------------------------------------
+
+def test_iidfile_metadata_quiet(simple: tuple[Path, Path], tmp_path: Path) -> None:
+    store, ctx = simple
+    meta = tmp_path / "meta.json"
+    res = run_cli(["-q", "-t", "meta:1", "--iidfile", str(tmp_path / "iid"), "--metadata-file", str(meta),
+                   str(ctx)], store).ok()
+    digest = (tmp_path / "iid").read_text().strip()
+    assert res.out == digest + "\n", res.out  # -q: only the digest
+    data = json.loads(meta.read_text())
+    assert data["containerimage.digest"] == digest
+    img = read_layout(store, "docker.io/library/meta:1")
+    assert data["containerimage.config.digest"] == img.manifest["config"]["digest"]
+    assert "meta:1" in data["image.name"]
+    assert res.err.strip() == "", res.err  # quiet: no progress
+
+
+def test_progress_rawjson(simple: tuple[Path, Path]) -> None:
+    store, ctx = simple
+    res = run_cli(["--progress=rawjson", "-t", "raw:1", str(ctx)], store).ok()
+    lines = [line for line in res.err.splitlines() if line.strip()]
+    assert lines
+    events = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all(isinstance(e, dict) and "type" in e for e in events)
+    assert any("COPY f.txt /data/f.txt" in json.dumps(e) for e in events)
+
+
+def test_progress_plain_one_line_per_step(simple: tuple[Path, Path]) -> None:
+    store, ctx = simple
+    res = run_cli(["--progress=plain", "-t", "plain:1", str(ctx)], store).ok()
+    steps = [line for line in res.err.splitlines() if line.startswith("[")]
+    assert [s.split("] ", 1)[1].rsplit("  ", 1)[0] for s in steps] == \
+        ["FROM localhost/busybox:latest", "COPY f.txt /data/f.txt", 'CMD ["/bin/cat", "/data/f.txt"]']
+    assert all(s.startswith("[stage 1/1] ") for s in steps), steps
+
+
+def test_images_inspect_history_tag_rmi_prune(simple: tuple[Path, Path]) -> None:
+    store, ctx = simple
+    run_cli(["--progress=quiet", "-t", "app:1", str(ctx)], store).ok()
+    listed = run_cli(["images"], store).ok().out
+    assert "app" in listed and "localhost/busybox" in listed
+    rows = json.loads(run_cli(["images", "--format", "json"], store).ok().out)
+    assert {(r["repository"], r["tag"]) for r in rows} >= {("app", "1"), ("localhost/busybox", "latest")}
+
+    info = json.loads(run_cli(["inspect", "app:1"], store).ok().out)
+    img = read_layout(store, "docker.io/library/app:1")
+    assert info["Digest"] == img.manifest_digest
+    assert info["Manifest"] == img.manifest and info["Config"] == img.config
+
+    hist = run_cli(["history", "app:1"], store).ok().out.splitlines()
+    assert "CREATED BY" in hist[0]
+    assert 'CMD ["/bin/cat" "/data/f.txt"]' in hist[1]  # newest first
+    assert "COPY f.txt /data/f.txt" in hist[2]
+    assert "COPY rootfs/ /" in hist[-1]
+
+    run_cli(["tag", "app:1", "app:2"], store).ok()
+    assert read_layout(store, "docker.io/library/app:2").manifest_digest == img.manifest_digest
+    res = run_cli(["rmi", "app:1"], store).ok()
+    assert "app:1" in res.out
+    assert ("app", "1") not in {(r["repository"], r["tag"]) for r in
+                                json.loads(run_cli(["images", "--format", "json"], store).ok().out)}
+    bad = run_cli(["rmi", "app:1"], store)
+    assert bad.rc != 0 and "app:1" in bad.err
+    bad = run_cli(["inspect", "nothere:1"], store)
+    assert bad.rc != 0 and "nothere" in bad.err
+
+    # prune removes what no tag needs and keeps every tagged image whole
+    ctx2 = ctx.parent / "ctx2"
+    ctx2.mkdir()
+    (ctx2 / "Dockerfile").write_text("FROM scratch\nCOPY big.bin /big.bin\n")
+    (ctx2 / "big.bin").write_bytes(os.urandom(200_000))
+    run_cli(["--progress=quiet", "-t", "junk:1", str(ctx2)], store).ok()
+    run_cli(["rmi", "junk:1"], store).ok()
+    blobs_before = {p.name for p in (store / "blobs" / "sha256").iterdir()}
+    res = run_cli(["prune", "--all"], store).ok()
+    assert "reclaimed" in res.out.lower()
+    blobs_after = {p.name for p in (store / "blobs" / "sha256").iterdir()}
+    assert blobs_after < blobs_before, "prune removed nothing"
+    for name in ("docker.io/library/app:2", BASE_TAG):
+        kept = read_layout(store, name)
+        check_invariants(kept)
+    assert read_layout(store, "docker.io/library/app:2").manifest_digest == img.manifest_digest
+    # the kept images still build on: FROM the tagged image works after prune
+    (ctx2 / "Dockerfile").write_text("FROM app:2\nCOPY big.bin /again.bin\n")
+    run_cli(["--progress=quiet", "-t", "after:1", str(ctx2)], store).ok()

@@ -262,3 +262,19 @@ def test_corrupt_compressed_stream_raises_compression_error() -> None:
         open_decompressed(io.BytesIO(blob), "lz4")
     with pytest.raises(CompressionError, match="unsupported layer media type"):
         compression_for_media_type("application/json")
+
+
+def test_zstd_bytes_do_not_depend_on_feeding_or_worker_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builder.layer.tar as tarmod
+
+    src = tmp_path / "blob"
+    src.write_bytes((b"compressible text " * 200_000) + os.urandom(1 << 20))
+    ents = [Entry(name="f", type=EntryType.FILE, size=src.stat().st_size, source=str(src))]
+    outs = []
+    for buf_size, threads in ((1 << 20, -1), (64 << 10, 1), (4 << 20, 2)):
+        monkeypatch.setattr(tarmod, "_BUF_SIZE", buf_size)
+        monkeypatch.setattr(tarmod, "_ZSTD_THREADS", threads)
+        out = io.BytesIO()
+        write_layer(ents, out, compression="zstd")
+        outs.append(out.getvalue())
+    assert outs[0] == outs[1] == outs[2]

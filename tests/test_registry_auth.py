@@ -265,3 +265,28 @@ def test_credentials_not_sent_after_redirect_to_other_host() -> None:
         for s in servers:
             s.shutdown()
             s.server_close()
+
+
+def test_netrc_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests would add ~/.netrc credentials by itself, also to a redirect's storage host."""
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("default login leaked password leaked\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Recorder) for _ in range(2)]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    try:
+        registry, storage = (f"127.0.0.1:{s.server_address[1]}" for s in servers)
+        _Recorder.storage = storage
+        _Recorder.seen = []
+        client = RegistryClient(registry, credentials=Credentials("u", "p"))
+        with client.open_blob("app", Digest.of_bytes(_Recorder.blob)) as reader:
+            assert reader.read() == _Recorder.blob
+        client.close()
+        assert all(a is None for p, a in _Recorder.seen if p.startswith("/bucket/"))
+        assert all("bGVha2Vk" not in (a or "") for _, a in _Recorder.seen)  # base64("leaked")
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()

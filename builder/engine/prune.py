@@ -76,7 +76,7 @@ def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None
             total = 0
             for _mtime, size, r in sized:
                 total += size
-                if total > keep_storage:
+                if size and total > keep_storage:  # records costing nothing (tagged or no layer) stay
                     cache.remove(r.key)
             records = [r for r in cache.records()]
     keep = {Digest.parse(r.layer["digest"]) for r in records if r.layer is not None}
@@ -87,7 +87,7 @@ def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None
     snaps = Snapshots(store.root / "snapshots")
     for diff_id in list(snaps.list()):
         if str(diff_id) not in wanted:
-            path = snaps.path(diff_id) if hasattr(snaps, "path") else None
+            path = snaps.get(diff_id)  # (Snapshots has no .path: the freed size was always 0)
             size = _tree_size(path) if path is not None and path.exists() else 0
             snaps.remove(diff_id)
             freed += size

@@ -42,7 +42,7 @@ def run_meaning(step: Any, session: Any) -> dict[str, Any]:
     heredocs = [[h.name, h.content] for h in step.heredocs]
     files = [[f.path, f.content, f.mode] for f in step.files]
     return {"argv": list(step.argv), "env": env, "user": step.user, "workdir": step.workdir,
-            "network": step.network or session.opts.network, "security": step.security,
+            "network": _network(step, session), "security": step.security,
             "mounts": mounts, "heredocs": heredocs, "files": files}
 
 
@@ -75,6 +75,14 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
+
+
+def _network(step: Any, session: Any) -> str:
+    """RUN --network wins; "default" (or none given) means the build's --network."""
+    value = step.network
+    if not value or value == "default":
+        value = session.opts.network
+    return "none" if value == "none" else "host"
 
 
 def _context_bind_inputs(session: Any, step: Any) -> str:
@@ -122,7 +130,7 @@ def _execute(session: Any, state: ImageState, step: Any, upper: Path, work: Path
 
     spec = ProcessSpec(
         argv=tuple(step.argv), upperdir=upper, workdir=work, lowerdirs=tuple(lowers), env=tuple(env),
-        cwd=cwd, uid=uid, gid=gid, groups=tuple(groups), network=(step.network or session.opts.network),
+        cwd=cwd, uid=uid, gid=gid, groups=tuple(groups), network=_network(step, session),
         mounts=tuple(mounts), stdin=None, extra_files=tuple(extra_files),
         on_output=on_output,
     )
@@ -140,7 +148,8 @@ def _execute(session: Any, state: ImageState, step: Any, upper: Path, work: Path
         raise StepFailed(text if text.upper().startswith("RUN") else f"RUN {text}",
                          file=str(session.opts.dockerfile.name), line=step.node.span.line,
                          exit_status=result.exit_code, output_tail=tuple(tail))
-    entries = list(upper_entries(upper))
+    entries = list(upper_entries(upper, userxattr=getattr(result, "userxattr", False),
+                                 uidmap=getattr(result, "uidmap", ()), gidmap=getattr(result, "gidmap", ())))
     if not entries:
         return None
     layer = store_layer(session, entries)

@@ -222,6 +222,9 @@ class RegistryClient:
         self._netloc = urlsplit(self.base_url).netloc.lower()
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "pybuild/0.1"
+        # a no-op auth hook: requests must never add ~/.netrc credentials on its own (they
+        # would follow redirects to storage hosts); the Authorization header is set per request in _send_once
+        self._session.auth = _no_auth
         self._verify: bool | str = True
         self._cert: tuple[str, str] | None = None
         host_dir = certs_dir / registry
@@ -621,6 +624,10 @@ class RegistryClient:
         resp, _ = self._guard(lambda: self.request("PUT", url, scopes=scopes, data=b"", ok=(201, 204),
                                                    idempotent=False, what=what), "PUT", url, what)
         resp.close()
+
+
+def _no_auth(request: Any) -> Any:
+    return request
 
 
 def _seekable(stream: BinaryIO) -> bool:

@@ -1,4 +1,5 @@
-"""The sandbox init: ``python3 -m builder.sandbox.init``, started by the runner as a fresh process.
+"""The sandbox init, started by the runner as a fresh interpreter
+(``python -S -s -B -c "from builder.sandbox.init import main; main()" CFG STATUS GO``).
 
 Protocol (the runner is the only client):
 
@@ -7,7 +8,7 @@ Protocol (the runner is the only client):
   length, then a marshal-ed dict; never concurrently: PID 1 waits for the outer's go):
   ``{"pid": N}`` (host pid of PID 1), ``{"stubs": [...], "fresh": [...]}`` (see
   :mod:`builder.sandbox.rootfs`), ``{"error": "..."}`` (setup failed; exit status 125),
-  ``{"exit": N, "signal": S|null}`` (the command ended).
+  ``{"exit": N, "signal": S|None}`` (the command ended; N is 128+S when killed by signal S).
 - ``argv[3]``: fd of the go pipe (rootless only: after unsharing the user namespace the outer
   sends ``{"mapme": 1}`` and waits for one byte ``g`` there, once the runner wrote its maps).
 - fds 0/1/2: the command's stdin and combined output.
