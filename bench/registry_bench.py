@@ -6,7 +6,7 @@ shortcuts from an earlier round) and runs, alternating who goes first:
 ours push, skopeo push, ours pull, skopeo pull. Prints medians (seconds, MB/s) and the peak
 RSS of this process (our client streams, so it should stay flat).
 
-    python3 bench/registry_bench.py [--rounds 3] [--layers 4] [--chunk-size MiB]
+    python3 bench/registry_bench.py [--rounds 3] [--layers 4] [--chunk-size MiB] [--uncompressed]
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def build_layout(root: Path, layers: int) -> tuple[Path, int]:
-    """An OCI layout tagged ``big`` with the context split into ``layers`` gzip layers."""
+def build_layout(root: Path, layers: int, gzip: bool = True) -> tuple[Path, int]:
+    """An OCI layout tagged ``big`` with the context split into ``layers`` gzip (or plain tar) layers."""
     if not CTX.is_dir():
         subprocess.run(["bash", str(GEN), str(CTX)], check=True, stdout=subprocess.DEVNULL)
     blobs = root / "blobs" / "sha256"
@@ -63,7 +63,7 @@ def build_layout(root: Path, layers: int) -> tuple[Path, int]:
                                 "-cf", "-", *group], stdout=subprocess.PIPE)
         h = hashlib.sha256()
         with open(tmp, "wb") as out:
-            comp = subprocess.Popen([gz, "-n", "-6"], stdin=subprocess.PIPE, stdout=out)
+            comp = subprocess.Popen([gz, "-n", "-6"] if gzip else ["cat"], stdin=subprocess.PIPE, stdout=out)
             assert tar.stdout is not None and comp.stdin is not None
             for piece in iter(lambda: tar.stdout.read(1 << 20), b""):
                 h.update(piece)
@@ -75,7 +75,8 @@ def build_layout(root: Path, layers: int) -> tuple[Path, int]:
         tmp.rename(blobs / hexd)
         total += size
         diff_ids.append("sha256:" + h.hexdigest())
-        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:" + hexd,
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if gzip else ""),
+                      "digest": "sha256:" + hexd,
                       "size": size})
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids},
                          "config": {}}).encode()
@@ -137,13 +138,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--chunk-size", type=int, default=0, help="MiB; 0 = monolithic PUT")
+    ap.add_argument("--uncompressed", action="store_true", help="plain tar layers (~240 MB) instead of gzip")
     args = ap.parse_args()
     chunk = args.chunk_size << 20 if args.chunk_size else None
     work = Path(tempfile.mkdtemp(prefix="registry-bench-"))
     try:
-        layout, total = build_layout(work / "layout", args.layers)
+        layout, total = build_layout(work / "layout", args.layers, not args.uncompressed)
         mb = total / 1e6
-        print(f"image: {args.layers} gzip layers, {mb:.1f} MB compressed", flush=True)
+        kind = "tar" if args.uncompressed else "gzip"
+        print(f"image: {args.layers} {kind} layers, {mb:.1f} MB of blobs", flush=True)
         times: dict[str, list[float]] = {k: [] for k in ("ours push", "skopeo push", "ours pull", "skopeo pull")}
         for r in range(args.rounds):
             BLOB_LOCATIONS.clear()

@@ -426,8 +426,7 @@ def parse_output(text: str) -> OutputSpec:
     if typ in ("oci", "docker", "local", "tar") and not dest:
         raise UsageError(f"--output {text!r}: type={typ} needs dest=")
     if typ in ("image", "registry"):
-        if not names:
-            raise UsageError(f"--output {text!r}: type={typ} needs name=")
+        # without name= the build's -t tags are used (buildx behaviour); export_image checks
         if dest:
             raise UsageError(f"--output {text!r}: type={typ} takes no dest=")
     if dest == "-" and (typ == "local" or (typ == "oci" and not tar)):
@@ -573,11 +572,16 @@ def export_image(store: "Store", name: str, output: OutputSpec, *, tags: tuple[s
                       platform=img.manifest_desc.platform)
     for n in names:
         store.tag(n, desc)
+    if output.push and not names:
+        raise UsageError("pushing needs an image name: give -t NAME or --output type=registry,name=NAME")
     if output.push:
+        from .oci.reference import parse_reference
+
         for n in names:
             dst = open_registry(n) if open_registry is not None else _registry_destination(n, insecure)
+            tag = parse_reference(n).tag
             try:
-                copy_image(store, ref, dst, (n,), on_event=on_event)
+                copy_image(store, ref, dst, (tag,) if tag else (), on_event=on_event)
             finally:
                 close = getattr(dst, "close", None)
                 if close is not None:
@@ -589,8 +593,10 @@ def _registry_destination(name: str, insecure: tuple[str, ...]) -> ImageDestinat
     from .oci.reference import parse_reference
     from .registry.destination import RegistryDestination
 
+    from .registry.client import is_insecure
+
     ref = parse_reference(name)
-    return RegistryDestination(name, insecure=True if ref.registry in insecure else None)
+    return RegistryDestination(name, insecure=True if is_insecure(ref.registry, insecure) else None)
 
 
 def _names_for(store: "Store", name: str) -> tuple[str, ...]:

@@ -7,7 +7,8 @@ A case directory holds:
     the build context (Dockerfile, files, .dockerignore ...).
 ``args`` (optional)
     extra CLI arguments, one per line. Placeholders: ``{context}`` (the context dir),
-    ``{layout}`` (the OCI layout written from ``pre/``), ``{http}`` (base URL of a local HTTP
+    ``{layout}`` (the OCI layout written from ``pre/``), ``{layout_digest}`` (its manifest
+    digest), ``{http}`` (base URL of a local HTTP
     server serving ``served/``).
 ``pre/``, ``pre2/`` (optional)
     contexts built first, in this order, into the same store as ``pre:latest`` / ``pre2:latest``;
@@ -161,6 +162,8 @@ def build_case(case: Path, tmp_path: Path) -> tuple[Image, Path, dict[str, str]]
             if (case / pre).is_dir():
                 extra = ["--output", f"type=oci,dest={layout},tar=false"] if pre == "pre" else []
                 run_cli(["--progress=plain", "-t", f"{pre}:latest", *extra, str(case / pre)], store).ok()
+                if pre == "pre":
+                    subst["layout_digest"] = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
         # the context is copied: builds must not depend on the repository's mtimes or leftovers
         ctx = tmp_path / "context"
         shutil.copytree(case / "context", ctx, symlinks=True)
@@ -218,7 +221,8 @@ BAD_BUILDS = {
     "missing-source": ("FROM scratch\nCOPY nope.txt /x\n", {}, r"Dockerfile:2:1: .*nope\.txt"),
     "several-sources-no-slash": ("FROM scratch\nCOPY a.txt b.txt /dir\n", {"a.txt": "a", "b.txt": "b"},
                                  r"Dockerfile:2:1: .*"),
-    "unknown-stage": ("FROM scratch\nCOPY --from=nostage /x /x\n", {}, r"Dockerfile:2:1: .*nostage"),
+    "stage-index": ("FROM scratch\nCOPY --from=3 /x /x\n", {}, r"Dockerfile:2:1: .*3"),
+    "self-reference": ("FROM scratch AS me\nCOPY --from=me /x /x\n", {}, r"Dockerfile:2:1: .*(?i:circular)"),
     "missing-base": ("FROM localhost/not-in-store:1\n", {}, r"localhost/not-in-store:1"),
     "bad-chown-name": ("FROM localhost/busybox:latest\nCOPY --chown=nosuchuser a.txt /a\n", {"a.txt": "a"},
                        r"Dockerfile:2:1: .*nosuchuser"),
@@ -379,10 +383,9 @@ def test_progress_plain_one_line_per_step(simple: tuple[Path, Path]) -> None:
 def test_images_inspect_history_tag_rmi_prune(simple: tuple[Path, Path]) -> None:
     store, ctx = simple
     run_cli(["--progress=quiet", "-t", "app:1", str(ctx)], store).ok()
-    listed = run_cli(["images"], store).ok().out
-    assert "app" in listed and "localhost/busybox" in listed
-    rows = json.loads(run_cli(["images", "--format", "json"], store).ok().out)
-    assert {(r["repository"], r["tag"]) for r in rows} >= {("app", "1"), ("localhost/busybox", "latest")}
+    listed = run_cli(["images"], store).ok().out.splitlines()
+    assert listed[0].split()[:3] == ["REPOSITORY", "TAG", "IMAGE"]
+    assert {tuple(line.split()[:2]) for line in listed[1:]} == {("app", "1"), ("localhost/busybox", "latest")}
 
     info = json.loads(run_cli(["inspect", "app:1"], store).ok().out)
     img = read_layout(store, "docker.io/library/app:1")
@@ -399,8 +402,8 @@ def test_images_inspect_history_tag_rmi_prune(simple: tuple[Path, Path]) -> None
     assert read_layout(store, "docker.io/library/app:2").manifest_digest == img.manifest_digest
     res = run_cli(["rmi", "app:1"], store).ok()
     assert "app:1" in res.out
-    assert ("app", "1") not in {(r["repository"], r["tag"]) for r in
-                                json.loads(run_cli(["images", "--format", "json"], store).ok().out)}
+    assert {tuple(line.split()[:2]) for line in run_cli(["images"], store).ok().out.splitlines()[1:]} == \
+        {("app", "2"), ("localhost/busybox", "latest")}
     bad = run_cli(["rmi", "app:1"], store)
     assert bad.rc != 0 and "app:1" in bad.err
     bad = run_cli(["inspect", "nothere:1"], store)
@@ -425,3 +428,13 @@ def test_images_inspect_history_tag_rmi_prune(simple: tuple[Path, Path]) -> None
     # the kept images still build on: FROM the tagged image works after prune
     (ctx2 / "Dockerfile").write_text("FROM app:2\nCOPY big.bin /again.bin\n")
     run_cli(["--progress=quiet", "-t", "after:1", str(ctx2)], store).ok()
+
+
+def test_images_json(simple: tuple[Path, Path]) -> None:
+    store, ctx = simple
+    iid = ctx.parent / "iid"
+    run_cli(["--progress=quiet", "-t", "app:1", "--iidfile", str(iid), str(ctx)], store).ok()
+    rows = json.loads(run_cli(["images", "--format", "json"], store).ok().out)
+    by_name = {(r["repository"], r["tag"]): r for r in rows}
+    assert set(by_name) == {("app", "1"), ("localhost/busybox", "latest")}
+    assert by_name[("app", "1")]["digest"] == iid.read_text().strip()

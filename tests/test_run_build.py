@@ -81,6 +81,31 @@ def test_network_none_on_the_command_line(tmp_path: Path) -> None:
     assert_clean(root)
 
 
+def _nameservers(text: str) -> list[str]:
+    return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver") and len(line.split()) > 1]
+
+
+def test_default_network_gets_the_hosts_dns_without_leaking_it(tmp_path: Path) -> None:
+    """With the default (host) network, /etc/resolv.conf names the host's resolvers (so apt-get
+    works) and /etc/hosts the step's hostname; neither file reaches the layer."""
+    host_ns = _nameservers(Path("/etc/resolv.conf").read_text())
+    if not host_ns or any(n.startswith("127.0.0.53") for n in host_ns):
+        pytest.skip("host uses a local stub resolver")  # the engine swaps it; not comparable
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", "FROM localhost/busybox:latest\n"
+                       "RUN mkdir /out && cat /etc/resolv.conf > /out/resolv && cat /etc/hosts > /out/hosts"
+                       " && hostname > /out/hostname\n")
+    oci = tmp_path / "oci"
+    build(ctx, root, "--output", f"type=oci,dest={oci},tar=false").ok()
+    img = read_layout(oci)
+    fs = flatten(img.layers)
+    assert _nameservers(fs["out/resolv"].data.decode()) == host_ns, fs["out/resolv"].data
+    hostname = fs["out/hostname"].data.decode().strip()
+    assert hostname in fs["out/hosts"].data.decode()
+    assert not {"etc/resolv.conf", "etc/hosts", "etc/hostname"} & set(layer_names(img.layers[-1]))
+    assert_clean(root)
+
+
 # ---- 2. whiteouts ------------------------------------------------------------------------------
 
 SANDBOX_FILES = {"etc/hosts", "etc/resolv.conf", "etc/hostname", "proc", "sys", "dev", "dev/null", "dev/pts",

@@ -119,8 +119,10 @@ def _pull(ref: Any, *, store: Any, platform: Any, insecure: tuple[str, ...],
 
     if notify:
         notify(f"pulling {ref}")
-    src = RegistrySource(ref, insecure=insecure)
+    from .remote import insecure_flag
+
     target = ref.digest or ref.tag or "latest"
     tags = () if ref.digest else (str(ref),)
-    digest = copy_image(src, str(target), store, tags=tags, platform=platform)
+    with RegistrySource(str(ref), insecure=insecure_flag(ref.registry, insecure)) as src:
+        digest = copy_image(src, str(target), store, tags=tags, platform=platform)
     return load_from_store(store, digest, platform, str(ref))

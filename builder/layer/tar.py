@@ -2,10 +2,13 @@
 
 :func:`write_layer` sorts the entries by name (parents come before children), writes ustar
 headers (with PAX extended headers for long or non-ASCII names, big numbers and xattrs) itself,
-copies file content through a small pool of reused buffers, and hands full buffers to a
-compressor thread over a bounded queue (zlib and zstandard release the GIL). Memory stays
-bounded (``_BUFFERS`` x ``_BUF_SIZE``) whatever the layer size. Same entries, in any order,
-give the same bytes.
+copies file content (``os.readv`` straight into them) through a small pool of reused buffers
+(the pool is the bounded queue: the producer waits for a free buffer). gzip: a helper thread
+hashes and deflates full buffers (zlib releases the GIL). zstd: the producer hands each buffer
+to zstd's native worker threads and a helper thread computes the diff_id. Memory stays bounded
+(``_BUFFERS`` x ``_BUF_SIZE`` plus zstd's own job buffers, about 100 MB with 2 workers)
+whatever the layer size. Same entries, in any order, give the same bytes (for one zlib/zstd
+version).
 
 Choices: gzip uses zlib level 1 by default (close to ``gzip -1``), a fixed 10-byte header
 (mtime 0, no name, XFL per level, OS 255); zstd uses level 3 with ``threads=-1`` (zstd's
