@@ -192,17 +192,23 @@ def test_golden_build(name: str, tmp_path: Path) -> None:
         (case / "expected-files.txt").write_text(header + "".join(v + "\n" for v in files.values()))
         pytest.skip("expectations regenerated")
     expected = json.loads((case / "expected.json").read_text())
-    assert view["config"] == expected["config"]
-    assert view["history"] == expected["history"]
-    assert (view["os"], view["architecture"], view["layers"]) == \
-        (expected["os"], expected["architecture"], expected["layers"])
+    problems = []  # every difference at once: one run shows the whole picture
+    for key in CONFIG_FIELDS:
+        if view["config"].get(key) != expected["config"].get(key):
+            problems.append(f"config {key}: want {expected['config'].get(key)!r}\n   got {view['config'].get(key)!r}")
+    for i in range(max(len(view["history"]), len(expected["history"]))):
+        want_h = expected["history"][i] if i < len(expected["history"]) else None
+        got_h = view["history"][i] if i < len(view["history"]) else None
+        if want_h != got_h:
+            problems.append(f"history[{i}]: want {want_h!r}\n   got {got_h!r}")
+    for key in ("os", "architecture", "layers"):
+        if view[key] != expected[key]:
+            problems.append(f"{key}: want {expected[key]!r}, got {view[key]!r}")
     want = parse_expected_files((case / "expected-files.txt").read_text())
-    missing = sorted(set(want) - set(files))
-    extra = sorted(set(files) - set(want))
-    differ = [f"want {want[p]}\n   got {files[p]}" for p in sorted(set(want) & set(files)) if want[p] != files[p]]
-    assert not (missing or extra or differ), (
-        f"file system differs from expected-files.txt\nmissing: {missing}\nunexpected: "
-        f"{[files[p] for p in extra]}\n" + "\n".join(differ))
+    problems += [f"missing: {want[p]}" for p in sorted(set(want) - set(files))]
+    problems += [f"unexpected: {files[p]}" for p in sorted(set(files) - set(want))]
+    problems += [f"want {want[p]}\n   got {files[p]}" for p in sorted(set(want) & set(files)) if want[p] != files[p]]
+    assert not problems, f"{name}: the image differs from its expectation:\n" + "\n".join(problems)
 
 
 def test_every_case_has_expectations() -> None:

@@ -19,6 +19,9 @@ from runutil import assert_clean, build, copy_context, layer_names, make_context
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
 NAMESPACES = ("ipc", "mnt", "pid", "uts", "net")
+# Docker's default capability set (CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+# NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP)
+DOCKER_DEFAULT_CAPS = "00000000a80425fb"
 
 
 def _host_ns() -> dict[str, str]:
@@ -68,6 +71,15 @@ def test_namespaces_seen_from_inside_run(tmp_path: Path) -> None:
     iplink = (out / "out" / "none" / "iplink").read_text()
     links = [line for line in iplink.splitlines() if line[:1].isdigit()]
     assert len(links) == 1 and ": lo:" in links[0] and ",UP" in links[0], iplink
+
+    # the rest of the sandbox as a step sees it
+    status = dict(line.split(":\t", 1) for line in (out / "out" / "status").read_text().splitlines())
+    assert status["CapEff"].strip() == DOCKER_DEFAULT_CAPS, status
+    assert status["CapBnd"].strip() == DOCKER_DEFAULT_CAPS, status
+    assert status["NoNewPrivs"].strip() == "1"
+    assert (out / "out" / "fds").read_text().split() == ["0", "1", "2"], "fds beyond 0-2 leaked into the step"
+    assert {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm"} <= set((out / "out" / "dev").read_text().split())
+    assert (out / "out" / "sys-write").read_text().strip() != "0", "/sys is writable"
     assert_clean(root)
 
 

@@ -129,3 +129,16 @@ def test_signal_during_run_cleans_up(tmp_path: Path, sig: signal.Signals) -> Non
     assert "Traceback" not in err, err
     assert tag_digest(root, "docker.io/library/interrupted:latest") is None
     assert_clean(root, [token])
+
+
+def test_only_the_stages_the_target_needs_run(tmp_path: Path) -> None:
+    """A failing stage the target does not need is never run; ``--target`` it and it fails."""
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", BASE.rstrip("\n") + " AS broken\nRUN exit 9\n"
+                       + BASE.rstrip("\n") + " AS used\nRUN echo used > /used\n"
+                       + BASE + "COPY --from=used /used /used\nRUN cat /used\n")
+    build(ctx, root, tag="pruned:latest").ok()
+    res = build(ctx, root, "--target", "broken", tag="broken:latest")
+    assert res.rc == 1 and "Dockerfile:2: RUN exit 9: exit code 9" in res.err, res
+    assert tag_digest(root, "docker.io/library/broken:latest") is None
+    assert_clean(root)

@@ -53,6 +53,25 @@ def test_cache_mount_persists_between_builds_and_stays_out_of_layers(tmp_path: P
     assert_clean(root)
 
 
+def test_cache_mount_owner_mode_and_sharing(tmp_path: Path) -> None:
+    """``uid``, ``gid`` and ``mode`` shape a new cache dir; a step running as that user can write
+    to it; ``sharing=locked`` and ``private`` are accepted."""
+    root = new_store(tmp_path)
+    opts = "type=cache,id=owned,target=/c,uid=1000,gid=1000,mode=0700"
+    ctx = make_context(tmp_path / "ctx", BASE + "RUN mkdir -m 1777 /out\n"
+                       f"RUN --mount={opts},sharing=locked stat -c '%u %g %a' /c > /out/stat\n"
+                       "USER 1000:1000\n"
+                       f"RUN --mount={opts},sharing=private touch /c/by-1000 && ls -n /c > /out/ls\n"
+                       f"RUN --mount={opts} ls /c > /out/seen\n")
+    dest = tmp_path / "out"
+    build(ctx, root, "--output", f"type=local,dest={dest}").ok()
+    assert (dest / "out" / "stat").read_text().split() == ["1000", "1000", "700"]
+    assert "by-1000" in (dest / "out" / "ls").read_text()
+    assert (dest / "out" / "seen").read_text().split() == ["by-1000"]
+    assert not (dest / "c").exists() or not any((dest / "c").iterdir())
+    assert_clean(root)
+
+
 def test_bind_and_tmpfs_mounts(tmp_path: Path) -> None:
     root = new_store(tmp_path)
     ctx = copy_context("mounts", tmp_path / "ctx")

@@ -209,7 +209,7 @@ def test_parse_output(text: str, spec: OutputSpec) -> None:
     ("type=oci,dest=x,compression=lz4", "compression"),
     ("type=local,dest=-", "dest=-"),
     ("type=oci,dest=-,tar=false", "dest=-"),
-    ("type=image", "needs name"),
+    ("type=registry,dest=x", "takes no dest"),
     ("type=oci,dest=x,tar=maybe", "boolean"),
     ("type=oci,dest=x,compression-level=high", "integer"),
     ("", "empty"),
@@ -309,3 +309,8 @@ def test_recompression_is_deterministic(src: tuple[Store, Digest]) -> None:
         b, _ = convert_compression(store.blobs, img.manifest_raw, img.config, target, force=True)
         assert a == b
         validate_image(store, Digest.of_bytes(a))
+
+
+def test_registry_output_without_name_uses_the_build_tags() -> None:
+    spec = parse_output("type=registry")
+    assert spec.type == "registry" and spec.push and spec.names == ()

@@ -25,23 +25,22 @@ Contracts:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
 import re
-import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from ..digest import Digest
 from ..errors import RegistryError
 from ..oci import mediatypes as mt
-from .auth import Authenticator, Credentials, erase_credentials, lookup_credentials, \
-    normalize_registry, repository_scope, store_credentials
+from .auth import Authenticator, Credentials, erase_credentials, lookup_credentials, repository_scope, \
+    store_credentials
+from .blobio import BlobReader, HashingBody, hasher_for, is_stream_error
+from .locations import BLOB_LOCATIONS, note_blob_location  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     import requests
@@ -49,7 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover
 MANIFEST_ACCEPT = (mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST)
 MAX_MANIFEST_SIZE = 4 << 20
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_READ_SIZE = 1 << 20
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 _SENSITIVE_QUERY = re.compile(r"sig|token|key|secret|credential|password|auth", re.I)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -90,46 +88,6 @@ def is_insecure(registry: str, insecure: Iterable[str] = ()) -> bool:
     return host in _LOCAL_HOSTS or registry in listed or host in listed
 
 
-# -------------------------------------------------------------------- blob location hints
-
-class _BlobLocations:
-    """Which repositories of a registry are known to hold a blob (bounded LRU, thread-safe).
-
-    Filled by pulls and pushes of this process; read by uploads to try a cross-repo mount."""
-
-    def __init__(self, limit: int = 20000) -> None:
-        self._limit = limit
-        self._lock = threading.Lock()
-        self._map: OrderedDict[tuple[str, Digest], list[str]] = OrderedDict()
-
-    def note(self, registry: str, repository: str, digest: Digest) -> None:
-        key = (normalize_registry(registry), digest)
-        with self._lock:
-            repos = self._map.pop(key, [])
-            if repository in repos:
-                repos.remove(repository)
-            repos.insert(0, repository)
-            self._map[key] = repos[:8]
-            while len(self._map) > self._limit:
-                self._map.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._map.clear()
-
-    def get(self, registry: str, digest: Digest) -> list[str]:
-        with self._lock:
-            return list(self._map.get((normalize_registry(registry), digest), ()))
-
-
-BLOB_LOCATIONS = _BlobLocations()
-
-
-def note_blob_location(registry: str, repository: str, digest: Digest) -> None:
-    """Record that ``registry/repository`` holds ``digest`` (enables a later cross-repo mount)."""
-    BLOB_LOCATIONS.note(registry, repository, digest)
-
-
 # -------------------------------------------------------------------- error helpers
 
 def _error_codes(body: bytes) -> tuple[tuple[str, ...], str]:
@@ -142,51 +100,6 @@ def _error_codes(body: bytes) -> tuple[tuple[str, ...], str]:
         return codes, msg
     except (ValueError, AttributeError, TypeError):
         return (), ""
-
-
-def _is_stream_error(exc: BaseException) -> bool:
-    """True for the exceptions a dropped or truncated connection raises while reading."""
-    import requests
-    import urllib3.exceptions as ue
-    return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                            requests.exceptions.Timeout, ue.ProtocolError, ue.ReadTimeoutError,
-                            ue.IncompleteRead, ConnectionError, TimeoutError))
-
-
-class _HashingBody:
-    """An upload body of exactly ``length`` bytes read from ``stream``, hashed into ``hasher``.
-
-    Iterable with ``len()`` so requests sends a Content-Length and streams 1 MiB pieces. When
-    ``final_digest`` is given, the hash is checked before the last piece is yielded and a
-    mismatch raises RegistryError, aborting the request so the registry commits nothing."""
-
-    def __init__(self, stream: BinaryIO, length: int, hasher: Any, *, final_digest: Digest | None,
-                 final_size: int, what: str) -> None:
-        self._stream, self._length, self._hasher = stream, length, hasher
-        self._final_digest, self._final_size, self._what = final_digest, final_size, what
-        self.sent = 0
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __iter__(self) -> Iterator[bytes]:
-        remaining = self._length
-        while remaining > 0:
-            piece = self._stream.read(min(_READ_SIZE, remaining))
-            if not piece:
-                raise RegistryError(f"{self._what}: source stream ended {remaining} bytes early")
-            remaining -= len(piece)
-            self._hasher.update(piece)
-            if remaining == 0 and self._final_digest is not None:
-                got = Digest(self._final_digest.algorithm, self._hasher.hexdigest())
-                if got != self._final_digest:
-                    raise RegistryError(f"{self._what}: content is {got}, not {self._final_digest}; not uploaded")
-            self.sent += len(piece)
-            yield piece
-
-
-def _hasher(digest: Digest) -> Any:
-    return hashlib.new(digest.algorithm)
 
 
 # -------------------------------------------------------------------- the client
@@ -349,7 +262,7 @@ class RegistryClient:
                 raise
             except Exception as e:  # noqa: BLE001 - classified below
                 resp.close()
-                if not _is_stream_error(e):
+                if not is_stream_error(e):
                     raise
                 last_exc = e
                 if attempt + 1 < tries:
@@ -498,7 +411,7 @@ class RegistryClient:
         return self.blob_size(repository, digest) is not None
 
     def open_blob(self, repository: str, digest: Digest, size: int | None = None,
-                  max_resumes: int | None = None) -> "BlobReader":
+                  max_resumes: int | None = None) -> BlobReader:
         """A verifying, resuming reader of a blob (see :class:`BlobReader`); caller closes it."""
         return BlobReader(self, repository, digest, size, self.retries if max_resumes is None else max_resumes)
 
@@ -579,14 +492,14 @@ class RegistryClient:
         except RegistryError:
             raise
         except Exception as e:  # noqa: BLE001 - classified
-            if _is_stream_error(e):
+            if is_stream_error(e):
                 raise RegistryConnectionError(f"{what}: connection failed ({type(e).__name__})",
                                               method=method, url=redact_url(self._url(url))) from None
             raise
 
     def _put_monolithic(self, repository: str, location: str, digest: Digest, size: int, stream: BinaryIO,
                         what: str) -> None:
-        body = _HashingBody(stream, size, _hasher(digest), final_digest=digest, final_size=size, what=what)
+        body = HashingBody(stream, size, hasher_for(digest), final_digest=digest, final_size=size, what=what)
         url = _with_query(location, digest=str(digest))
         resp, _ = self._guard(lambda: self.request(
             "PUT", url, scopes=(repository_scope(repository, push=True),), data=body if size else b"",
@@ -597,12 +510,12 @@ class RegistryClient:
     def _put_chunked(self, repository: str, location: str, digest: Digest, size: int, stream: BinaryIO,
                      what: str) -> None:
         assert self.chunk_size is not None
-        hasher = _hasher(digest)
+        hasher = hasher_for(digest)
         scopes = (repository_scope(repository, push=True),)
         offset = 0
         while offset < size:
             n = min(self.chunk_size, size - offset)
-            body = _HashingBody(stream, n, hasher, final_digest=None, final_size=size, what=what)
+            body = HashingBody(stream, n, hasher, final_digest=None, final_size=size, what=what)
             loc = location
             resp, _ = self._guard(lambda: self.request(
                 "PATCH", loc, scopes=scopes, data=body, ok=(202,), idempotent=False, what=what,
@@ -658,119 +571,6 @@ def _media_type_of(body: bytes) -> str | None:
     if "layers" in data:
         return mt.OCI_MANIFEST
     return None
-
-
-class BlobReader(io.RawIOBase):
-    """A readable stream of one blob that verifies as it goes.
-
-    Reads hash the bytes; a dropped or truncated connection is resumed with ``Range`` (at most
-    ``max_resumes`` times; a registry that ignores Range is re-read and the known prefix
-    skipped). At the end, a size or digest mismatch raises RegistryError instead of EOF, so a
-    consumer that reads to EOF never accepts corrupt bytes. ``close()`` releases the connection.
-    """
-
-    def __init__(self, client: RegistryClient, repository: str, digest: Digest, size: int | None,
-                 max_resumes: int) -> None:
-        super().__init__()
-        self._client, self._repo, self._digest = client, repository, digest
-        self._hasher = _hasher(digest)
-        self._pos = 0
-        self._resumes = 0
-        self._max_resumes = max_resumes
-        self._done = False
-        self._resp = client._get_blob(repository, digest, 0)
-        length = self._resp.headers.get("Content-Length")
-        self.size = size if size is not None else (int(length) if length and length.isdigit() else None)
-        self.resumes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self._done:
-            return 0
-        view = memoryview(b).cast("B")
-        while True:
-            try:
-                data = self._resp.raw.read(len(view), decode_content=False)
-            except Exception as e:  # noqa: BLE001 - classified
-                if not _is_stream_error(e):
-                    raise
-                self._resume(type(e).__name__)
-                continue
-            if data:
-                n = len(data)
-                view[:n] = data
-                self._hasher.update(data)
-                self._pos += n
-                if self.size is not None and self._pos > self.size:
-                    self._fail(f"is longer than {self.size} bytes")
-                return n
-            if self.size is not None and self._pos < self.size:
-                self._resume("short body")
-                continue
-            self._finish()
-            return 0
-
-    def _resume(self, reason: str) -> None:
-        self._resumes += 1
-        self.resumes = self._resumes
-        if self._resumes > self._max_resumes:
-            self._fail(f"download kept failing ({reason}) after {self._pos} bytes")
-        self._resp.close()
-        self._client._sleep(self._resumes - 1)
-        try:
-            resp = self._client._get_blob(self._repo, self._digest, self._pos)
-        except RegistryConnectionError:
-            self._resume(reason)  # counts as another failure, bounded above
-            return
-        if resp.status_code == 416:  # nothing beyond what we have: the blob is shorter than expected
-            resp.close()
-            self._fail(f"has {self._pos} bytes, expected {self.size}")
-        if resp.status_code == 206:
-            crange = resp.headers.get("Content-Range", "")
-            m = re.match(r"bytes (\d+)-", crange)
-            if not m or int(m.group(1)) != self._pos:
-                resp.close()
-                self._fail(f"registry answered Range {self._pos}- with {crange!r}")
-        else:  # 200: the whole blob again; skip what we have
-            skip = self._pos
-            try:
-                while skip:
-                    piece = resp.raw.read(min(skip, _READ_SIZE), decode_content=False)
-                    if not piece:
-                        break
-                    skip -= len(piece)
-            except Exception as e:  # noqa: BLE001
-                if not _is_stream_error(e):
-                    raise
-                skip = -1
-            if skip:
-                self._resp = resp
-                self._resume("short body while skipping")
-                return
-        self._resp = resp
-
-    def _fail(self, why: str) -> None:
-        self._done = True
-        self._resp.close()
-        raise RegistryError(f"blob {self._digest} from {self._client.registry}/{self._repo} {why}",
-                            method="GET", url=redact_url(self._client._url(f"/v2/{self._repo}/blobs/{self._digest}")))
-
-    def _finish(self) -> None:
-        got = Digest(self._digest.algorithm, self._hasher.hexdigest())
-        if self.size is not None and self._pos != self.size:
-            self._fail(f"has {self._pos} bytes, expected {self.size}")
-        if got != self._digest:
-            self._fail(f"has digest {got}")
-        self._done = True
-        self._resp.close()
-        note_blob_location(self._client.registry, self._repo, self._digest)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._resp.close()
-        super().close()
 
 
 # -------------------------------------------------------------------- login / logout
