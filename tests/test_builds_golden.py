@@ -37,8 +37,10 @@ Every case also checks the image invariants (manifest/config digest and size, di
 sha256 of each decompressed layer, non-empty history entries = layers) and validates index,
 manifest and config against the OCI JSON schemas.
 
-Regenerate an expectation after reviewing the product's behaviour by hand with
-``PYBUILD_REGEN=1 python3 -m pytest tests/test_builds_golden.py -k CASE`` (then read the diff!).
+Regenerate an expectation from the product's current output with
+``PYBUILD_REGEN=1 python3 -m pytest tests/test_builds_golden.py -k CASE``, then read the diff: an
+expectation states what BuildKit does, not what pybuild happens to do (e.g. HEALTHCHECK/EXPOSE
+``created_by`` use Go's ``%q``/``%v`` formatting, heredoc files are 0644).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def _esc(text: str) -> str:
     return text.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
 
 
-_BASE_FS: dict[str, str] | None = None
+_BASE_FS: dict[str, str] | None = None     # the busybox base: path -> line
+_BASE_DIFF_ID: str | None = None           # and its (only) layer's diff_id
 
 
 def base_lines(store: Path) -> dict[str, str]:
@@ -92,12 +95,9 @@ def base_lines(store: Path) -> dict[str, str]:
     return _BASE_FS
 
 
-_BASE_DIFF_ID: str | None = None
-
-
 def fs_lines(img: Image, base: dict[str, str]) -> dict[str, str]:
-    """escaped path -> line of every path of ``img``; for an image built on the busybox base (same first
-    diff_id), paths identical to the base are left out."""
+    """escaped path -> line of every path of ``img``; for an image built on the busybox base
+    (same first diff_id), paths identical to the base are left out."""
     diff_ids = img.config.get("rootfs", {}).get("diff_ids") or []
     on_base = bool(diff_ids) and diff_ids[0] == _BASE_DIFF_ID
     out = {}

@@ -188,12 +188,15 @@ def test_copy_into_symlinks_stays_in_root(box: Sandbox) -> None:
         "FROM hostile-base:latest\n"
         f"COPY {name} /app/\n"
         f"COPY {name} /rel/rel-{name}\n"
-        f"COPY {name} /app/sub/deeper-{name}\n")
+        f"COPY {name} /app/sub/deeper-{name}\n"
+        "WORKDIR /rel/wd\n"
+        f"COPY {name} ./in-wd-{name}\n")
     res = build(box, ctx)
     assert res.rc == 0, res.err  # these symlinks resolve inside the image: the build must work
     fs = check_outcome(box, res, fp, before_tags)
     assert fs is not None
     assert f"etc/{name}" in fs and f"etc/rel-{name}" in fs and f"etc/sub/deeper-{name}" in fs, sorted(fs)
+    assert fs["etc/wd"].type == "dir" and f"etc/wd/in-wd-{name}" in fs, sorted(fs)
     assert fs["app"].type == "symlink" and fs["app"].linkname == "/etc"
     assert (box.out / "etc" / name).is_file()
     assert not (Path("/etc") / name).exists()

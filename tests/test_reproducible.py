@@ -4,6 +4,7 @@ the same digest without it. Images are read with tests/ocireader.py (no builder 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -109,3 +110,16 @@ def test_cached_rebuild_same_digest(tmp_path: Path) -> None:
     (ctx / "files" / "a.txt").write_text("changed\n")
     run_cli(["--progress=quiet", "-t", "repro:latest", "--iidfile", str(tmp_path / "iid4"), str(ctx)], store).ok()
     assert (tmp_path / "iid4").read_text().strip() != d1
+
+
+def test_exported_archives_byte_identical(tmp_path: Path) -> None:
+    """With SOURCE_DATE_EPOCH the OCI and docker archives of two stores are the same bytes."""
+    digests = []
+    for n in ("one", "two"):
+        ctx = make_context(tmp_path / n, SDE + (7 if n == "one" else 7777))
+        run_cli(["--progress=quiet", "-t", "repro:1", "--output", f"type=oci,dest={tmp_path / n}/oci.tar",
+                 "--output", f"type=docker,dest={tmp_path / n}/docker.tar", str(ctx)], tmp_path / f"store-{n}",
+                {"SOURCE_DATE_EPOCH": str(SDE)}).ok()
+        digests.append(tuple(hashlib.sha256((tmp_path / n / f).read_bytes()).hexdigest()
+                             for f in ("oci.tar", "docker.tar")))
+    assert digests[0] == digests[1]

@@ -38,6 +38,7 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
     view = RootView(lowers)
     uid, gid, groups = resolve_user(user or cfg.get("User") or "root", view)
     envd = dict(e.split("=", 1) if "=" in e else (e, "") for e in cfg.get("Env") or [])
+    envd.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")  # Docker's default
     envd.update(dict(env))
     tmp_parent = store.root / "tmp"
     tmp_parent.mkdir(parents=True, exist_ok=True)
