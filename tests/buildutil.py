@@ -13,6 +13,7 @@ Contracts:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
@@ -103,6 +104,7 @@ def _base_store() -> Path:
     if not BUSYBOX.exists():
         raise AssertionError("/bin/busybox is missing: apt-get install busybox-static")
     work = Path(tempfile.mkdtemp(prefix="pybuild-base-"))
+    atexit.register(shutil.rmtree, work, True)
     subprocess.run(["sh", str(MAKE_BASE), str(work / "base")], check=True)
     root = work / "store"
     run_cli(["-t", BASE_TAG, "--progress=quiet", str(work / "base")], root).ok()

@@ -232,6 +232,9 @@ BAD_BUILDS = {
     "missing-base": ("FROM localhost/not-in-store:1\n", {}, r"localhost/not-in-store:1"),
     "bad-chown-name": ("FROM localhost/busybox:latest\nCOPY --chown=nosuchuser a.txt /a\n", {"a.txt": "a"},
                        r"Dockerfile:2:1: .*nosuchuser"),
+    "checksum-local": (f"FROM scratch\nADD --checksum=sha256:{'a' * 64} a.txt /a\n", {"a.txt": "a"},
+                       r"Dockerfile:2:1: .*(?i:checksum)"),
+    "copy-url": ("FROM scratch\nCOPY http://127.0.0.1:9/x /x\n", {}, r"Dockerfile:2:1: .*(?i:url)"),
     "ignored-source": ("FROM scratch\nCOPY secret.txt /s\n", {"secret.txt": "s", ".dockerignore": "secret.txt\n"},
                        r"Dockerfile:2:1: .*secret\.txt"),
 }

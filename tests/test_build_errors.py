@@ -1,0 +1,85 @@
+"""Errors a build reports before running anything (plan-level), as a user sees them: the
+message names the Dockerfile and line, the offending line is shown with a caret, the exit code
+is 1 (2 for usage), no traceback, and the store and its tags are untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(args: list[str], store: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYBUILD_ROOT=str(store), PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "builder.cli", *args], env=env, text=True,
+                          capture_output=True, cwd=REPO)
+
+
+def context(tmp_path: Path, dockerfile: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    (ctx / "f.txt").write_text("x\n")
+    return ctx
+
+
+@pytest.fixture
+def store_with_tag(tmp_path: Path) -> tuple[Path, str]:
+    """A store holding one tagged image, to check that failures leave it intact."""
+    store = tmp_path / "store"
+    ok = run(["-q", "-t", "keep:1", str(context(tmp_path, "FROM scratch\nCOPY f.txt /f.txt\n"))], store)
+    assert ok.returncode == 0, ok.stderr
+    return store, ok.stdout.strip()
+
+
+CASES = [
+    ("FROM scratch AS a\nCOPY --from=b /f /f\nFROM scratch AS b\nCOPY --from=a /f /f\n", [],
+     "Dockerfile:4:1: circular dependency detected on stage: a\n    COPY --from=a /f /f\n    ^"),
+    ("FROM scratch\nCOPY f.txt /\n", ["--target", "nope"], 'target stage "nope" could not be found'),
+    ("FROM scratch\nFORM x\n", [], "Dockerfile:2:1: unknown instruction: FORM (did you mean FROM?)\n    FORM x\n    ^"),
+    ("COPY f.txt /\nFROM scratch\n", [], "Dockerfile:1:1: no build stage in current context"),
+    ("FROM scratch\nCOPY missing.txt /\n", [], "Dockerfile:2:1: "),
+    ("FROM scratch\nEXPOSE 80/xyz\n", [], "Dockerfile:2"),
+    ("FROM scratch\nHEALTHCHECK --interval=5parsecs CMD true\n", [], "Dockerfile:2"),
+    ("FROM scratch\nCOPY --from=0 /f /f\n", [], "Dockerfile:2"),
+]
+
+
+@pytest.mark.parametrize("dockerfile,args,expected", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_error_is_located_and_nothing_is_lost(tmp_path: Path, store_with_tag: tuple[Path, str],
+                                              dockerfile: str, args: list[str], expected: str) -> None:
+    store, digest = store_with_tag
+    before = (store / "index.json").read_bytes()
+    ctx = context(tmp_path, dockerfile)
+    proc = run(["-t", "keep:1", *args, str(ctx)], store)
+    assert proc.returncode == 1, proc.stderr
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (store / "index.json").read_bytes() == before
+    index = json.loads(before)
+    assert [m["digest"] for m in index["manifests"]] == [digest]
+    assert not any((store / "tmp").glob("build-*"))
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    proc = run(["-t", "x", "--output", "type=nosuch,dest=x", str(context(tmp_path, "FROM scratch\n"))], store)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc = run(["-t", "x", str(tmp_path / "no-such-dir")], store)
+    assert proc.returncode == 2 and "no-such-dir" in proc.stderr
+
+
+def test_bad_reference_names_it(tmp_path: Path) -> None:
+    proc = run(["-t", "Bad:Name:x", str(context(tmp_path, "FROM scratch\n"))], tmp_path / "store")
+    assert proc.returncode != 0 and "Bad:Name:x" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    proc = run(["--debug", "-t", "x", str(context(tmp_path, "FROM scratch\nFORM x\n"))], tmp_path / "store")
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
