@@ -123,7 +123,9 @@ def _cmd_images(ns: argparse.Namespace) -> int:
 
     rows = list_images(_store(ns))
     if ns.format == "json":
-        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
     print(f"{'REPOSITORY':<40} {'TAG':<16} {'IMAGE ID':<14} {'SIZE':>10}")
     for r in rows:

@@ -204,6 +204,19 @@ def test_missing_remote_cache_is_a_warning(tmp_path: Path, ctx: Path, registry) 
     assert any("cache import" in m and "skipped" in m for m in built.messages)
 
 
+@pytest.mark.root
+def test_cache_from_is_not_contacted_when_the_local_cache_hits(tmp_path: Path, ctx: Path) -> None:
+    a = fresh_store(tmp_path, "a")
+    first = build(a, ctx)
+    unreachable = "127.0.0.1:9/nobody/cache:x"      # discard port: nothing listens
+    again = build(a, ctx, "--cache-from", unreachable)
+    assert again.executed_runs() == [] and again.digest == first.digest
+    assert not any("cache import" in m for m in again.messages)
+    (ctx / "a.txt").write_text("other\n")           # a local miss: now the source is tried, and skipped
+    third = build(a, ctx, "--cache-from", unreachable)
+    assert any("cache import from" in m and "skipped" in m for m in third.messages)
+
+
 # -------------------------------------------------------------------------------------- local
 
 @pytest.mark.root

@@ -53,7 +53,7 @@ from .pathresolve import FsView, glob_view, host_str, normalize, resolve_in_root
 
 MULTI_SOURCE_MSG = ("When using COPY with more than one source file, the destination must be "
                     "a directory and end with a /")
-HEREDOC_MODE = 0o664
+HEREDOC_MODE = 0o644
 _SKIPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
 

@@ -27,8 +27,9 @@ chain of vertices; ours is a flat map because our keys already are a hash chain)
 ``mode=min`` exports the records of the target stage's steps and of the stages it is FROM
 (its layers are those of the image); ``mode=max`` every step of every built stage.
 
-Import fetches only the manifest and the (small) config; the source stays open and a
-layer blob is pulled (digest and size verified by the store) only when a step hits its
+Import is lazy: a source is opened at the first local cache miss (a build that hits the
+local cache everywhere touches no network); then only the manifest and the (small) config
+are fetched, the source stays open and a layer blob is pulled (digest and size verified by the store) only when a step hits its
 record. Trust: a remote cache maps keys to layers; blobs are verified against their digest,
 the key -> layer mapping is trusted like a local record. A failing import is a warning,
 never a failed build (buildx behaves the same); a failing export is an error.
@@ -40,7 +41,6 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
 from ..digest import Digest
@@ -285,20 +285,59 @@ def open_cache(spec: CacheSpec, *, platform: str | None = None,
     return ImportedCache(spec.ref, records, src)
 
 
+class LazyCache:
+    """A ``--cache-from`` source opened on the first lookup (so a build whose steps all hit
+    the local cache touches no network). A source that cannot be read is reported once
+    through ``warn`` and then behaves as empty."""
+
+    def __init__(self, spec: CacheSpec, *, platform: str | None, insecure: tuple[str, ...],
+                 warn: Any, note: Any) -> None:
+        self.spec = spec
+        self.name = spec.ref or spec.path
+        self._platform = platform
+        self._insecure = insecure
+        self._warn = warn
+        self._note = note
+        self._cache: ImportedCache | None = None
+        self._failed = False
+
+    def _open(self) -> ImportedCache | None:
+        if self._cache is None and not self._failed:
+            try:
+                self._cache = open_cache(self.spec, platform=self._platform, insecure=self._insecure)
+            except PybuildError as exc:
+                self._failed = True
+                self._warn(f"cache import from {self.name} skipped: {exc.render()}")
+                return None
+            self._note(f"imported {len(self._cache.records)} cache records from {self._cache.name}")
+        return self._cache
+
+    def get(self, key: str) -> CacheRecord | None:
+        cache = self._open()
+        return cache.get(key) if cache is not None else None
+
+    def fetch_layer(self, store: Any, layer: dict[str, Any]) -> None:
+        cache = self._open()
+        if cache is None:
+            from ..errors import StoreError
+
+            raise StoreError(f"cache {self.name} is unavailable")
+        cache.fetch_layer(store, layer)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+
 def import_caches(session: Any) -> None:
-    """Open every ``--cache-from`` of the build into ``session.remote_caches``; a source that
-    cannot be read is skipped with a warning. UsageError for a malformed spec."""
+    """Register every ``--cache-from`` of the build in ``session.remote_caches`` (opened
+    lazily, see :class:`LazyCache`). UsageError for a malformed spec, before any build step."""
     opts = session.opts
     specs = [parse_cache_spec(t, export=False) for t in opts.cache_from]
     platform = str(session.platform) if session.platform is not None else None
     for spec in specs:
-        try:
-            cache = open_cache(spec, platform=platform, insecure=opts.insecure_registries)
-        except PybuildError as exc:
-            session.warn_once(f"cache import from {spec.ref or spec.path} skipped: {exc.render()}")
-            continue
-        session.remote_caches.append(cache)
-        session.note(f"imported {len(cache.records)} cache records from {cache.name}")
+        session.remote_caches.append(LazyCache(spec, platform=platform, insecure=opts.insecure_registries,
+                                               warn=session.warn_once, note=session.note))
 
 
 def close_caches(session: Any) -> None:
@@ -440,7 +479,7 @@ def inline_records(session: Any, specs: list[CacheSpec], graph: Any,
     return collect_records(session, chain_keys(graph, stage_keys, graph.target))
 
 
-__all__ = ["CacheSpec", "ImportedCache", "parse_cache_spec", "open_cache", "import_caches", "close_caches",
+__all__ = ["CacheSpec", "ImportedCache", "LazyCache", "parse_cache_spec", "open_cache", "import_caches", "close_caches",
            "lookup_remote", "export_specs", "export_caches", "export_cache", "write_cache", "inline_records",
            "with_inline_cache", "chain_keys", "collect_records", "records_config", "cache_manifest",
            "parse_records", "CACHE_CONFIG_MEDIA_TYPE", "INLINE_FIELD"]

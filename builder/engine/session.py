@@ -48,7 +48,7 @@ class BuildSession:
         self._flattened: dict[str, Path] = {}
         self._warned: set[str] = set()
         self.platform: Any = None  # set by the build once the target platform is known
-        self.remote_caches: list[Any] = []  # --cache-from sources (builder.engine.remotecache.ImportedCache)
+        self.remote_caches: list[Any] = []  # --cache-from sources (builder.engine.remotecache.LazyCache)
         self.used_keys: list[str] = []  # cache keys hit or stored by this build, in order (for --cache-to)
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -70,7 +70,6 @@ def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_vie
     from .userdb import resolve_chown
 
     dest_view = session.view(state)
-    chown = resolve_chown(step.chown, dest_view) if step.chown else None
     chmod = step.chmod_mode
     if step.chmod and chmod is None:
         raise DockerfileError(f"{step.kind} --chmod={step.chmod}: symbolic modes are not supported yet; "
@@ -78,6 +77,7 @@ def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_vie
     heredocs = [(h.name, h.content) for h in step.sources if not isinstance(h, str)]
     sources = [s for s in step.sources if isinstance(s, str)]
     try:
+        chown = resolve_chown(step.chown, dest_view) if step.chown else None
         if step.kind == "ADD" and source_view is None:
             return _add_entries(session, step, sources, heredocs, dest_view, chown, chmod)
         if source_view is not None:

@@ -29,6 +29,22 @@ def quote(s: str) -> str:
     return "".join(out)
 
 
+def quote_rune(value: int) -> str:
+    """Go's ``%q`` of an integer (``strconv.QuoteRune``): ``'A'``, ``'\\x03'``, ``'\\n'``."""
+    if value < 0 or value > 0x10FFFF or 0xD800 <= value <= 0xDFFF:
+        return "'\\ufffd'"
+    ch = chr(value)
+    if ch == "'":
+        return "'\\''"
+    if ch in _ESCAPES and ch != '"':
+        return "'" + _ESCAPES[ch] + "'"
+    if ch == " " or ch.isprintable() or ch == '"':
+        return f"'{ch}'"
+    if value < 0x80:
+        return f"'\\x{value:02x}'"
+    return f"'\\u{value:04x}'" if value <= 0xFFFF else f"'\\U{value:08x}'"
+
+
 def quote_list(items: Sequence[str]) -> str:
     """Go's ``%q`` of a ``[]string``: ``["a" "b"]``."""
     return "[" + " ".join(quote(i) for i in items) + "]"

@@ -356,9 +356,10 @@ class StageLowering:
                           start_period=ins.start_period or 0, start_interval=ins.start_interval or 0,
                           retries=ins.retries or 0)
         self.state = replace(self.state, healthcheck=hc)
-        created = ("HEALTHCHECK {Test:" + gofmt.value_list(hc.test) + f" Interval:{gofmt.duration(hc.interval)}"
-                   f" Timeout:{gofmt.duration(hc.timeout)} StartPeriod:{gofmt.duration(hc.start_period)}"
-                   f" StartInterval:{gofmt.duration(hc.start_interval)} Retries:{hc.retries}}}")
+        # BuildKit: fmt.Sprintf("HEALTHCHECK %q", config) of a *HealthcheckConfig
+        fields = [gofmt.quote_list(hc.test)] + [gofmt.quote(gofmt.duration(v)) for v in (
+            hc.interval, hc.timeout, hc.start_period, hc.start_interval)] + [gofmt.quote_rune(hc.retries)]
+        created = "HEALTHCHECK &{" + " ".join(fields) + "}"
         return ConfigStep(node=ins.node, kind="HEALTHCHECK", state=self.state, created_by=created)
 
     def _single(self, ins: Single) -> ConfigStep:
