@@ -361,9 +361,8 @@ def test_config_history_strings() -> None:
         "VOLUME [/x]",
         "STOPSIGNAL SIGQUIT",
         "LABEL a b=c d e=f",
-        "HEALTHCHECK {Test:[CMD-SHELL curl -f http://x/] Interval:1m30s Timeout:0s StartPeriod:0s "
-        "StartInterval:0s Retries:3}",
-        "HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}",
+        'HEALTHCHECK &{["CMD-SHELL" "curl -f http://x/"] "1m30s" "0s" "0s" "0s" \'\\x03\'}',
+        'HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}',
     ]
     assert all(not s.makes_layer for s in steps)
     st = steps[-1].state
