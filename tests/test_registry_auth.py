@@ -172,7 +172,7 @@ def test_parse_image_ref() -> None:
     r = parse_image_ref("localhost:5000/a/b:v1@sha256:" + "a" * 64)
     assert (r.registry, r.repository, r.tag, r.reference) == ("localhost:5000", "a/b", "v1", "sha256:" + "a" * 64)
     assert parse_image_ref("127.0.0.1:1234/x").registry == "127.0.0.1:1234"
-    for bad in ("", "UPPER/case", "x:bad tag", "x@sha256:zz"):
+    for bad in ("", "library/UPPER", "x:bad tag", "x@sha256:zz"):
         with pytest.raises(ReferenceError_):
             parse_image_ref(bad)
 

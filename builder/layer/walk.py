@@ -38,7 +38,9 @@ def symlink_entry(name: str, target: str, *, uid: int = 0, gid: int = 0, mtime: 
                  linkname=target)
 
 
-def _xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
+def layer_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
+    """Xattrs of host ``path`` (not followed), sorted, without overlay's private ones (which
+    never reach a layer); unreadable ones are skipped."""
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
@@ -61,7 +63,7 @@ def entry_from_stat(name: str, path: str, st: os.stat_result, *, xattrs: bool = 
     Raises WalkError for sockets (which a tar cannot hold).
     """
     m = st.st_mode
-    xa = _xattrs(path) if xattrs else ()
+    xa = layer_xattrs(path) if xattrs else ()
     if stat.S_ISREG(m):
         return Entry(name, EntryType.FILE, m & 0o7777, st.st_uid, st.st_gid, int(st.st_mtime), st.st_size,
                      xattrs=xa, source=path)

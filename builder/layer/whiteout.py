@@ -19,6 +19,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .walk import layer_xattrs
 from .entries import Entry, EntryType
 
 WHITEOUT_PREFIX = ".wh."
@@ -36,23 +37,6 @@ def _dropped(rel: str, drop: set[str]) -> bool:
         return True
     parts = rel.split("/")
     return any("/".join(parts[:i]) in drop for i in range(1, len(parts)))
-
-
-def _xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
-    """Xattrs of ``path`` (not followed) except overlay's private ones, sorted."""
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return ()
-    out = []
-    for name in names:
-        if name.startswith(("trusted.overlay.", "user.overlay.")):
-            continue
-        try:
-            out.append((name, os.getxattr(path, name, follow_symlinks=False)))
-        except OSError:
-            continue
-    return tuple(sorted(out))
 
 
 def _getx(path: str, name: str) -> bytes | None:
@@ -107,7 +91,7 @@ def upper_entries(upper: Path, *, drop: Iterable[str] = frozenset(), userxattr: 
                 yield Entry(name=_wh(rel_dir, de.name), type=EntryType.FILE, **common)
                 continue
             if stat.S_ISDIR(mode):
-                yield Entry(name=rel, type=EntryType.DIR, xattrs=_xattrs(de.path), **common)
+                yield Entry(name=rel, type=EntryType.DIR, xattrs=layer_xattrs(de.path), **common)
                 if _getx(de.path, xns + "opaque") == b"y":
                     yield Entry(name=f"{rel}/{OPAQUE_MARKER}", type=EntryType.FILE, **common)
                 stack.append((de.path, rel))
@@ -118,22 +102,22 @@ def upper_entries(upper: Path, *, drop: Iterable[str] = frozenset(), userxattr: 
                     links.setdefault((st.st_dev, st.st_ino), []).append((rel, de.path, st))
                 else:
                     yield Entry(name=rel, type=EntryType.FILE, size=st.st_size, source=de.path,
-                                xattrs=_xattrs(de.path), **common)
+                                xattrs=layer_xattrs(de.path), **common)
             elif stat.S_ISLNK(mode):
                 yield Entry(name=rel, type=EntryType.SYMLINK, linkname=os.readlink(de.path),
-                            xattrs=_xattrs(de.path), **common)
+                            xattrs=layer_xattrs(de.path), **common)
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
                 yield Entry(name=rel, type=EntryType.CHAR if stat.S_ISCHR(mode) else EntryType.BLOCK,
                             devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
-                            xattrs=_xattrs(de.path), **common)
+                            xattrs=layer_xattrs(de.path), **common)
             elif stat.S_ISFIFO(mode):
-                yield Entry(name=rel, type=EntryType.FIFO, xattrs=_xattrs(de.path), **common)
+                yield Entry(name=rel, type=EntryType.FIFO, xattrs=layer_xattrs(de.path), **common)
     for group in links.values():
         group.sort(key=lambda g: g[0])
         first, path, st = group[0]
         common = dict(mode=stat.S_IMODE(st.st_mode), uid=_translate(uidmap, st.st_uid),
                       gid=_translate(gidmap, st.st_gid), mtime=int(st.st_mtime))
-        xattrs = _xattrs(path)
+        xattrs = layer_xattrs(path)
         yield Entry(name=first, type=EntryType.FILE, size=st.st_size, source=path, xattrs=xattrs, **common)
         for rel, _, _ in group[1:]:
             yield Entry(name=rel, type=EntryType.HARDLINK, linkname=first, xattrs=xattrs, **common)

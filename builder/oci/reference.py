@@ -92,6 +92,11 @@ class Reference:
             return str(self.digest)
         return self.tag or DEFAULT_TAG
 
+    @property
+    def reference(self) -> str:
+        """Alias of :attr:`api_reference` (the registry client's name for it)."""
+        return self.api_reference
+
     def with_tag(self, tag: str) -> "Reference":
         """The same repository with ``tag`` and no digest; ReferenceError_ for a bad tag."""
         if not _TAG_RE.match(tag):

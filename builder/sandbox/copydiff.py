@@ -28,8 +28,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..layer.walk import layer_xattrs
+
 _MARK = "trusted.pybuild.cd"  # on every directory of the prepared root: its own path
 _OVL = ("trusted.overlay.", "user.overlay.", _MARK)
+
+
+def _xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
+    """A file's layer xattrs without this module's own marker."""
+    return tuple(x for x in layer_xattrs(path) if not x[0].startswith(_MARK))
 _OPAQUE = "trusted.overlay.opaque"
 
 Meta = tuple  # (fmt, mode, uid, gid, size, mtime_ns, ctime_ns, ino, xattrs)
@@ -43,22 +50,6 @@ class CopyState:
     upper: Path
     base: Path
     manifest: dict[str, Meta] = field(default_factory=dict)
-
-
-def _xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return ()
-    out = []
-    for n in names:
-        if n.startswith(_OVL):
-            continue
-        try:
-            out.append((n, os.getxattr(path, n, follow_symlinks=False)))
-        except OSError:
-            pass
-    return tuple(sorted(out))
 
 
 def _meta(path: str, st: os.stat_result) -> Meta:
