@@ -96,8 +96,16 @@ def commit_step(session: Any, state: Any, step: Any, outcome: StepOutcome, key: 
     from .image import timestamp
     from .state import STEP_COMMENT, History
 
+    from .cachekey import step_key
+
     epoch = session.opts.source_date_epoch
     created = timestamp(epoch if epoch is not None else outcome.created)
+    # The chain continues from what the step produced: a step that was re-run (--no-cache,
+    # --no-cache-filter) and made different content changes every key after it, including
+    # the key COPY --from uses for this stage. A cache hit yields the same diff_id, so fully
+    # cached rebuilds are unaffected.
+    if outcome.layer is not None:
+        key = step_key(key, "OUT", str(outcome.layer.diff_id))
     new = state.with_layer(outcome.layer, History(step.created_by, outcome.layer is None, created, STEP_COMMENT),
                            key)
     return replace(new, clock=max(state.clock, outcome.created))
