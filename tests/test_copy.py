@@ -168,7 +168,7 @@ def test_parents(ctx_dir: Path, img: Path) -> None:
 def test_heredoc_file(ctx_dir: Path, img: Path) -> None:
     out = run(ctx_dir, img, ["<<EOF"], "/etc/motd", heredocs=[("EOF", "hello\n")])
     motd = out["etc/motd"]
-    assert motd.data == b"hello\n" and motd.size == 6 and motd.mode == 0o664 and motd.source is None
+    assert motd.data == b"hello\n" and motd.size == 6 and motd.mode == 0o644 and motd.source is None
     out = run(ctx_dir, img, ["<<one", "<<two"], "/h/", heredocs=[("one", "1"), ("two", "2")], chmod=0o755)
     assert out["h/one"].data == b"1" and out["h/two"].mode == 0o755
 
