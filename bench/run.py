@@ -152,17 +152,66 @@ class Bench:
     def simple(self, workload: str) -> None:
         self.cold(workload)
 
-    def buildah(self) -> None:
+    # -- buildah, when installed -------------------------------------------------------------
+    def buildah_ready(self) -> bool:
+        """Import our busybox base into buildah's storage as localhost/busybox:latest."""
         if not shutil.which("buildah"):
-            print("buildah not installed: skipping peer comparison")
+            print("buildah not installed (apt-get install buildah): peer comparison skipped")
+            return False
+        layout = self.work / "busybox-oci"
+        if not layout.exists():
+            sh(PYBUILD + ["-q", "-t", "localhost/busybox:latest", "--output",
+                          f"type=oci,dest={layout},tar=false", str(self.work / "base")], env=env_for(self.template))
+            sh(["buildah", "pull", "-q", f"oci:{layout}:latest"], env=self.buildah_env())
+            sh(["buildah", "tag", "latest", "localhost/busybox:latest"], env=self.buildah_env())
+        return True
+
+    @staticmethod
+    def buildah_env() -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("BUILDAH_RUNTIME", shutil.which("runc") or "runc")  # crun 1.8 refuses these hosts
+        return env
+
+    def buildah_cmd(self, workload: str, context: Path | None, cached: bool) -> list[str]:
+        wl = WORKLOADS / workload
+        return (["buildah", "bud", "-q", "--layers", "--isolation", "oci"] + ([] if cached else ["--no-cache"])
+                + ["-t", f"bench-{workload}", "-f", str(wl / "Dockerfile"), str(context or wl)])
+
+    def versus_buildah(self) -> None:
+        """Cold builds of the peer workloads, pybuild and buildah alternating; medians and ratios."""
+        if not self.buildah_ready():
             return
-        print("buildah comparison: see ../shared/bench/README.md for the reference figures")
+        contexts = {"bigcopy": self.bigcopy_context()}
+        benv = self.buildah_env()
+        for workload in ("steps20", "multistage", "deletes", "bigcopy"):
+            ours: list[float] = []
+            theirs: list[float] = []
+            for _ in range(self.runs):
+                store = self.fresh_store(workload + "-vs")
+                ours.append(sh(self.build_cmd(workload, contexts.get(workload)), env=env_for(store)))
+                shutil.rmtree(store, ignore_errors=True)
+                theirs.append(sh(self.buildah_cmd(workload, contexts.get(workload), cached=False), env=benv))
+            a = self.report(f"{workload} cold pybuild", ours)
+            b = self.report(f"{workload} cold buildah", theirs)
+            print(f"{'ratio ' + workload + ' buildah/pybuild':<34} {b / a:8.2f}x")
+        # fully cached steps20
+        store = self.fresh_store("steps20-vs-cached")
+        env = env_for(store)
+        sh(self.build_cmd("steps20"), env=env)
+        sh(self.buildah_cmd("steps20", None, cached=True), env=benv)
+        ours, theirs = [], []
+        for _ in range(self.runs):
+            ours.append(sh(self.build_cmd("steps20"), env=env))
+            theirs.append(sh(self.buildah_cmd("steps20", None, cached=True), env=benv))
+        a = self.report("steps20 cached pybuild", ours)
+        b = self.report("steps20 cached buildah", theirs)
+        print(f"{'ratio steps20 cached buildah/pybuild':<34} {b / a:8.2f}x")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--only", default="parse,steps20,multistage,deletes,bigcopy,baselines")
+    ap.add_argument("--only", default="parse,steps20,multistage,deletes,bigcopy,baselines,versus_buildah")
     ap.add_argument("--work", help="work directory (default: a new temp dir)")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="pybuild-bench-"))
