@@ -61,6 +61,10 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
     graph = make_graph(df, instrs, opts, platform)
     tags = tuple(str(parse_reference(t)) for t in opts.tags)
     outputs = _parse_outputs(opts)
+    wanted = {o.compression for o in outputs if o.compression}
+    if len(wanted) == 1:
+        # write layers in the requested compression once, instead of recompressing on export
+        opts = replace(opts, compression=wanted.pop())
     session = BuildSession(opts, store, on_event)
     session.platform = platform
     from . import remotecache  # --cache-from / --cache-to (issue 6)
@@ -110,9 +114,9 @@ def _parse_outputs(opts: BuildOptions) -> list[Any]:
 
 
 def _export(store: Any, written: Any, output: Any, tags: tuple[str, ...], session: BuildSession) -> None:
-    from ..transfer import export_image
-
     import sys
+
+    from ..transfer import export_image
 
     export_image(store, str(written.manifest_digest), output, tags=tags,
                  insecure=session.opts.insecure_registries, stdout=sys.stdout.buffer)
@@ -151,6 +155,7 @@ class StageBuilder:
         except PybuildError as exc:
             raise DockerfileError(exc.render(), self.stage.node.span) from exc
         emit(StepFinished(self.number, self.count, 0, start_text, time.monotonic() - t0, False, self.stage.name or ""))
+        self.session.unpack_layers = any(getattr(i, "kind", "") == "RUN" for i in self.stage.instructions)
         for step_no, step in enumerate(stage_steps(self.df, lowering, base_onbuild), 1):
             state = self._apply(state, step, step_no)
         return StageResult(self.index, self.stage.name, state, lowering.scope)

@@ -13,13 +13,68 @@ from ..digest import Digest
 from .state import LayerRef
 
 
-def store_layer(session: Any, entries: Iterable[Any]) -> LayerRef:
-    """Write ``entries`` as one layer into the store (tar + compression + hashing in one pass)."""
+def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False) -> LayerRef:
+    """Write ``entries`` as one layer into the store (tar + compression + hashing in one pass).
+
+    ``unpack``: also unpack the layer into the snapshot store while it is written (the tar
+    stream is teed to an extractor thread), so a following RUN need not decompress and
+    extract it again. A failure of that side path only costs the snapshot, never the layer."""
     from ..layer.tar import write_layer
 
     opts = session.opts
-    with session.store.blobs.ingest() as w:
-        info = write_layer(entries, w, compression=opts.compression, mtime_clamp=opts.source_date_epoch)
+    if not unpack:
+        with session.store.blobs.ingest() as w:
+            info = write_layer(entries, w, compression=opts.compression, mtime_clamp=opts.source_date_epoch)
+        return _layer_ref(info)
+    import os
+    import shutil
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from ..layer.extract import extract_layer
+
+    dest = Path(tempfile.mkdtemp(prefix="snap-", dir=session.tmp))
+    rfd, wfd = os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(wfd, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB of slack between the two sides
+    except OSError:
+        pass
+    reader, writer = os.fdopen(rfd, "rb"), os.fdopen(wfd, "wb", buffering=0)
+    outcome: dict[str, Any] = {}
+
+    def unpack_stream() -> None:
+        try:
+            extract_layer(reader, dest, mode="overlay", compression=None)
+            outcome["ok"] = True
+        except BaseException as exc:  # reported by leaving the snapshot out
+            outcome["error"] = exc
+        finally:
+            reader.close()
+
+    thread = threading.Thread(target=unpack_stream, name="layer-unpack", daemon=True)
+    thread.start()
+    try:
+        with session.store.blobs.ingest() as w:
+            info = write_layer(entries, w, compression=opts.compression, mtime_clamp=opts.source_date_epoch,
+                               tee=writer)
+    finally:
+        writer.close()
+        thread.join()
+    layer = _layer_ref(info)
+    if outcome.get("ok"):
+        try:
+            session.snapshots.adopt(layer.diff_id, dest)
+            return layer
+        except Exception:
+            pass
+    shutil.rmtree(dest, ignore_errors=True)
+    return layer
+
+
+def _layer_ref(info: Any) -> LayerRef:
     return LayerRef(digest=Digest.parse(str(info.digest)), diff_id=Digest.parse(str(info.diff_id)),
                     size=info.size, media_type=info.media_type)
 

@@ -48,6 +48,8 @@ class BuildSession:
         self._flattened: dict[str, Path] = {}
         self._warned: set[str] = set()
         self.platform: Any = None  # set by the build once the target platform is known
+        # unpack new COPY layers while writing them (set per stage: only when a RUN follows)
+        self.unpack_layers = False
         self.remote_caches: list[Any] = []  # --cache-from sources (builder.engine.remotecache.LazyCache)
         self.used_keys: list[str] = []  # cache keys hit or stored by this build, in order (for --cache-to)
 

@@ -61,7 +61,7 @@ def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: Imag
     if not isinstance(hit, CacheMiss):
         return commit_step(session, state, step, hit, key), True
     entries = build_copy_entries(session, state, step, source_view=source_view)
-    layer = store_layer(session, entries) if entries else None
+    layer = store_layer(session, entries, unpack=session.unpack_layers) if entries else None
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 

@@ -261,8 +261,10 @@ class _Sink:
     its CPU time at about 60% of doing the zstd hand-off and output inline.
     """
 
-    def __init__(self, out: BinaryIO, compression: str, level: int | None) -> None:
+    def __init__(self, out: BinaryIO, compression: str, level: int | None, tee: BinaryIO | None = None) -> None:
         self.out = out
+        self.tee = tee
+        self.tee_error: BaseException | None = None
         self.compression = compression
         self.diff = hashlib.sha256()
         self.blob = hashlib.sha256()
@@ -320,6 +322,11 @@ class _Sink:
         mv = memoryview(buf)[:n]
         try:
             self.diff.update(mv)
+            if self.tee is not None:
+                try:
+                    self.tee.write(mv)
+                except BaseException as exc:  # the tee's failure never fails the layer
+                    self.tee_error, self.tee = exc, None
             if self.compression == UNCOMPRESSED:
                 self.out.write(mv)
                 self.size += n
@@ -371,7 +378,8 @@ _TYPEFLAGS = {t: t.value.encode() for t in EntryType}
 
 
 def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = GZIP,
-                mtime_clamp: int | None = None, level: int | None = None) -> LayerInfo:
+                mtime_clamp: int | None = None, level: int | None = None,
+                tee: BinaryIO | None = None) -> LayerInfo:
     """Write ``entries`` as a layer tar to ``out``, compressed, and return its digests.
 
     ``compression``: "gzip" (default level 1), "zstd" (default level 3, all cores) or
@@ -382,10 +390,14 @@ def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = G
     while being archived); extra bytes beyond ``size`` are ignored. ``out`` is written
     from a helper thread and is neither flushed nor closed here. Raises LayerError on bad
     entries or unreadable sources; errors of ``out.write`` propagate.
+
+    ``tee``: also receives the uncompressed tar stream, from the helper thread (e.g. a pipe to
+    an extractor unpacking the layer while it is written). It is not closed here; if writing to
+    it fails, teeing stops and the layer is still written.
     """
     media_type = media_type_for(compression)
     ordered = _order(entries)
-    sink = _Sink(out, compression, level)
+    sink = _Sink(out, compression, level, tee)
     ok = False
     try:
         buf = sink.take()
