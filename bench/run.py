@@ -56,6 +56,8 @@ def sh_rss(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, in
 def env_for(store: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYBUILD_ROOT"] = str(store)
+    # time pybuild as installed: with bytecode (pip compiles it), not recompiling every start
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
@@ -65,6 +67,7 @@ class Bench:
         self.work = work
         self.template = work / "template-store"
         self.results: dict[str, float] = {}
+        self.peer_workloads = ("steps20", "multistage", "deletes", "bigcopy")
 
     def report(self, name: str, times: list[float], note: str = "") -> float:
         med = statistics.median(times)
@@ -230,7 +233,7 @@ class Bench:
             return
         contexts = {"bigcopy": self.bigcopy_context()}
         benv = self.buildah_env()
-        for workload in ("steps20", "multistage", "deletes", "bigcopy"):
+        for workload in self.peer_workloads:
             ours: list[float] = []
             theirs: list[float] = []
             store = self.fresh_store(workload + "-vs")
@@ -264,10 +267,16 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--only", default="parse,steps20,multistage,deletes,bigcopy,copyonly,versus_buildah")
     ap.add_argument("--work", help="work directory (default: a new temp dir)")
+    ap.add_argument("--peers", default="steps20,multistage,deletes,bigcopy",
+                    help="workloads compared with buildah")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="pybuild-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    if PYBUILD[0] == sys.executable:  # running from the source tree: compile it once
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "builder")], check=False,
+                       stdout=subprocess.DEVNULL)
     b = Bench(args.runs, work)
+    b.peer_workloads = tuple(args.peers.split(","))
     wanted = args.only.split(",")
     if any(w != "parse" for w in wanted):
         b.make_template()
