@@ -32,13 +32,6 @@ class BaseImage:
 SCRATCH = BaseImage(manifest_digest="")
 
 
-def _platform_matches(p: dict[str, Any], platform: Any) -> bool:
-    if p.get("os") != platform.os or p.get("architecture") != platform.architecture:
-        return False
-    want = getattr(platform, "variant", None)
-    return not want or p.get("variant") in (None, want)
-
-
 def load_from_store(store: Any, manifest_digest: Digest, platform: Any, name: str) -> BaseImage:
     """Read a stored manifest (or index, resolved to ``platform``) and its config."""
     with store.blobs.open(manifest_digest) as f:
@@ -46,14 +39,14 @@ def load_from_store(store: Any, manifest_digest: Digest, platform: Any, name: st
     doc = json.loads(raw)
     media = doc.get("mediaType", "")
     if media in INDEX_TYPES or "manifests" in doc:
-        chosen = None
-        for m in doc.get("manifests", []):
-            if _platform_matches(m.get("platform") or {}, platform):
-                chosen = m
-                break
-        if chosen is None:
-            raise StoreError(f"{name}: no image for platform {platform} in the index")
-        return load_from_store(store, Digest.parse(chosen["digest"]), platform, name)
+        from ..errors import RegistryError
+        from ..registry.source import resolve_platform
+
+        try:
+            chosen = resolve_platform(raw, platform)
+        except RegistryError as exc:
+            raise StoreError(f"{name}: {exc.args[0]}") from None
+        return load_from_store(store, chosen.digest, platform, name)
     cfg_digest = Digest.parse(doc["config"]["digest"])
     if not store.blobs.has(cfg_digest):
         raise StoreError(f"{name}: config blob {cfg_digest} is missing from the store")

@@ -222,34 +222,26 @@ def media_type_of(data: bytes) -> str | None:
 
 # ---- platforms -------------------------------------------------------------------------------
 
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
-                 "armel": "arm", "i386": "386", "i686": "386"}
 
 
 def parse_platform(text: str) -> Platform:
-    """``os/arch[/variant]`` (``linux/amd64``, ``linux/arm/v7``) to a Platform; UsageError if malformed."""
+    """``os/arch[/variant]`` (``linux/amd64``, ``linux/arm/v7``) to a Platform; UsageError if malformed.
+    Normalisation is :class:`builder.platform.Platform`'s."""
     from ..errors import UsageError
+    from ..platform import Platform as Plat
 
-    parts = text.strip().split("/")
-    if len(parts) not in (2, 3) or not all(parts):
+    if "/" not in text.strip():
         raise UsageError(f"invalid platform {text!r}: expected os/arch[/variant]")
-    os_, arch = parts[0].lower(), _ARCH_ALIASES.get(parts[1].lower(), parts[1].lower())
-    variant = parts[2].lower() if len(parts) == 3 else None
-    if arch == "arm64" and variant == "v8":
-        variant = None
-    return Platform(architecture=arch, os=os_, variant=variant)
+    p = Plat.parse(text)
+    return Platform(architecture=p.architecture, os=p.os, variant=p.variant or None)
 
 
 def host_platform() -> Platform:
-    """The platform of the running machine (always ``linux``)."""
-    import platform as _platform
+    """The platform of the running machine."""
+    from ..platform import host_platform as host
 
-    machine = _platform.machine().lower()
-    if machine.startswith("armv7"):
-        return Platform(architecture="arm", os="linux", variant="v7")
-    if machine.startswith("armv6"):
-        return Platform(architecture="arm", os="linux", variant="v6")
-    return Platform(architecture=_ARCH_ALIASES.get(machine, machine), os="linux")
+    p = host()
+    return Platform(architecture=p.architecture, os=p.os, variant=p.variant or None)
 
 
 def platform_matches(want: Platform, have: Platform | None) -> bool:

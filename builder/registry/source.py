@@ -4,45 +4,19 @@
 from __future__ import annotations
 
 import json
-import platform as _platform
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..digest import Digest
-from ..errors import RegistryError
+from ..errors import RegistryError, UsageError
 from ..oci import mediatypes as mt
+from ..platform import Platform, host_platform, normalize_arch
 from ._reference import ImageRef, parse_image_ref
 from .client import RegistryClient, note_blob_location
 
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm",
-                 "i386": "386", "i686": "386"}
 _DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
 
-
-@dataclass(frozen=True, slots=True)
-class PlatformSpec:
-    """``os/architecture[/variant]`` normalised (``aarch64`` -> ``arm64``, arm64's default v8)."""
-
-    os: str
-    architecture: str
-    variant: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> "PlatformSpec":
-        """Parse ``linux/arm64/v8`` or ``linux/amd64``; RegistryError on anything else."""
-        parts = [p for p in text.strip().lower().split("/")]
-        if len(parts) not in (2, 3) or not all(parts):
-            raise RegistryError(f"invalid platform {text!r}: expected os/arch[/variant]")
-        arch = _ARCH_ALIASES.get(parts[1], parts[1])
-        return cls(parts[0], arch, parts[2] if len(parts) == 3 else "")
-
-    @classmethod
-    def host(cls) -> "PlatformSpec":
-        machine = _platform.machine().lower()
-        return cls("linux", _ARCH_ALIASES.get(machine, machine))
-
-    def __str__(self) -> str:
-        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
+PlatformSpec = Platform  # the registry's name for the project-wide platform value type
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +43,8 @@ def _entries(index_bytes: bytes) -> list[ManifestDescriptor]:
             p = m.get("platform")
             spec = None
             if isinstance(p, dict) and p.get("os") and p.get("architecture"):
-                arch = _ARCH_ALIASES.get(str(p["architecture"]).lower(), str(p["architecture"]).lower())
-                spec = PlatformSpec(str(p["os"]).lower(), arch, str(p.get("variant") or "").lower())
+                arch, variant = normalize_arch(str(p["architecture"]), str(p.get("variant") or ""))
+                spec = Platform(str(p["os"]).lower(), arch, variant)
             out.append(ManifestDescriptor(str(m["mediaType"]), Digest.parse(m["digest"]), int(m["size"]), spec))
         except (KeyError, ValueError, TypeError, AttributeError):
             raise RegistryError(f"image index has an invalid manifest descriptor: {m!r:.200}") from None
@@ -84,8 +58,17 @@ def resolve_platform(index_bytes: bytes, platform: str | PlatformSpec | None = N
     no variant requested, an entry without variant or with the default one is preferred.
     Entries that are not image manifests (attestations: ``unknown/unknown``) never match.
     Raises RegistryError listing the available platforms when none matches."""
-    want = platform if isinstance(platform, PlatformSpec) else \
-        (PlatformSpec.parse(platform) if platform else PlatformSpec.host())
+    if isinstance(platform, Platform):
+        want = platform
+    elif platform:
+        if "/" not in platform.strip():
+            raise RegistryError(f"invalid platform {platform!r}: expected os/arch[/variant]")
+        try:
+            want = Platform.parse(platform)
+        except UsageError as exc:
+            raise RegistryError(str(exc)) from None
+    else:
+        want = host_platform()
     entries = _entries(index_bytes)
     default = _DEFAULT_VARIANT.get(want.architecture, "")
     best: tuple[int, ManifestDescriptor] | None = None
