@@ -99,7 +99,7 @@ def test_pull_skopeo_pushed_oci_index_and_v2s2_list(registry, tmp_path: Path, do
         for plat, img in (("linux/arm64", arm), ("linux/arm64/v8", arm), ("linux/amd64", amd)):
             m, mtype, d = src.get_platform_manifest(plat)
             assert (m, mtype, str(d)) == (img.manifest, mt.OCI_MANIFEST, img.digest)
-        with pytest.raises(RegistryError, match="available: linux/amd64, linux/arm64/v8"):
+        with pytest.raises(RegistryError, match="available: linux/amd64, linux/arm64"):
             src.get_platform_manifest("linux/s390x")
 
     skopeo("copy", "--all", "--format", "v2s2", "--dest-tls-verify=false", f"oci:{layout}:multi",

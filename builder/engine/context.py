@@ -161,24 +161,15 @@ class HashMemo:
         if not self._dirty or self._files is None:
             return
         import json
-        import tempfile
+
+        from ..store.layout import write_file_atomic
 
         files = self._files
         if len(files) > self.MAX_ENTRIES:  # keep the newest insertions
             files = dict(list(files.items())[-self.MAX_ENTRIES:])
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".filehash-")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump({"v": self.VERSION, "files": files}, f, separators=(",", ":"))
-                os.replace(tmp, self.path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            data = json.dumps({"v": self.VERSION, "files": files}, separators=(",", ":")).encode()
+            write_file_atomic(self.path, data, self.path.parent, durable=False)
         except OSError:
             return
         self._dirty = False

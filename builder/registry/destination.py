@@ -11,11 +11,12 @@ from typing import BinaryIO, Iterable
 
 from ..digest import Digest
 from ..errors import RegistryError
-from ._reference import ImageRef, parse_image_ref
+from ._reference import ImageRef
 from .client import BLOB_LOCATIONS, RegistryClient, note_blob_location
+from .endpoint import RepositoryEndpoint
 
 
-class RegistryDestination:
+class RegistryDestination(RepositoryEndpoint):
     """An ``ImageDestination`` writing one repository of a registry.
 
     ``mount_from``: repositories of the same registry to try a cross-repo mount from, before
@@ -25,25 +26,9 @@ class RegistryDestination:
     def __init__(self, ref: str | ImageRef, *, client: RegistryClient | None = None,
                  insecure: bool | None = None, mount_from: Iterable[str] = (),
                  chunk_size: int | None = None) -> None:
-        self.ref = parse_image_ref(ref) if isinstance(ref, str) else ref
-        self._own_client = client is None
-        self.client = client or RegistryClient(self.ref.api_host, insecure=insecure, chunk_size=chunk_size)
+        super().__init__(ref, client=client, insecure=insecure, chunk_size=chunk_size)
         self.mount_from = tuple(mount_from)
         self.stats: dict[str, int] = {"exists": 0, "mounted": 0, "uploaded": 0}
-
-    @property
-    def repository(self) -> str:
-        return self.ref.repository
-
-    def close(self) -> None:
-        if self._own_client:
-            self.client.close()
-
-    def __enter__(self) -> "RegistryDestination":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def has_blob(self, digest: Digest) -> bool:
         """HEAD the blob in this repository."""

@@ -11,8 +11,8 @@ from ..digest import Digest
 from ..errors import RegistryError, UsageError
 from ..oci import mediatypes as mt
 from ..platform import Platform, host_platform, normalize_arch
-from ._reference import ImageRef, parse_image_ref
-from .client import RegistryClient, note_blob_location
+from .client import note_blob_location
+from .endpoint import RepositoryEndpoint
 
 _DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
 
@@ -93,32 +93,12 @@ def resolve_platform(index_bytes: bytes, platform: str | PlatformSpec | None = N
     return best[1]
 
 
-class RegistrySource:
+class RegistrySource(RepositoryEndpoint):
     """An ``ImageSource`` reading one repository of a registry.
 
     ``ref`` is ``host[:port]/repo[:tag][@digest]`` (Docker normalisation applies). The client
     is created here (and closed by :meth:`close`) unless one is passed in; ``insecure`` forces
     plain http."""
-
-    def __init__(self, ref: str | ImageRef, *, client: RegistryClient | None = None,
-                 insecure: bool | None = None) -> None:
-        self.ref = parse_image_ref(ref) if isinstance(ref, str) else ref
-        self._own_client = client is None
-        self.client = client or RegistryClient(self.ref.api_host, insecure=insecure)
-
-    @property
-    def repository(self) -> str:
-        return self.ref.repository
-
-    def close(self) -> None:
-        if self._own_client:
-            self.client.close()
-
-    def __enter__(self) -> "RegistrySource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def get_manifest(self, ref: str = "") -> tuple[bytes, str]:
         """Raw manifest/index bytes and media type for a tag or digest (default: the one in the

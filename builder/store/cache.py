@@ -7,8 +7,6 @@ is only trusted when the blob it names is still in the store (checked by the cal
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,20 +37,12 @@ class CacheStore:
         return CacheRecord(key=key, layer=data.get("layer"), extra=data.get("extra", {}))
 
     def put(self, record: CacheRecord) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        from .layout import write_file_atomic
+
         body = json.dumps({"key": record.key, "layer": record.layer, "extra": record.extra},
                           sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-            os.replace(tmp, self._path(record.key))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_file_atomic(self._path(record.key), body, self.root, durable=False)
 
     def records(self) -> Iterator[CacheRecord]:
         if not self.root.is_dir():

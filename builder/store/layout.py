@@ -65,18 +65,23 @@ def default_root() -> Path:
     return Path.home() / ".local" / "share" / "pybuild"
 
 
-def write_file_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write ``data`` to ``path`` via a fsync'ed temp file in ``tmp_dir`` and a rename."""
+def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temp file in ``tmp_dir`` (same filesystem) and a rename:
+    readers see the old or the new content, never a part. ``durable`` also fsyncs the file and
+    the directory (index.json); caches that can be rebuilt skip that. Errors propagate; the temp
+    file never survives."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="w-", dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(name, 0o644)
         os.replace(name, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     finally:
         if os.path.exists(name):
             os.unlink(name)
