@@ -61,8 +61,21 @@ def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: Imag
     if not isinstance(hit, CacheMiss):
         return commit_step(session, state, step, hit, key), True
     entries = build_copy_entries(session, state, step, source_view=source_view)
-    layer = store_layer(session, entries, unpack=session.unpack_layers) if entries else None
+    unpack = session.unpack_layers and not _snapshot_likely_exists(session, key)
+    layer = store_layer(session, entries, unpack=unpack) if entries else None
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
+
+
+def _snapshot_likely_exists(session: Any, key: str) -> bool:
+    """True when this key was built before and that layer is still unpacked (a re-run with
+    --no-cache): unpacking again while writing would only be thrown away. If the new layer turns
+    out different, the next RUN unpacks it from its blob as usual."""
+    rec = session.cache.get(key)
+    if rec is None or rec.layer is None:
+        return False
+    from ..digest import Digest
+
+    return session.snapshots.get(Digest.parse(rec.layer["diff_id"])) is not None
 
 
 def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_view: Any | None) -> list[Any]:
