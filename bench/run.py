@@ -210,11 +210,42 @@ class Bench:
             sh(self.buildah() + ["tag", pulled, "localhost/busybox:latest"], env=self.buildah_env())
         return True
 
-    def buildah(self) -> list[str]:
+    def buildah(self, root: Path | None = None) -> list[str]:
         """buildah with its storage in the work dir, beside pybuild's stores: the same
         filesystem and parent directory for both (file creation speed varies by directory)."""
-        return ["buildah", "--root", str(self.work / "buildah-root"), "--runroot", str(self.work / "buildah-run"),
-                "--storage-driver", "overlay"]
+        root = root or self.work / "buildah-root"
+        return ["buildah", "--root", str(root), "--runroot", str(root) + "-run", "--storage-driver", "overlay"]
+
+    def fresh_cold(self) -> None:
+        """Both tools in brand-new storage each run (base image already imported and unpacked,
+        not timed): every directory the build writes is new, for both."""
+        if not self.buildah_ready():
+            return
+        contexts = {"bigcopy": self.bigcopy_context()}
+        benv = self.buildah_env()
+        layout = self.work / "busybox-oci"
+        for workload in self.peer_workloads:
+            ours: list[float] = []
+            theirs: list[float] = []
+            wl = WORKLOADS / workload
+            ctx = contexts.get(workload) or wl
+            for i in range(self.runs):
+                store = self.fresh_store(f"{workload}-fresh{i}")
+                ours.append(sh(self.build_cmd(workload, contexts.get(workload)), env=env_for(store)))
+                root = self.work / f"buildah-fresh-{workload}-{i}"
+                b = self.buildah(root)
+                pulled = subprocess.run(b + ["pull", "-q", f"oci:{layout}:latest"], env=benv, check=True,
+                                        capture_output=True, text=True).stdout.split()[-1]
+                sh(b + ["tag", pulled, "localhost/busybox:latest"], env=benv)
+                theirs.append(sh(b + ["bud", "-q", "--layers", "--isolation", "oci", "-t", f"bench-{workload}",
+                                      "-f", str(wl / "Dockerfile"), str(ctx)], env=benv))
+                shutil.rmtree(store, ignore_errors=True)
+                subprocess.run(b + ["rmi", "-a", "-f"], env=benv, capture_output=True)
+                shutil.rmtree(root, ignore_errors=True)
+                shutil.rmtree(str(root) + "-run", ignore_errors=True)
+            a = self.report(f"{workload} fresh storage pybuild", ours)
+            c = self.report(f"{workload} fresh storage buildah", theirs)
+            print(f"{'ratio ' + workload + ' buildah/pybuild':<34} {c / a:8.2f}x")
 
     @staticmethod
     def buildah_env() -> dict[str, str]:
