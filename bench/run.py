@@ -296,7 +296,7 @@ class Bench:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--only", default="parse,steps20,multistage,deletes,bigcopy,copyonly,versus_buildah")
+    ap.add_argument("--only", default="parse,steps20,multistage,deletes,bigcopy,copyonly,versus_buildah,fresh_cold")
     ap.add_argument("--work", help="work directory (default: a new temp dir)")
     ap.add_argument("--peers", default="steps20,multistage,deletes,bigcopy",
                     help="workloads compared with buildah")

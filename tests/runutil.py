@@ -25,29 +25,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-REPO = Path(__file__).resolve().parent.parent
+from buildutil import BASE_TAG, BUSYBOX, MAKE_BASE, REPO  # noqa: F401  (shared test constants)
+from buildutil import CliResult as Result  # one pybuild invocation: rc, out, err, .ok()
+
 RUN_DATA = REPO / "testdata" / "run"
-MAKE_BASE = REPO / "testdata" / "demo" / "make-base.sh"
-BUSYBOX = Path("/bin/busybox")
-BASE_TAG = "localhost/busybox:latest"
-
-
-@dataclass(frozen=True)
-class Result:
-    """One pybuild invocation: exit code, stdout, stderr (text, undecodable bytes replaced)."""
-
-    rc: int
-    out: str
-    err: str
-
-    def ok(self) -> "Result":
-        """Self, or AssertionError showing both streams when the command failed."""
-        assert self.rc == 0, f"pybuild exited {self.rc}\nstdout:\n{self.out}\nstderr:\n{self.err}"
-        return self
 
 
 def sandbox_tmp(root: Path) -> Path:
