@@ -42,7 +42,9 @@ _ZERO_BLOCKS = bytes(2 * _BLOCK)
 _MAGIC = b"ustar\x0000" + bytes(64)  # magic, version, empty uname/gname
 _TAIL = bytes(167)  # prefix and padding
 _CHK_BASE = sum(_MAGIC) + 8 * 0x20
-_ZSTD_THREADS = -1  # all cores; any value >= 1 gives the same bytes
+# zstd workers: one core is left to the tar producer, at most 4 (any value >= 1 gives the same
+# bytes). Measured on 2 cores, 208 MB: -1 ("all CPUs") 0.82 s and 163 MB RSS; 1 worker 0.62 s, 88 MB.
+_ZSTD_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) - 1))
 
 
 class LayerError(PybuildError):
