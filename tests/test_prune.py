@@ -148,3 +148,21 @@ def test_du_reports_each_area(tmp_path: Path) -> None:
     usage = du(store)
     assert set(usage) >= {"images", "cache", "snapshots", "tmp"}
     assert usage["images"] != "0 B"
+
+
+def test_prune_all_forgets_the_context_hash_memo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder.engine.context import HashMemo
+
+    monkeypatch.setattr(HashMemo, "RACY_NS", 0)  # files changed just now are normally not memoised
+    store = tmp_path / "store"
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "data.txt").write_text("memo me\n")
+    build(store, ctx, "FROM scratch\nCOPY data.txt /data.txt\n", "memo:1")
+    memo = store / "cache" / "filehash.json"
+    run_cli(["prune"], store).ok()
+    assert memo.exists()
+    tagged = json.loads((store / "index.json").read_text())["manifests"]
+    run_cli(["prune", "--all"], store).ok()
+    assert not memo.exists()
+    assert json.loads((store / "index.json").read_text())["manifests"] == tagged

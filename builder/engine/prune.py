@@ -52,10 +52,15 @@ def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None
 
     cache = CacheStore(store.root)
     records = list(cache.records())
+    freed_memo = 0
     if all_cache:
         for r in records:
             cache.remove(r.key)
         records = []
+        memo = store.root / "cache" / "filehash.json"  # the context content-hash memo
+        if memo.exists():
+            freed_memo = memo.stat().st_size
+            memo.unlink()
     else:
         alive = []
         for r in records:
@@ -80,7 +85,7 @@ def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None
                     cache.remove(r.key)
             records = [r for r in cache.records()]
     keep = {Digest.parse(r.layer["digest"]) for r in records if r.layer is not None}
-    freed = store.gc(keep)
+    freed = store.gc(keep) + freed_memo
     # snapshots: keep those of tagged images and surviving cache records
     _, tagged_diffs = _tagged_layers(store)
     wanted = tagged_diffs | {r.layer["diff_id"] for r in records if r.layer is not None}
