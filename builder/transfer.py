@@ -117,11 +117,33 @@ def _copy_manifest_tree(src: ImageSource, data: bytes, mtype: str, dst: ImageDes
     if not mt.is_manifest(mtype):
         raise StoreError(f"unsupported manifest media type {mtype!r}")
     man = parse_json(Manifest, data, origin="manifest")
-    copy_blob(src, dst, man.config, on_event)
-    for layer in man.layers:
-        if layer.urls and _is_foreign(layer):
-            continue  # non-distributable layer fetched from its URLs by whoever needs it
-        copy_blob(src, dst, layer, on_event)
+    # non-distributable layers are fetched from their URLs by whoever needs them
+    wanted = [man.config] + [layer for layer in man.layers if not (layer.urls and _is_foreign(layer))]
+    copy_blobs(src, dst, wanted, on_event)
+
+
+COPY_WORKERS = 4
+
+
+def copy_blobs(src: ImageSource, dst: ImageDestination, descs: list[Descriptor],
+               on_event: EventSink | None, *, workers: int = COPY_WORKERS) -> None:
+    """Copy ``descs`` (each blob once), up to ``workers`` at a time when both ends say they
+    take concurrent use (``concurrent_reads`` / ``concurrent_writes``: registries, the store);
+    one after another otherwise (tar streams). Every started copy finishes before the first
+    error is raised, so the caller writes the manifest only when all blobs are there."""
+    unique = list({d.digest: d for d in descs}.values())
+    parallel = (getattr(src, "concurrent_reads", False) and getattr(dst, "concurrent_writes", False)
+                and len(unique) > 1 and workers > 1)
+    if not parallel:
+        for d in unique:
+            copy_blob(src, dst, d, on_event)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(unique)), thread_name_prefix="blob-copy") as pool:
+        futures = [pool.submit(copy_blob, src, dst, d, on_event) for d in unique]
+    for f in futures:
+        f.result()  # re-raises the first failure, in manifest order
 
 
 def _is_foreign(layer: Descriptor) -> bool:

@@ -314,3 +314,49 @@ def test_recompression_is_deterministic(src: tuple[Store, Digest]) -> None:
 def test_registry_output_without_name_uses_the_build_tags() -> None:
     spec = parse_output("type=registry")
     assert spec.type == "registry" and spec.push and spec.names == ()
+
+
+class _Rendezvous:
+    """An in-memory source whose blob reads wait until ``n`` of them are in flight at once."""
+
+    concurrent_reads = True
+
+    def __init__(self, blobs: dict[str, bytes], n: int) -> None:
+        import threading
+
+        self.blobs = blobs
+        self.barrier = threading.Barrier(n, timeout=20)
+
+    def open_blob(self, digest: Digest) -> io.BytesIO:
+        self.barrier.wait()  # raises BrokenBarrierError unless n reads overlap
+        return io.BytesIO(self.blobs[str(digest)])
+
+
+class _MemoryDestination:
+    concurrent_writes = True
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def has_blob(self, digest: Digest) -> bool:
+        return str(digest) in self.blobs
+
+    def put_blob(self, digest: Digest, size: int, stream: io.BytesIO) -> None:
+        self.blobs[str(digest)] = stream.read()
+
+
+def test_copy_blobs_runs_copies_side_by_side_and_checks_each() -> None:
+    from builder.oci.models import Descriptor
+    from builder.transfer import copy_blobs
+
+    data = {f"layer {i}".encode() for i in range(4)}
+    blobs = {str(Digest.of_bytes(d)): d for d in data}
+    descs = [Descriptor(mediaType=mt.OCI_LAYER_GZIP, digest=k, size=len(v)) for k, v in blobs.items()]
+    dst = _MemoryDestination()
+    copy_blobs(_Rendezvous(blobs, 4), dst, descs, None, workers=4)   # 4 reads were in flight at once
+    assert dst.blobs == blobs
+    # a blob whose bytes do not match its digest fails the copy
+    bad = Descriptor(mediaType=mt.OCI_LAYER_GZIP, digest=str(Digest.of_bytes(b"other")), size=len(b"layer 0"))
+    src = _Rendezvous({str(bad.digest): b"layer 0"}, 1)
+    with pytest.raises(StoreError, match="digest mismatch"):
+        copy_blobs(src, _MemoryDestination(), [bad], None)

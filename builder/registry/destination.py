@@ -23,6 +23,8 @@ class RegistryDestination(RepositoryEndpoint):
     those this process has seen holding the blob. ``chunk_size``: see
     :class:`RegistryClient`. ``stats`` counts blobs by outcome (exists/mounted/uploaded)."""
 
+    concurrent_writes = True  # the client is safe to use from several threads
+
     def __init__(self, ref: str | ImageRef, *, client: RegistryClient | None = None,
                  insecure: bool | None = None, mount_from: Iterable[str] = (),
                  chunk_size: int | None = None) -> None:

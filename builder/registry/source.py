@@ -100,6 +100,8 @@ class RegistrySource(RepositoryEndpoint):
     is created here (and closed by :meth:`close`) unless one is passed in; ``insecure`` forces
     plain http."""
 
+    concurrent_reads = True  # the client is safe to use from several threads
+
     def get_manifest(self, ref: str = "") -> tuple[bytes, str]:
         """Raw manifest/index bytes and media type for a tag or digest (default: the one in the
         source's reference, else ``latest``). Raises RegistryError when it does not exist."""

@@ -142,6 +142,10 @@ class StoredImage:
 class Store:
     """The local store at ``root`` (created when missing). See the module docstring."""
 
+    concurrent_reads = True   # blobs are immutable files
+    concurrent_writes = True  # each ingest has its own temp file; the rename is atomic
+
+
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
         self.tmp_dir = self.root / "tmp"
