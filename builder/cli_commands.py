@@ -107,6 +107,7 @@ def _cmd_build(ns: argparse.Namespace) -> int:
         source_date_epoch=int(sde) if sde and sde.strip().isdigit() else None,
         outputs=tuple(outputs), cache_from=tuple(ns.cache_from), cache_to=tuple(ns.cache_to),
         labels=_kv(ns.label, "--label"), insecure_registries=tuple(ns.insecure_registry),
+        stdout=sys.stdout.buffer,
     )
     result = build(opts, _store(ns), Renderer(mode))
     if ns.iidfile:

@@ -114,12 +114,10 @@ def _parse_outputs(opts: BuildOptions) -> list[Any]:
 
 
 def _export(store: Any, written: Any, output: Any, tags: tuple[str, ...], session: BuildSession) -> None:
-    import sys
-
     from ..transfer import export_image
 
     export_image(store, str(written.manifest_digest), output, tags=tags,
-                 insecure=session.opts.insecure_registries, stdout=sys.stdout.buffer)
+                 insecure=session.opts.insecure_registries, stdout=session.opts.stdout)
 
 
 class StageBuilder:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +37,5 @@ class BuildOptions:
     labels: tuple[tuple[str, str], ...] = ()
     insecure_registries: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
+    # where ``--output ...,dest=-`` writes (the CLI passes its stdout); None refuses dest=-
+    stdout: Any = field(default=None, compare=False)
