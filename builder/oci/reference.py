@@ -52,13 +52,12 @@ class Reference:
         """``registry/repository`` without tag or digest."""
         return f"{self.registry}/{self.repository}"
 
+    def _suffix(self) -> str:
+        """``:tag``, ``@digest`` or both, as written after a name."""
+        return (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
     def __str__(self) -> str:
-        s = self.name
-        if self.tag:
-            s += f":{self.tag}"
-        if self.digest:
-            s += f"@{self.digest}"
-        return s
+        return self.name + self._suffix()
 
     @property
     def familiar_name(self) -> str:
@@ -73,12 +72,7 @@ class Reference:
     @property
     def familiar(self) -> str:
         """The short form for listings, with tag and/or digest: ``ubuntu:22.04``."""
-        s = self.familiar_name
-        if self.tag:
-            s += f":{self.tag}"
-        if self.digest:
-            s += f"@{self.digest}"
-        return s
+        return self.familiar_name + self._suffix()
 
     @property
     def api_host(self) -> str:
