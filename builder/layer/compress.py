@@ -86,25 +86,22 @@ def detect_compression(first_bytes: bytes) -> str | None:
     return None
 
 
-class _GuardedReader(io.RawIOBase):
-    """Turns decompressor exceptions into CompressionError. Closing it closes ``inner``."""
+class ReadThrough(io.RawIOBase):
+    """A raw reader passing ``inner.read`` through; subclasses add checks or hashing in
+    :meth:`_read`. Closing it leaves ``inner`` open unless ``owns`` (then it closes it)."""
 
-    def __init__(self, inner: BinaryIO, compression: str) -> None:
+    def __init__(self, inner: BinaryIO, *, owns: bool = False) -> None:
         self._inner = inner
-        self._compression = compression
+        self._owns = owns
 
     def readable(self) -> bool:
         return True
 
+    def _read(self, n: int) -> bytes:
+        return self._inner.read(n)
+
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        try:
-            data = self._inner.read(len(b))
-        except (OSError, EOFError, ValueError) as exc:
-            raise CompressionError(f"corrupt {self._compression} stream: {exc}") from exc
-        except Exception as exc:  # zstandard.ZstdError, lzma.LZMAError, zlib.error
-            if type(exc).__name__ in ("ZstdError", "LZMAError", "error"):
-                raise CompressionError(f"corrupt {self._compression} stream: {exc}") from exc
-            raise
+        data = self._read(len(b))
         n = len(data)
         b[:n] = data
         return n
@@ -112,9 +109,28 @@ class _GuardedReader(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             try:
-                self._inner.close()
+                if self._owns:
+                    self._inner.close()
             finally:
                 super().close()
+
+
+class _GuardedReader(ReadThrough):
+    """Turns decompressor exceptions into CompressionError. Closing it closes ``inner``."""
+
+    def __init__(self, inner: BinaryIO, compression: str) -> None:
+        super().__init__(inner, owns=True)
+        self._compression = compression
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return self._inner.read(n)
+        except (OSError, EOFError, ValueError) as exc:
+            raise CompressionError(f"corrupt {self._compression} stream: {exc}") from exc
+        except Exception as exc:  # zstandard.ZstdError, lzma.LZMAError, zlib.error
+            if type(exc).__name__ in ("ZstdError", "LZMAError", "error"):
+                raise CompressionError(f"corrupt {self._compression} stream: {exc}") from exc
+            raise
 
 
 def open_decompressed(stream: BinaryIO, compression: str | None) -> BinaryIO:
@@ -175,7 +191,7 @@ class _ClosingPair:
             self._outer.close()
 
 
-class HashingReader(io.RawIOBase):
+class HashingReader(ReadThrough):
     """Passes reads through from ``inner`` while hashing them (sha256).
 
     ``hexdigest()`` covers every byte read so far; call ``drain()`` first to include the rest.
@@ -183,26 +199,18 @@ class HashingReader(io.RawIOBase):
     """
 
     def __init__(self, inner: BinaryIO) -> None:
-        self._inner = inner
+        super().__init__(inner, owns=True)
         self._hash = hashlib.sha256()
         self.count = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._inner.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self._hash.update(data)
-        self.count += n
-        return n
-
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+    def _read(self, n: int) -> bytes:
         data = self._inner.read(n)
         self._hash.update(data)
         self.count += len(data)
         return data
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        return self._read(n)
 
     def drain(self) -> None:
         """Read (and hash) everything left."""
@@ -213,10 +221,3 @@ class HashingReader(io.RawIOBase):
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._inner.close()
-            finally:
-                super().close()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterable, Literal
 
 from ..digest import Digest
 from ..errors import HostError, PybuildError
-from .compress import CompressionError, HashingReader, open_decompressed
+from .compress import CompressionError, HashingReader, ReadThrough, open_decompressed
 
 if TYPE_CHECKING:
     import tarfile
@@ -487,7 +487,7 @@ def extract_layer(stream: BinaryIO, dest: Path, *, mode: Literal["overlay", "fla
 
     if same_owner is None:
         same_owner = _is_root()
-    plain = open_decompressed(io.BufferedReader(_Unclosable(stream), 1 << 20), compression)
+    plain = open_decompressed(io.BufferedReader(ReadThrough(stream), 1 << 20), compression)
     hashed = HashingReader(plain)
     ex = _Extractor(Path(dest), mode, size_limit, same_owner, userxattr, stats)
     try:
@@ -538,19 +538,3 @@ def extract_layers(blob_streams: Iterable[tuple[BinaryIO, str | None]], dest: Pa
             setattr(total, f, getattr(total, f) + getattr(s, f))
         total.diff_id = s.diff_id
     return total
-
-
-class _Unclosable(io.RawIOBase):
-    """Raw read-through wrapper whose close() leaves ``inner`` open (the caller owns it)."""
-
-    def __init__(self, inner: BinaryIO) -> None:
-        self._inner = inner
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._inner.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
