@@ -16,14 +16,13 @@ to ``on_event`` when given.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import io
 import os
 import tarfile
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
@@ -33,6 +32,7 @@ from .oci import mediatypes as mt
 from .oci.models import (Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json, parse_json,
                          select_manifest)
 from .oci.transport import ImageDestination, ImageSource
+from .outputspec import OutputSpec, parse_output
 from .store.blobs import CHUNK, BlobStore, VerifyingReader
 
 if TYPE_CHECKING:
@@ -248,14 +248,16 @@ def recompress(src: BinaryIO, src_compression: str, dst_compression: str, sink: 
 
 
 def convert_compression(blobs: BlobStore, manifest_raw: bytes, config: ImageConfig, compression: str, *,
-                        force: bool = False, level: int | None = None,
+                        force: bool = False, level: int | None = None, keep_layers: int = 0,
                         on_event: EventSink | None = None) -> tuple[bytes, str]:
     """Re-encode the layers of a manifest (whose blobs are in ``blobs``) to ``compression``.
 
     Returns (manifest bytes, media type): the original bytes when nothing changed, else a new
     manifest stored in ``blobs`` (untagged; gc collects it unless tagged or kept). Each new
     layer's diff_id is checked against the config's (StoreError on mismatch). A Docker manifest
-    becomes OCI when zstd is asked (Docker schema 2 has no zstd type)."""
+    becomes OCI when zstd is asked (Docker schema 2 has no zstd type). Without ``force``, the
+    first ``keep_layers`` layers (those a build inherited from its base image) keep their
+    compression, as BuildKit leaves existing layers alone unless ``force-compression``."""
     if compression not in mt.COMPRESSIONS:
         raise UsageError(f"unknown compression {compression!r} (gzip, zstd, uncompressed)")
     man = parse_json(Manifest, manifest_raw, origin="manifest")
@@ -269,9 +271,10 @@ def convert_compression(blobs: BlobStore, manifest_raw: bytes, config: ImageConf
     for i, layer in enumerate(man.layers):
         cur = mt.layer_compression(layer.mediaType)
         new_type = (mt.docker_layer_type(compression) if docker and not to_oci else mt.oci_layer_type(compression))
-        if cur == compression and not force:
-            if to_oci and layer.mediaType != new_type:
-                layers.append(layer.model_copy(update={"mediaType": new_type}))
+        if (cur == compression or i < keep_layers) and not force:
+            kept_type = mt.oci_layer_type(cur) if to_oci else layer.mediaType
+            if kept_type != layer.mediaType:
+                layers.append(layer.model_copy(update={"mediaType": kept_type}))
                 changed = True
             else:
                 layers.append(layer)
@@ -371,99 +374,6 @@ def flatten_layers(open_layer: Callable[[int], BinaryIO], count: int, out: Binar
                         tw.addfile(m)
 
 
-# ---- --output -----------------------------------------------------------------------------------
-
-_TYPES = ("oci", "docker", "local", "tar", "image", "registry")
-_KEYS = {"type", "dest", "tar", "name", "push", "compression", "compression-level", "force-compression",
-         "oci-mediatypes"}
-
-
-@dataclass(frozen=True, slots=True)
-class OutputSpec:
-    """One parsed ``--output``. ``dest`` is a path or ``-`` (stdout); ``names`` image names;
-    ``tar`` False makes ``type=oci`` write a directory."""
-
-    type: str
-    dest: str | None = None
-    names: tuple[str, ...] = ()
-    push: bool = False
-    tar: bool = True
-    compression: str | None = None
-    compression_level: int | None = None
-    force_compression: bool = False
-    attrs: tuple[tuple[str, str], ...] = field(default=())
-
-
-def _bool(key: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("true", "1", "yes", ""):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    raise UsageError(f"--output: {key}={value!r} is not a boolean")
-
-
-def parse_output(text: str) -> OutputSpec:
-    """Parse a buildx ``--output`` value (CSV ``key=value`` pairs; a bare path means
-    ``type=local,dest=PATH``; ``-`` means ``type=tar,dest=-``). UsageError when malformed."""
-    text = text.strip()
-    if not text:
-        raise UsageError("--output: empty value")
-    if text == "-":
-        return OutputSpec(type="tar", dest="-")
-    if "=" not in text:
-        return OutputSpec(type="local", dest=text)
-    try:
-        fields = next(csv.reader([text]))
-    except csv.Error as e:
-        raise UsageError(f"--output {text!r}: {e}") from None
-    kv: dict[str, str] = {}
-    for f in fields:
-        key, sep, value = f.partition("=")
-        key = key.strip().lower()
-        if not sep:
-            raise UsageError(f"--output {text!r}: {f!r} is not key=value")
-        if key not in _KEYS and not key.startswith("annotation"):
-            raise UsageError(f"--output {text!r}: unknown key {key!r}")
-        kv[key] = value
-    typ = kv.get("type")
-    if typ is None:
-        raise UsageError(f"--output {text!r}: type= is required ({', '.join(_TYPES)})")
-    if typ not in _TYPES:
-        raise UsageError(f"--output {text!r}: unknown type {typ!r} ({', '.join(_TYPES)})")
-    dest = kv.get("dest")
-    names = tuple(n.strip() for n in kv.get("name", "").split(",") if n.strip())
-    push = _bool("push", kv["push"]) if "push" in kv else typ == "registry"
-    tar = _bool("tar", kv["tar"]) if "tar" in kv else True
-    compression = kv.get("compression")
-    if compression is not None and compression not in mt.COMPRESSIONS:
-        raise UsageError(f"--output {text!r}: compression={compression!r} is not one of gzip, zstd, uncompressed")
-    level = None
-    if "compression-level" in kv:
-        try:
-            level = int(kv["compression-level"])
-        except ValueError:
-            raise UsageError(f"--output {text!r}: compression-level must be an integer") from None
-    force = _bool("force-compression", kv["force-compression"]) if "force-compression" in kv else False
-    if typ in ("oci", "docker", "local", "tar") and not dest:
-        raise UsageError(f"--output {text!r}: type={typ} needs dest=")
-    if typ in ("image", "registry"):
-        # without name= the build's -t tags are used (buildx behaviour); export_image checks
-        if dest:
-            raise UsageError(f"--output {text!r}: type={typ} takes no dest=")
-    if dest == "-" and (typ == "local" or (typ == "oci" and not tar)):
-        raise UsageError(f"--output {text!r}: dest=- needs a tar output (type=oci, docker or tar)")
-    if typ == "docker" and not tar:
-        raise UsageError(f"--output {text!r}: type=docker is always a tar")
-    if names:
-        from .oci.reference import parse_reference
-
-        for n in names:
-            parse_reference(n)  # ReferenceError_ names the bad one
-    extra = tuple(sorted((k, v) for k, v in kv.items() if k not in _KEYS))
-    return OutputSpec(typ, dest, names, push, tar, compression, level, force, extra)
-
-
 class _AtomicOut:
     """A file written beside ``path`` and renamed into place on success (removed on failure)."""
 
@@ -538,7 +448,8 @@ class _Closing(io.RawIOBase):
 def export_image(store: "Store", name: str, output: OutputSpec, *, tags: tuple[str, ...] = (),
                  platform: Platform | str | Any = None, on_event: EventSink | None = None,
                  stdout: BinaryIO | None = None, insecure: tuple[str, ...] = (),
-                 open_registry: Callable[[str], ImageDestination] | None = None) -> Digest:
+                 open_registry: Callable[[str], ImageDestination] | None = None,
+                 keep_layers: int = 0) -> Digest:
     """Write the stored image ``name`` (name, digest or ID) to ``output``; returns the exported
     manifest's digest.
 
@@ -546,13 +457,15 @@ def export_image(store: "Store", name: str, output: OutputSpec, *, tags: tuple[s
     the name ``name`` is tagged as. ``stdout``: the stream for ``dest=-`` (the CLI passes
     ``sys.stdout.buffer``). File outputs are written to a temp file beside ``dest`` and renamed,
     so a failure leaves no partial file. Pushing uses ``open_registry(name)`` when given, else
-    builder.registry's RegistryDestination (``insecure``: registry hosts allowed over HTTP)."""
+    builder.registry's RegistryDestination (``insecure``: registry hosts allowed over HTTP).
+    ``keep_layers``: see :func:`convert_compression`."""
     img = store.image(name, as_platform(platform))
     manifest_raw, mtype = img.manifest_raw, img.manifest_desc.mediaType
     if output.compression is not None:
         manifest_raw, mtype = convert_compression(store.blobs, manifest_raw, img.config, output.compression,
                                                   force=output.force_compression,
-                                                  level=output.compression_level, on_event=on_event)
+                                                  level=output.compression_level, keep_layers=keep_layers,
+                                                  on_event=on_event)
     digest = Digest.of_bytes(manifest_raw)
     if not store.blobs.has(digest):
         store.blobs.put_bytes(manifest_raw)

@@ -240,28 +240,39 @@ def test_copy_from_stage_paths(tmp_path: Path, img: Path) -> None:
 
 
 def test_content_digest(ctx_dir: Path) -> None:
-    ctx = BuildContext(ctx_dir, IgnoreMatcher(["*.key"]))
-    d1 = ctx.content_digest(["src", "a.txt"])
+    def digest(paths: list[str], **kw: object) -> str:
+        # a BuildContext reads the directory once (one snapshot per build): a fresh one per look
+        return BuildContext(ctx_dir, IgnoreMatcher(["*.key"])).content_digest(paths, **kw)  # type: ignore[arg-type]
+
+    d1 = digest(["src", "a.txt"])
     os.utime(ctx_dir / "a.txt", (1, 1))
-    assert ctx.content_digest(["src", "a.txt"]) == d1          # mtimes never count
+    assert digest(["src", "a.txt"]) == d1          # mtimes never count
     (ctx_dir / "secret.key").write_text("changed")
-    assert ctx.content_digest(["src", "a.txt"]) == d1          # not a source
-    assert ctx.content_digest(["."]) == BuildContext(ctx_dir, IgnoreMatcher(["*.key"])).content_digest(["."])
-    d_all = ctx.content_digest(["."])
+    assert digest(["src", "a.txt"]) == d1          # not a source
+    d_all = digest(["."])
     (ctx_dir / "secret.key").write_text("again")
-    assert ctx.content_digest(["."]) == d_all                  # ignored files never count
+    assert digest(["."]) == d_all                  # ignored files never count
     (ctx_dir / "a.txt").write_text("A2")
-    d2 = ctx.content_digest(["src", "a.txt"])
+    d2 = digest(["src", "a.txt"])
     assert d2 != d1
     os.chmod(ctx_dir / "a.txt", 0o600)
-    assert ctx.content_digest(["src", "a.txt"]) != d2
+    assert digest(["src", "a.txt"]) != d2
     os.symlink("a.txt", ctx_dir / "src/l")
-    d3 = ctx.content_digest(["src"])
+    d3 = digest(["src"])
     os.remove(ctx_dir / "src/l")
     os.symlink("b.txt", ctx_dir / "src/l")
-    assert ctx.content_digest(["src"]) != d3                   # symlink targets count
-    assert ctx.content_digest(["src"], excludes=["l"]) == ctx.content_digest(["src"], excludes=["l"])
+    assert digest(["src"]) != d3                   # symlink targets count
+    assert digest(["src"], excludes=["l"]) == digest(["src"], excludes=["l"])
+    assert digest(["src"], excludes=["l"]) != digest(["src"])
     assert d1.startswith("sha256:") and len(d1) == 71
+
+
+def test_context_is_read_once_per_build_context(ctx_dir: Path) -> None:
+    ctx = BuildContext(ctx_dir)
+    before = ctx.content_digest(["src"])
+    (ctx_dir / "src" / "late.txt").write_text("added after the first walk")
+    assert ctx.content_digest(["src"]) == before   # the same snapshot within one build
+    assert BuildContext(ctx_dir).content_digest(["src"]) != before
 
 
 def test_exclude_with_exception_reincludes(ctx_dir: Path, img: Path) -> None:

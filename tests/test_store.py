@@ -216,3 +216,19 @@ def test_corrupt_index_is_a_store_error(store: Store) -> None:
     (store.root / "index.json").write_text("{oops")
     with pytest.raises(StoreError, match="index.json"):
         store.tags()
+
+
+def test_tag_digest_writes_what_tag_writes(store: Store, tmp_path: Path) -> None:
+    """The pydantic-free tagging path gives index.json byte for byte as the validating one."""
+    d1 = put_image(store, [{"a": b"1"}], ("app:1", "z:9"))
+    desc = store.resolve("app:1")
+    store.tag_digest("new:1", desc.mediaType, desc.digest, desc.size)
+    store.tag_digest("app:1", desc.mediaType, desc.digest, desc.size)  # unchanged: no write
+    fast = (store.root / "index.json").read_bytes()
+    other = Store(tmp_path / "other")
+    put_image(other, [{"a": b"1"}], ("app:1", "z:9"))
+    other.tag("new:1", Descriptor(mediaType=desc.mediaType, digest=desc.digest, size=desc.size))
+    assert fast == (other.root / "index.json").read_bytes()
+    assert store.resolve("new:1").digest == str(d1)
+    with pytest.raises(StoreError, match="not in the store"):
+        store.tag_digest("x:1", desc.mediaType, "sha256:" + "0" * 64, 1)

@@ -95,7 +95,7 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
             store.tag_digest(t, MANIFEST_MEDIA_TYPE, str(written.manifest_digest), written.manifest_size)
         result = BuildResult(str(written.manifest_digest), str(written.config_digest), tags, written.manifest_size)
         for out in outputs:
-            _export(store, written, out, tags, session)
+            _export(store, written, out, tags, session, final)
         remotecache.export_caches(session, cache_exports, graph, stage_keys)
         on_event(ImageWritten(result.digest, result.config_digest, tags))
         return result
@@ -108,15 +108,28 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
 def _parse_outputs(opts: BuildOptions) -> list[Any]:
     if not opts.outputs:
         return []
-    from ..transfer import parse_output
+    from ..outputspec import parse_output
 
     return [parse_output(o) for o in opts.outputs]
 
 
-def _export(store: Any, written: Any, output: Any, tags: tuple[str, ...], session: BuildSession) -> None:
+def _export(store: Any, written: Any, output: Any, tags: tuple[str, ...], session: BuildSession,
+            final: ImageState) -> None:
+    """Write one ``--output``. ``compression=`` applies to the layers this build made; those
+    inherited from the base image keep theirs unless ``force-compression`` (BuildKit's rule).
+    An image-store output that would change nothing (the build already stored and tagged the
+    image) is skipped without loading the exporter."""
+    if output.compression is not None and not output.force_compression:
+        from ..oci.mediatypes import layer_compression
+
+        if all(layer_compression(layer.media_type) == output.compression
+               for layer in final.layers[final.inherited:]):
+            output = replace(output, compression=None)
+    if output.type == "image" and output.compression is None and not output.push and not output.names:
+        return
     from ..transfer import export_image
 
-    export_image(store, str(written.manifest_digest), output, tags=tags,
+    export_image(store, str(written.manifest_digest), output, tags=tags, keep_layers=final.inherited,
                  insecure=session.opts.insecure_registries, stdout=session.opts.stdout)
 
 

@@ -66,34 +66,43 @@ def walk_tree(view: FsView, top: str, st: os.stat_result, *,
     ``hidden(path)`` hides a path; a hidden directory is still entered when
     ``descend_hidden(path)`` is true and is then yielded just before its first visible
     descendant (so every yielded path has its parents yielded earlier, like BuildKit's sender).
+    Directory listings come from ``view.scan(path)`` when the view has it (sorted
+    ``(name, lstat)`` pairs), else from ``listdir`` and ``lstat``.
     """
-    pending: list[tuple[str, os.stat_result]] = []
-    yield from _walk(view, top, st, hidden, descend_hidden, pending)
-
-
-def _walk(view: FsView, path: str, st: os.stat_result, hidden: Callable[[str], bool] | None,
-          descend: Callable[[str], bool] | None, pending: list[tuple[str, os.stat_result]],
-          ) -> Iterator[tuple[str, os.stat_result]]:
-    is_dir = stat.S_ISDIR(st.st_mode)
-    is_hidden = hidden is not None and hidden(path)
-    if is_hidden:
-        if not (is_dir and descend is not None and descend(path)):
-            return
-        pending.append((path, st))
-    else:
-        if pending:
-            yield from pending
-            pending.clear()
-        yield path, st
-    if is_dir:
-        base = path.rstrip("/")
-        for name in view.listdir(path):
-            child = base + "/" + name
-            cst = view.lstat(child)
-            if cst is not None:
-                yield from _walk(view, child, cst, hidden, descend, pending)
-    if is_hidden and pending and pending[-1][0] == path:
-        pending.pop()
+    scan = getattr(view, "scan", None)
+    # hidden directories entered but not yet yielded, with their depth
+    pending: list[tuple[str, os.stat_result, int]] = []
+    stack: list[tuple[str, os.stat_result, int]] = [(top, st, 0)]
+    is_dir_mode = stat.S_ISDIR
+    while stack:
+        path, pst, depth = stack.pop()
+        while pending and pending[-1][2] >= depth:
+            pending.pop()  # a hidden directory whose subtree showed nothing
+        is_dir = is_dir_mode(pst.st_mode)
+        if hidden is not None and hidden(path):
+            if not (is_dir and descend_hidden is not None and descend_hidden(path)):
+                continue
+            pending.append((path, pst, depth))
+        else:
+            if pending:
+                for ppath, ppst, _ in pending:
+                    yield ppath, ppst
+                pending.clear()
+            yield path, pst
+        if not is_dir:
+            continue
+        base = path.rstrip("/") + "/"
+        if scan is not None:
+            children = scan(path)
+        else:
+            children = []
+            for name in view.listdir(path):
+                cst = view.lstat(base + name)
+                if cst is not None:
+                    children.append((name, cst))
+        depth += 1
+        for name, cst in reversed(children):
+            stack.append((base + name, cst, depth))
 
 
 # (host path, size, mtime_ns, inode, ctime_ns) -> sha256 hex; process-lifetime memo
@@ -134,7 +143,7 @@ class HashMemo:
         return self._files
 
     def _wanted(self, abspath: str) -> bool:
-        return any(abspath.startswith(r) for r in self.roots)
+        return abspath.startswith(self.roots)
 
     def get(self, abspath: str, st: os.stat_result) -> str | None:
         if not self._wanted(abspath):
@@ -204,7 +213,7 @@ def file_sha256(host: str, st: os.stat_result) -> str:
         hit = _HASH_CACHE.get(key)
         memo = _MEMO
         if hit is None and memo is not None:
-            hit = memo.get(os.path.abspath(host), st)
+            hit = memo.get(host if host.startswith("/") and "/." not in host else os.path.abspath(host), st)
             if hit is not None:
                 _HASH_CACHE[key] = hit
     if hit is not None:
@@ -254,29 +263,42 @@ def tree_digest(view: FsView, items: Iterable[tuple[str, str]], *, owners: bool 
     """
     h = hashlib.sha256()
     h.update(b"pybuild-tree-v1\0")
+    host_of = getattr(view, "host_str", None) or (lambda p: host_str(view, p))
+    is_reg = stat.S_ISREG
     for display, top in items:
         real = resolve_in_root(view, top)
         st = view.lstat(real)
         if st is None:
             raise not_found(display)
         hide = _combine_hidden(real, hidden, excludes)
+        cut = len(real)
+        lines: list[str] = []
         for path, pst in walk_tree(view, real, st, hidden=hide, descend_hidden=descend_hidden):
-            name = display + path[len(real):] if path != real else display
+            name = display + path[cut:] if path != real else display
             mode = pst.st_mode
-            kind = _type_char(mode)
-            rec = [kind, name, "%o" % stat.S_IMODE(mode)]
-            if owners:
-                rec += [str(pst.st_uid), str(pst.st_gid)]
-            if kind == "f":
-                host = host_str(view, path)
+            if is_reg(mode):  # the common case, without the generic record building
+                host = host_of(path)
                 if host is None:
                     raise CopyError(f"no content available for {path}")
-                rec += [str(pst.st_size), file_sha256(host, pst)]
-            elif kind == "l":
-                rec.append(view.readlink(path))
-            elif kind in "cb":
-                rec.append(f"{os.major(pst.st_rdev)},{os.minor(pst.st_rdev)}")
-            h.update("\0".join(rec).encode("utf-8", "surrogateescape") + b"\n")
+                if owners:
+                    lines.append(f"f\0{name}\0{mode & 0o7777:o}\0{pst.st_uid}\0{pst.st_gid}\0"
+                                 f"{pst.st_size}\0{file_sha256(host, pst)}\n")
+                else:
+                    lines.append(f"f\0{name}\0{mode & 0o7777:o}\0{pst.st_size}\0{file_sha256(host, pst)}\n")
+            else:
+                kind = _type_char(mode)
+                rec = [kind, name, "%o" % stat.S_IMODE(mode)]
+                if owners:
+                    rec += [str(pst.st_uid), str(pst.st_gid)]
+                if kind == "l":
+                    rec.append(view.readlink(path))
+                elif kind in "cb":
+                    rec.append(f"{os.major(pst.st_rdev)},{os.minor(pst.st_rdev)}")
+                lines.append("\0".join(rec) + "\n")
+            if len(lines) >= 512:
+                h.update("".join(lines).encode("utf-8", "surrogateescape"))
+                lines.clear()
+        h.update("".join(lines).encode("utf-8", "surrogateescape"))
         h.update(b"\1")
     return "sha256:" + h.hexdigest()
 
@@ -321,6 +343,11 @@ class BuildContext:
     def hidden(self, path: str) -> bool:
         """``is_ignored`` for an image path of ``view`` (``/a/b``)."""
         return self.is_ignored(path)
+
+    @property
+    def hide(self) -> Callable[[str], bool] | None:
+        """:meth:`hidden`, or None when nothing is ignored (walks then skip the check)."""
+        return self.hidden if self.ignore else None
 
     def descend_hidden(self, path: str) -> bool:
         """Whether an ignored directory must be entered (an exception may match inside)."""
@@ -390,7 +417,7 @@ class BuildContext:
             clean = check_inside(rel)
             items.append((clean, "/" if clean == "." else "/" + clean))
         ex = IgnoreMatcher(excludes) if excludes else None
-        return tree_digest(self.view, items, owners=owners, hidden=self.hidden,
+        return tree_digest(self.view, items, owners=owners, hidden=self.hide,
                            descend_hidden=self.descend_hidden, excludes=ex)
 
 

@@ -147,20 +147,22 @@ class _Emitter:
         uid, gid = self._owner(st)
         mtime = self._mtime(st.st_mtime)
         xattrs = self._xattrs(view, path) if self.keep_xattrs and not stat.S_ISLNK(mode) else ()
-        common = dict(name=name, mode=perm, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
         if stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
                 first = self.inodes.get(key)
                 if first is not None and first != name and first in self.entries:
-                    self.put(Entry(type=EntryType.HARDLINK, linkname=first, **common))
+                    self.put(Entry(name, EntryType.HARDLINK, perm, uid, gid, mtime, linkname=first, xattrs=xattrs))
                     return
                 self.inodes[key] = name
             host = host_str(view, path)
             if host is None:
                 raise CopyError(f"no content available for {path}")
-            self.put(Entry(type=EntryType.FILE, size=st.st_size, source=host, **common))
-        elif stat.S_ISDIR(mode):
+            self.entries[name] = Entry(name, EntryType.FILE, perm, uid, gid, mtime, st.st_size, xattrs=xattrs,
+                                       source=host)
+            return
+        common = dict(name=name, mode=perm, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
+        if stat.S_ISDIR(mode):
             self.put(Entry(type=EntryType.DIR, **common))
         elif stat.S_ISLNK(mode):
             self.put(Entry(type=EntryType.SYMLINK, linkname=view.readlink(path), **common))
@@ -236,8 +238,8 @@ def _expand(sources: Sequence[str], *, src_view: FsView, context: BuildContext |
 
 def _make_hidden(item: _Item, real_top: str, excludes: IgnoreMatcher | None,
                  ctx_hidden: Callable[[str], bool] | None) -> Callable[[str], bool] | None:
-    if not excludes and ctx_hidden is None:
-        return None
+    if not excludes:
+        return ctx_hidden
     prefix = real_top.rstrip("/") + "/"
 
     def hidden(path: str) -> bool:
@@ -304,7 +306,7 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
     emit = _Emitter(dest_view=dest_view, chown=chown, chmod=chmod,
                     keep_owner=not src_is_context, keep_xattrs=not src_is_context,
                     mtime_clamp=mtime_clamp)
-    ctx_hidden = context.hidden if (src_is_context and context is not None) else None
+    ctx_hidden = context.hide if (src_is_context and context is not None) else None
     ctx_descend = context.descend_hidden if (src_is_context and context is not None) else None
 
     for item in items:

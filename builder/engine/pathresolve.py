@@ -71,6 +71,7 @@ class DirView:
         self.root = Path(os.path.realpath(root))
         self._root_str = str(self.root)
         self._checked_dirs: set[str] = {"/"}
+        self._scans: dict[str, list[tuple[str, os.stat_result]]] = {}
 
     def _host(self, path: str) -> str:
         if path.startswith("/") and "//" not in path and "/." not in path and path != "/" \
@@ -107,6 +108,27 @@ class DirView:
             return sorted(os.listdir(self._host(path)))
         except OSError as exc:
             raise PathResolveError(f"cannot list {path}: {exc.strerror}") from None
+
+    def scan(self, path: str) -> list[tuple[str, os.stat_result]]:
+        """``(name, lstat)`` of each entry of directory ``path``, sorted by name; remembered
+        for the view's lifetime (a build reads its context as one snapshot: the cache key
+        walk and the copy that follows see the same listing). PathResolveError if unreadable."""
+        hit = self._scans.get(path)
+        if hit is not None:
+            return hit
+        out: list[tuple[str, os.stat_result]] = []
+        try:
+            with os.scandir(self._host(path)) as it:
+                for entry in it:
+                    try:
+                        out.append((entry.name, entry.stat(follow_symlinks=False)))
+                    except FileNotFoundError:
+                        continue  # removed while listing
+        except OSError as exc:
+            raise PathResolveError(f"cannot list {path}: {exc.strerror}") from None
+        out.sort()
+        self._scans[path] = out
+        return out
 
     def open(self, path: str) -> BinaryIO:
         host = self._host(path)

@@ -44,7 +44,7 @@ def start_stage(session: Any, graph: Any, index: int) -> tuple[ImageState, Any, 
     state = ImageState(layers=base.layers, history=base.history, config=lowering.state, platform=stage.platform,
                        cache_key=base_key(base.manifest_digest, str(stage.platform)),
                        base_digest=base.manifest_digest, author=base.config.get("author") if base.config else None,
-                       extra=extra)
+                       extra=extra, inherited=len(base.layers))
     return state, lowering, tuple(onbuild_triggers(base_cfg))
 
 

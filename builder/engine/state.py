@@ -70,6 +70,7 @@ class ImageState:
     author: str | None = None
     extra: tuple[tuple[str, Any], ...] = field(default=())
     clock: float = 0.0              # when the newest step of this image was first built
+    inherited: int = 0              # how many of ``layers`` come from the base image (FROM)
 
     def with_layer(self, layer: LayerRef | None, history: History, cache_key: str) -> "ImageState":
         layers = self.layers + ((layer,) if layer is not None else ())

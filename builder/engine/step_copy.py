@@ -96,9 +96,8 @@ def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_vie
         if source_view is not None:
             src_view, ctx, is_ctx = source_view, None, False
         else:
-            from .pathresolve import DirView
-
-            src_view, ctx, is_ctx = DirView(session.opts.context), session.context, True
+            # the context's own view: its directory listings are those the cache key saw
+            src_view, ctx, is_ctx = session.context.view, session.context, True
         return copy_entries(sources=sources, dest=step.dest, src_view=src_view, src_is_context=is_ctx,
                             context=ctx, dest_view=dest_view, chown=chown, chmod=chmod,
                             excludes=list(step.excludes), parents=step.parents, heredocs=heredocs,
@@ -114,10 +113,9 @@ def _add_entries(session: Any, step: Any, sources: list[str], heredocs: list[tup
     """ADD from the context: URLs fetched, local archives extracted, the rest copied like COPY.
     Temporary content lives under the build's temp dir (removed with the build)."""
     from .archive import add_entries
-    from .pathresolve import DirView
 
     scratch = Path(session.tmp) / "add"
-    result = add_entries(sources=sources, dest=step.dest, src_view=DirView(session.opts.context),
+    result = add_entries(sources=sources, dest=step.dest, src_view=session.context.view,
                          src_is_context=True, context=session.context, dest_view=dest_view, scratch=scratch,
                          chown=chown, chmod=chmod, excludes=list(step.excludes), checksum=step.checksum,
                          heredocs=heredocs, mtime_clamp=session.opts.source_date_epoch)

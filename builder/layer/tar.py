@@ -270,6 +270,10 @@ class _Sink:
         self.compression = compression
         self.diff = hashlib.sha256()
         self.blob = hashlib.sha256()
+        # an output that already hashes what it is given (a store BlobWriter) is not hashed twice
+        probe = getattr(out, "sha256_hexdigest", None)
+        self.out_digest: Callable[[], str | None] | None = (
+            probe if probe is not None and probe() is not None else None)
         self.size = 0
         self.error: BaseException | None = None
         self._free: queue.Queue[bytearray] = queue.Queue()
@@ -315,9 +319,17 @@ class _Sink:
 
     def _emit(self, data: bytes) -> None:
         if data:
-            self.blob.update(data)
+            if self.out_digest is None:
+                self.blob.update(data)
             self.out.write(data)
             self.size += len(data)
+
+    def blob_hexdigest(self) -> str:
+        """sha256 hex of everything written to ``out``."""
+        if self.compression == UNCOMPRESSED:
+            return self.diff.hexdigest()
+        got = self.out_digest() if self.out_digest is not None else None
+        return got if got is not None else self.blob.hexdigest()
 
     def _process(self, buf: bytearray, n: int) -> None:
         """Hash, compress and write the first ``n`` bytes of ``buf``; then recycle ``buf``."""
@@ -390,7 +402,9 @@ def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = G
     re-rooted on its first member by name. File content is read from ``entry.source`` (opened
     with O_NOFOLLOW and closed here) or taken from ``entry.data``; a source shorter than ``entry.size`` raises LayerError (it changed
     while being archived); extra bytes beyond ``size`` are ignored. ``out`` is written
-    from a helper thread and is neither flushed nor closed here. Raises LayerError on bad
+    from a helper thread and is neither flushed nor closed here; when it has
+    ``sha256_hexdigest()`` returning a digest (the store's BlobWriter), the blob digest is
+    taken from it instead of hashing the output twice. Raises LayerError on bad
     entries or unreadable sources; errors of ``out.write`` propagate.
 
     ``tee``: also receives the uncompressed tar stream, from the helper thread (e.g. a pipe to
@@ -495,7 +509,6 @@ def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = G
     finally:
         if not ok:
             sink.abort()
-    blob = sink.diff if compression == UNCOMPRESSED else sink.blob
-    return LayerInfo(digest=Digest("sha256", blob.hexdigest()),
+    return LayerInfo(digest=Digest("sha256", sink.blob_hexdigest()),
                      diff_id=Digest("sha256", sink.diff.hexdigest()),
                      size=sink.size, media_type=media_type, compression=compression)

@@ -64,6 +64,11 @@ class BlobWriter:
     def written(self) -> int:
         return self._n
 
+    def sha256_hexdigest(self) -> str | None:
+        """sha256 hex of the bytes written so far when this writer hashes with sha256 (a
+        producer that needs that digest need not hash its output a second time), else None."""
+        return self._h.hexdigest() if self._algorithm == "sha256" else None
+
     def _computed(self) -> Digest:
         return Digest(self._algorithm, self._h.hexdigest())
 

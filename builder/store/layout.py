@@ -217,9 +217,34 @@ class Store:
         """Point ``name`` at a stored manifest; a no-op (no lock, no write) when the tag already
         points there, so a fully cached rebuild writes nothing. Returns the full name."""
         current = self.lookup_tag(name)
+        full = self._full_name(name)
         if current is not None and current.get("digest") == digest:
-            return self._full_name(name)
-        return self.tag(name, _m().Descriptor(mediaType=media_type, digest=digest, size=size))
+            return full
+        if not self.blobs.has(Digest.parse(digest)):
+            raise StoreError(f"cannot tag {full}: manifest {digest} is not in the store")
+        entry = {"mediaType": media_type, "digest": digest, "size": size,
+                 "annotations": {mt.ANNOTATION_REF_NAME: full}}
+        with self._lock():
+            # pydantic-free: index.json as written by canonical_json, one entry replaced (same
+            # bytes as tag() would write); anything unexpected goes through the validating path
+            try:
+                data = json.loads(self.index_path.read_bytes())
+            except (OSError, ValueError):
+                data = None
+            manifests = data.get("manifests") if isinstance(data, dict) else None
+            plain = isinstance(manifests, list) and all(
+                isinstance(d, dict) and isinstance(d.get("annotations") or {}, dict) for d in manifests)
+            if plain:
+                assert isinstance(data, dict) and isinstance(manifests, list)
+                kept = [d for d in manifests if (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) != full]
+                kept.append(entry)
+                kept.sort(key=lambda d: (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME, ""))
+                data["manifests"] = kept
+                write_file_atomic(self.index_path,
+                                  json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(), self.tmp_dir)
+        if not plain:
+            return self.tag(name, _m().Descriptor(mediaType=media_type, digest=digest, size=size))
+        return full
 
     def untag(self, name: str) -> Descriptor:
         """Remove the tag ``name``; returns what it pointed at. ImageNotFound when absent."""
