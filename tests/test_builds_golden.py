@@ -296,6 +296,30 @@ def simple(tmp_path: Path) -> tuple[Path, Path]:
     return store, ctx
 
 
+def test_output_compression_applies_to_new_layers_unless_forced(simple: tuple[Path, Path], tmp_path: Path) -> None:
+    """BuildKit's rule: compression= re-encodes the layers the build made; the base image's
+    layers keep theirs unless force-compression=true. The store-only output changes nothing."""
+    store, ctx = simple
+    o = tmp_path / "o"
+    run_cli(["--progress=quiet", "-t", "comp:1",
+             "--output", f"type=oci,dest={o}/kept,tar=false,compression=zstd",
+             "--output", f"type=oci,dest={o}/forced,tar=false,compression=zstd,force-compression=true",
+             str(ctx)], store).ok()
+    gz, zst = "application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar+zstd"
+    kept = read_layout(o / "kept", "1")
+    forced = read_layout(o / "forced", "1")
+    check_invariants(kept)
+    check_invariants(forced)
+    assert [ld["mediaType"] for ld in kept.manifest["layers"]] == [gz, zst]
+    assert [ld["mediaType"] for ld in forced.manifest["layers"]] == [zst, zst]
+    assert kept.manifest["layers"][0]["digest"] != forced.manifest["layers"][0]["digest"]
+    assert kept.config["rootfs"]["diff_ids"] == forced.config["rootfs"]["diff_ids"]
+    # the image in the store was written in zstd directly: the base layer kept, ours zstd
+    res = run_cli(["inspect", "comp:1"], store)
+    assert res.rc == 0
+    assert [ld["mediaType"] for ld in json.loads(res.out)["Manifest"]["layers"]] == [gz, zst]
+
+
 def test_output_types(simple: tuple[Path, Path], tmp_path: Path) -> None:
     import tarfile
 

@@ -78,8 +78,35 @@ def manifest_json(config_digest: Digest, config_size: int, state: ImageState) ->
     })
 
 
+EMPTY_LAYER_HISTORY = "pybuild: empty layer (an OCI image manifest lists at least one layer)"
+
+
+def with_empty_layer(store: Any, state: ImageState, created: str) -> ImageState:
+    """``state`` itself when it has layers; else ``state`` with one empty layer (a gzip'd tar
+    holding only its end-of-archive blocks, always the same blob) written into ``store`` and
+    a history entry for it placed first. The OCI image-manifest schema requires at least one
+    layer (``minItems: 1``); BuildKit would write ``"layers": []`` for a metadata-only image."""
+    if state.layers:
+        return state
+    import io
+    from dataclasses import replace
+
+    from ..layer.tar import write_layer
+    from .state import History, LayerRef
+
+    buf = io.BytesIO()
+    info = write_layer([], buf, compression="gzip")
+    store.blobs.put_bytes(buf.getvalue())
+    layer = LayerRef(digest=Digest.parse(str(info.digest)), diff_id=Digest.parse(str(info.diff_id)),
+                     size=info.size, media_type=info.media_type)
+    first = History(created_by=EMPTY_LAYER_HISTORY, created=created)
+    return replace(state, layers=(layer,), history=(first,) + state.history)
+
+
 def write_image(store: Any, state: ImageState, created: str) -> WrittenImage:
-    """Write config and manifest blobs into ``store``; layers must already be there."""
+    """Write config and manifest blobs into ``store``; layers must already be there (an image
+    without any gets the empty layer of :func:`with_empty_layer`)."""
+    state = with_empty_layer(store, state, created)
     cfg = config_json(state, created)
     cfg_digest = store.blobs.put_bytes(cfg)
     man = manifest_json(cfg_digest, len(cfg), state)
