@@ -131,8 +131,46 @@ def test_chmod(ctx_dir: Path, img: Path) -> None:
     assert out["m/one.py"].mode == 0o640
     assert out["m/pkg"].mode == 0o640
     assert out["m/link"].type is EntryType.SYMLINK and out["m/link"].mode == 0o777
-    with pytest.raises(CopyError):
-        parse_chmod("u+x")
+    for bad in ("u+q", "9", "08", "17777", "u", ",u+x", "u+x,", "x+u"):
+        with pytest.raises(CopyError, match="--chmod"):
+            parse_chmod(bad)
+
+
+def test_symbolic_chmod_per_entry(ctx_dir: Path, img: Path) -> None:
+    """u=rwX,go=rX: directories 0755, plain files 0644, executable files 0755."""
+    os.chmod(ctx_dir / "src/one.py", 0o600)
+    os.chmod(ctx_dir / "src/pkg", 0o700)
+    (ctx_dir / "src/tool").write_text("#!/bin/sh\n")
+    os.chmod(ctx_dir / "src/tool", 0o744)
+    os.symlink("one.py", ctx_dir / "src/link")
+    out = run(ctx_dir, img, ["src"], "/m/", chmod=parse_chmod("u=rwX,go=rX"))
+    assert out["m/pkg"].mode == 0o755
+    assert out["m/one.py"].mode == 0o644 and out["m/tool"].mode == 0o755
+    assert out["m/link"].mode == 0o777  # symlinks keep theirs
+    heredoc = run(ctx_dir, img, ["<<h"], "/h", heredocs=[("h", "x")], chmod=parse_chmod("+x"))
+    assert heredoc["h"].mode == 0o755
+
+
+SYMBOLIC_CASES = ["+x", "a+x", "u+x", "g-r", "o=", "u=rwx,g=rx,o=", "go-w", "g=u", "o=g", "u+s", "g+s",
+                  "+t", "o+t", "a-x", "u=rwX,go=rX", "a+X", "a-X", "u+r-w", "=r", "ug=rw,o=r",
+                  "u=,g=,o=", "g+w,o-rwx", "u-s", "=", "a=rwx", "u+x,g=u"]
+
+
+@pytest.mark.parametrize("start", [0o644, 0o755, 0o600, 0o4711, 0o2750, 0o1777, 0o000])
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_symbolic_chmod_agrees_with_gnu_chmod(tmp_path: Path, start: int, kind: str) -> None:
+    """Each symbolic mode gives the bits coreutils' chmod gives on a real file or directory
+    (umask 0, as a build has none)."""
+    import subprocess
+
+    for text in SYMBOLIC_CASES:
+        path = tmp_path / f"{kind}-{abs(hash(text))}"
+        path.mkdir() if kind == "dir" else path.write_text("")
+        os.chmod(path, start)
+        subprocess.run(["sh", "-c", f'umask 0; chmod -- "$1" "$2"', "sh", text, str(path)], check=True)
+        want = os.stat(path).st_mode & 0o7777
+        got = parse_chmod(text).apply(start, kind == "dir")
+        assert got == want, f"{text} on {kind} {start:04o}: got {got:04o}, chmod gives {want:04o}"
 
 
 def test_chown_by_name_from_image_passwd(ctx_dir: Path, img: Path) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import BinaryIO, Sequence
 
 from ..layer.entries import Entry, EntryType
+from .chmod import Chmod
 from .context import BuildContext, CopyError
 from .pathresolve import FsView, normalize, resolve_in_root
 
@@ -281,7 +282,7 @@ def _cleanup(result: Extracted) -> None:
 def add_local_entries(*, sources: Sequence[str], dest: str, src_view: FsView,
                       src_is_context: bool, context: BuildContext | None, dest_view: FsView,
                       scratch: Path, chown: tuple[int, int] | None = None,
-                      chmod: int | None = None, excludes: Sequence[str] = (),
+                      chmod: Chmod | int | None = None, excludes: Sequence[str] = (),
                       mtime_clamp: int | None = None) -> Extracted:
     """ADD of local sources (no URLs): every matched source that is a regular file holding a
     tar (by content) is extracted into ``dest`` (taken as a directory); all other sources are
@@ -339,7 +340,7 @@ def _escape(path: str) -> str:
 
 def add_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_context: bool,
                 context: BuildContext | None, dest_view: FsView, scratch: Path,
-                chown: tuple[int, int] | None = None, chmod: int | None = None,
+                chown: tuple[int, int] | None = None, chmod: Chmod | int | None = None,
                 excludes: Sequence[str] = (), checksum: str | None = None,
                 heredocs: Sequence[tuple[str, str | bytes]] = (),
                 mtime_clamp: int | None = None) -> Extracted:

@@ -22,8 +22,9 @@ Rules (Docker/BuildKit):
   them); missing ones are created ``0755`` owned by the ``--chown`` owner or root (BuildKit
   chowns the directories its MkdirAll creates), mtime 0. A directory source copied into a
   missing destination creates the destination the same way (not with the source dir's mode).
-* Metadata: permission bits kept (``--chmod`` replaces them on files and directories, not on
-  symlinks); owner 0:0 from the context, the source's owner for ``--from``; ``--chown``
+* Metadata: permission bits kept (``--chmod`` sets them on files and directories, not on
+  symlinks: an octal mode replaces them, a symbolic one transforms each entry's own, see
+  :mod:`builder.engine.chmod`); owner 0:0 from the context, the source's owner for ``--from``; ``--chown``
   wins; mtimes kept, clamped to ``mtime_clamp`` when given; xattrs kept for ``--from``
   (overlay's own ``trusted.overlay.*``/``user.overlay.*`` dropped).
 * ``--exclude``: .dockerignore-language patterns matched against paths relative to each copied
@@ -32,7 +33,7 @@ Rules (Docker/BuildKit):
 * ``--parents``: each match keeps its path relative to the context/root, or relative to the
   ``/./`` pivot when the source contains one (``a/./b/c`` -> ``dest/b/c``); its parent
   directories come with the source directories' metadata. The destination is a directory.
-* Heredoc files (``COPY <<EOF /path``): mode 0664 unless ``--chmod``, owner as above, mtime 0.
+* Heredoc files (``COPY <<EOF /path``): mode 0644 unless ``--chmod``, owner as above, mtime 0.
 
 Errors: :class:`~builder.engine.context.CopyError` subclasses, without a span.
 """
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..layer.entries import Entry, EntryType
+from .chmod import Chmod, as_chmod, parse_chmod
 from .context import (BuildContext, CopyError, SourceNotFoundError, check_inside, not_found,
                       walk_tree)
 from .dockerignore import IgnoreMatcher, go_clean, has_magic
@@ -90,7 +92,7 @@ def _wildcard_base(pattern: str) -> str:
 class _Emitter:
     """Collects entries by layer name (a later source replaces an earlier same-name entry)."""
 
-    def __init__(self, *, dest_view: FsView, chown: tuple[int, int] | None, chmod: int | None,
+    def __init__(self, *, dest_view: FsView, chown: tuple[int, int] | None, chmod: Chmod | None,
                  keep_owner: bool, keep_xattrs: bool, mtime_clamp: int | None) -> None:
         self.dest_view = dest_view
         self.chown = chown
@@ -143,7 +145,7 @@ class _Emitter:
         mode = st.st_mode
         perm = stat.S_IMODE(mode)
         if self.chmod is not None and not stat.S_ISLNK(mode):
-            perm = self.chmod
+            perm = self.chmod.apply(perm, stat.S_ISDIR(mode))
         uid, gid = self._owner(st)
         mtime = self._mtime(st.st_mtime)
         xattrs = self._xattrs(view, path) if self.keep_xattrs and not stat.S_ISLNK(mode) else ()
@@ -277,7 +279,7 @@ def _make_descend(item: _Item, real_top: str, excludes: IgnoreMatcher | None,
 
 def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_context: bool,
                  context: BuildContext | None, dest_view: FsView,
-                 chown: tuple[int, int] | None = None, chmod: int | None = None,
+                 chown: tuple[int, int] | None = None, chmod: Chmod | int | None = None,
                  excludes: Sequence[str] = (), parents: bool = False,
                  heredocs: Sequence[tuple[str, str | bytes]] = (),
                  mtime_clamp: int | None = None) -> list[Entry]:
@@ -290,6 +292,7 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
     (file name, body) pairs. Returns unsorted entries, at most one per layer name.
     Raises CopyError / SourceNotFoundError / OutsideContextError (no span attached).
     """
+    chmod = as_chmod(chmod)
     file_sources = [s for s in sources if not s.startswith("<<")]
     ex = IgnoreMatcher(excludes) if excludes else None
     items = _expand(file_sources, src_view=src_view, context=context,
@@ -347,7 +350,7 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
         emit.ensure_parents(target)
         uid, gid = chown if chown is not None else (0, 0)
         emit.put(Entry(name=target.strip("/"), type=EntryType.FILE,
-                       mode=chmod if chmod is not None else HEREDOC_MODE, uid=uid, gid=gid,
+                       mode=chmod.apply(HEREDOC_MODE, False) if chmod is not None else HEREDOC_MODE, uid=uid, gid=gid,
                        mtime=0, size=len(data), data=data))
     return list(emit.entries.values())
 
@@ -365,20 +368,6 @@ def _emit_source_parents(emit: _Emitter, view: FsView, pivot: str, rel: str, des
         if st is None or not stat.S_ISDIR(st.st_mode):
             raise CopyError(f"{sub} is not a directory")
         emit.source_entry(view, src, st, target)
-
-
-def parse_chmod(text: str) -> int:
-    """``--chmod`` octal value (e.g. ``755``, ``0644``) to permission bits.
-
-    Raises CopyError for anything else (symbolic modes are not supported).
-    """
-    try:
-        value = int(text, 8)
-    except ValueError:
-        raise CopyError(f"invalid --chmod value {text!r}: expected an octal mode") from None
-    if value < 0 or value > 0o7777:
-        raise CopyError(f"invalid --chmod value {text!r}: out of range")
-    return value
 
 
 __all__ = ["copy_entries", "parse_chmod", "MULTI_SOURCE_MSG", "CopyError", "SourceNotFoundError"]

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..layer.entries import Entry, EntryType
+from .chmod import Chmod, as_chmod
 from .context import CopyError
 from .pathresolve import FsView, normalize, resolve_in_root
 
@@ -143,7 +144,7 @@ def _http_time(value: str | None) -> int | None:
 
 
 def url_entries(download: Download, dest: str, *, dest_view: FsView,
-                chown: tuple[int, int] | None = None, chmod: int | None = None,
+                chown: tuple[int, int] | None = None, chmod: Chmod | int | None = None,
                 mtime_clamp: int | None = None) -> list[Entry]:
     """Entries placing a downloaded file at ``dest`` (see the module rules), with the
     destination's parent directories (existing ones with their metadata, missing ones 0755)."""
@@ -160,7 +161,8 @@ def url_entries(download: Download, dest: str, *, dest_view: FsView,
     mtime = download.mtime or 0
     if mtime_clamp is not None:
         mtime = min(mtime, mtime_clamp)
+    spec = as_chmod(chmod)
     emit.put(Entry(name=target.strip("/"), type=EntryType.FILE,
-                   mode=chmod if chmod is not None else URL_FILE_MODE, uid=uid, gid=gid,
+                   mode=spec.apply(URL_FILE_MODE, False) if spec is not None else URL_FILE_MODE, uid=uid, gid=gid,
                    mtime=mtime, size=download.size, source=str(download.path)))
     return list(emit.entries.values())

@@ -83,13 +83,12 @@ def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_vie
     from .userdb import resolve_chown
 
     dest_view = session.view(state)
-    chmod = step.chmod_mode
-    if step.chmod and chmod is None:
-        raise DockerfileError(f"{step.kind} --chmod={step.chmod}: symbolic modes are not supported yet; "
-                              "use an octal mode", step.node.span)
     heredocs = [(h.name, h.content) for h in step.sources if not isinstance(h, str)]
     sources = [s for s in step.sources if isinstance(s, str)]
     try:
+        from .chmod import parse_chmod
+
+        chmod = parse_chmod(step.chmod) if step.chmod else None
         chown = resolve_chown(step.chown, dest_view) if step.chown else None
         if step.kind == "ADD" and source_view is None:
             return _add_entries(session, step, sources, heredocs, dest_view, chown, chmod)
