@@ -18,7 +18,7 @@ from builder.errors import ReferenceError_, RegistryError
 from builder.registry._reference import parse_image_ref
 from builder.registry.auth import (Credentials, auth_files, erase_credentials, lookup_credentials,
                                    parse_www_authenticate, store_credentials)
-from builder.registry.client import RegistryClient, is_insecure, redact_url
+from builder.registry.client import RegistryClient, is_insecure, redact_url, retry_after_seconds
 from builder.registry.source import PlatformSpec, resolve_platform
 
 
@@ -290,3 +290,12 @@ def test_netrc_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         for s in servers:
             s.shutdown()
             s.server_close()
+
+
+def test_retry_after_seconds_and_http_dates() -> None:
+    now = 1_700_000_000.0  # Tue, 14 Nov 2023 22:13:20 GMT
+    assert retry_after_seconds("7", now=now) == 7.0
+    assert retry_after_seconds("Tue, 14 Nov 2023 22:13:50 GMT", now=now) == 30.0
+    assert retry_after_seconds("Tue, 14 Nov 2023 22:00:00 GMT", now=now) == 0.0  # already past
+    for unreadable in (None, "", "soon", "-3", "1.5"):
+        assert retry_after_seconds(unreadable, now=now) is None

@@ -11,7 +11,7 @@ Contracts:
   carries no credentials.
 * **Retries**: idempotent requests (GET, HEAD, manifest PUT, DELETE) are retried on 429, 5xx,
   connection resets and truncated bodies, at most ``retries`` tries with exponential backoff
-  (``Retry-After`` honoured, capped). Uploads restart from a fresh session when the source
+  (``Retry-After`` seconds or date honoured, capped). Uploads restart from a fresh session when the source
   stream can seek back; otherwise the first failure is final.
 * **Blobs** are streamed: :meth:`RegistryClient.open_blob` returns a reader that hashes while
   reading, resumes with ``Range`` after a dropped connection and raises
@@ -53,6 +53,25 @@ _SENSITIVE_QUERY = re.compile(r"sig|token|key|secret|credential|password|auth", 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CERTS_DIR = Path("/etc/docker/certs.d")
 
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait: delay-seconds or an HTTP-date (RFC 9110);
+    None when absent or unreadable. A date in the past means 0."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 class RegistryConnectionError(RegistryError):
     """The registry could not be reached or dropped the connection (after all retries)."""
@@ -167,8 +186,9 @@ class RegistryClient:
 
     def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
         delay = min(self.max_backoff, self.backoff * (2 ** attempt)) * (0.5 + random.random() / 2)
-        if retry_after and retry_after.isdigit():
-            delay = min(self.max_backoff, max(delay, float(retry_after)))
+        wanted = retry_after_seconds(retry_after)
+        if wanted is not None:
+            delay = min(self.max_backoff, max(delay, wanted))
         time.sleep(delay)
 
     def _send_once(self, method: str, url: str, *, scopes: tuple[str, ...], headers: Mapping[str, str],
