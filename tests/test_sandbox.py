@@ -453,6 +453,51 @@ def test_rootless_step_as_nobody(rootfs: Path) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.userns
+def test_rootless_step_with_subordinate_ids(rootfs: Path) -> None:
+    """With a subordinate id range in /etc/subuid and /etc/subgid (and the setuid newuidmap /
+    newgidmap of Debian's uidmap package), a rootless step has ids beyond 0: it can chown to
+    1000:2000, and the layer entries carry 1000:2000 again. The host files are restored after."""
+    import json
+    import subprocess
+    import tempfile
+    nobody = 65534
+    py = _interpreter_for(nobody)
+    if py is None or not shutil.which("setpriv") or not shutil.which("newuidmap"):
+        pytest.fail("needs a Python >= 3.11 usable by uid 65534, setpriv and newuidmap (uidmap package)")
+    saved = {f: (Path(f).read_bytes() if Path(f).exists() else None) for f in ("/etc/subuid", "/etc/subgid")}
+    base = Path(tempfile.mkdtemp(prefix="pbsubid-", dir="/tmp"))
+    try:
+        for f, old in saved.items():
+            Path(f).write_bytes((old or b"") + f"{nobody}:400000:65536\n".encode())
+        os.chmod(base, 0o755)
+        shutil.copytree(Path(__file__).resolve().parent.parent / "builder", base / "pkg" / "builder")
+        shutil.copytree(rootfs, base / "rootfs", symlinks=True)
+        for d in ("up", "wk"):
+            (base / d).mkdir()
+        for p in [base, *base.rglob("*")]:
+            os.lchown(p, nobody, nobody)
+        script = "mkdir /d && echo x > /d/f && chown 1000:2000 /d /d/f && ls -ln /d | tail -1"
+        res = subprocess.run(["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
+                              "env", f"PYTHONPATH={base / 'pkg'}", py, "-c", ROOTLESS_SCRIPT, str(base), script],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=base)
+        assert res.returncode == 0, res.stderr.decode()
+        got = json.loads(res.stdout)
+        assert got["exit"] == 0, got
+        assert not any("subordinate" in w or "newuidmap" in w for w in got["warnings"]), got["warnings"]
+        assert got["out"].split()[2:4] == ["1000", "2000"], got["out"]
+        assert got["entries"]["d"][2:] == [1000, 2000] and got["entries"]["d/f"][2:] == [1000, 2000], got
+        host = os.lstat(base / "up" / "d" / "f")
+        assert (host.st_uid, host.st_gid) == (400000 + 999, 400000 + 1999)  # container 1 = host 400000
+    finally:
+        for f, old in saved.items():
+            if old is None:
+                Path(f).unlink(missing_ok=True)
+            else:
+                Path(f).write_bytes(old)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_proc_masks_and_readonly_sys(step: Step) -> None:
     masked = [p for p in ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug")
               if os.path.isfile(p)]
