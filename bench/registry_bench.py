@@ -3,8 +3,10 @@ docker-registry: pybuild's registry client vs ``skopeo copy`` of the same OCI la
 
 Each round starts a fresh registry (so no side gets cross-repo mounts or "blob exists"
 shortcuts from an earlier round) and runs, alternating who goes first:
-ours push, skopeo push, ours pull, skopeo pull. Prints medians (seconds, MB/s) and the peak
-RSS of this process (our client streams, so it should stay flat).
+ours push, skopeo push, ours pull, skopeo pull. Then the whole commands: ``pybuild pull`` of
+the image into an empty store, and ``pybuild push`` of it from there to a second fresh
+registry (interpreter start, store writes and verification included). Prints medians
+(seconds, MB/s) and the peak RSS of this process (our client streams, so it should stay flat).
 
     python3 bench/registry_bench.py [--rounds 3] [--layers 4] [--chunk-size MiB] [--uncompressed]
 """
@@ -127,6 +129,17 @@ def skopeo(*args: str) -> None:
     subprocess.run(["skopeo", *args], check=True, stdout=subprocess.DEVNULL)
 
 
+def pybuild(store: Path, args: list[str]) -> None:
+    """A whole ``pybuild`` command (installed, else from this tree) with its own store."""
+    import os
+
+    exe = shutil.which("pybuild")
+    cmd = [exe] if exe else [sys.executable, "-m", "builder.cli"]
+    env = dict(os.environ, PYBUILD_ROOT=str(store), PYTHONPATH=str(REPO))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run(cmd + args, check=True, stdout=subprocess.DEVNULL, env=env)
+
+
 def timed(fn, *args) -> float:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
     fn(*args)
@@ -147,7 +160,8 @@ def main() -> None:
         mb = total / 1e6
         kind = "tar" if args.uncompressed else "gzip"
         print(f"image: {args.layers} {kind} layers, {mb:.1f} MB of blobs", flush=True)
-        times: dict[str, list[float]] = {k: [] for k in ("ours push", "skopeo push", "ours pull", "skopeo pull")}
+        times: dict[str, list[float]] = {k: [] for k in ("ours push", "skopeo push", "ours pull", "skopeo pull",
+                                                         "pybuild pull", "pybuild push")}
         for r in range(args.rounds):
             BLOB_LOCATIONS.clear()
             reg, proc = start_registry(work / f"reg{r}")
@@ -166,6 +180,17 @@ def main() -> None:
                 for name, job in push_jobs + pull_jobs:
                     times[name].append(timed(job))
                     print(f"  round {r}: {name}: {times[name][-1]:.2f}s", flush=True)
+                store = work / f"store{r}"
+                reg2, proc2 = start_registry(work / f"reg{r}-b")
+                try:
+                    for name, cmd in (("pybuild pull", ["pull", f"{host}/ours/big:big"]),
+                                      ("pybuild push", ["push", f"{host}/ours/big:big", f"{reg2.host}/cmd/big:big"])):
+                        times[name].append(timed(pybuild, store, cmd))
+                        print(f"  round {r}: {name}: {times[name][-1]:.2f}s", flush=True)
+                finally:
+                    stop(proc2)
+                    shutil.rmtree(work / f"reg{r}-b", ignore_errors=True)
+                    shutil.rmtree(store, ignore_errors=True)
             finally:
                 stop(proc)
                 shutil.rmtree(work / f"reg{r}", ignore_errors=True)

@@ -232,3 +232,11 @@ def test_tag_digest_writes_what_tag_writes(store: Store, tmp_path: Path) -> None
     assert store.resolve("new:1").digest == str(d1)
     with pytest.raises(StoreError, match="not in the store"):
         store.tag_digest("x:1", desc.mediaType, "sha256:" + "0" * 64, 1)
+
+
+def test_new_store_files_are_the_canonical_json(tmp_path: Path) -> None:
+    from builder.oci.models import Index, OciLayout, canonical_json
+
+    store = Store(tmp_path / "s")
+    assert (store.root / "oci-layout").read_bytes() == canonical_json(OciLayout())
+    assert (store.root / "index.json").read_bytes() == canonical_json(Index(mediaType=mt.OCI_INDEX))

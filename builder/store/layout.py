@@ -90,10 +90,12 @@ def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool =
 def init_layout(root: Path, tmp_dir: Path) -> None:
     """Create ``oci-layout``, ``index.json`` and ``blobs/sha256`` when missing (idempotent)."""
     (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    # the canonical JSON of OciLayout() and of an empty Index, written without loading pydantic
     if not (root / "oci-layout").exists():
-        write_file_atomic(root / "oci-layout", _m().canonical_json(_m().OciLayout()), tmp_dir)
+        write_file_atomic(root / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}', tmp_dir)
     if not (root / "index.json").exists():
-        write_file_atomic(root / "index.json", _m().canonical_json(_m().Index(mediaType=mt.OCI_INDEX)), tmp_dir)
+        empty = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}, separators=(",", ":"))
+        write_file_atomic(root / "index.json", empty.encode(), tmp_dir)
 
 
 def read_index_file(path: Path) -> Index:
