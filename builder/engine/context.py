@@ -60,37 +60,44 @@ def walk_tree(view: FsView, top: str, st: os.stat_result, *,
               hidden: Callable[[str], bool] | None = None,
               descend_hidden: Callable[[str], bool] | None = None,
               ) -> Iterator[tuple[str, os.stat_result]]:
-    """Pre-order walk of ``top`` (an image path of ``view`` whose lstat is ``st``), ``top``
-    first, children in byte order of their names; symlinks are not followed.
+    """Walk ``top`` (an image path of ``view`` whose lstat is ``st``), ``top`` first, in
+    layer order: the order of the tar a layer writer sorts by path bytes. A directory ``d``
+    sits at its own name and its contents right after ``d/``, so a sibling ``d-x`` or ``d.x``
+    (bytes below ``/``) comes between ``d`` and ``d/a``. Symlinks are not followed.
 
     ``hidden(path)`` hides a path; a hidden directory is still entered when
     ``descend_hidden(path)`` is true and is then yielded just before its first visible
-    descendant (so every yielded path has its parents yielded earlier, like BuildKit's sender).
-    Directory listings come from ``view.scan(path)`` when the view has it (sorted
-    ``(name, lstat)`` pairs), else from ``listdir`` and ``lstat``.
+    descendant (so every yielded path has its parents yielded earlier, like BuildKit's sender;
+    only then can the order differ from layer order). Directory listings come from
+    ``view.scan(path)`` when the view has it (``(name, lstat)`` pairs), else from ``listdir``
+    and ``lstat``.
     """
     scan = getattr(view, "scan", None)
+    is_dir_mode = stat.S_ISDIR
+    fsencode = os.fsencode
     # hidden directories entered but not yet yielded, with their depth
     pending: list[tuple[str, os.stat_result, int]] = []
-    stack: list[tuple[str, os.stat_result, int]] = [(top, st, 0)]
-    is_dir_mode = stat.S_ISDIR
+    # (path, lstat, depth, contents?): an entry itself, or the contents of a directory
+    stack: list[tuple[str, os.stat_result, int, bool]] = [(top, st, 0, True), (top, st, 0, False)] \
+        if is_dir_mode(st.st_mode) else [(top, st, 0, False)]
     while stack:
-        path, pst, depth = stack.pop()
+        path, pst, depth, contents = stack.pop()
         while pending and pending[-1][2] >= depth:
             pending.pop()  # a hidden directory whose subtree showed nothing
-        is_dir = is_dir_mode(pst.st_mode)
-        if hidden is not None and hidden(path):
-            if not (is_dir and descend_hidden is not None and descend_hidden(path)):
-                continue
-            pending.append((path, pst, depth))
-        else:
+        is_hidden = hidden is not None and hidden(path)
+        if not contents:
+            if is_hidden:
+                continue  # a directory's own decision is made again at its contents
             if pending:
                 for ppath, ppst, _ in pending:
                     yield ppath, ppst
                 pending.clear()
             yield path, pst
-        if not is_dir:
             continue
+        if is_hidden:
+            if descend_hidden is None or not descend_hidden(path):
+                continue
+            pending.append((path, pst, depth))
         base = path.rstrip("/") + "/"
         if scan is not None:
             children = scan(path)
@@ -101,8 +108,15 @@ def walk_tree(view: FsView, top: str, st: os.stat_result, *,
                 if cst is not None:
                     children.append((name, cst))
         depth += 1
-        for name, cst in reversed(children):
-            stack.append((base + name, cst, depth))
+        slots: list[tuple[bytes, str, os.stat_result, bool]] = []
+        for name, cst in children:
+            key = fsencode(name)
+            slots.append((key, name, cst, False))
+            if is_dir_mode(cst.st_mode):
+                slots.append((key + b"/", name, cst, True))
+        slots.sort(reverse=True)
+        for _key, name, cst, sub in slots:
+            stack.append((base + name, cst, depth, sub))
 
 
 # (host path, size, mtime_ns, inode, ctime_ns) -> sha256 hex; process-lifetime memo
@@ -146,11 +160,12 @@ class HashMemo:
         return abspath.startswith(self.roots)
 
     def get(self, abspath: str, st: os.stat_result) -> str | None:
-        if not self._wanted(abspath):
+        if not abspath.startswith(self.roots):
             return None
-        e = self._load().get(abspath)
-        if (isinstance(e, list) and len(e) == 5
-                and e[:4] == [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]):
+        files = self._files if self._files is not None else self._load()
+        e = files.get(abspath)
+        if (type(e) is list and len(e) == 5 and e[0] == st.st_size and e[1] == st.st_mtime_ns
+                and e[2] == st.st_ino and e[3] == st.st_ctime_ns):
             return e[4]
         return None
 
@@ -209,15 +224,16 @@ def file_sha256(host: str, st: os.stat_result) -> str:
     """sha256 hex of a host file's content, streamed; memoised per (path, size, mtime, inode,
     ctime) for the process and, when :func:`open_hash_memo` was called, across processes."""
     key = (host, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-    with _HASH_LOCK:
-        hit = _HASH_CACHE.get(key)
-        memo = _MEMO
-        if hit is None and memo is not None:
+    hit = _HASH_CACHE.get(key)  # a lookup needs no lock: one dict operation is atomic
+    if hit is not None:
+        return hit
+    memo = _MEMO
+    if memo is not None:
+        with _HASH_LOCK:
             hit = memo.get(host if host.startswith("/") and "/." not in host else os.path.abspath(host), st)
             if hit is not None:
                 _HASH_CACHE[key] = hit
-    if hit is not None:
-        return hit
+                return hit
     h = hashlib.sha256()
     try:
         with open(host, "rb", buffering=0) as f:
@@ -252,19 +268,74 @@ def _type_char(mode: int) -> str:
     return "s"
 
 
+class TreeDigest:
+    """The running digest of walked trees, fed entry by entry in walk order.
+
+    Hashes relative names, types, permission bits, owners (when ``owners``), symlink targets,
+    device numbers and file contents (:func:`file_sha256`), never mtimes. :meth:`add` one
+    walked ``(path, lstat)`` under its display name, :meth:`end_tree` after each top,
+    :meth:`hexdigest` at the end. CopyError when a file's content cannot be read.
+    """
+
+    __slots__ = ("_view", "_owners", "_hash", "_lines", "_host_of")
+
+    def __init__(self, view: FsView, *, owners: bool = True) -> None:
+        self._view = view
+        self._owners = owners
+        self._hash = hashlib.sha256(b"pybuild-tree-v2\0")
+        self._lines: list[str] = []
+        self._host_of = getattr(view, "host_str", None) or (lambda p: host_str(view, p))
+
+    def add(self, path: str, name: str, pst: os.stat_result, host: str | None = None) -> None:
+        """Add walked ``path`` (lstat ``pst``) as ``name``; ``host``: its host file when the
+        caller knows it (else the view is asked)."""
+        mode = pst.st_mode
+        lines = self._lines
+        if stat.S_ISREG(mode):  # the common case, without the generic record building
+            if host is None:
+                host = self._host_of(path)
+            if host is None:
+                raise CopyError(f"no content available for {path}")
+            if self._owners:
+                lines.append(f"f\0{name}\0{mode & 0o7777:o}\0{pst.st_uid}\0{pst.st_gid}\0"
+                             f"{pst.st_size}\0{file_sha256(host, pst)}\n")
+            else:
+                lines.append(f"f\0{name}\0{mode & 0o7777:o}\0{pst.st_size}\0{file_sha256(host, pst)}\n")
+        else:
+            kind = _type_char(mode)
+            rec = [kind, name, "%o" % stat.S_IMODE(mode)]
+            if self._owners:
+                rec += [str(pst.st_uid), str(pst.st_gid)]
+            if kind == "l":
+                rec.append(self._view.readlink(path))
+            elif kind in "cb":
+                rec.append(f"{os.major(pst.st_rdev)},{os.minor(pst.st_rdev)}")
+            lines.append("\0".join(rec) + "\n")
+        if len(lines) >= 512:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._hash.update("".join(self._lines).encode("utf-8", "surrogateescape"))
+        self._lines.clear()
+
+    def end_tree(self) -> None:
+        self._flush()
+        self._hash.update(b"\1")
+
+    def hexdigest(self) -> str:
+        """``sha256:<hex>`` of everything added (call after the last :meth:`end_tree`)."""
+        return "sha256:" + self._hash.hexdigest()
+
+
 def tree_digest(view: FsView, items: Iterable[tuple[str, str]], *, owners: bool = True,
                 hidden: Callable[[str], bool] | None = None,
                 descend_hidden: Callable[[str], bool] | None = None,
                 excludes: IgnoreMatcher | None = None) -> str:
-    """Digest of trees of ``view``: ``items`` are (display name, image path) pairs; a top
-    symlink is followed (as COPY does). Hashes relative names, types, permission bits,
-    owners (when ``owners``), symlink targets, device numbers and file contents, never
-    mtimes. ``excludes`` is matched against paths relative to each top.
+    """Digest of trees of ``view`` (see :class:`TreeDigest`): ``items`` are (display name,
+    image path) pairs; a top symlink is followed (as COPY does). ``excludes`` is matched
+    against paths relative to each top. SourceNotFoundError for a missing top.
     """
-    h = hashlib.sha256()
-    h.update(b"pybuild-tree-v1\0")
-    host_of = getattr(view, "host_str", None) or (lambda p: host_str(view, p))
-    is_reg = stat.S_ISREG
+    digest = TreeDigest(view, owners=owners)
     for display, top in items:
         real = resolve_in_root(view, top)
         st = view.lstat(real)
@@ -272,35 +343,11 @@ def tree_digest(view: FsView, items: Iterable[tuple[str, str]], *, owners: bool 
             raise not_found(display)
         hide = _combine_hidden(real, hidden, excludes)
         cut = len(real)
-        lines: list[str] = []
+        add = digest.add
         for path, pst in walk_tree(view, real, st, hidden=hide, descend_hidden=descend_hidden):
-            name = display + path[cut:] if path != real else display
-            mode = pst.st_mode
-            if is_reg(mode):  # the common case, without the generic record building
-                host = host_of(path)
-                if host is None:
-                    raise CopyError(f"no content available for {path}")
-                if owners:
-                    lines.append(f"f\0{name}\0{mode & 0o7777:o}\0{pst.st_uid}\0{pst.st_gid}\0"
-                                 f"{pst.st_size}\0{file_sha256(host, pst)}\n")
-                else:
-                    lines.append(f"f\0{name}\0{mode & 0o7777:o}\0{pst.st_size}\0{file_sha256(host, pst)}\n")
-            else:
-                kind = _type_char(mode)
-                rec = [kind, name, "%o" % stat.S_IMODE(mode)]
-                if owners:
-                    rec += [str(pst.st_uid), str(pst.st_gid)]
-                if kind == "l":
-                    rec.append(view.readlink(path))
-                elif kind in "cb":
-                    rec.append(f"{os.major(pst.st_rdev)},{os.minor(pst.st_rdev)}")
-                lines.append("\0".join(rec) + "\n")
-            if len(lines) >= 512:
-                h.update("".join(lines).encode("utf-8", "surrogateescape"))
-                lines.clear()
-        h.update("".join(lines).encode("utf-8", "surrogateescape"))
-        h.update(b"\1")
-    return "sha256:" + h.hexdigest()
+            add(path, display + path[cut:] if path != real else display, pst)
+        digest.end_tree()
+    return digest.hexdigest()
 
 
 def _combine_hidden(top: str, hidden: Callable[[str], bool] | None,
@@ -433,5 +480,5 @@ def expand_context_sources(context: BuildContext, sources: Sequence[str]) -> lis
 
 __all__ = [
     "BuildContext", "CopyError", "SourceNotFoundError", "OutsideContextError", "walk_tree",
-    "tree_digest", "file_sha256", "HashMemo", "open_hash_memo", "close_hash_memo", "check_inside", "not_found", "expand_context_sources",
+    "tree_digest", "TreeDigest", "file_sha256", "HashMemo", "open_hash_memo", "close_hash_memo", "check_inside", "not_found", "expand_context_sources",
 ]

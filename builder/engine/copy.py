@@ -44,12 +44,12 @@ import os
 import posixpath
 import stat
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ..layer.entries import Entry, EntryType
 from .chmod import Chmod, as_chmod, parse_chmod
-from .context import (BuildContext, CopyError, SourceNotFoundError, check_inside, not_found,
-                      walk_tree)
+from .context import (BuildContext, CopyError, SourceNotFoundError, TreeDigest, check_inside,
+                      not_found, walk_tree)
 from .dockerignore import IgnoreMatcher, go_clean, has_magic
 from .pathresolve import FsView, glob_view, host_str, normalize, resolve_in_root, split_path
 
@@ -93,8 +93,10 @@ class _Emitter:
     """Collects entries by layer name (a later source replaces an earlier same-name entry)."""
 
     def __init__(self, *, dest_view: FsView, chown: tuple[int, int] | None, chmod: Chmod | None,
-                 keep_owner: bool, keep_xattrs: bool, mtime_clamp: int | None) -> None:
+                 keep_owner: bool, keep_xattrs: bool, mtime_clamp: int | None,
+                 streaming: bool = False) -> None:
         self.dest_view = dest_view
+        self.streaming = streaming  # entries are handed out, not kept (no source replaces another)
         self.chown = chown
         self.chmod = chmod
         self.keep_owner = keep_owner
@@ -106,13 +108,6 @@ class _Emitter:
     def _mtime(self, mtime: float) -> int:
         value = max(int(mtime), 0)
         return min(value, self.clamp) if self.clamp is not None else value
-
-    def _owner(self, st: os.stat_result | None) -> tuple[int, int]:
-        if self.chown is not None:
-            return self.chown
-        if self.keep_owner and st is not None:
-            return st.st_uid, st.st_gid
-        return 0, 0
 
     def put(self, entry: Entry) -> None:
         self.entries[entry.name] = entry
@@ -139,42 +134,57 @@ class _Emitter:
 
     def source_entry(self, view: FsView, path: str, st: os.stat_result, target: str) -> None:
         """Emit the entry for source ``path`` (lstat ``st``) at image path ``target``."""
+        entry = self.make_entry(view, path, st, target)
+        if entry is not None:
+            self.put(entry)
+
+    def make_entry(self, view: FsView, path: str, st: os.stat_result, target: str,
+                   host: str | None = None) -> Entry | None:
+        """The entry for source ``path`` (lstat ``st``) at image path ``target``; None for the
+        image root and for sockets (a tar cannot hold them, BuildKit's sender skips them).
+        ``host``: the source's host file when the caller knows it."""
         name = target.strip("/")
         if not name:
-            return  # the image root itself is never a layer member
+            return None  # the image root itself is never a layer member
         mode = st.st_mode
-        perm = stat.S_IMODE(mode)
+        perm = mode & 0o7777
         if self.chmod is not None and not stat.S_ISLNK(mode):
             perm = self.chmod.apply(perm, stat.S_ISDIR(mode))
-        uid, gid = self._owner(st)
-        mtime = self._mtime(st.st_mtime)
+        if self.chown is not None:
+            uid, gid = self.chown
+        elif self.keep_owner:
+            uid, gid = st.st_uid, st.st_gid
+        else:
+            uid = gid = 0
+        mtime = int(st.st_mtime)
+        if mtime < 0:
+            mtime = 0
+        if self.clamp is not None and mtime > self.clamp:
+            mtime = self.clamp
         xattrs = self._xattrs(view, path) if self.keep_xattrs and not stat.S_ISLNK(mode) else ()
         if stat.S_ISREG(mode):
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 first = self.inodes.get(key)
-                if first is not None and first != name and first in self.entries:
-                    self.put(Entry(name, EntryType.HARDLINK, perm, uid, gid, mtime, linkname=first, xattrs=xattrs))
-                    return
+                if first is not None and first != name and (self.streaming or first in self.entries):
+                    return Entry(name, EntryType.HARDLINK, perm, uid, gid, mtime, linkname=first, xattrs=xattrs)
                 self.inodes[key] = name
-            host = host_str(view, path)
+            if host is None:
+                host = host_str(view, path)
             if host is None:
                 raise CopyError(f"no content available for {path}")
-            self.entries[name] = Entry(name, EntryType.FILE, perm, uid, gid, mtime, st.st_size, xattrs=xattrs,
-                                       source=host)
-            return
-        common = dict(name=name, mode=perm, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
+            return Entry(name, EntryType.FILE, perm, uid, gid, mtime, st.st_size, xattrs=xattrs, source=host)
         if stat.S_ISDIR(mode):
-            self.put(Entry(type=EntryType.DIR, **common))
-        elif stat.S_ISLNK(mode):
-            self.put(Entry(type=EntryType.SYMLINK, linkname=view.readlink(path), **common))
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            return Entry(name, EntryType.DIR, perm, uid, gid, mtime, xattrs=xattrs)
+        if stat.S_ISLNK(mode):
+            return Entry(name, EntryType.SYMLINK, perm, uid, gid, mtime, linkname=view.readlink(path), xattrs=xattrs)
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = EntryType.CHAR if stat.S_ISCHR(mode) else EntryType.BLOCK
-            self.put(Entry(type=kind, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
-                           **common))
-        elif stat.S_ISFIFO(mode):
-            self.put(Entry(type=EntryType.FIFO, **common))
-        # sockets cannot be stored in a tar: skipped, as BuildKit's sender does
+            return Entry(name, kind, perm, uid, gid, mtime, devmajor=os.major(st.st_rdev),
+                         devminor=os.minor(st.st_rdev), xattrs=xattrs)
+        if stat.S_ISFIFO(mode):
+            return Entry(name, EntryType.FIFO, perm, uid, gid, mtime, xattrs=xattrs)
+        return None
 
     @staticmethod
     def _xattrs(view: FsView, path: str) -> tuple[tuple[str, bytes], ...]:
@@ -298,10 +308,7 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
     items = _expand(file_sources, src_view=src_view, context=context,
                     src_is_context=src_is_context, parents=parents)
 
-    dir_syntax = dest.endswith("/") or dest.endswith("/.") or dest in ("", ".")
-    dest_real = resolve_in_root(dest_view, normalize(dest), follow_last=True)
-    dst_st = dest_view.lstat(dest_real)
-    dest_is_dir = dir_syntax or parents or (dst_st is not None and stat.S_ISDIR(dst_st.st_mode))
+    dest_real, dest_is_dir = _destination(dest, dest_view, parents)
     n_args = len(file_sources) + len(heredocs)
     if (n_args > 1 or len(items) + len(heredocs) > 1) and not dest_is_dir:
         raise CopyError(MULTI_SOURCE_MSG)
@@ -313,26 +320,7 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
     ctx_descend = context.descend_hidden if (src_is_context and context is not None) else None
 
     for item in items:
-        real = resolve_in_root(src_view, item.path, follow_last=True)
-        st = src_view.lstat(real)
-        if st is None:
-            raise not_found(item.display)
-        is_dir = stat.S_ISDIR(st.st_mode)
-        if parents:
-            rel = item.top_rel or ""
-            target = posixpath.join(dest_real, rel) if rel else dest_real
-            emit.ensure_parents(dest_real, include_self=True)
-            _emit_source_parents(emit, src_view, item.ex_root, rel, dest_real)
-        elif is_dir:
-            target = dest_real
-            emit.ensure_parents(dest_real, include_self=True)
-        else:
-            base = posixpath.basename(item.path.rstrip("/")) or item.display
-            target = posixpath.join(dest_real, base) if dest_is_dir else dest_real
-            emit.ensure_parents(target)
-            existing = dest_view.lstat(target) if target != "/" else None
-            if existing is not None and stat.S_ISDIR(existing.st_mode) and not is_dir:
-                raise CopyError(f"cannot replace directory {target} with file {item.display}")
+        real, st, is_dir, target = _place(emit, item, src_view, dest_view, dest_real, dest_is_dir, parents)
         hidden = _make_hidden(item, real, ex, ctx_hidden)
         descend = _make_descend(item, real, ex, ctx_descend)
         for path, pst in walk_tree(src_view, real, st, hidden=hidden, descend_hidden=descend):
@@ -355,6 +343,120 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
     return list(emit.entries.values())
 
 
+def _destination(dest: str, dest_view: FsView, parents: bool) -> tuple[str, bool]:
+    """The destination resolved inside the image root, and whether it is a directory (by
+    its spelling, ``--parents``, or because one exists there)."""
+    dir_syntax = dest.endswith("/") or dest.endswith("/.") or dest in ("", ".")
+    dest_real = resolve_in_root(dest_view, normalize(dest), follow_last=True)
+    dst_st = dest_view.lstat(dest_real)
+    return dest_real, dir_syntax or parents or (dst_st is not None and stat.S_ISDIR(dst_st.st_mode))
+
+
+def _place(emit: _Emitter, item: _Item, src_view: FsView, dest_view: FsView, dest_real: str,
+           dest_is_dir: bool, parents: bool) -> tuple[str, os.stat_result, bool, str]:
+    """Where one matched source goes: ``(real source path, its lstat, is a directory, image
+    path it lands at)``; the directories above the landing place are emitted."""
+    real = resolve_in_root(src_view, item.path, follow_last=True)
+    st = src_view.lstat(real)
+    if st is None:
+        raise not_found(item.display)
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if parents:
+        rel = item.top_rel or ""
+        target = posixpath.join(dest_real, rel) if rel else dest_real
+        emit.ensure_parents(dest_real, include_self=True)
+        _emit_source_parents(emit, src_view, item.ex_root, rel, dest_real)
+    elif is_dir:
+        target = dest_real
+        emit.ensure_parents(dest_real, include_self=True)
+    else:
+        base = posixpath.basename(item.path.rstrip("/")) or item.display
+        target = posixpath.join(dest_real, base) if dest_is_dir else dest_real
+        emit.ensure_parents(target)
+        existing = dest_view.lstat(target) if target != "/" else None
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            raise CopyError(f"cannot replace directory {target} with file {item.display}")
+    return real, st, is_dir, target
+
+
+class SingleSourceCopy:
+    """COPY of one source from the build context, without ``--parents``, ``--exclude`` or
+    heredocs, under ignore rules without exceptions: its entries can be produced in layer
+    order while the context is walked, so the tar writer takes them as they come.
+
+    The constructor matches the source and places it (CopyError, SourceNotFoundError,
+    OutsideContextError as :func:`copy_entries` raises them; more than one match raises
+    :class:`NotSingleSource`). :meth:`walk` is the walk of the source, the same one
+    :meth:`BuildContext.content_digest` hashes; :meth:`entries` turns walked pairs into the
+    same entries :func:`copy_entries` gives, in layer order.
+    """
+
+    def __init__(self, *, source: str, dest: str, context: BuildContext, dest_view: FsView,
+                 chown: tuple[int, int] | None = None, chmod: Chmod | int | None = None,
+                 mtime_clamp: int | None = None) -> None:
+        if context.ignore.has_exceptions or source.startswith("<<"):
+            raise NotSingleSource(source)
+        items = _expand([source], src_view=context.view, context=context, src_is_context=True, parents=False)
+        if len(items) != 1:
+            raise NotSingleSource(source)
+        self.context = context
+        self.view = context.view
+        self.item = items[0]
+        dest_real, dest_is_dir = _destination(dest, dest_view, False)
+        self._emit = _Emitter(dest_view=dest_view, chown=chown, chmod=as_chmod(chmod), keep_owner=False,
+                              keep_xattrs=False, mtime_clamp=mtime_clamp, streaming=True)
+        self.real, self.st, self.is_dir, self.target = _place(self._emit, self.item, self.view, dest_view,
+                                                              dest_real, dest_is_dir, False)
+        self._parents = list(self._emit.entries.values())  # ancestors, each a prefix of the next
+
+    @property
+    def display(self) -> str:
+        """The source as a context path (``.`` for the root): its name in the content digest."""
+        return self.item.display
+
+    def walk(self, digest: TreeDigest | None = None) -> Iterator[tuple[str, os.stat_result, str | None]]:
+        """``(path, lstat, host file or None)`` of the source and everything under it, in
+        layer order (the host file is given for regular files). Each is also added to
+        ``digest``, which then equals the context's ``content_digest`` of the source (owners
+        left out) once the walk is exhausted."""
+        # The walk enters only real directories (a symlink is never descended) below a top
+        # resolved inside the context, so a walked path's host file is the root plus the path.
+        root = self.view.host_str("/")
+        real, display = self.real, self.item.display
+        add = digest.add if digest is not None else None
+        cut = len(real)
+        is_reg = stat.S_ISREG
+        for path, pst in walk_tree(self.view, real, self.st, hidden=self.context.hide,
+                                   descend_hidden=self.context.descend_hidden):
+            host = (root + path if path != "/" else root) if is_reg(pst.st_mode) else None
+            if add is not None:
+                add(path, display + path[cut:] if path != real else display, pst, host)
+            yield path, pst, host
+        if digest is not None:
+            digest.end_tree()
+
+    def entries(self, walked: Iterable[tuple[str, os.stat_result, str | None]]) -> Iterator[Entry]:
+        """The layer's entries, in layer order, from what :meth:`walk` gave."""
+        yield from self._parents
+        real, target, view = self.real, self.target, self.view
+        cut = len(real.rstrip("/")) + 1
+        prefix = target.rstrip("/") + "/"
+        make = self._emit.make_entry
+        for path, pst, host in walked:
+            if path == real:
+                if self.is_dir:
+                    continue  # a directory source contributes its contents only
+                entry = make(view, path, pst, target, host)
+            else:
+                entry = make(view, path, pst, prefix + path[cut:], host)
+            if entry is not None:
+                yield entry
+
+
+class NotSingleSource(Exception):
+    """The source is not one a :class:`SingleSourceCopy` can stream (the general path applies)."""
+
+
 def _emit_source_parents(emit: _Emitter, view: FsView, pivot: str, rel: str, dest_real: str) -> None:
     """For --parents: the directories between the pivot and a match, with source metadata."""
     comps = split_path(rel)
@@ -370,4 +472,4 @@ def _emit_source_parents(emit: _Emitter, view: FsView, pivot: str, rel: str, des
         emit.source_entry(view, src, st, target)
 
 
-__all__ = ["copy_entries", "parse_chmod", "MULTI_SOURCE_MSG", "CopyError", "SourceNotFoundError"]
+__all__ = ["copy_entries", "SingleSourceCopy", "NotSingleSource", "parse_chmod", "MULTI_SOURCE_MSG", "CopyError", "SourceNotFoundError"]

@@ -13,18 +13,20 @@ from ..digest import Digest
 from .state import LayerRef
 
 
-def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False) -> LayerRef:
+def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False, presorted: bool = False) -> LayerRef:
     """Write ``entries`` as one layer into the store (tar + compression + hashing in one pass).
 
     ``unpack``: also unpack the layer into the snapshot store while it is written (the tar
     stream is teed to an extractor thread), so a following RUN need not decompress and
-    extract it again. A failure of that side path only costs the snapshot, never the layer."""
+    extract it again. A failure of that side path only costs the snapshot, never the layer.
+    ``presorted``: the entries come in layer order, one per name (see ``write_layer``)."""
     from ..layer.tar import write_layer
 
     opts = session.opts
     if not unpack:
         with session.store.blobs.ingest() as w:
-            info = write_layer(entries, w, compression=opts.compression, mtime_clamp=opts.source_date_epoch)
+            info = write_layer(entries, w, compression=opts.compression, mtime_clamp=opts.source_date_epoch,
+                               presorted=presorted)
         return _layer_ref(info)
     import os
     import shutil
@@ -59,7 +61,7 @@ def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False) -
     try:
         with session.store.blobs.ingest() as w:
             info = write_layer(entries, w, compression=opts.compression, mtime_clamp=opts.source_date_epoch,
-                               tee=writer)
+                               tee=writer, presorted=presorted)
     finally:
         writer.close()
         thread.join()

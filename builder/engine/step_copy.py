@@ -56,6 +56,10 @@ def copy_meaning(step: Any) -> dict[str, Any]:
 def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: ImageState | None,
                source_view: Any | None, use_cache: bool) -> tuple[ImageState, bool]:
     """Run one COPY/ADD; returns the new state and whether the cache was used."""
+    if source_state is None and source_view is None:
+        single = _single_source(session, state, step)
+        if single is not None:
+            return _apply_single(session, state, step, single, use_cache)
     key = step_key(state.cache_key, step.kind, copy_meaning(step), copy_inputs_digest(session, step, source_state))
     hit = cache_lookup(session, key) if use_cache else MISS
     if not isinstance(hit, CacheMiss):
@@ -64,6 +68,82 @@ def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: Imag
     unpack = session.unpack_layers and not _snapshot_likely_exists(session, key)
     layer = store_layer(session, entries, unpack=unpack) if entries else None
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
+
+
+def _single_source(session: Any, state: ImageState, step: Any) -> Any | None:
+    """A :class:`~builder.engine.copy.SingleSourceCopy` for a COPY of one context source
+    without --parents/--exclude/heredocs/URLs, else None (the general path applies)."""
+    if step.kind != "COPY" or step.parents or step.excludes or getattr(step, "from_image", None):
+        return None
+    if len(step.sources) != 1 or not isinstance(step.sources[0], str) or "://" in step.sources[0]:
+        return None
+    from .copy import NotSingleSource, SingleSourceCopy
+
+    source = step.sources[0]
+    session.context.match_sources(source)  # a missing source is reported before --chown trouble
+    try:
+        dest_view = session.view(state)
+        chmod, chown = _chmod_chown(step, dest_view)
+        return SingleSourceCopy(source=source, dest=step.dest, context=session.context, dest_view=dest_view,
+                                chown=chown, chmod=chmod, mtime_clamp=session.opts.source_date_epoch)
+    except NotSingleSource:
+        return None
+    except DockerfileError:
+        raise
+    except PybuildError as exc:
+        raise DockerfileError(f"{step.kind} failed: {exc.render()}", step.node.span) from exc
+
+
+def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_cache: bool) -> tuple[ImageState, bool]:
+    """COPY of one context source, its entries written as the context is walked.
+
+    With the cache in use, the walk comes first (its digest is the key) and the layer is
+    written from what it saw. Without (``--no-cache``) and with no RUN to unpack for, one walk
+    writes the layer and gives the key: compression starts at the first file. The key is the
+    same either way, and the same the general path computes."""
+    from .context import TreeDigest
+
+    digest = TreeDigest(session.context.view, owners=False)
+    meaning = copy_meaning(step)
+    try:
+        if not use_cache and not session.unpack_layers:
+            layer = _store_nonempty(session, single.entries(single.walk(digest)), unpack=False)
+            key = step_key(state.cache_key, step.kind, meaning, digest.hexdigest())
+        else:
+            walked = list(single.walk(digest))
+            key = step_key(state.cache_key, step.kind, meaning, digest.hexdigest())
+            hit = cache_lookup(session, key) if use_cache else MISS
+            if not isinstance(hit, CacheMiss):
+                return commit_step(session, state, step, hit, key), True
+            unpack = session.unpack_layers and not _snapshot_likely_exists(session, key)
+            layer = _store_nonempty(session, single.entries(walked), unpack=unpack)
+    except DockerfileError:
+        raise
+    except PybuildError as exc:
+        if type(exc).__name__ == "LayerError":
+            raise
+        raise DockerfileError(f"{step.kind} failed: {exc.render()}", step.node.span) from exc
+    return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
+
+
+def _store_nonempty(session: Any, entries: Any, *, unpack: bool) -> Any:
+    """The layer of ``entries`` (in layer order), or None when there are none."""
+    import itertools
+
+    first = next(entries, None)
+    if first is None:
+        return None
+    return store_layer(session, itertools.chain((first,), entries), unpack=unpack, presorted=True)
+
+
+def _chmod_chown(step: Any, dest_view: Any) -> tuple[Any, Any]:
+    """The step's parsed --chmod and resolved --chown (None where not given)."""
+    from .chmod import parse_chmod
+    from .userdb import resolve_chown
+
+    chmod = parse_chmod(step.chmod) if step.chmod else None
+    chown = resolve_chown(step.chown, dest_view) if step.chown else None
+    return chmod, chown
 
 
 def _snapshot_likely_exists(session: Any, key: str) -> bool:
@@ -80,16 +160,12 @@ def _snapshot_likely_exists(session: Any, key: str) -> bool:
 
 def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_view: Any | None) -> list[Any]:
     from .copy import copy_entries
-    from .userdb import resolve_chown
 
     dest_view = session.view(state)
     heredocs = [(h.name, h.content) for h in step.sources if not isinstance(h, str)]
     sources = [s for s in step.sources if isinstance(s, str)]
     try:
-        from .chmod import parse_chmod
-
-        chmod = parse_chmod(step.chmod) if step.chmod else None
-        chown = resolve_chown(step.chown, dest_view) if step.chown else None
+        chmod, chown = _chmod_chown(step, dest_view)
         if step.kind == "ADD" and source_view is None:
             return _add_entries(session, step, sources, heredocs, dest_view, chown, chmod)
         if source_view is not None:

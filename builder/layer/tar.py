@@ -25,7 +25,7 @@ import struct
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from ..digest import Digest
 from ..errors import PybuildError
@@ -237,6 +237,21 @@ def _order(entries: Iterable[Entry]) -> list[tuple[bytes, Entry]]:
     return sorted(by_name.items())
 
 
+def _in_given_order(entries: Iterable[Entry]) -> Iterator[tuple[bytes, Entry]]:
+    """``(encoded name, entry)`` as given, checking that names strictly increase (the order
+    :func:`_order` would produce); LayerError otherwise."""
+    prev = b""
+    for e in entries:
+        name = _norm(e.name)
+        if not name or name == ".":
+            continue
+        key = _encode(name)
+        if key <= prev:
+            raise LayerError(f"layer entry {e.name!r} is out of order (after {os.fsdecode(prev)!r})")
+        prev = key
+        yield key, e
+
+
 def _replace_name(e: Entry, name: str) -> Entry:
     return Entry(name=name, type=e.type, mode=e.mode, uid=e.uid, gid=e.gid, mtime=e.mtime,
                  size=e.size, linkname=e.linkname, devmajor=e.devmajor, devminor=e.devminor,
@@ -335,7 +350,6 @@ class _Sink:
         """Hash, compress and write the first ``n`` bytes of ``buf``; then recycle ``buf``."""
         mv = memoryview(buf)[:n]
         try:
-            self.diff.update(mv)
             if self.tee is not None:
                 try:
                     self.tee.write(mv)
@@ -373,6 +387,10 @@ class _Sink:
     def give(self, buf: bytearray, n: int) -> None:
         if self.error is not None:
             raise self.error
+        # the tar digest is taken here, in the producer's thread (hashlib drops the GIL): the
+        # helper thread then only feeds the compressor and writes, and the two stay balanced
+        with memoryview(buf) as mv:
+            self.diff.update(mv[:n])
         self._full.put((buf, n))
 
     def finish(self) -> None:
@@ -393,7 +411,7 @@ _TYPEFLAGS = {t: t.value.encode() for t in EntryType}
 
 def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = GZIP,
                 mtime_clamp: int | None = None, level: int | None = None,
-                tee: BinaryIO | None = None) -> LayerInfo:
+                tee: BinaryIO | None = None, presorted: bool = False) -> LayerInfo:
     """Write ``entries`` as a layer tar to ``out``, compressed, and return its digests.
 
     ``compression``: "gzip" (default level 1), "zstd" (default level 3, all cores) or
@@ -410,9 +428,13 @@ def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = G
     ``tee``: also receives the uncompressed tar stream, from the helper thread (e.g. a pipe to
     an extractor unpacking the layer while it is written). It is not closed here; if writing to
     it fails, teeing stops and the layer is still written.
+
+    ``presorted``: the entries already come in layer order (names strictly increasing as
+    bytes, hardlinks after their targets), e.g. straight from a walk; they are then written
+    as they come, without being gathered first, and LayerError is raised for one out of order.
     """
     media_type = media_type_for(compression)
-    ordered = _order(entries)
+    ordered = _in_given_order(entries) if presorted else _order(entries)
     sink = _Sink(out, compression, level, tee)
     ok = False
     try:
