@@ -329,3 +329,32 @@ def test_empty_continuation_lines_warn() -> None:
     df = parse_text(_read(PARSE / "continuations" / "Dockerfile"))
     assert len(df.warnings) == 1 and df.warnings[0].startswith("Dockerfile:5: empty continuation line")
     assert parse_text("FROM a\nRUN x\n").warnings == ()
+
+
+def test_parse_cache_gives_the_same_tree_without_lark(tmp_path: Path) -> None:
+    """A Dockerfile parsed once is read back from the parse cache by a fresh process that
+    never imports lark; a changed text is parsed again."""
+    import pickle
+
+    df_path = tmp_path / "Dockerfile"
+    df_path.write_text("FROM scratch\nCOPY <<EOF /x\nhello\nEOF\nLABEL a=b \\\n  c=d\n")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    probe = ("import sys, pickle; from builder.syntax.parser import parse_file; "
+             "df = parse_file(sys.argv[1]); "
+             "sys.stdout.buffer.write(pickle.dumps((df, 'lark' in sys.modules)))")
+
+    def run() -> tuple[object, bool]:
+        out = subprocess.run([sys.executable, "-c", probe, str(df_path)], env=env, check=True,
+                             capture_output=True).stdout
+        return pickle.loads(out)
+
+    first, first_lark = run()
+    second, second_lark = run()
+    assert first_lark and not second_lark
+    assert first == second
+    from builder.syntax.parser import parse_text
+
+    assert second == parse_text(df_path.read_text(), name=str(df_path))
+    df_path.write_text("FROM scratch\nLABEL a=c\n")
+    third, third_lark = run()
+    assert third_lark and third != second

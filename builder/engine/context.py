@@ -16,7 +16,7 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import DockerfileError
 from .dockerignore import IgnoreMatcher, go_clean
@@ -70,7 +70,7 @@ def walk_tree(view: FsView, top: str, st: os.stat_result, *,
     descendant (so every yielded path has its parents yielded earlier, like BuildKit's sender;
     only then can the order differ from layer order). Directory listings come from
     ``view.scan(path)`` when the view has it (``(name, lstat)`` pairs), else from ``listdir``
-    and ``lstat``.
+    and ``lstat``; either is sorted by name.
     """
     scan = getattr(view, "scan", None)
     is_dir_mode = stat.S_ISDIR
@@ -108,15 +108,31 @@ def walk_tree(view: FsView, top: str, st: os.stat_result, *,
                 if cst is not None:
                     children.append((name, cst))
         depth += 1
-        slots: list[tuple[bytes, str, os.stat_result, bool]] = []
-        for name, cst in children:
-            key = fsencode(name)
-            slots.append((key, name, cst, False))
-            if is_dir_mode(cst.st_mode):
-                slots.append((key + b"/", name, cst, True))
-        slots.sort(reverse=True)
-        for _key, name, cst, sub in slots:
+        if all(name.isascii() for name, _ in children):
+            # str order is byte order; a listing without directories is already in layer order
+            slots: list[tuple[Any, str, os.stat_result, bool]] = []
+            dirs = False
+            for name, cst in children:
+                slots.append((name, name, cst, False))
+                if is_dir_mode(cst.st_mode):
+                    slots.append((name + "/", name, cst, True))
+                    dirs = True
+            if dirs:
+                slots.sort(key=_slot_key)
+        else:
+            slots = []
+            for name, cst in children:
+                key = fsencode(name)
+                slots.append((key, name, cst, False))
+                if is_dir_mode(cst.st_mode):
+                    slots.append((key + b"/", name, cst, True))
+            slots.sort(key=_slot_key)
+        for _key, name, cst, sub in reversed(slots):
             stack.append((base + name, cst, depth, sub))
+
+
+def _slot_key(slot: tuple[Any, str, os.stat_result, bool]) -> Any:
+    return slot[0]
 
 
 # (host path, size, mtime_ns, inode, ctime_ns) -> sha256 hex; process-lifetime memo

@@ -51,7 +51,7 @@ def grammar_text(filename: str) -> str:
         raise PybuildError(f"grammar file {filename} not found (looked in builder.grammar and {path})") from exc
 
 
-def _cache_dir() -> Path | None:
+def cache_dir() -> Path | None:
     """A writable cache directory, or None."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     path = Path(base) / "pybuild"
@@ -88,7 +88,7 @@ def parser(which: tuple[str, str, str], escape: str = "\\") -> "Lark":
     filename, start, lexer = which
     text = grammar_text(filename).replace("@E@", _ESCAPE_ATOMS[escape])
     cache: str | bool = False
-    directory = _cache_dir()
+    directory = cache_dir()
     if directory is not None:
         key = hashlib.sha256(f"{lark_version}\0{start}\0{lexer}\0{text}".encode()).hexdigest()[:24]
         cache = str(directory / f"lark-{filename.removesuffix('.lark')}-{key}.cache")

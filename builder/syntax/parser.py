@@ -79,13 +79,22 @@ def parse_text(text: str, name: str = "Dockerfile") -> Dockerfile:
                       warnings=tuple(reader.warnings))
 
 
-def parse_file(path: str) -> Dockerfile:
+def parse_file(path: str, *, cache: bool = True) -> Dockerfile:
     """Read and parse the Dockerfile at ``path`` (UTF-8; invalid bytes are kept as
     surrogate escapes). Raises PybuildError naming the path when it cannot be read, and
-    DockerfileError for bad content."""
+    DockerfileError for bad content. With ``cache``, a text parsed before comes from the parse
+    cache (:mod:`builder.syntax.parsecache`) without running the grammar."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
         raise PybuildError(f"cannot read Dockerfile {path}: {exc.strerror or exc}") from None
-    return parse_text(data.decode("utf-8", "surrogateescape"), name=path)
+    from . import parsecache
+
+    text = data.decode("utf-8", "surrogateescape")
+    df = parsecache.load(text, path) if cache else None
+    if df is None:
+        df = parse_text(text, name=path)
+        if cache:
+            parsecache.save(text, path, df)
+    return df
