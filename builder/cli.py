@@ -83,6 +83,16 @@ def _parser_for(command: str) -> tuple[argparse.ArgumentParser, Callable[[argpar
     return cli_commands.parser_for(command, _Parser)
 
 
+def _tune_gc() -> None:
+    """A build holds tens of thousands of long-lived small objects (a context walk, the hash
+    memo) that the cycle collector's default first threshold (700) makes it rescan again and
+    again: measured 5-10% of a cached rebuild of a 20,000-file context. Cycles are still
+    collected, only less often."""
+    import gc
+
+    gc.set_threshold(50_000, 20, 100)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PYBUILD_DEBUG") == "1"
@@ -93,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_help()
         return 0
     _terminate_like_interrupt()
+    _tune_gc()
     try:
         command, rest = _parse_command(argv)
         parser, handler = _parser_for(command)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import BASE_TAG, busybox_store, run_cli
+from test_copy import img  # noqa: F401  (the destination image fixture)
 
 from builder.engine.context import BuildContext, SourceNotFoundError, TreeDigest
 from builder.engine.copy import NotSingleSource, SingleSourceCopy, copy_entries, parse_chmod
@@ -47,18 +48,6 @@ def ctx_dir(tmp_path: Path) -> Path:
     os.link(c / "src/pkg/two.py", c / "src/hard.py")
     os.mkfifo(c / "fifo")
     return c
-
-
-@pytest.fixture()
-def img(tmp_path: Path) -> Path:
-    r = tmp_path / "image"
-    (r / "srv").mkdir(parents=True)
-    os.chmod(r / "srv", 0o711)
-    (r / "etc").mkdir()
-    (r / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nweb:x:33:44::/var/www:/bin/sh\n")
-    (r / "etc/group").write_text("root:x:0:\nwwwdata:x:44:\n")
-    os.symlink("/srv", r / "app")
-    return r
 
 
 CASES = [
