@@ -230,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.tokens[token] = granted
             srv.token_requests += 1
+            srv.token_scopes.append(frozenset(granted))
         srv.record(LogEntry(self.command, self.path, 200, ""))
         self._send(200, json.dumps({"token": token, "expires_in": 300}).encode(),
                    [("Content-Type", "application/json")])
@@ -278,6 +279,7 @@ class _Server(ThreadingHTTPServer):
         self.faults = 0
         self.tokens: dict[str, set[tuple[str, str]]] = {}
         self.token_requests = 0
+        self.token_scopes: list[frozenset[tuple[str, str]]] = []  # what each token granted
         self.fault_methods: tuple[str, ...] | None = None
 
     def handle_error(self, request: object, client_address: object) -> None:
@@ -327,6 +329,11 @@ class FaultProxy:
     @property
     def token_requests(self) -> int:
         return self._server.token_requests
+
+    @property
+    def token_scopes(self) -> list[frozenset[tuple[str, str]]]:
+        """The (repository, action) set each issued token granted, in order."""
+        return list(self._server.token_scopes)
 
     def clear_log(self) -> None:
         with self._server.lock:

@@ -76,8 +76,8 @@ def _both(ctx_dir: Path, img: Path, source: str, dest: str, kw: dict, ignore: li
     clamp = kw.get("mtime_clamp")
     general = copy_entries(sources=[source], dest=dest, src_view=ctx.view, src_is_context=True, context=ctx,
                            dest_view=view, chown=chown, chmod=chmod, mtime_clamp=clamp)
-    single = SingleSourceCopy(source=source, dest=dest, context=ctx, dest_view=view, chown=chown, chmod=chmod,
-                              mtime_clamp=clamp)
+    single = SingleSourceCopy(match=SingleSourceCopy.find(ctx, source), dest=dest, context=ctx, dest_view=view,
+                              chown=chown, chmod=chmod, mtime_clamp=clamp)
     digest = TreeDigest(ctx.view, owners=False)
     streamed = list(single.entries(single.walk(digest)))
     rel = ctx.match_sources(source)
@@ -125,15 +125,13 @@ def test_presorted_writer_refuses_entries_out_of_order() -> None:
         write_layer(iter(dup), io.BytesIO(), compression="gzip", presorted=True)
 
 
-def test_what_it_does_not_stream(ctx_dir: Path, img: Path) -> None:
-    view = DirView(img)
+def test_what_it_does_not_stream(ctx_dir: Path) -> None:
     with pytest.raises(NotSingleSource):  # a wildcard matching several paths
-        SingleSourceCopy(source="src/*", dest="/x/", context=BuildContext(ctx_dir), dest_view=view)
+        SingleSourceCopy.find(BuildContext(ctx_dir), "src/*")
     with pytest.raises(NotSingleSource):  # ignore exceptions: hidden directories may be entered
-        SingleSourceCopy(source=".", dest="/x/", context=BuildContext(ctx_dir, IgnoreMatcher(["src", "!src/one.py"])),
-                         dest_view=view)
+        SingleSourceCopy.find(BuildContext(ctx_dir, IgnoreMatcher(["src", "!src/one.py"])), ".")
     with pytest.raises(SourceNotFoundError):
-        SingleSourceCopy(source="nope", dest="/x/", context=BuildContext(ctx_dir), dest_view=view)
+        SingleSourceCopy.find(BuildContext(ctx_dir), "nope")
 
 
 # ------------------------------------------------------------------------------------ builds

@@ -348,6 +348,10 @@ def test_bearer_token_flow(registry, docker_config: Path) -> None:
                 assert read_all(src.open_blob(Digest.parse(d))) == blob
         # a token per scope set, cached: far fewer token requests than registry requests
         assert 1 <= proxy.token_requests <= 3
+        scopes = proxy.token_scopes
+        assert len(scopes) == proxy.token_requests
+        assert len(set(scopes)) == len(scopes), f"a scope set was asked for twice: {scopes}"
+        assert ("tok/app", "push") in set().union(*scopes)
         assert len(proxy.log) > 3 * proxy.token_requests
         # mounts ask for pull on the source repository too
         with RegistryDestination(f"{proxy.host}/tok/other", client=client, mount_from=("tok/app",)) as dest:

@@ -384,35 +384,35 @@ class SingleSourceCopy:
     heredocs, under ignore rules without exceptions: its entries can be produced in layer
     order while the context is walked, so the tar writer takes them as they come.
 
-    The constructor matches the source and places it (CopyError, SourceNotFoundError,
-    OutsideContextError as :func:`copy_entries` raises them; more than one match raises
-    :class:`NotSingleSource`). :meth:`walk` is the walk of the source, the same one
-    :meth:`BuildContext.content_digest` hashes; :meth:`entries` turns walked pairs into the
-    same entries :func:`copy_entries` gives, in layer order.
+    :meth:`find` matches the source (SourceNotFoundError, OutsideContextError as
+    :func:`copy_entries` raises them; :class:`NotSingleSource` when it cannot be streamed);
+    the constructor places the match (CopyError). :meth:`walk` is the walk of the source, the
+    same one :meth:`BuildContext.content_digest` hashes; :meth:`entries` turns what it gave
+    into the same entries :func:`copy_entries` gives, in layer order.
     """
 
-    def __init__(self, *, source: str, dest: str, context: BuildContext, dest_view: FsView,
-                 chown: tuple[int, int] | None = None, chmod: Chmod | int | None = None,
-                 mtime_clamp: int | None = None) -> None:
+    @staticmethod
+    def find(context: BuildContext, source: str) -> _Item:
+        """The one match of ``source`` in ``context``; NotSingleSource otherwise."""
         if context.ignore.has_exceptions or source.startswith("<<"):
             raise NotSingleSource(source)
         items = _expand([source], src_view=context.view, context=context, src_is_context=True, parents=False)
         if len(items) != 1:
             raise NotSingleSource(source)
+        return items[0]
+
+    def __init__(self, *, match: _Item, dest: str, context: BuildContext, dest_view: FsView,
+                 chown: tuple[int, int] | None = None, chmod: Chmod | int | None = None,
+                 mtime_clamp: int | None = None) -> None:
         self.context = context
         self.view = context.view
-        self.item = items[0]
+        self.item = match
         dest_real, dest_is_dir = _destination(dest, dest_view, False)
         self._emit = _Emitter(dest_view=dest_view, chown=chown, chmod=as_chmod(chmod), keep_owner=False,
                               keep_xattrs=False, mtime_clamp=mtime_clamp, streaming=True)
         self.real, self.st, self.is_dir, self.target = _place(self._emit, self.item, self.view, dest_view,
                                                               dest_real, dest_is_dir, False)
         self._parents = list(self._emit.entries.values())  # ancestors, each a prefix of the next
-
-    @property
-    def display(self) -> str:
-        """The source as a context path (``.`` for the root): its name in the content digest."""
-        return self.item.display
 
     def walk(self, digest: TreeDigest | None = None) -> Iterator[tuple[str, os.stat_result, str | None]]:
         """``(path, lstat, host file or None)`` of the source and everything under it, in
@@ -428,7 +428,7 @@ class SingleSourceCopy:
         is_reg = stat.S_ISREG
         for path, pst in walk_tree(self.view, real, self.st, hidden=self.context.hide,
                                    descend_hidden=self.context.descend_hidden):
-            host = (root + path if path != "/" else root) if is_reg(pst.st_mode) else None
+            host = root + path if is_reg(pst.st_mode) else None  # a file is never "/" itself
             if add is not None:
                 add(path, display + path[cut:] if path != real else display, pst, host)
             yield path, pst, host

@@ -79,15 +79,15 @@ def _single_source(session: Any, state: ImageState, step: Any) -> Any | None:
         return None
     from .copy import NotSingleSource, SingleSourceCopy
 
-    source = step.sources[0]
-    session.context.match_sources(source)  # a missing source is reported before --chown trouble
+    try:
+        match = SingleSourceCopy.find(session.context, step.sources[0])  # before any --chown trouble
+    except NotSingleSource:
+        return None
     try:
         dest_view = session.view(state)
         chmod, chown = _chmod_chown(step, dest_view)
-        return SingleSourceCopy(source=source, dest=step.dest, context=session.context, dest_view=dest_view,
+        return SingleSourceCopy(match=match, dest=step.dest, context=session.context, dest_view=dest_view,
                                 chown=chown, chmod=chmod, mtime_clamp=session.opts.source_date_epoch)
-    except NotSingleSource:
-        return None
     except DockerfileError:
         raise
     except PybuildError as exc:
@@ -120,7 +120,9 @@ def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_c
     except DockerfileError:
         raise
     except PybuildError as exc:
-        if type(exc).__name__ == "LayerError":
+        from ..layer.tar import LayerError
+
+        if isinstance(exc, LayerError):  # as the general path lets it through
             raise
         raise DockerfileError(f"{step.kind} failed: {exc.render()}", step.node.span) from exc
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
