@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import marshal
 import os
 from pathlib import Path
 
@@ -223,7 +224,7 @@ def test_hash_memo_trusts_unchanged_stat_and_rehashes_touched_files(tmp_path: Pa
     f = tmp_path / "ctx" / "f.bin"
     f.parent.mkdir()
     f.write_bytes(b"x" * 100_000)
-    memo_path = tmp_path / "store" / "cache" / "filehash.json"
+    memo_path = ctxmod.memo_path(tmp_path / "store", tmp_path / "ctx")
     real = ctxmod.file_sha256(str(f), f.stat())
 
     memo = ctxmod.open_hash_memo(memo_path, [tmp_path / "ctx"])
@@ -231,19 +232,20 @@ def test_hash_memo_trusts_unchanged_stat_and_rehashes_touched_files(tmp_path: Pa
     ctxmod._HASH_CACHE.clear()
     assert ctxmod.file_sha256(str(f), f.stat()) == real
     ctxmod.close_hash_memo()
-    saved = json.loads(memo_path.read_text())["files"]
+    version, saved = marshal.loads(memo_path.read_bytes())
+    assert version == ctxmod.HashMemo.VERSION
     assert saved[str(f)][-1] == real
-    assert saved[str(f)][:4] == [f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino, f.stat().st_ctime_ns]
+    st = f.stat()
+    assert saved[str(f)][:4] == (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
     # a recorded digest is used as long as the stat fields match (no re-read) ...
-    saved[str(f)][-1] = "0" * 64
-    memo_path.write_text(json.dumps({"v": 1, "files": saved}))
+    saved[str(f)] = saved[str(f)][:4] + ("0" * 64,)
+    memo_path.write_bytes(marshal.dumps((version, saved)))
     ctxmod._HASH_CACHE.clear()
     ctxmod.open_hash_memo(memo_path, [tmp_path / "ctx"])
     try:
         assert ctxmod.file_sha256(str(f), f.stat()) == "0" * 64
         # ... and a touched file (same bytes) is hashed again, giving the true digest
-        st = f.stat()
         os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
         assert ctxmod.file_sha256(str(f), f.stat()) == real
     finally:
@@ -251,9 +253,16 @@ def test_hash_memo_trusts_unchanged_stat_and_rehashes_touched_files(tmp_path: Pa
         ctxmod._HASH_CACHE.clear()
 
 
+def test_hash_memo_is_kept_per_context_directory(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    a, b = ctxmod.memo_path(store, tmp_path / "a"), ctxmod.memo_path(store, tmp_path / "b")
+    assert a != b and a.parent == b.parent == store / "cache" / ctxmod.MEMO_DIR
+    assert ctxmod.memo_path(store, str(tmp_path / "a") + "/") == a   # one directory, one memo
+
+
 def test_hash_memo_ignores_files_outside_its_roots_and_corrupt_files(tmp_path: Path) -> None:
-    memo_path = tmp_path / "filehash.json"
-    memo_path.write_text("{not json")
+    memo_path = tmp_path / "filehash"
+    memo_path.write_text("{not marshal")
     outside = tmp_path / "elsewhere.txt"
     outside.write_text("o")
     memo = ctxmod.HashMemo(memo_path, [tmp_path / "ctx"])
@@ -263,4 +272,4 @@ def test_hash_memo_ignores_files_outside_its_roots_and_corrupt_files(tmp_path: P
     memo.put(str(outside), st, "ab" * 32)
     assert memo.get(str(outside), st) is None
     memo.save()
-    assert memo_path.read_text() == "{not json"   # nothing worth writing
+    assert memo_path.read_text() == "{not marshal"   # nothing worth writing

@@ -21,7 +21,7 @@ from builder.engine.copy import NotSingleSource, SingleSourceCopy, copy_entries,
 from builder.engine.dockerignore import IgnoreMatcher
 from builder.engine.pathresolve import DirView
 from builder.layer.entries import Entry, EntryType
-from builder.layer.tar import LayerError, write_layer
+from builder.layer.tar import LayerError, write_layer, write_records
 
 # names whose byte order differs from a plain pre-order walk: siblings of a directory that
 # sort between "d" and "d/" (bytes below "/"), a digit, upper case, non-ASCII and non-UTF-8
@@ -64,7 +64,8 @@ CASES = [
 ]
 
 
-def _both(ctx_dir: Path, img: Path, source: str, dest: str, kw: dict, ignore: list[str]):
+def _single(ctx_dir: Path, img: Path, source: str, dest: str, kw: dict, ignore: list[str]):
+    """(context, the general path's entries, the SingleSourceCopy) of one case."""
     ctx = BuildContext(ctx_dir, IgnoreMatcher(ignore))
     view = DirView(img)
     chown = None
@@ -78,6 +79,11 @@ def _both(ctx_dir: Path, img: Path, source: str, dest: str, kw: dict, ignore: li
                            dest_view=view, chown=chown, chmod=chmod, mtime_clamp=clamp)
     single = SingleSourceCopy(match=SingleSourceCopy.find(ctx, source), dest=dest, context=ctx, dest_view=view,
                               chown=chown, chmod=chmod, mtime_clamp=clamp)
+    return ctx, general, single
+
+
+def _both(ctx_dir: Path, img: Path, source: str, dest: str, kw: dict, ignore: list[str]):
+    ctx, general, single = _single(ctx_dir, img, source, dest, kw, ignore)
     digest = TreeDigest(ctx.view, owners=False)
     streamed = list(single.entries(single.walk(digest)))
     rel = ctx.match_sources(source)
@@ -104,6 +110,31 @@ def test_layer_bytes_equal_the_sorted_writer(ctx_dir: Path, img: Path) -> None:
     b = write_layer(iter(streamed), streamed_out, compression="gzip", presorted=True)
     assert (a.digest, a.diff_id, a.size) == (b.digest, b.diff_id, b.size)
     assert sorted_out.getvalue() == streamed_out.getvalue()
+
+
+@pytest.mark.parametrize("layer_clamp", [None, 3])
+@pytest.mark.parametrize("source,dest,kw,ignore", CASES)
+def test_framed_records_give_the_bytes_of_the_entry_writer(ctx_dir: Path, img: Path, source: str, dest: str,
+                                                           kw: dict, ignore: list[str], layer_clamp: int | None) -> None:
+    # the streamed COPY frames plain files and directories itself: byte for byte what
+    # write_layer makes of the general path's entries, with both mtime clamps in play
+    long_dir = ctx_dir / ("x" * 60) / ("y" * 60)  # a name that needs PAX under /app/
+    long_dir.mkdir(parents=True)
+    (long_dir / "f").write_text("deep\n")
+    os.utime(ctx_dir / "src" / "one.py", (1, 1))  # an mtime below the clamps
+    ctx, general, single = _single(ctx_dir, img, source, dest, kw, ignore)
+    entry_out, record_out = io.BytesIO(), io.BytesIO()
+    a = write_layer(general, entry_out, compression="uncompressed", mtime_clamp=layer_clamp)
+    b = write_records(single.records(single.walk(), layer_clamp), record_out, compression="uncompressed")
+    assert record_out.getvalue() == entry_out.getvalue()
+    assert (a.digest, a.diff_id, a.size) == (b.digest, b.diff_id, b.size)
+
+
+def test_framed_records_refuse_a_walk_out_of_order(ctx_dir: Path, img: Path) -> None:
+    _, _, single = _single(ctx_dir, img, "src", "/s/", {}, [])
+    walked = list(single.walk())
+    with pytest.raises(LayerError, match="out of order"):
+        list(single.records(iter([walked[0]] + walked[1:][::-1])))
 
 
 def test_hardlink_follows_its_first_member(ctx_dir: Path, img: Path) -> None:

@@ -159,10 +159,14 @@ def test_prune_all_forgets_the_context_hash_memo(tmp_path: Path, monkeypatch: py
     ctx.mkdir()
     (ctx / "data.txt").write_text("memo me\n")
     build(store, ctx, "FROM scratch\nCOPY data.txt /data.txt\n", "memo:1")
-    memo = store / "cache" / "filehash.json"
+    from builder.engine.context import memo_path
+
+    memo = memo_path(store, ctx)
+    legacy = store / "cache" / "filehash.json"  # the one-file memo of earlier versions
+    legacy.write_text("{}")
     run_cli(["prune"], store).ok()
     assert memo.exists()
     tagged = json.loads((store / "index.json").read_text())["manifests"]
     run_cli(["prune", "--all"], store).ok()
-    assert not memo.exists()
+    assert not memo.exists() and not legacy.exists()
     assert json.loads((store / "index.json").read_text())["manifests"] == tagged

@@ -68,9 +68,9 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
     session = BuildSession(opts, store, on_event)
     session.platform = platform
     from . import remotecache  # --cache-from / --cache-to (issue 6)
-    from .context import close_hash_memo, open_hash_memo
+    from .context import close_hash_memo, memo_path, open_hash_memo
 
-    open_hash_memo(store.root / "cache" / "filehash.json", [opts.context])
+    open_hash_memo(memo_path(store.root, opts.context), [opts.context])
     try:
         cache_exports = remotecache.export_specs(opts)
         remotecache.import_caches(session)

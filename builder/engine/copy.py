@@ -44,7 +44,7 @@ import os
 import posixpath
 import stat
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from ..layer.entries import Entry, EntryType
 from .chmod import Chmod, as_chmod, parse_chmod
@@ -52,6 +52,9 @@ from .context import (BuildContext, CopyError, SourceNotFoundError, TreeDigest, 
                       not_found, walk_tree)
 from .dockerignore import IgnoreMatcher, go_clean, has_magic
 from .pathresolve import FsView, glob_view, host_str, normalize, resolve_in_root, split_path
+
+if TYPE_CHECKING:
+    from ..layer.tar import Record
 
 MULTI_SOURCE_MSG = ("When using COPY with more than one source file, the destination must be "
                     "a directory and end with a /")
@@ -451,6 +454,78 @@ class SingleSourceCopy:
                 entry = make(view, path, pst, prefix + path[cut:], host)
             if entry is not None:
                 yield entry
+
+
+    def records(self, walked: Iterable[tuple[str, os.stat_result, str | None]],
+                layer_clamp: int | None = None) -> Iterator[Record]:
+        """What :meth:`entries` gives, as the tar writer's records (``write_records``), with
+        the writer's own ``mtime_clamp`` = ``layer_clamp`` applied: the same layer bytes as
+        ``write_layer(entries(walked), presorted=True, mtime_clamp=layer_clamp)``. The common
+        members, plain files and directories, are framed here without an :class:`Entry`;
+        the others (links, special files, names needing PAX) go through theirs. LayerError
+        for a member out of layer order."""
+        from ..layer.tar import LayerError, entry_records, plain_header
+
+        emit = self._emit
+        clamps = [c for c in (emit.clamp, layer_clamp) if c is not None]
+        clamp = min(clamps) if clamps else None
+        chmod, make = emit.chmod, emit.make_entry
+        uid, gid = emit.chown if emit.chown is not None else (0, 0)
+        real, target, view = self.real, self.target, self.view
+        cut = len(real.rstrip("/")) + 1
+        prefix = target.rstrip("/") + "/"
+        base = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        is_dir, is_reg = stat.S_ISDIR, stat.S_ISREG
+        prev = b""
+        for e in self._parents:
+            key = os.fsencode(e.name)
+            if key <= prev:
+                raise LayerError(f"layer entry {e.name!r} is out of order (after {os.fsdecode(prev)!r})")
+            prev = key
+            yield from entry_records(((key, e),), layer_clamp)
+        for path, pst, host in walked:
+            if path == real:
+                if self.is_dir:
+                    continue  # a directory source contributes its contents only
+                entry = make(view, path, pst, target, host)
+                if entry is not None:
+                    key = os.fsencode(entry.name)
+                    if key <= prev:
+                        raise LayerError(f"layer entry {entry.name!r} is out of order")
+                    prev = key
+                    yield from entry_records(((key, entry),), layer_clamp)
+                continue
+            name = base + path[cut:]
+            key = name.encode("utf-8", "surrogateescape")
+            if key <= prev:
+                raise LayerError(f"layer entry {name!r} is out of order (after {os.fsdecode(prev)!r})")
+            prev = key
+            mode = pst.st_mode
+            hdr = None
+            if is_reg(mode) and pst.st_nlink == 1 or is_dir(mode):
+                perm = mode & 0o7777
+                isdir = is_dir(mode)
+                if chmod is not None:
+                    perm = chmod.apply(perm, isdir)
+                mtime = int(pst.st_mtime)
+                if mtime < 0:
+                    mtime = 0
+                if clamp is not None and mtime > clamp:
+                    mtime = clamp
+                if isdir:
+                    hdr = plain_header(key + b"/", b"5", perm, uid, gid, 0, mtime)
+                    if hdr is not None:
+                        yield hdr, 0, None, None, name
+                        continue
+                else:
+                    size = pst.st_size
+                    hdr = plain_header(key, b"0", perm, uid, gid, size, mtime)
+                    if hdr is not None:
+                        yield hdr, size, host, None, name
+                        continue
+            entry = make(view, path, pst, prefix + path[cut:], host)
+            if entry is not None:
+                yield from entry_records(((key, entry),), layer_clamp)
 
 
 class NotSingleSource(Exception):

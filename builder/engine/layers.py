@@ -7,7 +7,7 @@ there is nothing to write).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..digest import Digest
 from .state import LayerRef
@@ -23,10 +23,25 @@ def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False, p
     from ..layer.tar import write_layer
 
     opts = session.opts
+    return _store(session, lambda out, tee: write_layer(
+        entries, out, compression=opts.compression, mtime_clamp=opts.source_date_epoch, tee=tee,
+        presorted=presorted), unpack)
+
+
+def store_records(session: Any, records: Iterable[Any], *, unpack: bool = False) -> LayerRef:
+    """:func:`store_layer` for members already framed as tar records (``write_records``; the
+    producer applies the build's mtime clamp itself)."""
+    from ..layer.tar import write_records
+
+    compression = session.opts.compression
+    return _store(session, lambda out, tee: write_records(records, out, compression=compression, tee=tee), unpack)
+
+
+def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool) -> LayerRef:
+    """Run ``write(blob_writer, tee)`` into a new store blob (tee None unless ``unpack``)."""
     if not unpack:
         with session.store.blobs.ingest() as w:
-            info = write_layer(entries, w, compression=opts.compression, mtime_clamp=opts.source_date_epoch,
-                               presorted=presorted)
+            info = write(w, None)
         return _layer_ref(info)
     import os
     import shutil
@@ -60,8 +75,7 @@ def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False, p
     thread.start()
     try:
         with session.store.blobs.ingest() as w:
-            info = write_layer(entries, w, compression=opts.compression, mtime_clamp=opts.source_date_epoch,
-                               tee=writer, presorted=presorted)
+            info = write(w, writer)
     finally:
         writer.close()
         thread.join()

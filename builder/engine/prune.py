@@ -57,10 +57,7 @@ def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None
         for r in records:
             cache.remove(r.key)
         records = []
-        memo = store.root / "cache" / "filehash.json"  # the context content-hash memo
-        if memo.exists():
-            freed_memo = memo.stat().st_size
-            memo.unlink()
+        freed_memo = _forget_hash_memos(store.root / "cache")
     else:
         alive = []
         for r in records:
@@ -117,3 +114,20 @@ def usage(store: Any) -> dict[str, int]:
         "snapshots": _tree_size(store.root / "snapshots") if (store.root / "snapshots").exists() else 0,
         "tmp": _tree_size(store.root / "tmp") if (store.root / "tmp").exists() else 0,
     }
+
+
+def _forget_hash_memos(cache_dir: Path) -> int:
+    """Remove the context content-hash memos (and the one-file memo of earlier versions);
+    returns the bytes freed."""
+    from .context import MEMO_DIR
+
+    freed = 0
+    memos = cache_dir / MEMO_DIR
+    files = list(memos.iterdir()) if memos.is_dir() else []
+    for f in files + [cache_dir / "filehash.json"]:
+        try:
+            freed += f.stat().st_size
+            f.unlink()
+        except FileNotFoundError:
+            continue
+    return freed

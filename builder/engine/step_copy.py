@@ -105,9 +105,10 @@ def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_c
 
     digest = TreeDigest(session.context.view, owners=False)
     meaning = copy_meaning(step)
+    clamp = session.opts.source_date_epoch
     try:
         if not use_cache and not session.unpack_layers:
-            layer = _store_nonempty(session, single.entries(single.walk(digest)), unpack=False)
+            layer = _store_nonempty(session, single.records(single.walk(digest), clamp), unpack=False)
             key = step_key(state.cache_key, step.kind, meaning, digest.hexdigest())
         else:
             walked = list(single.walk(digest))
@@ -116,7 +117,7 @@ def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_c
             if not isinstance(hit, CacheMiss):
                 return commit_step(session, state, step, hit, key), True
             unpack = session.unpack_layers and not _snapshot_likely_exists(session, key)
-            layer = _store_nonempty(session, single.entries(walked), unpack=unpack)
+            layer = _store_nonempty(session, single.records(walked, clamp), unpack=unpack)
     except DockerfileError:
         raise
     except PybuildError as exc:
@@ -128,14 +129,16 @@ def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_c
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 
-def _store_nonempty(session: Any, entries: Any, *, unpack: bool) -> Any:
-    """The layer of ``entries`` (in layer order), or None when there are none."""
+def _store_nonempty(session: Any, records: Any, *, unpack: bool) -> Any:
+    """The layer of ``records`` (tar records in layer order), or None when there are none."""
     import itertools
 
-    first = next(entries, None)
+    from .layers import store_records
+
+    first = next(records, None)
     if first is None:
         return None
-    return store_layer(session, itertools.chain((first,), entries), unpack=unpack, presorted=True)
+    return store_records(session, itertools.chain((first,), records), unpack=unpack)
 
 
 def _chmod_chown(step: Any, dest_view: Any) -> tuple[Any, Any]:

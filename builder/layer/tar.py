@@ -40,6 +40,7 @@ _HEADER = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12s")
 _MAX_OCTAL7 = 0o7777777
 _MAX_OCTAL11 = 0o77777777777
 _ZERO_BLOCKS = bytes(2 * _BLOCK)
+_ZERO_PAD = memoryview(_ZERO_BLOCKS)  # slices of it pad a member's content to a whole block
 _MAGIC = b"ustar\x0000" + bytes(64)  # magic, version, empty uname/gname
 _TAIL = bytes(167)  # prefix and padding
 _CHK_BASE = sum(_MAGIC) + 8 * 0x20
@@ -99,19 +100,30 @@ def _split_ustar(name: bytes) -> tuple[bytes, bytes] | None:
     return None
 
 
-def _header_bytes(e: Entry, name: bytes, typeflag: bytes, size: int, mtime: int,
-                  linkname: bytes) -> bytes:
-    """One or more 512-byte blocks: an optional PAX header then the ustar header."""
-    if (len(name) <= 100 and len(linkname) <= 100 and not e.xattrs and name.isascii()
-            and linkname.isascii() and 0 <= e.uid <= _MAX_OCTAL7 and 0 <= e.gid <= _MAX_OCTAL7
-            and size <= _MAX_OCTAL11 and 0 <= mtime <= _MAX_OCTAL11):
-        # the common case: a plain ustar header, built in one go
-        nums = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (e.mode & 0o7777, e.uid, e.gid, size, mtime)
-        devs = b"%07o\0%07o\0" % (e.devmajor, e.devminor)
+def plain_header(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
+                 linkname: bytes = b"", devmajor: int = 0, devminor: int = 0) -> bytes | None:
+    """The one ustar block of a member that needs no PAX record, or None when it needs one (a
+    name or link target over 100 bytes or not ASCII, an owner, size or mtime out of range).
+    ``name`` as written (a directory's with its trailing ``/``); ``mode``: permission bits."""
+    if (len(name) <= 100 and len(linkname) <= 100 and name.isascii() and linkname.isascii()
+            and 0 <= uid <= _MAX_OCTAL7 and 0 <= gid <= _MAX_OCTAL7 and size <= _MAX_OCTAL11
+            and 0 <= mtime <= _MAX_OCTAL11):
+        nums = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode & 0o7777, uid, gid, size, mtime)
+        devs = b"%07o\0%07o\0" % (devmajor, devminor)
         # the checksum covers the header with its own field as 8 spaces; zero bytes add nothing
         chk = _CHK_BASE + sum(name) + sum(nums) + typeflag[0] + sum(linkname) + sum(devs)
         return (name.ljust(100, b"\0") + nums + b"%06o\0 " % chk + typeflag
                 + linkname.ljust(100, b"\0") + _MAGIC + devs + _TAIL)
+    return None
+
+
+def _header_bytes(e: Entry, name: bytes, typeflag: bytes, size: int, mtime: int,
+                  linkname: bytes) -> bytes:
+    """One or more 512-byte blocks: an optional PAX header then the ustar header."""
+    if not e.xattrs:
+        plain = plain_header(name, typeflag, e.mode, e.uid, e.gid, size, mtime, linkname, e.devmajor, e.devminor)
+        if plain is not None:
+            return plain
     pax: list[tuple[str, bytes]] = []
     split = None
     try:
@@ -292,9 +304,10 @@ class _Sink:
             probe if probe is not None and probe() is not None else None)
         self.size = 0
         self.error: BaseException | None = None
+        # buffers are made as the producer first needs them (a small layer needs one: zeroing
+        # all of them would cost a few ms per layer), then recycled through _free
         self._free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(_BUFFERS):
-            self._free.put(bytearray(_BUF_SIZE))
+        self._made = 0
         self._full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
         self._compress, self._flush = self._make_compressor(level)
         self._thread = threading.Thread(target=self._run, name="layer-compress", daemon=True)
@@ -375,12 +388,16 @@ class _Sink:
             self._emit(self._flush())
         except BaseException as exc:  # handed to the producer thread
             self.error = exc
-            # unblock a producer waiting for a buffer
+            # unblock a producer waiting for a buffer (it re-raises the error when woken)
             for _ in range(_BUFFERS):
-                self._free.put(bytearray(_BUF_SIZE))
+                self._free.put(bytearray())
 
     def take(self) -> bytearray:
-        buf = self._free.get()
+        if self._made < _BUFFERS and self._free.empty():
+            self._made += 1
+            buf = bytearray(_BUF_SIZE)
+        else:
+            buf = self._free.get()
         if self.error is not None:
             raise self.error
         return buf
@@ -434,27 +451,50 @@ def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = G
     bytes, hardlinks after their targets), e.g. straight from a walk; they are then written
     as they come, without being gathered first, and LayerError is raised for one out of order.
     """
-    media_type = media_type_for(compression)
     ordered = _in_given_order(entries) if presorted else _order(entries)
+    return write_records(entry_records(ordered, mtime_clamp), out, compression=compression, level=level, tee=tee)
+
+
+# a tar member ready to be written: its header block(s), its content size, where the content
+# comes from (a host file opened here, or bytes; neither for no content) and its layer name
+Record = tuple[bytes, int, "str | None", "bytes | None", str]
+
+
+def entry_records(ordered: Iterable[tuple[bytes, Entry]], mtime_clamp: int | None = None) -> Iterator[Record]:
+    """The records of ``(encoded name, entry)`` pairs, in the order given; ``mtime_clamp`` as
+    for :func:`write_layer`."""
+    for name, e in ordered:
+        mtime = e.mtime if mtime_clamp is None else min(e.mtime, mtime_clamp)
+        etype = e.type
+        size = 0
+        linkname = b""
+        hname = name
+        if etype is EntryType.FILE:
+            size = e.size if e.data is None else len(e.data)
+        elif etype is EntryType.DIR:
+            hname = name + b"/"
+        elif etype is EntryType.SYMLINK or etype is EntryType.HARDLINK:
+            linkname = _encode(e.linkname)
+        if size and e.data is None and e.source is None:
+            raise LayerError(f"layer entry {e.name!r}: a file of {size} bytes has no content source")
+        yield _header_bytes(e, hname, _TYPEFLAGS[etype], size, mtime, linkname), size, e.source, e.data, e.name
+
+
+def write_records(records: Iterable[Record], out: BinaryIO, *, compression: str = GZIP,
+                  level: int | None = None, tee: BinaryIO | None = None) -> LayerInfo:
+    """Write ``records`` (members already in layer order, see :data:`Record`) as a layer tar to
+    ``out``: what :func:`write_layer` does once its entries are ordered and framed, for callers
+    that frame members themselves (the streamed COPY). ``compression``, ``level``, ``tee`` and
+    ``out`` as for :func:`write_layer`; a source file that is shorter than its record's size or
+    unreadable raises LayerError."""
+    media_type = media_type_for(compression)
     sink = _Sink(out, compression, level, tee)
     ok = False
     try:
         buf = sink.take()
         mv = memoryview(buf)
         pos = 0
-        for name, e in ordered:
-            mtime = e.mtime if mtime_clamp is None else min(e.mtime, mtime_clamp)
-            etype = e.type
-            size = 0
-            linkname = b""
-            hname = name
-            if etype is EntryType.FILE:
-                size = e.size if e.data is None else len(e.data)
-            elif etype is EntryType.DIR:
-                hname = name + b"/"
-            elif etype is EntryType.SYMLINK or etype is EntryType.HARDLINK:
-                linkname = _encode(e.linkname)
-            hdr = _header_bytes(e, hname, _TYPEFLAGS[etype], size, mtime, linkname)
+        for hdr, size, source, data, label in records:
             # header
             hl = len(hdr)
             if pos + hl > _BUF_SIZE:
@@ -467,8 +507,8 @@ def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = G
             if size == 0:
                 continue
             # content
-            if e.data is not None:
-                data = memoryview(e.data)
+            if data is not None:
+                content = memoryview(data)
                 off = 0
                 while off < size:
                     if pos == _BUF_SIZE:
@@ -477,16 +517,14 @@ def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = G
                         mv = memoryview(buf)
                         pos = 0
                     n = min(size - off, _BUF_SIZE - pos)
-                    mv[pos:pos + n] = data[off:off + n]
+                    mv[pos:pos + n] = content[off:off + n]
                     pos += n
                     off += n
             else:
-                if e.source is None:
-                    raise LayerError(f"layer entry {e.name!r}: a file of {size} bytes has no content source")
                 try:
-                    fd = os.open(e.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # type: ignore[arg-type]
                 except OSError as exc:
-                    raise LayerError(f"cannot read {e.source!r} for layer entry {e.name!r}: {exc.strerror}") from exc
+                    raise LayerError(f"cannot read {source!r} for layer entry {label!r}: {exc.strerror}") from exc
                 try:
                     left = size
                     while left:
@@ -499,10 +537,10 @@ def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = G
                         try:
                             got = os.readv(fd, [mv[pos:pos + want]])
                         except OSError as exc:
-                            raise LayerError(f"cannot read {e.source!r} for layer entry {e.name!r}: "
+                            raise LayerError(f"cannot read {source!r} for layer entry {label!r}: "
                                              f"{exc.strerror}") from exc
                         if got == 0:
-                            raise LayerError(f"{e.source!r} shrank while being archived as {e.name!r}: "
+                            raise LayerError(f"{source!r} shrank while being archived as {label!r}: "
                                              f"expected {size} bytes, got {size - left}")
                         pos += got
                         left -= got
@@ -515,7 +553,7 @@ def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = G
                     buf = sink.take()
                     mv = memoryview(buf)
                     pos = 0
-                mv[pos:pos + pad] = bytes(pad)
+                mv[pos:pos + pad] = _ZERO_PAD[:pad]
                 pos += pad
         # end of archive: two zero blocks
         if pos + len(_ZERO_BLOCKS) > _BUF_SIZE:
