@@ -74,6 +74,23 @@ def test_blob_roundtrip_and_paths(store: Store) -> None:
     assert _tmp_files(store) == []
 
 
+def test_large_blob_is_handed_to_writeback_as_it_is_written(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder.store import blobs
+
+    monkeypatch.setattr(blobs, "WRITEBACK_STEP", 1 << 20)
+    chunk = os.urandom(256 << 10)
+    progress = []
+    with store.blobs.ingest() as w:
+        for _ in range(12):  # 3 MiB
+            w.write(chunk)
+            progress.append(w._synced)
+    assert progress[2] == 0 and progress[3] == progress[6] == 1 << 20 and progress[-1] == 3 << 20
+    assert w.size == 12 * len(chunk) and w.digest == Digest.of_bytes(chunk * 12)
+    with store.blobs.open(w.digest) as f:
+        assert f.read() == chunk * 12
+    assert _tmp_files(store) == []
+
+
 def test_failed_ingest_leaves_nothing(store: Store) -> None:
     with pytest.raises(RuntimeError):
         with store.blobs.ingest() as w:

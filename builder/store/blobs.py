@@ -14,12 +14,36 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from ..digest import Digest
 from ..errors import StoreError
 
 CHUNK = 1 << 20
+WRITEBACK_STEP = 8 << 20  # a blob's written bytes are handed to writeback in steps of this
+
+
+def _sync_file_range(fd: int, offset: int, nbytes: int) -> bool:
+    """sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE) through libc; False when
+    it is unavailable or fails (then the commit's fsync does it all, as without it)."""
+    global _SFR
+    if _SFR is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.sync_file_range
+            fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+            fn.restype = ctypes.c_int
+            _SFR = fn
+        except (OSError, AttributeError):
+            _SFR = False
+    if _SFR is False:
+        return False
+    return _SFR(fd, offset, nbytes, 2) == 0  # 2: SYNC_FILE_RANGE_WRITE
+
+
+_SFR: Any = None  # the libc function once looked up; False when there is none
 
 
 def fsync_dir(path: Path) -> None:
@@ -45,6 +69,8 @@ class BlobWriter:
         self._h = hashlib.new(algorithm)
         self._algorithm = algorithm
         self._n = 0
+        self._synced = 0  # bytes handed to the kernel's writeback so far
+        self._next_writeback = WRITEBACK_STEP
         self.digest: Digest | None = None
         self.size: int | None = None
 
@@ -55,7 +81,18 @@ class BlobWriter:
         self._h.update(data)
         n = len(data) if not isinstance(data, memoryview) else data.nbytes
         self._n += n
+        if self._n >= self._next_writeback:
+            self._start_writeback()
         return n
+
+    def _start_writeback(self) -> None:
+        """Ask the kernel to start writing what is written so far (sync_file_range, WRITE
+        only: nothing waits), so the fsync at commit finds little left to write; a large
+        layer's commit then does not stall on all of it at once. Best effort."""
+        start, self._next_writeback = self._synced, self._n + WRITEBACK_STEP
+        self._f.flush()
+        if _sync_file_range(self._f.fileno(), start, self._n - start):
+            self._synced = self._n
 
     def flush(self) -> None:
         """No-op (data reaches disk at commit); present for compressor wrappers."""
