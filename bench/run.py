@@ -196,12 +196,17 @@ class Bench:
             cmd = PYBUILD + ["--progress=rawjson", "-t", "copyonly", "-f", str(dockerfile), "-o",
                              f"type=image,compression={comp}", str(ctx)]
             sh(cmd, env=env_for(store))
+            floor: list[float] = []
+            floor_cmd = [sys.executable, str(REPO / "bench" / "python_floor.py"), str(ctx),
+                         str(self.work / "floor-blob"), "--compression", comp]
             for _ in range(self.runs):
                 t, r, err = sh_rss(cmd + ["--no-cache"], env=env_for(store))
                 ours.append(t)
                 steps.append(step_seconds(err, "COPY"))
                 rss.append(r)
                 base.append(sh(f"cd {ctx} && {pipe}"))
+                floor.append(sh(floor_cmd))
+            (self.work / "floor-blob").unlink(missing_ok=True)
             # the same work as pybuild's layer writer with C tools: both digests, blob on disk
             same_work: list[float] = []
             blob = self.work / "pipeline-blob"
@@ -219,6 +224,8 @@ class Bench:
             print(f"{'ratio COPY step/pipeline (' + comp + ')':<34} {s_ / b:8.2f}x")
             c = self.report(f"tar | {compressor} + 2 sha256 + file", same_work)
             print(f"{'ratio pybuild/same-work (' + comp + ')':<34} {a / c:8.2f}x")
+            f_ = self.report(f"bare Python writer (python_floor)", floor)
+            print(f"{'ratio floor/pipeline (' + comp + ')':<34} {f_ / b:8.2f}x  (no builder can do less)")
 
     def simple(self, workload: str) -> None:
         self.cold(workload)

@@ -95,7 +95,8 @@ def _single_source(session: Any, state: ImageState, step: Any) -> Any | None:
 
 
 def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_cache: bool) -> tuple[ImageState, bool]:
-    """COPY of one context source, its entries written as the context is walked.
+    """COPY of one context source, its members framed as tar records as the context is
+    walked (``SingleSourceCopy.records``).
 
     With the cache in use, the walk comes first (its digest is the key) and the layer is
     written from what it saw. Without (``--no-cache``) and with no RUN to unpack for, one walk

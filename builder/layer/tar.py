@@ -14,7 +14,9 @@ Choices: gzip uses zlib level 1 by default (close to ``gzip -1``), a fixed 10-by
 (mtime 0, no name, XFL per level, OS 255); zstd uses level 3 in multi-threaded mode with one
 worker per spare core (zstd's multi-threaded output does not depend on the worker count or on
 how input is fed), no content size and no checksum in the frame header. Entries given in layer
-order (``presorted``) are written as they come, so a walk can feed the writer directly.
+order (``presorted``) are written as they come, so a walk can feed the writer directly; a
+producer that frames its members itself hands :func:`write_records` their header blocks and
+content sources (:func:`plain_header` makes the common header, :func:`entry_records` any other).
 """
 
 from __future__ import annotations
