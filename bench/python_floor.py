@@ -8,7 +8,8 @@ straight into 1 MiB buffers, hashes the tar (sha256: the diff_id) in the walking
 helper thread compresses (zstd level 3 with one native worker, or zlib level 1), hashes the
 output (the blob digest) and writes BLOB, which is fsynced at the end. No cache key, no image,
 no store, no PAX records, no ownership or xattrs: its time is a lower bound for pybuild's COPY
-step, measured by ``bench/run.py copyonly`` beside the tar pipelines. Prints both digests.
+step with zstd (its gzip path is simpler than pybuild's and may be slower), measured by
+``bench/run.py copyonly`` beside the tar pipelines. Prints both digests.
 """
 
 from __future__ import annotations

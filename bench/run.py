@@ -225,7 +225,7 @@ class Bench:
             c = self.report(f"tar | {compressor} + 2 sha256 + file", same_work)
             print(f"{'ratio pybuild/same-work (' + comp + ')':<34} {a / c:8.2f}x")
             f_ = self.report(f"bare Python writer (python_floor)", floor)
-            print(f"{'ratio floor/pipeline (' + comp + ')':<34} {f_ / b:8.2f}x  (no builder can do less)")
+            print(f"{'ratio floor/pipeline (' + comp + ')':<34} {f_ / b:8.2f}x  (the bare minimum in Python)")
 
     def simple(self, workload: str) -> None:
         self.cold(workload)
