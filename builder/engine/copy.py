@@ -159,11 +159,7 @@ class _Emitter:
             uid, gid = st.st_uid, st.st_gid
         else:
             uid = gid = 0
-        mtime = int(st.st_mtime)
-        if mtime < 0:
-            mtime = 0
-        if self.clamp is not None and mtime > self.clamp:
-            mtime = self.clamp
+        mtime = self._mtime(st.st_mtime)
         xattrs = self._xattrs(view, path) if self.keep_xattrs and not stat.S_ISLNK(mode) else ()
         if stat.S_ISREG(mode):
             if st.st_nlink > 1:
@@ -455,7 +451,6 @@ class SingleSourceCopy:
             if entry is not None:
                 yield entry
 
-
     def records(self, walked: Iterable[tuple[str, os.stat_result, str | None]],
                 layer_clamp: int | None = None) -> Iterator[Record]:
         """What :meth:`entries` gives, as the tar writer's records (``write_records``), with
@@ -474,55 +469,46 @@ class SingleSourceCopy:
         real, target, view = self.real, self.target, self.view
         cut = len(real.rstrip("/")) + 1
         prefix = target.rstrip("/") + "/"
-        base = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        base = prefix.lstrip("/")  # the layer name of what lies under the target, up to its "/"
         is_dir, is_reg = stat.S_ISDIR, stat.S_ISREG
         prev = b""
-        for e in self._parents:
-            key = os.fsencode(e.name)
+
+        def in_order(name: str) -> bytes:
+            nonlocal prev
+            key = name.encode("utf-8", "surrogateescape")  # os.fsencode, without its checks
             if key <= prev:
-                raise LayerError(f"layer entry {e.name!r} is out of order (after {os.fsdecode(prev)!r})")
+                raise LayerError(f"layer entry {name!r} is out of order (after {os.fsdecode(prev)!r})")
             prev = key
-            yield from entry_records(((key, e),), layer_clamp)
+            return key
+
+        for e in self._parents:
+            yield from entry_records(((in_order(e.name), e),), layer_clamp)
         for path, pst, host in walked:
             if path == real:
                 if self.is_dir:
                     continue  # a directory source contributes its contents only
                 entry = make(view, path, pst, target, host)
                 if entry is not None:
-                    key = os.fsencode(entry.name)
-                    if key <= prev:
-                        raise LayerError(f"layer entry {entry.name!r} is out of order")
-                    prev = key
-                    yield from entry_records(((key, entry),), layer_clamp)
+                    yield from entry_records(((in_order(entry.name), entry),), layer_clamp)
                 continue
             name = base + path[cut:]
-            key = name.encode("utf-8", "surrogateescape")
-            if key <= prev:
-                raise LayerError(f"layer entry {name!r} is out of order (after {os.fsdecode(prev)!r})")
-            prev = key
+            key = in_order(name)
             mode = pst.st_mode
-            hdr = None
             if is_reg(mode) and pst.st_nlink == 1 or is_dir(mode):
-                perm = mode & 0o7777
                 isdir = is_dir(mode)
-                if chmod is not None:
-                    perm = chmod.apply(perm, isdir)
-                mtime = int(pst.st_mtime)
-                if mtime < 0:
-                    mtime = 0
+                perm = mode & 0o7777 if chmod is None else chmod.apply(mode & 0o7777, isdir)
+                mtime = max(int(pst.st_mtime), 0)
                 if clamp is not None and mtime > clamp:
                     mtime = clamp
                 if isdir:
                     hdr = plain_header(key + b"/", b"5", perm, uid, gid, 0, mtime)
-                    if hdr is not None:
-                        yield hdr, 0, None, None, name
-                        continue
+                    record = (hdr, 0, None, None, name)
                 else:
-                    size = pst.st_size
-                    hdr = plain_header(key, b"0", perm, uid, gid, size, mtime)
-                    if hdr is not None:
-                        yield hdr, size, host, None, name
-                        continue
+                    hdr = plain_header(key, b"0", perm, uid, gid, pst.st_size, mtime)
+                    record = (hdr, pst.st_size, host, None, name)
+                if hdr is not None:
+                    yield record  # type: ignore[misc]
+                    continue
             entry = make(view, path, pst, prefix + path[cut:], host)
             if entry is not None:
                 yield from entry_records(((key, entry),), layer_clamp)

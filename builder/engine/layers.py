@@ -13,19 +13,17 @@ from ..digest import Digest
 from .state import LayerRef
 
 
-def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False, presorted: bool = False) -> LayerRef:
+def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False) -> LayerRef:
     """Write ``entries`` as one layer into the store (tar + compression + hashing in one pass).
 
     ``unpack``: also unpack the layer into the snapshot store while it is written (the tar
     stream is teed to an extractor thread), so a following RUN need not decompress and
-    extract it again. A failure of that side path only costs the snapshot, never the layer.
-    ``presorted``: the entries come in layer order, one per name (see ``write_layer``)."""
+    extract it again. A failure of that side path only costs the snapshot, never the layer."""
     from ..layer.tar import write_layer
 
     opts = session.opts
     return _store(session, lambda out, tee: write_layer(
-        entries, out, compression=opts.compression, mtime_clamp=opts.source_date_epoch, tee=tee,
-        presorted=presorted), unpack)
+        entries, out, compression=opts.compression, mtime_clamp=opts.source_date_epoch, tee=tee), unpack)
 
 
 def store_records(session: Any, records: Iterable[Any], *, unpack: bool = False) -> LayerRef:
