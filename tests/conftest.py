@@ -1,6 +1,6 @@
 """Shared fixtures and the rule for environment-dependent tests.
 
-Tests marked root/overlay/userns/registry/interop/slow need something of the host. Locally they
+Tests marked root/overlay/userns/registry/interop/slow/dockerd/buildah/podman need something of the host. Locally they
 skip with a reason when it is missing; under ``CI=true`` they never skip: a missing capability
 fails the test, so CI cannot go green by skipping.
 """
@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from peers import DOCKER, DOCKERD, Buildah, Dockerd
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PYBUILD_SHARED", REPO.parent / "shared"))
@@ -29,6 +33,13 @@ def _missing(marker: str) -> str | None:
         for tool in ("skopeo", "umoci", "runc"):
             if not shutil.which(tool):
                 return f"{tool} is not installed"
+    if marker in ("dockerd", "buildah", "podman"):
+        if os.geteuid() != 0:
+            return "needs root"
+        tools = {"dockerd": (DOCKERD, DOCKER), "buildah": ("buildah", "runc"), "podman": ("podman", "runc")}
+        for tool in tools[marker]:
+            if not shutil.which(tool):
+                return f"{tool} is not installed: apt-get install docker.io buildah podman runc"
     if marker == "slow" and os.environ.get("PYBUILD_SLOW") != "1" and not IN_CI:
         return "slow test: set PYBUILD_SLOW=1 (always run in CI)"
     return None
@@ -38,7 +49,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if IN_CI:
         return  # under CI every test runs; a missing capability fails the test itself
     for item in items:
-        for marker in ("root", "overlay", "userns", "registry", "interop", "slow"):
+        for marker in ("root", "overlay", "userns", "registry", "interop", "slow", "dockerd", "buildah", "podman"):
             if item.get_closest_marker(marker) is None:
                 continue
             why = _missing(marker)
@@ -51,3 +62,69 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def conformance_dir() -> Path:
     assert CONFORMANCE.is_dir(), f"missing {CONFORMANCE}: ../shared must sit beside the repository"
     return CONFORMANCE
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Dockerd]:
+    """ONE isolated dockerd 20.10 for the whole session (tests/peers.py); stopped and removed at
+    the end. Tests must use unique tags and may not stop it."""
+    with Dockerd(Path(tempfile.mkdtemp(prefix="pbd-"))) as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def buildah() -> Iterator[Buildah]:
+    """One buildah store (overlay, runc) for the whole session; removed at the end."""
+    with Buildah(Path(tempfile.mkdtemp(prefix="pbb-"))) as b:
+        yield b
+
+
+@dataclass(frozen=True)
+class PeerBase:
+    """The busybox base image, built by pybuild once, as the same bytes in every builder."""
+
+    tag: str            # the reference to use in FROM lines
+    archive: Path       # pybuild's --output type=docker tar of it
+    config_digest: str  # sha256:... of its config: the image ID docker shows
+
+
+def _base_archive(work: Path) -> Path:
+    """Build the busybox base with pybuild into a docker archive (the session store's cache)."""
+    from buildutil import BASE_TAG, busybox_context, run_cli
+
+    ctx = busybox_context(work / "base-ctx")
+    dest = work / "base.tar"
+    run_cli(["-t", BASE_TAG, "--progress=quiet", "--output", f"type=docker,dest={dest}", str(ctx)],
+            work / "store").ok()
+    return dest
+
+
+@pytest.fixture(scope="session")
+def peer_base(tmp_path_factory: pytest.TempPathFactory) -> PeerBase:
+    """The busybox base (``localhost/busybox:latest``) as a docker archive written by pybuild."""
+    import json
+    import tarfile
+
+    from buildutil import BASE_TAG
+
+    archive = _base_archive(tmp_path_factory.mktemp("peer-base"))
+    with tarfile.open(archive) as t:
+        f = t.extractfile("manifest.json")
+        assert f is not None
+        config = json.load(f)[0]["Config"]
+    digest = "sha256:" + Path(config).name.removesuffix(".json").removeprefix("sha256:")
+    return PeerBase(BASE_TAG, archive, digest)
+
+
+@pytest.fixture(scope="session")
+def dockerd_base(dockerd: Dockerd, peer_base: PeerBase) -> PeerBase:
+    """The session dockerd with the busybox base loaded (same bytes as pybuild's store)."""
+    dockerd.load(peer_base.archive)
+    return peer_base
+
+
+@pytest.fixture(scope="session")
+def buildah_base(buildah: Buildah, peer_base: PeerBase) -> PeerBase:
+    """The session buildah store with the busybox base pulled from pybuild's docker archive."""
+    buildah.run("pull", "-q", f"docker-archive:{peer_base.archive}")
+    return peer_base
