@@ -16,7 +16,6 @@ to ``on_event`` when given.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -192,7 +191,9 @@ def open_decompressed(stream: BinaryIO, compression: str) -> BinaryIO:
     if compression == "uncompressed":
         return stream
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+        from .layer.gz import open_reader
+
+        return open_reader(stream)
     if compression == "zstd":
         import zstandard
 
@@ -214,8 +215,10 @@ def recompress(src: BinaryIO, src_compression: str, dst_compression: str, sink: 
                *, level: int | None = None) -> tuple[Digest, int]:
     """Re-encode a layer from ``src`` into ``sink`` (anything with ``write``), streaming.
 
-    Returns (diff_id, uncompressed size). gzip output is deterministic (no name, mtime 0);
-    zstd output is one frame at ``level`` (default 3). Neither stream is closed."""
+    Returns (diff_id, uncompressed size). gzip output is what the layer writer makes of the
+    same tar (:class:`builder.layer.gz.GzipEncoder`, buildx ``level``, default 1), so the same
+    layer gets the same digest whichever way it was written; zstd output is one frame at
+    ``level`` (default 3). Neither stream is closed."""
     raw = open_decompressed(src, src_compression)
     h = hashlib.sha256()
     total = 0
@@ -223,8 +226,9 @@ def recompress(src: BinaryIO, src_compression: str, dst_compression: str, sink: 
     if dst_compression == "uncompressed":
         comp = sink
     elif dst_compression == "gzip":
-        comp = gzip.GzipFile(filename="", fileobj=sink, mode="wb", mtime=0,  # type: ignore[arg-type]
-                             compresslevel=6 if level is None else level)
+        from .layer.gz import GzipWriter
+
+        comp = GzipWriter(sink, level)
     elif dst_compression == "zstd":
         import zstandard
 
@@ -240,7 +244,10 @@ def recompress(src: BinaryIO, src_compression: str, dst_compression: str, sink: 
             h.update(chunk)
             total += len(chunk)
             comp.write(chunk)  # type: ignore[attr-defined]
-    except (OSError, EOFError, ValueError) as e:
+    except Exception as e:  # gzip/zlib/isal/zstd decoder errors by type or name
+        if not isinstance(e, (OSError, EOFError, ValueError)) and type(e).__name__ not in (
+                "error", "IsalError", "ZstdError"):
+            raise
         raise StoreError(f"cannot decompress layer ({src_compression}): {e}") from e
     if comp is not sink:
         comp.close()  # type: ignore[attr-defined]

@@ -64,8 +64,8 @@ def _decompressing_reader(raw: BinaryIO, compression: str | None) -> BinaryIO:
     if compression is None:
         return raw
     if compression == "gzip":
-        import gzip
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        from ..layer.gz import open_reader
+        return open_reader(raw)
     if compression == "bzip2":
         import bz2
         return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]

@@ -65,6 +65,16 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
     if len(wanted) == 1:
         # write layers in the requested compression once, instead of recompressing on export
         opts = replace(opts, compression=wanted.pop())
+    levels = {o.compression_level for o in outputs
+              if o.compression_level is not None and (o.compression or "gzip") == opts.compression}
+    if len(levels) == 1:
+        # new layers are made at the asked level (buildx: compression-level applies to the
+        # blobs the export creates; existing ones are kept unless force-compression)
+        opts = replace(opts, compression_level=levels.pop())
+        if opts.compression == "gzip":
+            from ..layer.gz import backend_level
+
+            backend_level(opts.compression_level)  # a bad level fails before any step runs
     session = BuildSession(opts, store, on_event)
     session.platform = platform
     from . import remotecache  # --cache-from / --cache-to (issue 6)

@@ -23,7 +23,8 @@ def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False) -
 
     opts = session.opts
     return _store(session, lambda out, tee: write_layer(
-        entries, out, compression=opts.compression, mtime_clamp=opts.source_date_epoch, tee=tee), unpack)
+        entries, out, compression=opts.compression, level=opts.compression_level,
+        mtime_clamp=opts.source_date_epoch, tee=tee), unpack)
 
 
 def store_records(session: Any, records: Iterable[Any], *, unpack: bool = False) -> LayerRef:
@@ -31,8 +32,9 @@ def store_records(session: Any, records: Iterable[Any], *, unpack: bool = False)
     producer applies the build's mtime clamp itself)."""
     from ..layer.tar import write_records
 
-    compression = session.opts.compression
-    return _store(session, lambda out, tee: write_records(records, out, compression=compression, tee=tee), unpack)
+    compression, level = session.opts.compression, session.opts.compression_level
+    return _store(session, lambda out, tee: write_records(records, out, compression=compression, level=level,
+                                                          tee=tee), unpack)
 
 
 def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool) -> LayerRef:

@@ -31,6 +31,7 @@ class BuildOptions:
     secrets: tuple[SecretSource, ...] = ()
     source_date_epoch: int | None = None
     compression: str = "gzip"
+    compression_level: int | None = None  # buildx compression-level of new layers (None: default)
     outputs: tuple[str, ...] = ()         # raw --output values
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()

@@ -127,8 +127,8 @@ class _GuardedReader(ReadThrough):
             return self._inner.read(n)
         except (OSError, EOFError, ValueError) as exc:
             raise CompressionError(f"corrupt {self._compression} stream: {exc}") from exc
-        except Exception as exc:  # zstandard.ZstdError, lzma.LZMAError, zlib.error
-            if type(exc).__name__ in ("ZstdError", "LZMAError", "error"):
+        except Exception as exc:  # zstandard.ZstdError, lzma.LZMAError, zlib.error, IsalError
+            if type(exc).__name__ in ("ZstdError", "LZMAError", "error", "IsalError"):
                 raise CompressionError(f"corrupt {self._compression} stream: {exc}") from exc
             raise
 
@@ -148,9 +148,9 @@ def open_decompressed(stream: BinaryIO, compression: str | None) -> BinaryIO:
     if compression in (None, UNCOMPRESSED):
         return stream
     if compression == GZIP:
-        import gzip
+        from .gz import open_reader
 
-        inner: BinaryIO = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
+        inner: BinaryIO = open_reader(stream)
         owned = True
     elif compression == ZSTD:
         import zstandard

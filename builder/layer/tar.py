@@ -4,14 +4,15 @@
 headers (with PAX extended headers for long or non-ASCII names, big numbers and xattrs) itself,
 copies file content (``os.readv`` straight into them) through a small pool of reused buffers
 (the pool is the bounded queue: the producer waits for a free buffer). The producer hashes
-each full buffer (the tar digest); a helper thread compresses it (zlib releases the GIL; zstd
-hands it to its own native worker), hashes and writes the output. Memory stays bounded
+each full buffer (the tar digest); a helper thread compresses it (gzip through
+:mod:`builder.layer.gz`, ISA-L or zlib, both releasing the GIL; zstd hands it to its own native
+worker), hashes and writes the output. Memory stays bounded
 (``_BUFFERS`` x ``_BUF_SIZE`` plus zstd's own job buffers, about 100 MB with 2 workers)
-whatever the layer size. Same entries, in any order, give the same bytes (for one zlib/zstd
-version).
+whatever the layer size. Same entries, in any order, give the same bytes (for one gzip
+backend/zstd version).
 
-Choices: gzip uses zlib level 1 by default (close to ``gzip -1``), a fixed 10-byte header
-(mtime 0, no name, XFL per level, OS 255); zstd uses level 3 in multi-threaded mode with one
+Choices: gzip is :class:`builder.layer.gz.GzipEncoder` (ISA-L when installed, else zlib; level
+1 by default, close to ``gzip -1``; fixed header, 1 MiB blocks); zstd uses level 3 in multi-threaded mode with one
 worker per spare core (zstd's multi-threaded output does not depend on the worker count or on
 how input is fed), no content size and no checksum in the frame header. Entries given in layer
 order (``presorted``) are written as they come, so a walk can feed the writer directly; a
@@ -26,7 +27,6 @@ import os
 import queue
 import struct
 import threading
-import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -288,7 +288,7 @@ class _Sink:
     first ``n`` bytes; ``finish()`` flushes and joins, re-raising any error of the thread.
 
     ``give`` hashes the tar (diff_id) in the producer's thread. The helper thread feeds the
-    compressor (zlib; or zstd, whose own native worker does the compressing), hashes and writes
+    compressor (gzip; or zstd, whose own native worker does the compressing), hashes and writes
     the output, then recycles the buffer. Measured on 2 cores: hashing the tar on the helper
     thread left it the bottleneck, with the producer waiting for buffers.
     """
@@ -320,25 +320,10 @@ class _Sink:
         if self.compression == UNCOMPRESSED:
             return bytes, lambda: b""
         if self.compression == GZIP:
-            lvl = 1 if level is None else level
-            comp = zlib.compressobj(lvl, zlib.DEFLATED, -15, 9)
-            xfl = 4 if lvl == 1 else 2 if lvl == 9 else 0
-            state = {"crc": 0, "len": 0, "head": True}
+            from .gz import GzipEncoder
 
-            def gz(mv: memoryview) -> bytes:
-                state["crc"] = zlib.crc32(mv, state["crc"])
-                state["len"] += len(mv)
-                data = comp.compress(mv)
-                if state["head"]:
-                    state["head"] = False
-                    data = b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes((xfl, 255)) + data
-                return data
-
-            def gz_flush() -> bytes:
-                data = gz(memoryview(b"")) + comp.flush()
-                return data + struct.pack("<II", state["crc"] & 0xFFFFFFFF, state["len"] & 0xFFFFFFFF)
-
-            return gz, gz_flush
+            enc = GzipEncoder(level)
+            return enc.compress, enc.flush
         if self.compression == ZSTD:
             import zstandard
 
@@ -434,7 +419,8 @@ def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = G
                 tee: BinaryIO | None = None, presorted: bool = False) -> LayerInfo:
     """Write ``entries`` as a layer tar to ``out``, compressed, and return its digests.
 
-    ``compression``: "gzip" (default level 1), "zstd" (default level 3, all cores) or
+    ``compression``: "gzip" (buildx level, default 1; see :mod:`builder.layer.gz`), "zstd"
+    (default level 3, all cores) or
     "uncompressed". ``mtime_clamp``: every mtime becomes ``min(mtime, mtime_clamp)``.
     Entries are sorted by name (duplicates: the last one given wins); a hardlink group is
     re-rooted on its first member by name. File content is read from ``entry.source`` (opened
