@@ -45,8 +45,19 @@ def _kv(values: list[str], what: str) -> tuple[tuple[str, str], ...]:
 def _build_parser(cls: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = cls(prog="pybuild [build]", description="Build an image from a Dockerfile and a context.")
     _common(p)
-    p.add_argument("context", help="build context directory")
-    p.add_argument("-f", "--file", help="Dockerfile (default CONTEXT/Dockerfile)")
+    p.add_argument("context", help="build context: a directory, - (stdin: tar or Dockerfile), a git URL "
+                                   "or an http(s) tarball URL")
+    p.add_argument("-f", "--file", help="Dockerfile (default CONTEXT/Dockerfile; - reads stdin)")
+    p.add_argument("--build-context", action="append", default=[], metavar="NAME=VALUE",
+                   help="named context: DIR, docker-image://REF, oci-layout://PATH[:TAG], git or http(s) URL")
+    p.add_argument("--ssh", action="append", default=[], metavar="default|ID=SOCKET|ID=KEY[,KEY]",
+                   help="ssh agent socket or keys for RUN --mount=type=ssh and git over ssh")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                   help="extra /etc/hosts line in RUN (IP may be host-gateway)")
+    p.add_argument("--shm-size", help="size of /dev/shm in RUN (e.g. 128m)")
+    p.add_argument("--ulimit", action="append", default=[], metavar="TYPE=SOFT[:HARD]")
+    p.add_argument("--annotation", action="append", default=[],
+                   metavar="[manifest:|index:|manifest-descriptor:|index-descriptor:]KEY=VALUE")
     p.add_argument("-t", "--tag", action="append", default=[], help="name[:tag]; repeatable")
     p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--target", help="build this stage")
@@ -71,16 +82,32 @@ def _build_parser(cls: type[argparse.ArgumentParser]) -> argparse.ArgumentParser
 
 
 def _cmd_build(ns: argparse.Namespace) -> int:
+    from .inputs.flags import parse_add_host, parse_shm_size, parse_ulimit
+    from .inputs.prepare import Inputs
+    from .inputs.ssh import SshAgents, parse_ssh
+
+    build_args = _kv(ns.build_arg, "--build-arg")
+    add_hosts = tuple(parse_add_host(v) for v in ns.add_host)
+    ulimits = tuple(parse_ulimit(v) for v in ns.ulimit)
+    shm_size = parse_shm_size(ns.shm_size) if ns.shm_size else None
+    ssh_specs = tuple(parse_ssh(v) for v in ns.ssh)
+    keep_git = dict(build_args).get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "") in ("1", "true", "True")
+    store = _store(ns)
+    with SshAgents(ssh_specs) as agents, \
+            Inputs(store.root / "tmp", stdin=sys.stdin.buffer, keep_git_dir=keep_git, ssh_sock=agents.socket("default"),
+                   git_mtime="commit" if os.environ.get("SOURCE_DATE_EPOCH") else "checkout") as inputs:
+        main = inputs.main(ns.context, ns.file)
+        named = tuple(inputs.named(v) for v in ns.build_context)
+        return _run_build(ns, store, main.context, main.dockerfile, build_args, named_contexts=named,
+                          ssh=agents.sockets(), add_hosts=add_hosts, ulimits=ulimits, shm_size=shm_size)
+
+
+def _run_build(ns: argparse.Namespace, store: object, context: Path, dockerfile: Path,
+               build_args: tuple[tuple[str, str], ...], **inputs: object) -> int:
     from .api import build
     from .engine.options import BuildOptions, SecretSource
     from .render import Renderer
 
-    context = Path(ns.context)
-    if not context.is_dir():
-        raise UsageError(f"build context {ns.context!r} is not a directory")
-    dockerfile = Path(ns.file) if ns.file else context / "Dockerfile"
-    if ns.file == "-":
-        raise UsageError("reading the Dockerfile from stdin is not supported; pass a file")
     secrets = []
     for s in ns.secret:
         fields = dict(f.partition("=")[::2] for f in s.split(","))
@@ -101,15 +128,15 @@ def _cmd_build(ns: argparse.Namespace) -> int:
         mode = "tty" if sys.stderr.isatty() else "plain"
     opts = BuildOptions(
         context=context, dockerfile=dockerfile, tags=tuple(ns.tag),
-        build_args=_kv(ns.build_arg, "--build-arg"), target=ns.target, platform=ns.platform,
+        build_args=build_args, target=ns.target, platform=ns.platform,
         no_cache=ns.no_cache, no_cache_filter=tuple(ns.no_cache_filter), pull=ns.pull,
         network="host" if ns.network == "default" else ns.network, secrets=tuple(secrets),
         source_date_epoch=int(sde) if sde and sde.strip().isdigit() else None,
         outputs=tuple(outputs), cache_from=tuple(ns.cache_from), cache_to=tuple(ns.cache_to),
         labels=_kv(ns.label, "--label"), insecure_registries=tuple(ns.insecure_registry),
-        stdout=sys.stdout.buffer,
+        stdout=sys.stdout.buffer, annotations=tuple(ns.annotation), **inputs,  # type: ignore[arg-type]
     )
-    result = build(opts, _store(ns), Renderer(mode))
+    result = build(opts, store, Renderer(mode))
     if ns.iidfile:
         Path(ns.iidfile).write_text(result.digest)
     if ns.metadata_file:

@@ -107,6 +107,9 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
         for out in outputs:
             _export(store, written, out, tags, session, final)
         remotecache.export_caches(session, cache_exports, graph, stage_keys)
+        for name in session.named.unused():
+            session.warn_once(f"build context {name!r} was given with --build-context but is not used "
+                              f"by the Dockerfile")
         on_event(ImageWritten(result.digest, result.config_digest, tags))
         return result
     finally:
@@ -196,9 +199,9 @@ class StageBuilder:
                 state, cached = apply_run(self.session, state, step, stage_no=self.number, step_no=step_no,
                                           use_cache=self.use_cache)
             elif kind == "CopyStep":
-                src_state, src_view = self._copy_source(step)
+                src_state, src_view, src_ctx = self._copy_source(step)
                 state, cached = apply_copy(self.session, state, step, source_state=src_state, source_view=src_view,
-                                           use_cache=self.use_cache)
+                                           use_cache=self.use_cache, context=src_ctx)
             else:
                 state, cached = apply_config(self.session, state, step, use_cache=self.use_cache)
         except DockerfileError as exc:
@@ -209,22 +212,23 @@ class StageBuilder:
                           self.stage.name or ""))
         return state
 
-    def _copy_source(self, step: Any) -> tuple[ImageState | None, Any]:
-        """For COPY --from: the source stage's state and a view of its filesystem."""
+    def _copy_source(self, step: Any) -> tuple[ImageState | None, Any, Any]:
+        """For COPY --from: the source stage's (or image's) state and a view of its filesystem,
+        or for a directory named context its BuildContext."""
         from_stage = getattr(step, "from_stage", None)
         if from_stage is not None:
             st = self.session.stages[from_stage].state
-            return st, self.session.view(st)
+            return st, self.session.view(st), None
         from_image = getattr(step, "from_image", None)
         if from_image:
-            from .base import resolve_base
-
-            base = resolve_base(from_image, store=self.session.store, platform=self.session.platform,
-                                pull=self.session.opts.pull, insecure=self.session.opts.insecure_registries)
+            named = self.session.named_context(from_image)
+            if named is not None and named.path is not None:
+                return None, None, self.session.named_build_context(named)
+            base = self.session.resolve_image(from_image)
             st = ImageState(layers=base.layers, history=(), config=None, platform=self.session.platform,
                             cache_key="image:" + base.manifest_digest)
-            return st, self.session.view(st)
-        return None, None
+            return st, self.session.view(st), None
+        return None, None, None
 
 
 def _step_text(step: Any) -> str:

@@ -37,6 +37,14 @@ class BuildOptions:
     cache_to: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     insecure_registries: tuple[str, ...] = ()
+    # issue 15: named contexts (builder.inputs.prepare.NamedContext), ssh agent sockets by id,
+    # RUN's extra /etc/hosts lines, /dev/shm size, rlimits, --annotation values as given
+    named_contexts: tuple[Any, ...] = ()
+    ssh: tuple[tuple[str, str], ...] = ()
+    add_hosts: tuple[tuple[str, str], ...] = ()
+    shm_size: int | None = None
+    ulimits: tuple[tuple[str, int, int], ...] = ()
+    annotations: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
     # where ``--output ...,dest=-`` writes (the CLI passes its stdout); None refuses dest=-
     stdout: Any = field(default=None, compare=False)

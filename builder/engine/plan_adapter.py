@@ -33,10 +33,11 @@ def start_stage(session: Any, graph: Any, index: int) -> tuple[ImageState, Any, 
         state = replace(parent.state, config=lowering.state,
                         cache_key=step_key(parent.state.cache_key, "FROM-STAGE", str(stage.platform)))
         return state, lowering, tuple(onbuild_triggers(parent.state.config))
-    from .base import resolve_base
-
-    base = resolve_base(stage.base, store=session.store, platform=stage.platform, pull=session.opts.pull,
-                        insecure=session.opts.insecure_registries, notify=session.note)
+    named = session.named_context(stage.base)
+    if named is not None and named.path is not None:
+        lowering = StageLowering(stage, graph, None, build_args)
+        return _directory_base(session, stage, named, lowering.state), lowering, ()
+    base = session.resolve_image(stage.base, stage.platform)
     base_cfg = base.config.get("config") if base.config else None
     lowering = StageLowering(stage, graph, base_cfg, build_args)
     extra = tuple((k, v) for k, v in base.config.items()
@@ -64,3 +65,29 @@ def stage_steps(df: Any, lowering: Any, base_onbuild: tuple[str, ...]) -> Iterat
                 exc.source = df.source
                 raise
     yield from lowering.steps(triggers)
+
+
+def _directory_base(session: Any, stage: Any, named: Any, config: Any) -> ImageState:
+    """``FROM NAME`` where NAME is a directory named context: an image of one layer holding the
+    directory (its .dockerignore applied, owners 0:0), no config, as BuildKit's local source.
+    The layer is cached by the directory's content digest."""
+    from .copy import copy_entries
+    from .layers import MISS, CacheMiss, cache_lookup, cache_store
+    from .state import History
+
+    ctx = session.named_build_context(named)
+    digest = ctx.content_digest(ctx.match_sources("."), owners=False)
+    key = base_key("context:" + digest, str(stage.platform))
+    empty = ImageState(layers=(), history=(), config=None, platform=stage.platform, cache_key=key)
+    hit = cache_lookup(session, key)
+    if isinstance(hit, CacheMiss) or hit is MISS:
+        from .layers import store_layer
+
+        entries = copy_entries(sources=["."], dest="/", src_view=ctx.view, src_is_context=True, context=ctx,
+                               dest_view=session.view(empty), chown=None, chmod=None, excludes=[], parents=False,
+                               heredocs=[], mtime_clamp=session.opts.source_date_epoch)
+        layer = store_layer(session, entries) if entries else None
+        hit = cache_store(session, key, layer, f"context {named.name}")
+    layers = (hit.layer,) if hit.layer is not None else ()
+    history = tuple(History(created_by="") for _ in layers)
+    return replace(empty, layers=layers, history=history, config=config, inherited=len(layers))

@@ -52,6 +52,10 @@ class BuildSession:
         self.unpack_layers = False
         self.remote_caches: list[Any] = []  # --cache-from sources (builder.engine.remotecache.LazyCache)
         self.used_keys: list[str] = []  # cache keys hit or stored by this build, in order (for --cache-to)
+        from .named import NamedContexts
+
+        self.named = NamedContexts(opts.named_contexts)
+        self._images: dict[str, Any] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
@@ -75,6 +79,35 @@ class BuildSession:
 
             self._context = BuildContext(self.opts.context, load_ignore(self.opts.context, self.opts.dockerfile))
         return self._context
+
+    # -- named contexts and images ---------------------------------------------------------------
+    def named_context(self, name: str) -> Any | None:
+        """The ``--build-context`` that replaces ``name`` (an image name), or None."""
+        return self.named.lookup(name)
+
+    def named_build_context(self, item: Any) -> Any:
+        """The BuildContext of a directory named context."""
+        return self.named.build_context(item)
+
+    def resolve_image(self, ref_text: str, platform: Any = None) -> Any:
+        """The stored base image ``ref_text`` names, after named-context substitution (an image
+        named context; a directory one raises DockerfileError here). Resolved once per build."""
+        plat = platform if platform is not None else self.platform
+        key = f"{ref_text}\0{plat}"
+        if key not in self._images:
+            from .base import resolve_base
+
+            named = self.named_context(ref_text)
+            target = ref_text
+            if named is not None:
+                if named.image is None:
+                    from ..errors import DockerfileError
+
+                    raise DockerfileError(f"build context {named.name!r} is a directory, not an image")
+                target = named.image
+            self._images[key] = resolve_base(target, store=self.store, platform=plat, pull=self.opts.pull,
+                                             insecure=self.opts.insecure_registries, notify=self.note)
+        return self._images[key]
 
     # -- layers on disk ---------------------------------------------------------------------
     def _open_blob(self, layer: LayerRef):

@@ -16,16 +16,17 @@ from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, sto
 from .state import ImageState
 
 
-def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None) -> str:
-    """What the COPY reads, as a digest string (part of the cache key)."""
+def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None, context: Any = None) -> str:
+    """What the COPY reads, as a digest string (part of the cache key). ``context``: a named
+    directory context read instead of the build context (``COPY --from=NAME``)."""
     if source_state is not None:
         return "stage:" + source_state.cache_key
-    if getattr(step, "from_image", None):
+    if getattr(step, "from_image", None) and context is None:
         return "image:" + step.from_image
     plain = [s for s in step.sources if isinstance(s, str)]
     if not plain:
         return "heredoc"
-    ctx = session.context
+    ctx = context if context is not None else session.context
     paths: list[str] = []
     for pattern in plain:
         if "://" in pattern:
@@ -54,17 +55,19 @@ def copy_meaning(step: Any) -> dict[str, Any]:
 
 
 def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: ImageState | None,
-               source_view: Any | None, use_cache: bool) -> tuple[ImageState, bool]:
-    """Run one COPY/ADD; returns the new state and whether the cache was used."""
-    if source_state is None and source_view is None:
+               source_view: Any | None, use_cache: bool, context: Any = None) -> tuple[ImageState, bool]:
+    """Run one COPY/ADD; returns the new state and whether the cache was used. ``context``: a
+    directory named context to read instead of the build context."""
+    if source_state is None and source_view is None and context is None:
         single = _single_source(session, state, step)
         if single is not None:
             return _apply_single(session, state, step, single, use_cache)
-    key = step_key(state.cache_key, step.kind, copy_meaning(step), copy_inputs_digest(session, step, source_state))
+    key = step_key(state.cache_key, step.kind, copy_meaning(step),
+                   copy_inputs_digest(session, step, source_state, context))
     hit = cache_lookup(session, key) if use_cache else MISS
     if not isinstance(hit, CacheMiss):
         return commit_step(session, state, step, hit, key), True
-    entries = build_copy_entries(session, state, step, source_view=source_view)
+    entries = build_copy_entries(session, state, step, source_view=source_view, context=context)
     unpack = session.unpack_layers and not _snapshot_likely_exists(session, key)
     layer = store_layer(session, entries, unpack=unpack) if entries else None
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
@@ -164,7 +167,8 @@ def _snapshot_likely_exists(session: Any, key: str) -> bool:
     return session.snapshots.get(Digest.parse(rec.layer["diff_id"])) is not None
 
 
-def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_view: Any | None) -> list[Any]:
+def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_view: Any | None,
+                       context: Any = None) -> list[Any]:
     from .copy import copy_entries
 
     dest_view = session.view(state)
@@ -178,7 +182,8 @@ def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_vie
             src_view, ctx, is_ctx = source_view, None, False
         else:
             # the context's own view: its directory listings are those the cache key saw
-            src_view, ctx, is_ctx = session.context.view, session.context, True
+            ctx = context if context is not None else session.context
+            src_view, is_ctx = ctx.view, True
         return copy_entries(sources=sources, dest=step.dest, src_view=src_view, src_is_context=is_ctx,
                             context=ctx, dest_view=dest_view, chown=chown, chmod=chmod,
                             excludes=list(step.excludes), parents=step.parents, heredocs=heredocs,

@@ -37,20 +37,32 @@ def run_meaning(step: Any, session: Any) -> dict[str, Any]:
             item["from"] = _bind_source_key(session, m)
         elif kind == "secret":
             item.update(id=m.id, env=m.env)
+        elif kind == "ssh":  # the id and the socket's shape; never the agent or its keys
+            item.update(id=m.id, mode=m.mode, uid=m.uid, gid=m.gid)
         mounts.append(item)
     env = [(k, v) for k, v in step.env if k not in PROXY_VARS]
     heredocs = [[h.name, h.content] for h in step.heredocs]
     files = [[f.path, f.content, f.mode] for f in step.files]
-    return {"argv": list(step.argv), "env": env, "user": step.user, "workdir": step.workdir,
-            "network": _network(step, session), "security": step.security,
-            "mounts": mounts, "heredocs": heredocs, "files": files}
+    meaning = {"argv": list(step.argv), "env": env, "user": step.user, "workdir": step.workdir,
+               "network": _network(step, session), "security": step.security,
+               "mounts": mounts, "heredocs": heredocs, "files": files}
+    opts = session.opts
+    if opts.add_hosts or opts.shm_size or opts.ulimits:  # part of BuildKit's exec op too
+        meaning.update(hosts=[list(h) for h in opts.add_hosts], shm=opts.shm_size,
+                       ulimits=[list(u) for u in opts.ulimits])
+    return meaning
 
 
 def _bind_source_key(session: Any, m: Any) -> str | None:
     if m.from_stage is not None:
         return "stage:" + session.stages[m.from_stage].state.cache_key
     if m.from_image:
-        return "image:" + m.from_image
+        named = session.named_context(m.from_image)
+        if named is not None and named.path is not None:
+            src = (m.source or ".").lstrip("/") or "."
+            ctx = session.named_build_context(named)
+            return "context:" + ctx.content_digest(ctx.match_sources(src))
+        return "image:" + session.resolve_image(m.from_image).manifest_digest
     return None
 
 
@@ -97,9 +109,6 @@ def _context_bind_inputs(session: Any, step: Any) -> str:
 
 def _execute(session: Any, state: ImageState, step: Any, upper: Path, work: Path, workspace: Path,
              stage_no: int, step_no: int) -> Any:
-    from ..layer.whiteout import upper_entries
-    from ..sandbox.runner import run
-    from ..sandbox.spec import ProcessSpec
     from .userdb import resolve_user
 
     lowers = session.lowerdirs(state)
@@ -116,7 +125,24 @@ def _execute(session: Any, state: ImageState, step: Any, upper: Path, work: Path
     if view.lstat(cwd) is None:
         (upper / cwd.lstrip("/")).mkdir(parents=True, exist_ok=True)
     env = list(step.env) + list(step.proxy_env)
-    mounts, extra_files = _mounts(session, step, workspace, env)
+    proxies: list[Any] = []
+    try:
+        mounts, extra_files = _mounts(session, step, workspace, env, proxies)
+        return _run_process(session, state, step, upper, work, workspace, stage_no, step_no, view, lowers,
+                            uid, gid, groups, cwd, env, mounts, extra_files)
+    finally:
+        for proxy in proxies:
+            proxy.close()
+
+
+def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: Path, workspace: Path,
+                 stage_no: int, step_no: int, view: Any, lowers: Any, uid: int, gid: int, groups: Any,
+                 cwd: str, env: list[tuple[str, str]], mounts: list[Any], extra_files: list[Any]) -> Any:
+    from ..layer.whiteout import upper_entries
+    from ..sandbox.runner import run
+    from ..sandbox.spec import ProcessSpec
+    from ..inputs.flags import ULIMITS
+
     for i, f in enumerate(step.files):
         host = workspace / f"file{i}"
         host.write_text(f.content)
@@ -132,7 +158,8 @@ def _execute(session: Any, state: ImageState, step: Any, upper: Path, work: Path
         argv=tuple(step.argv), upperdir=upper, workdir=work, lowerdirs=tuple(lowers), env=tuple(env),
         cwd=cwd, uid=uid, gid=gid, groups=tuple(groups), network=_network(step, session),
         mounts=tuple(mounts), stdin=None, extra_files=tuple(extra_files),
-        on_output=on_output,
+        on_output=on_output, extra_hosts=session.opts.add_hosts, shm_size=session.opts.shm_size,
+        rlimits=tuple((ULIMITS[k], soft, hard) for k, soft, hard in session.opts.ulimits),
     )
     result = run(spec, cancel=session.cancel)
     for w in result.warnings:
@@ -162,9 +189,11 @@ def _execute(session: Any, state: ImageState, step: Any, upper: Path, work: Path
     return layer
 
 
-def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]]) -> tuple[list[Any], list[Any]]:
+def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]],
+            proxies: list[Any]) -> tuple[list[Any], list[Any]]:
     """Lower RUN --mount specs to sandbox mounts and secret files. Secrets never reach the
-    cache key, the layer, the config or the history."""
+    cache key, the layer, the config or the history. An ssh mount gets a forwarding socket
+    appended to ``proxies`` (the caller closes them after the step)."""
     from ..sandbox.spec import MountSpec
 
     mounts: list[Any] = []
@@ -205,9 +234,43 @@ def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]]
                 env.append((env_name, data.decode("utf-8", "surrogateescape")))
             if target or not env_name:
                 files.append((target or f"/run/secrets/{sid}", data))
+        elif kind == "ssh":
+            sock = dict(session.opts.ssh).get(m.id)
+            if sock is None:
+                if m.required:
+                    raise DockerfileError(f"ssh mount {m.id!r} is required but no --ssh {m.id} was given "
+                                          f"(--ssh {m.id}=$SSH_AUTH_SOCK or --ssh {m.id}=KEYFILE)", step.node.span)
+                continue
+            import tempfile
+
+            from ..inputs.ssh import SocketProxy
+
+            short = Path(tempfile.mkdtemp(prefix="pybuild-sshfw-"))  # a socket path is at most 107 bytes
+            try:
+                proxy = SocketProxy(sock, short / "agent", mode=m.mode if m.mode is not None else 0o600,
+                                    uid=m.uid or 0, gid=m.gid or 0)
+            except BaseException:
+                shutil.rmtree(short, ignore_errors=True)
+                raise
+            proxies.append(_DirOwner(proxy, short))
+            mounts.append(MountSpec(target=target, kind="bind", source=proxy.path, readonly=False))
+            if not any(k == "SSH_AUTH_SOCK" for k, _ in env):  # the first ssh mount, as BuildKit
+                env.append(("SSH_AUTH_SOCK", target))
         else:
             raise DockerfileError(f"RUN --mount=type={kind} is not supported", step.node.span)
     return mounts, files
+
+
+class _DirOwner:
+    """Closes a proxy, then removes the directory holding its socket."""
+
+    def __init__(self, proxy: Any, directory: Path) -> None:
+        self.proxy = proxy
+        self.directory = directory
+
+    def close(self) -> None:
+        self.proxy.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _cache_dir(session: Any, m: Any) -> Path:
@@ -225,14 +288,16 @@ def _cache_dir(session: Any, m: Any) -> Path:
 
 def _bind_source(session: Any, m: Any, scratch: Path) -> Path:
     source = (m.source or "/").lstrip("/")
+    ctx = None
     if m.from_stage is not None:
         root = session.flatten(session.stages[m.from_stage].state)
     elif not m.from_image:
-        root = Path(session.opts.context)
+        root, ctx = Path(session.opts.context), session.context
+    elif (named := session.named_context(m.from_image)) is not None and named.path is not None:
+        ctx = session.named_build_context(named)
+        root = Path(named.path)
     else:
-        from .base import resolve_base
-
-        base = resolve_base(m.from_image, store=session.store, platform=session.platform, pull=False)
+        base = session.resolve_image(m.from_image)
         from .state import ImageState
 
         st = ImageState(layers=base.layers, history=(), config=None, platform=session.platform, cache_key="")
@@ -243,6 +308,10 @@ def _bind_source(session: Any, m: Any, scratch: Path) -> Path:
     host = root / resolved.lstrip("/")
     if not os.path.lexists(host):
         raise DockerfileError(f"RUN --mount: source {source!r} not found")
+    if ctx is not None and ctx.ignore:
+        # a context is seen through its .dockerignore: bind a tree of the visible entries
+        _visible_tree(ctx, resolved.lstrip("/") or ".", scratch, link=m.readonly)
+        return scratch
     if not m.readonly:
         # writes are discarded: give the step its own copy
         if host.is_dir():
@@ -252,3 +321,27 @@ def _bind_source(session: Any, m: Any, scratch: Path) -> Path:
             shutil.copy2(host, scratch)
         return scratch
     return host
+
+
+def _visible_tree(ctx: Any, rel: str, dest: Path, *, link: bool) -> None:
+    """Recreate at ``dest`` what ``ctx`` shows under ``rel`` (ignored entries left out): files
+    hard-linked when ``link`` (a read-only mount) and possible, else copied."""
+    import stat as st_
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for path, pst in ctx.walk(rel):
+        sub = path[len(rel):].lstrip("/") if rel != "." else ("" if path == "." else path)
+        target = dest / sub if sub else dest
+        src = ctx.root / path if path != "." else ctx.root
+        if st_.S_ISDIR(pst.st_mode):
+            target.mkdir(mode=0o755, exist_ok=True)
+            shutil.copystat(src, target)
+        elif st_.S_ISLNK(pst.st_mode):
+            os.symlink(os.readlink(src), target)
+        elif st_.S_ISREG(pst.st_mode):
+            try:
+                if not link:
+                    raise OSError
+                os.link(src, target)
+            except OSError:
+                shutil.copy2(src, target)

@@ -102,7 +102,7 @@ def _child(cfg: dict, alive_r: int) -> None:
         else:
             rootfs.bind(cfg["bindroot"], root, False)
         stubs = rootfs.Stubs(cfg.get("upper"))
-        rootfs.populate(root, cfg["mounts"], stubs)
+        rootfs.populate(root, cfg["mounts"], stubs, cfg.get("shm_size"))
         _status({"stubs": stubs.created, "fresh": stubs.fresh})
         rootfs.enter(root)
     except BaseException as e:  # noqa: BLE001 - any setup failure is reported, never run unconfined
@@ -116,6 +116,14 @@ def _child(cfg: dict, alive_r: int) -> None:
         os.chdir(cwd)
     except OSError as e:
         _user_error(f"working directory {cwd}: {e.strerror}", SETUP_FAILED)
+    try:
+        if cfg.get("rlimits"):
+            import resource
+            for name, soft, hard in cfg["rlimits"]:
+                inf = resource.RLIM_INFINITY
+                resource.setrlimit(getattr(resource, name), (inf if soft == -1 else soft, inf if hard == -1 else hard))
+    except (ValueError, OSError) as e:
+        _user_error(f"--ulimit: {e}", SETUP_FAILED)
     try:
         apply_default_caps(top=top_cap)
         if not cfg.get("nogroups"):

@@ -125,7 +125,7 @@ def mount_proc(root: str, stubs: Stubs) -> None:
             bind(host, host, True, ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
 
 
-def mount_dev(root: str, stubs: Stubs) -> None:
+def mount_dev(root: str, stubs: Stubs, shm_size: int | None = None) -> None:
     dev = _mkfile_or_dir(root, "/dev", True, stubs)
     ns.mount("tmpfs", dev, "tmpfs", ns.MS_NOSUID, "mode=755,size=65536k")
     for name in DEVICES:
@@ -141,7 +141,7 @@ def mount_dev(root: str, stubs: Stubs) -> None:
     os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
     os.mkdir(os.path.join(dev, "shm"), 0o1777)
     ns.mount("shm", os.path.join(dev, "shm"), "tmpfs", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC,
-             "mode=1777,size=65536k")
+             f"mode=1777,size={shm_size}" if shm_size else "mode=1777,size=65536k")
     os.mkdir(os.path.join(dev, "mqueue"), 0o755)
     for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                      ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")):
@@ -184,11 +184,11 @@ def user_mount(root: str, m: dict, stubs: Stubs) -> None:
     bind(src, host, bool(m.get("ro", True)))
 
 
-def populate(root: str, mounts: list[dict], stubs: Stubs) -> None:
+def populate(root: str, mounts: list[dict], stubs: Stubs, shm_size: int | None = None) -> None:
     """Mount /proc, /dev, /sys (masked as Docker does) and ``mounts`` under ``root``; what had
     to be created is recorded in ``stubs`` as it happens (also when this raises)."""
     mount_proc(root, stubs)
-    mount_dev(root, stubs)
+    mount_dev(root, stubs, shm_size)
     mount_sys(root, stubs)
     mask_paths(root)
     for m in mounts:

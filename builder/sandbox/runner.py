@@ -63,8 +63,9 @@ _PKG_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _copy_note_given = False
 
 
-def _hosts(hostname: str) -> bytes:
-    return (f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n").encode()
+def _hosts(hostname: str, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    text = f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    return (text + "".join(f"{ip}\t{name}\n" for name, ip in extra)).encode()
 
 
 def _resolv(network: str) -> bytes:
@@ -155,7 +156,7 @@ def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None
     mounts: list[dict] = []
     files = tmp / "f"
     files.mkdir()
-    for name, data in (("hosts", _hosts(hostname)), ("resolv.conf", _resolv(spec.network)),
+    for name, data in (("hosts", _hosts(hostname, spec.extra_hosts)), ("resolv.conf", _resolv(spec.network)),
                        ("hostname", (hostname + "\n").encode())):
         _write(files / name, data, 0o644)
         mounts.append({"kind": "bind", "target": "/etc/" + name, "src": str(files / name), "ro": False})
@@ -192,6 +193,8 @@ def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None
         "uid": spec.uid,
         "gid": spec.gid,
         "groups": list(spec.groups),
+        "shm_size": spec.shm_size,
+        "rlimits": [list(r) for r in spec.rlimits],
     }
     if bindroot is not None:
         cfg["bindroot"] = str(bindroot)

@@ -51,6 +51,8 @@ class ProcessSpec:
     the combined stdout/stderr as it arrives; a line longer than 64 KiB is delivered in
     several chunks, nothing is ever dropped. Called from the thread that called ``run``.
     ``hostname``: None gives a random 12 hex digit name.
+    ``extra_hosts``: (name, ip) lines added to the step's /etc/hosts. ``shm_size``: bytes of
+    /dev/shm (None: 64 MiB). ``rlimits``: (RLIMIT name, soft, hard), -1 unlimited.
     """
 
     argv: tuple[str, ...]
@@ -68,6 +70,9 @@ class ProcessSpec:
     stdin: bytes | None = None
     extra_files: tuple[tuple[str, bytes | Path], ...] = ()
     on_output: OutputCallback | None = field(default=None, compare=False)
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    shm_size: int | None = None
+    rlimits: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
