@@ -18,7 +18,8 @@ def build(opts: Any, store: Any, on_event: Any) -> Any:
     """Build per ``opts`` (an :class:`builder.engine.options.BuildOptions`) into ``store``."""
     from .engine.build import run_build
 
-    return run_build(opts, store, on_event)
+    with store.lease():
+        return run_build(opts, store, on_event)
 
 
 # -- images in the store ------------------------------------------------------------------------
@@ -107,6 +108,13 @@ def prune(store: Any, *, all_cache: bool = False, keep_storage: int | None = Non
     return prune_store(store, all_cache=all_cache, keep_storage=keep_storage)
 
 
+def check_store(store: Any, *, repair: bool = False) -> Any:
+    """Verify the store (:func:`builder.store.check.check_store`); returns its CheckReport."""
+    from .store.check import check_store as _check
+
+    return _check(store, repair=repair)
+
+
 def disk_usage(store: Any) -> dict[str, int]:
     from .engine.prune import usage
 
@@ -121,21 +129,24 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
     ``on_output``. Returns the exit code."""
     from .engine.runimage import run_image as _run
 
-    return _run(store, image, command, network=network, env=env, user=user, workdir=workdir, on_output=on_output)
+    with store.lease():
+        return _run(store, image, command, network=network, env=env, user=user, workdir=workdir, on_output=on_output)
 
 
 # -- registries ---------------------------------------------------------------------------------
 def pull_image(store: Any, ref: str, *, platform: str | None = None, insecure: tuple[str, ...] = ()) -> str:
     from .engine.remote import pull
 
-    return pull(store, ref, platform=platform, insecure=insecure)
+    with store.lease():
+        return pull(store, ref, platform=platform, insecure=insecure)
 
 
 def push_image(store: Any, name: str, dest: str | None = None, *, compression: str | None = None,
                insecure: tuple[str, ...] = ()) -> str:
     from .engine.remote import push
 
-    return push(store, name, dest, compression=compression, insecure=insecure)
+    with store.lease():
+        return push(store, name, dest, compression=compression, insecure=insecure)
 
 
 def login(server: str, username: str, password: str, *, insecure: tuple[str, ...] = ()) -> None:

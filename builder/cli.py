@@ -25,7 +25,7 @@ examples:
 """
 
 _COMMANDS = ("build", "parse", "images", "inspect", "history", "tag", "rmi", "prune", "du", "run",
-             "pull", "push", "login", "logout")
+             "pull", "push", "login", "logout", "store")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -166,6 +166,7 @@ commands:
   rmi        remove a tag
   prune      remove unreferenced blobs, layers and cache
   du         show store usage
+  store check [--repair]  verify every blob, tag, record and snapshot; remove what is broken
   run        run an image's command in a sandbox
   pull/push  copy images from/to a registry
   login/logout  registry credentials

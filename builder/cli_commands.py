@@ -219,6 +219,26 @@ def _cmd_du(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_store(ns: argparse.Namespace) -> int:
+    from .api import check_store
+
+    report = check_store(_store(ns), repair=ns.repair)
+    if ns.format == "json":
+        from dataclasses import asdict
+
+        print(json.dumps({"clean": report.clean, "blobs": report.blobs, "tags": report.tags,
+                          "records": report.records, "snapshots": report.snapshots,
+                          "problems": [asdict(p) for p in report.problems]}, indent=2))
+    else:
+        for p in report.problems:
+            print(p.render())
+        state = "clean" if report.clean else f"{sum(not p.repaired for p in report.problems)} problem(s)"
+        print(f"checked {report.blobs} blobs, {report.tags} tags, {report.records} cache records, "
+              f"{report.snapshots} snapshots: {state}"
+              + (f", {sum(p.repaired for p in report.problems)} repaired" if ns.repair else ""))
+    return 0 if report.clean else 1
+
+
 def _cmd_run(ns: argparse.Namespace) -> int:
     from .api import run_image
 
@@ -293,6 +313,11 @@ def parser_for(command: str, cls: type[argparse.ArgumentParser]) -> tuple[argpar
         return p, _cmd_prune
     if command == "du":
         return p, _cmd_du
+    if command == "store":
+        p.add_argument("action", choices=("check",))
+        p.add_argument("--repair", action="store_true", help="remove what is broken; keep the rest usable")
+        p.add_argument("--format", choices=("text", "json"), default="text")
+        return p, _cmd_store
     if command == "run":
         p.add_argument("--network", choices=("host", "none"), default="host")
         p.add_argument("-e", "--env", action="append", default=[])

@@ -465,7 +465,11 @@ def export_image(store: "Store", name: str, output: OutputSpec, *, tags: tuple[s
     ``sys.stdout.buffer``). File outputs are written to a temp file beside ``dest`` and renamed,
     so a failure leaves no partial file. Pushing uses ``open_registry(name)`` when given, else
     builder.registry's RegistryDestination (``insecure``: registry hosts allowed over HTTP).
-    ``keep_layers``: see :func:`convert_compression`."""
+    ``keep_layers``: see :func:`convert_compression`. The image is pinned in the store's lease
+    (when one is held) before it is read, so a concurrent prune keeps it."""
+    pin = getattr(store, "pin", None)
+    if pin is not None:
+        pin([str(store.resolve(name).digest)])
     img = store.image(name, as_platform(platform))
     manifest_raw, mtype = img.manifest_raw, img.manifest_desc.mediaType
     if output.compression is not None:

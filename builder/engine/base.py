@@ -33,7 +33,11 @@ SCRATCH = BaseImage(manifest_digest="")
 
 
 def load_from_store(store: Any, manifest_digest: Digest, platform: Any, name: str) -> BaseImage:
-    """Read a stored manifest (or index, resolved to ``platform``) and its config."""
+    """Read a stored manifest (or index, resolved to ``platform``) and its config. The manifest
+    is pinned in the store's lease first (a concurrent prune keeps all it names)."""
+    pin = getattr(store, "pin", None)
+    if pin is not None:
+        pin([str(manifest_digest)])
     with store.blobs.open(manifest_digest) as f:
         raw = f.read()
     doc = json.loads(raw)

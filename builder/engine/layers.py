@@ -132,6 +132,8 @@ def cache_lookup(session: Any, key: str) -> "StepOutcome | CacheMiss":
     to ``session.used_keys`` (for ``--cache-to``)."""
     rec = session.cache.get(key)
     layer = record_to_layer(rec.layer) if rec is not None else None
+    if layer is not None:  # a prune running now keeps what this build is about to reuse
+        session.store.pin([str(layer.digest), str(layer.diff_id)])
     if rec is None or (layer is not None and not session.store.blobs.has(layer.digest)):
         if not getattr(session, "remote_caches", None):
             return MISS

@@ -46,7 +46,34 @@ def _tagged_layers(store: Any) -> tuple[set[str], set[str]]:
 def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None = None) -> int:
     """Remove cache records (all of them with ``all_cache``; else only dangling ones, and the
     oldest beyond ``keep_storage`` bytes), then unreferenced blobs and snapshots.
-    Returns the bytes freed."""
+    Returns the bytes freed. Runs under the store's ``gc.lock``: what a running command
+    pinned or wrote since it started (its lease) is kept."""
+    with store.collecting() as leases:
+        return _prune(store, leases, all_cache=all_cache, keep_storage=keep_storage)
+
+
+def _pinned_diff_ids(store: Any, pinned: frozenset[str]) -> set[str]:
+    """diff_ids a live lease needs: those pinned directly and those of pinned manifests."""
+    out = set(pinned)
+    for p in pinned:
+        try:
+            d = Digest.parse(p)
+            if not store.blobs.has(d) or store.blobs.size(d) > (4 << 20):
+                continue
+            with store.blobs.open(d) as f:
+                if f.read(1) != b"{":
+                    continue
+            doc = json.loads(store.blobs.read_bytes(d, limit=4 << 20))
+            cfg = (doc.get("config") or {}).get("digest") if isinstance(doc, dict) else None
+            if cfg:
+                config = json.loads(store.blobs.read_bytes(Digest.parse(cfg), limit=16 << 20))
+                out.update(config.get("rootfs", {}).get("diff_ids", []))
+        except Exception:  # noqa: BLE001 - a pin that names nothing readable protects nothing more
+            continue
+    return out
+
+
+def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None) -> int:
     from ..store.cache import CacheStore
     from ..store.snapshots import Snapshots
 
@@ -86,10 +113,16 @@ def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None
     # snapshots: keep those of tagged images and surviving cache records
     _, tagged_diffs = _tagged_layers(store)
     wanted = tagged_diffs | {r.layer["diff_id"] for r in records if r.layer is not None}
+    wanted |= _pinned_diff_ids(store, leases.pinned)
     snaps = Snapshots(store.root / "snapshots")
     for diff_id in list(snaps.list()):
         if str(diff_id) not in wanted:
             path = snaps.get(diff_id)  # (Snapshots has no .path: the freed size was always 0)
+            try:
+                if path is not None and leases.protects_time(path.parent.stat().st_mtime):
+                    continue  # made while a command runs
+            except FileNotFoundError:
+                continue
             size = _tree_size(path) if path is not None and path.exists() else 0
             snaps.remove(diff_id)
             freed += size

@@ -42,7 +42,9 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
     envd.update(dict(env))
     tmp_parent = store.root / "tmp"
     tmp_parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=tmp_parent))
+    from ..store.stale import owned_prefix
+
+    tmp = Path(tempfile.mkdtemp(prefix=owned_prefix("run"), dir=tmp_parent))
     try:
         (tmp / "u").mkdir()
         (tmp / "w").mkdir()

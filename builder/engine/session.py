@@ -43,7 +43,9 @@ class BuildSession:
         self.stages: dict[int, StageResult] = {}
         tmp_parent = store.root / "tmp"
         tmp_parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix="build-", dir=tmp_parent))
+        from ..store.stale import owned_prefix
+
+        self.tmp = Path(tempfile.mkdtemp(prefix=owned_prefix("build"), dir=tmp_parent))
         self._context: Any = None
         self._flattened: dict[str, Path] = {}
         self._warned: set[str] = set()
@@ -117,6 +119,7 @@ class BuildSession:
         """Unpacked layer directories of ``state``, top-most first (unpacking once per layer)."""
         from ..layer.compress import compression_for_media_type
 
+        self.store.pin([str(x) for l in state.layers for x in (l.digest, l.diff_id)])
         dirs = [self.snapshots.ensure(l.diff_id, self._open_blob(l), compression_for_media_type(l.media_type))
                 for l in state.layers]
         dirs.reverse()

@@ -14,10 +14,11 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from ..digest import Digest
 from ..errors import StoreError
+from .stale import owned_prefix
 
 CHUNK = 1 << 20
 WRITEBACK_STEP = 8 << 20  # a blob's written bytes are handed to writeback in steps of this
@@ -117,6 +118,8 @@ class BlobStore:
         self.root = Path(root)
         self.dir = self.root / "blobs"
         self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else self.root / "tmp"
+        # called with a digest an ingest found already stored (the store pins it in its lease)
+        self.on_reuse: Callable[[Digest], None] | None = None
 
     def path(self, digest: Digest) -> Path:
         """Where the blob lives (whether or not it exists)."""
@@ -154,7 +157,7 @@ class BlobStore:
         (mismatch raises StoreError)."""
         algorithm = expected.algorithm if expected is not None else "sha256"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix="blob-", dir=self.tmp_dir)
+        fd, tmp_name = tempfile.mkstemp(prefix=owned_prefix("blob"), dir=self.tmp_dir)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -168,6 +171,8 @@ class BlobStore:
             if size is not None and writer.written != size:
                 raise StoreError(f"size mismatch for {got}: expected {size} bytes, got {writer.written}")
             target = self.path(got)
+            if target.exists() and self.on_reuse is not None:
+                self.on_reuse(got)
             if target.exists():
                 tmp.unlink()
             else:
@@ -187,7 +192,10 @@ class BlobStore:
         if self.has(expected):
             if Digest(expected.algorithm, hashlib.new(expected.algorithm, data).hexdigest()) != expected:
                 raise StoreError(f"digest mismatch: expected {expected}")
-            return expected
+            if self.on_reuse is not None:
+                self.on_reuse(expected)
+            if self.has(expected):
+                return expected
         with self.ingest(expected, len(data)) as w:
             w.write(data)
         assert w.digest is not None

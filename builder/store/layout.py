@@ -25,9 +25,10 @@ import os
 import re
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 from ..digest import Digest
 from ..errors import ReferenceError_, StoreError
@@ -44,7 +45,9 @@ def _m():  # noqa: ANN202 - the builder.oci.models module, imported on first use
     return models
 from ..oci.reference import parse_reference
 from .blobs import BlobStore, fsync_dir
+from .lease import Lease, LiveLeases, gc_lock, live_leases
 from .lock import FileLock
+from .stale import owned_prefix
 
 _HEX_PREFIX_RE = re.compile(r"^[a-f0-9]{1,64}$")
 MIN_SHORT_ID = 4
@@ -71,7 +74,7 @@ def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool =
     the directory (index.json); caches that can be rebuilt skip that. Errors propagate; the temp
     file never survives."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="w-", dir=tmp_dir)
+    fd, name = tempfile.mkstemp(prefix=owned_prefix("w"), dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -154,6 +157,9 @@ class Store:
         self.index_path = self.root / "index.json"
         self.lock_path = self.root / "index.lock"
         self.blobs = BlobStore(self.root, self.tmp_dir)
+        self._lease: Lease | None = None
+        self._leases_depth = 0
+        self._collecting: LiveLeases | None = None  # set while this process holds gc.lock
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self.tmp_dir.mkdir(exist_ok=True)
@@ -162,6 +168,51 @@ class Store:
                     init_layout(self.root, self.tmp_dir)
         except OSError as e:
             raise StoreError(f"cannot initialise the store at {self.root}: {e.strerror or e}") from e
+
+    # ---- leases (what a running command needs; see builder.store.lease) ----------------------
+
+    @contextmanager
+    def lease(self) -> Iterator[Lease]:
+        """Hold a lease on this store for the ``with`` block (nested calls share one). The
+        first one also sweeps what dead processes left (temp dirs, mounts, leases)."""
+        if self._lease is None:
+            from .stale import sweep
+
+            try:
+                sweep(self.root)
+            except OSError:
+                pass  # best effort: `pybuild store check --repair` reports what is left
+            self._lease = Lease(self.root)
+            self.blobs.on_reuse = lambda d: self.pin([str(d)])
+        self._leases_depth += 1
+        try:
+            yield self._lease
+        finally:
+            self._leases_depth -= 1
+            if self._leases_depth == 0:
+                lease, self._lease = self._lease, None
+                self.blobs.on_reuse = None
+                lease.close()
+
+    def pin(self, items: Iterable[str]) -> None:
+        """Pin digests / diff_ids in this process's lease (no-op without one). Afterwards
+        the caller checks they are present: a prune that ran before cannot be undone."""
+        if self._lease is not None:
+            self._lease.pin(items)
+
+    @contextmanager
+    def collecting(self) -> Iterator[LiveLeases]:
+        """Hold ``gc.lock`` exclusively (nested calls share it) and yield the live leases:
+        everything a garbage collector deletes must be decided and deleted inside."""
+        if self._collecting is not None:
+            yield self._collecting
+            return
+        with gc_lock(self.root):
+            self._collecting = live_leases(self.root)
+            try:
+                yield self._collecting
+            finally:
+                self._collecting = None
 
     def _lock(self) -> FileLock:
         return FileLock(self.lock_path)
@@ -367,15 +418,29 @@ class Store:
         return _m().media_type_of(self.blobs.read_bytes(d, limit=_JSON_LIMIT))
 
     def gc(self, keep: set[Digest] | frozenset[Digest] = frozenset(), *, tmp_age: float = 3600.0) -> int:
-        """Delete blobs reachable neither from tags nor from ``keep`` (followed like tags);
-        also temp files older than ``tmp_age`` seconds. Returns bytes freed. Runs under the
-        store lock; blobs written concurrently but not yet tagged must be in ``keep``."""
+        """Delete blobs reachable neither from tags, ``keep`` nor live leases' pins (all
+        followed like tags) and not written since the oldest live lease began; also temp
+        files older than ``tmp_age`` seconds. Returns bytes freed. Runs under ``gc.lock``
+        (see :meth:`collecting`) and the index lock."""
         freed = 0
-        with self._lock():
-            live = self.reachable([d for _, d in self.tags()] + list(keep))
+        with self.collecting() as leases, self._lock():
+            pinned = []
+            for p in leases.pinned:
+                try:
+                    pinned.append(Digest.parse(p))
+                except ValueError:
+                    continue
+            live = self.reachable([d for _, d in self.tags()] + list(keep) + pinned)
             for d in list(self.blobs):
-                if d not in live:
-                    freed += self.blobs.delete(d)
+                if d in live:
+                    continue
+                if leases.oldest is not None:
+                    try:
+                        if leases.protects_time(self.blobs.path(d).stat().st_mtime):
+                            continue  # written while a command runs: maybe not tagged yet
+                    except FileNotFoundError:
+                        continue
+                freed += self.blobs.delete(d)
             now = time.time()
             if self.tmp_dir.is_dir():
                 for p in self.tmp_dir.iterdir():
@@ -395,8 +460,10 @@ class Store:
     # ---- ImageSource ------------------------------------------------------------------------
 
     def get_manifest(self, ref: str) -> tuple[bytes, str]:
-        """Raw manifest/index bytes and media type for a name, digest or short ID."""
+        """Raw manifest/index bytes and media type for a name, digest or short ID (pinned in
+        this process's lease, so a concurrent prune keeps everything it names)."""
         desc = self.resolve(ref)
+        self.pin([desc.digest])
         return self.blobs.read_bytes(desc.digest_value, limit=_JSON_LIMIT), desc.mediaType
 
     def open_blob(self, digest: Digest) -> BinaryIO:
@@ -409,7 +476,9 @@ class Store:
 
     def put_blob(self, digest: Digest, size: int, stream: BinaryIO) -> None:
         if self.blobs.has(digest):
-            return
+            self.pin([str(digest)])
+            if self.blobs.has(digest):
+                return
         self.blobs.put_stream(stream, digest, size)
 
     def put_manifest(self, data: bytes, media_type: str, tags: tuple[str, ...]) -> Digest:
