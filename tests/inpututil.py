@@ -206,3 +206,39 @@ def ssh_agent(workdir: Path) -> Iterator[tuple[str, Path, str]]:
         proc.wait(timeout=10)
         with contextlib.suppress(OSError):
             os.unlink(sock)
+
+
+class _AuthFiles(http.server.SimpleHTTPRequestHandler):
+    """Static files (with Last-Modified) behind basic auth when ``credentials`` is set."""
+
+    credentials: tuple[str, str] | None = None
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:
+        if self.credentials is not None:
+            want = "Basic " + base64.b64encode(":".join(self.credentials).encode()).decode()
+            if self.headers.get("Authorization", "") != want:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="files"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        super().do_GET()
+
+
+@contextlib.contextmanager
+def file_server(directory: Path, credentials: tuple[str, str] | None = None) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1, behind basic auth when ``credentials``; yields the base URL."""
+    import functools
+
+    handler = functools.partial(type("F", (_AuthFiles,), {"credentials": credentials}), directory=str(directory))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -235,4 +235,8 @@ def _step_text(step: Any) -> str:
     node = getattr(step, "node", None)
     text = getattr(node, "original", "") or getattr(step, "created_by", "")
     text = " ".join(text.split())
+    if "@" in text:
+        from ..inputs.urls import redact_text
+
+        text = redact_text(text)
     return text if len(text) <= 100 else text[:97] + "..."

@@ -58,6 +58,7 @@ class BuildSession:
 
         self.named = NamedContexts(opts.named_contexts)
         self._images: dict[str, Any] = {}
+        self.git_checkouts: dict[Any, Any] = {}  # ADD GITURL sources fetched (builder.engine.gitsource)
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:

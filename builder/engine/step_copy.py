@@ -27,15 +27,24 @@ def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None,
     if not plain:
         return "heredoc"
     ctx = context if context is not None else session.context
+    from ..inputs.urls import is_git_url, redact
+
     paths: list[str] = []
+    git: list[str] = []
     for pattern in plain:
+        if step.kind == "ADD" and is_git_url(pattern):
+            from .gitsource import git_checkout
+
+            co = git_checkout(session, pattern, keep_git_dir=step.keep_git_dir, checksum=step.checksum)
+            git.append(f"git:{co.commit}:{co.subdir}:{int(co.keep_git_dir)}")
+            continue
         if "://" in pattern:
-            paths.append(pattern)
+            paths.append(redact(pattern))
             continue
         paths.extend(ctx.match_sources(pattern))
     local = [p for p in paths if "://" not in p]
-    remote = [p for p in paths if "://" in p]
-    if remote and not step.checksum:
+    remote = [p for p in paths if "://" in p] + git
+    if remote and not step.checksum and len(git) != len(remote):
         # a URL without --checksum may change at any time: never reuse such a step
         import time
 
@@ -46,8 +55,10 @@ def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None,
 
 def copy_meaning(step: Any) -> dict[str, Any]:
     heredocs = [{"name": h.name, "content": h.content} for h in step.sources if not isinstance(h, str)]
-    return {
-        "kind": step.kind, "sources": [s for s in step.sources if isinstance(s, str)], "heredocs": heredocs,
+    from ..inputs.urls import redact
+
+    return {  # URL credentials never enter a key: they do not change what is fetched
+        "kind": step.kind, "sources": [redact(s) for s in step.sources if isinstance(s, str)], "heredocs": heredocs,
         "dest": step.dest, "chown": step.chown, "chmod": step.chmod, "link": step.link,
         "parents": step.parents, "excludes": list(step.excludes), "checksum": step.checksum,
         "from_image": step.from_image,
@@ -198,11 +209,30 @@ def _add_entries(session: Any, step: Any, sources: list[str], heredocs: list[tup
                  chown: Any, chmod: Any) -> list[Any]:
     """ADD from the context: URLs fetched, local archives extracted, the rest copied like COPY.
     Temporary content lives under the build's temp dir (removed with the build)."""
+    from ..inputs.urls import is_git_url
     from .archive import add_entries
 
-    scratch = Path(session.tmp) / "add"
-    result = add_entries(sources=sources, dest=step.dest, src_view=session.context.view,
-                         src_is_context=True, context=session.context, dest_view=dest_view, scratch=scratch,
-                         chown=chown, chmod=chmod, excludes=list(step.excludes), checksum=step.checksum,
-                         heredocs=heredocs, mtime_clamp=session.opts.source_date_epoch)
-    return result.entries
+    git = [s for s in sources if is_git_url(s)]
+    rest = [s for s in sources if not is_git_url(s)]
+    merged: dict[str, Any] = {}
+    if git:
+        from .copy import copy_entries
+        from .gitsource import git_checkout
+        from .pathresolve import DirView
+
+        for url in git:
+            co = git_checkout(session, url, keep_git_dir=step.keep_git_dir, checksum=step.checksum)
+            for e in copy_entries(sources=["."], dest=step.dest if step.dest.endswith("/") else step.dest + "/",
+                                  src_view=DirView(co.path), src_is_context=False, context=None,
+                                  dest_view=dest_view, chown=chown or (0, 0), chmod=chmod,
+                                  excludes=list(step.excludes), mtime_clamp=session.opts.source_date_epoch):
+                merged[e.name] = e
+    if rest or heredocs or not git:
+        scratch = Path(session.tmp) / "add"
+        result = add_entries(sources=rest, dest=step.dest, src_view=session.context.view,
+                             src_is_context=True, context=session.context, dest_view=dest_view, scratch=scratch,
+                             chown=chown, chmod=chmod, excludes=list(step.excludes),
+                             checksum=step.checksum if not git else None,
+                             heredocs=heredocs, mtime_clamp=session.opts.source_date_epoch)
+        merged.update((e.name, e) for e in result.entries)
+    return list(merged.values())

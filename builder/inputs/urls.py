@@ -80,6 +80,15 @@ def redact(text: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the ``user[:password]@`` of every scheme URL in it removed (step lines,
+    messages). An ssh user (``ssh://git@host``) is no secret but goes too: simpler, safe."""
+    return _USERINFO.sub(r"\1", text)
+
+
 def _go_bool(value: str, what: str) -> bool:
     if value.lower() in ("1", "t", "true", ""):
         return True

@@ -495,7 +495,9 @@ class StageLowering:
                 raise DockerfileError("checksum can't be specified for COPY", span)
             if len(paths) != 1 or contents:
                 raise DockerfileError("checksum can't be specified for multiple sources", span)
-            if not paths[0].startswith(("http://", "https://", "git@")):
+            from ..inputs.urls import is_git_url
+
+            if not (paths[0].startswith(("http://", "https://")) or is_git_url(paths[0])):
                 raise DockerfileError("checksum requires HTTP(S) or Git sources", span)
         from_stage = from_image = None
         if ins.from_:
@@ -513,7 +515,9 @@ class StageLowering:
             created.append("--chown=" + chown)
         if chmod:
             created.append("--chmod=" + chmod)
-        created.extend(paths)
+        from ..inputs.urls import redact
+
+        created.extend(redact(p) if "@" in p else p for p in paths)  # URL credentials never in history
         created.extend("<<" + h.name for h in contents)
         created.append(dest_raw)
         return CopyStep(node=ins.node, kind=ins.kind, sources=tuple(paths) + tuple(contents),
