@@ -115,22 +115,27 @@ def test_resolve_chown(image: DirView) -> None:
     assert resolve_chown("5:wheel", image) == (5, 10)
 
 
-def test_resolve_chown_errors(image: DirView) -> None:
-    with pytest.raises(UserLookupError, match="unable to find user nobody: no matching entries in passwd file"):
-        resolve_chown("nobody", image)
-    with pytest.raises(UserLookupError, match="unable to find group nogroup: no matching entries in group file"):
-        resolve_chown("app:nogroup", image)
-    with pytest.raises(UserLookupError):
-        resolve_chown("app:", image)
-    with pytest.raises(UserLookupError):
+def test_resolve_chown_unknown_names_fall_back_to_id_0(image: DirView) -> None:
+    """BuildKit's file op (solver/llbsolver/ops/user_linux.go readUser): a name missing from
+    passwd/group leaves the id at its default: 0 for the user part, the user's gid for the
+    group part. Only a negative id is refused."""
+    assert resolve_chown("nobody", image) == (0, 0)
+    assert resolve_chown("nobody:nogroup", image) == (0, 0)
+    assert resolve_chown(":", image) == (0, 0)
+    assert resolve_chown(":staff", image) == (0, 50)
+    assert resolve_chown("app:nogroup", image) == (1000, 1001)
+    assert resolve_chown("app:", image) == (1000, 1001)
+    assert resolve_chown("root:root", image) == (0, 0)
+    assert resolve_chown("99999999999", image) == (0, 0)   # not an int32: a name, not found
+    with pytest.raises(UserLookupError, match="cannot be negative"):
         resolve_chown("-1", image)
 
 
 def test_resolve_chown_without_passwd(tmp_path: Path) -> None:
     empty = DirView(tmp_path)
     assert resolve_chown("33:33", empty) == (33, 33)
-    with pytest.raises(UserLookupError, match="unable to find user www-data"):
-        resolve_chown("www-data", empty)
+    assert resolve_chown("www-data", empty) == (0, 0)
+    assert resolve_chown("7:www-data", empty) == (7, 7)
 
 
 def test_resolve_user(image: DirView) -> None:
@@ -139,6 +144,20 @@ def test_resolve_user(image: DirView) -> None:
     assert resolve_user("4242", image) == (4242, 0, ())            # numeric, unknown: gid 0
     assert resolve_user("app:staff", image) == (1000, 50, ())      # explicit group: no extras
     assert resolve_user("root", image) == (0, 0, (10,))
-    assert resolve_user("", image) == (0, 0, ())
+    assert resolve_user("", image) == (0, 0, (10,))                 # BuildKit looks up "0"
+    assert resolve_user("1000:7", image) == (1000, 7, ())           # uid:gid: no lookup at all
     with pytest.raises(UserLookupError, match="unable to find user ghost"):
         resolve_user("ghost", image)
+
+
+def test_resolve_user_without_passwd(tmp_path: Path) -> None:
+    """BuildKit's GetUser on an image with no /etc/passwd (FROM scratch): no USER and numeric
+    users need no lookup; only a name does."""
+    empty = DirView(tmp_path)
+    assert resolve_user("", empty) == (0, 0, ())
+    assert resolve_user("0", empty) == (0, 0, ())
+    assert resolve_user("1000", empty) == (1000, 0, ())
+    assert resolve_user("1000:1000", empty) == (1000, 1000, ())
+    assert resolve_user("root:root", empty) == (0, 0, ())
+    with pytest.raises(UserLookupError, match="unable to find user root"):
+        resolve_user("root", empty)

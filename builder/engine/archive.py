@@ -197,11 +197,9 @@ def archive_entries(archive: Path, dest: str, *, dest_view: FsView, scratch: Pat
                                 raise ArchiveError(f"{shown}: member {member.name!r} lies under a "
                                                    f"symbolic link of the archive")
                         name = layer_name(rel)
-                        # parents the archive does not list: 0755 root
-                        for i in range(1, len(comps)):
-                            pname = layer_name("/".join(comps[:i]))
-                            if pname not in emit.entries:
-                                emit.put(Entry(name=pname, type=EntryType.DIR, mode=0o755))
+                        # parents the archive does not list: the image's own directory when
+                        # there is one (never hide its metadata), else 0755 root
+                        emit.ensure_parents(name)
                         xattrs = tuple(sorted(
                             (k[len("SCHILY.xattr."):], v.encode("utf-8", "surrogateescape"))
                             for k, v in member.pax_headers.items() if k.startswith("SCHILY.xattr.")))

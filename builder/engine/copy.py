@@ -117,7 +117,9 @@ class _Emitter:
 
     def ensure_parents(self, image_path: str, *, include_self: bool = False) -> None:
         """Emit every directory above ``image_path`` (and itself when ``include_self``):
-        existing ones of ``dest_view`` with their metadata, missing ones 0755."""
+        existing ones of ``dest_view`` with their metadata (owner, mode, mtime, xattrs: an
+        entry carrying less would hide the lower layer's directory once stacked), missing
+        ones 0755."""
         comps = split_path(image_path)
         upto = len(comps) if include_self else len(comps) - 1
         for i in range(1, upto + 1):
@@ -129,7 +131,8 @@ class _Emitter:
                 if not stat.S_ISDIR(st.st_mode):
                     raise CopyError(f"cannot copy to non-directory: /{name}")
                 self.put(Entry(name=name, type=EntryType.DIR, mode=stat.S_IMODE(st.st_mode),
-                               uid=st.st_uid, gid=st.st_gid, mtime=self._mtime(st.st_mtime)))
+                               uid=st.st_uid, gid=st.st_gid, mtime=self._mtime(st.st_mtime),
+                               xattrs=self._xattrs(self.dest_view, "/" + name)))
             else:
                 uid, gid = self.chown if self.chown is not None else (0, 0)
                 self.put(Entry(name=name, type=EntryType.DIR, mode=0o755, uid=uid, gid=gid,

@@ -36,7 +36,7 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
                            compression_for_media_type(l.media_type)) for l in base.layers]
     lowers.reverse()
     view = RootView(lowers)
-    uid, gid, groups = resolve_user(user or cfg.get("User") or "root", view)
+    uid, gid, groups = resolve_user(user or cfg.get("User") or "", view)
     envd = dict(e.split("=", 1) if "=" in e else (e, "") for e in cfg.get("Env") or [])
     envd.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")  # Docker's default
     envd.update(dict(env))
@@ -48,9 +48,7 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
     try:
         (tmp / "u").mkdir()
         (tmp / "w").mkdir()
-        cwd = workdir or cfg.get("WorkingDir") or "/"
-        if view.lstat(cwd) is None:
-            (tmp / "u" / cwd.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        cwd = workdir or cfg.get("WorkingDir") or "/"  # the sandbox makes a missing one
         spec = ProcessSpec(argv=tuple(argv), upperdir=tmp / "u", workdir=tmp / "w", lowerdirs=tuple(lowers),
                            env=tuple(envd.items()), cwd=cwd, uid=uid, gid=gid, groups=tuple(groups),
                            network="none" if network == "none" else "host", on_output=on_output)

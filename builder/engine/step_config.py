@@ -41,25 +41,27 @@ def apply_config(session: Any, state: ImageState, step: Any, *, use_cache: bool)
 
 
 def workdir_entries(session: Any, state: ImageState, path: str, user: str) -> list[Any]:
-    """DIR entries for the missing components of ``path`` (symlinks resolved inside the image)."""
-    from ..layer.entries import Entry, EntryType
+    """The layer of ``WORKDIR path`` (BuildKit: ``llb.Mkdir(path, 0755, WithParents,
+    WithUser(USER))``): ``path`` is resolved inside the image root (a symlink on the way is
+    followed, never replaced); every missing directory is created 0755, owned by USER under
+    the ``--chown`` rule (:func:`~builder.engine.userdb.resolve_chown`: an unknown name is
+    0:0), mtime SOURCE_DATE_EPOCH or now. The existing directories above the first created
+    one are part of the layer with their own metadata (as BuildKit's diff carries them), so
+    the layer never hides their owner or mode. Empty when nothing is missing."""
+    from dataclasses import replace as _replace
+
+    from .copy import _Emitter
     from .pathresolve import resolve_in_root
-    from .userdb import resolve_user
+    from .userdb import resolve_chown
 
     view = session.view(state)
-    resolved = resolve_in_root(view, path)
-    uid, gid = 0, 0
-    if user not in ("", "root", "0", "0:0"):
-        uid, gid, _groups = resolve_user(user, view)
+    resolved = resolve_in_root(view, path, follow_last=True)
+    if view.lstat(resolved) is not None:
+        return []
+    owner = resolve_chown(user, view) if user not in ("", "root", "0", "0:0") else (0, 0)
     mtime = session.opts.source_date_epoch if session.opts.source_date_epoch is not None else int(time.time())
-    parts = [p for p in resolved.split("/") if p]
-    entries = []
-    current = ""
-    for i, part in enumerate(parts):
-        current = f"{current}/{part}"
-        if view.lstat(current) is not None:
-            continue
-        last = i == len(parts) - 1
-        entries.append(Entry(name=current.lstrip("/"), type=EntryType.DIR, mode=0o755,
-                             uid=uid if last else 0, gid=gid if last else 0, mtime=mtime))
-    return entries
+    emit = _Emitter(dest_view=view, chown=owner, chmod=None, keep_owner=False, keep_xattrs=False,
+                    mtime_clamp=None)
+    emit.ensure_parents(resolved, include_self=True)
+    return [e if view.lstat("/" + e.name) is not None else _replace(e, mtime=mtime)
+            for e in emit.entries.values()]

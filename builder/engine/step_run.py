@@ -23,6 +23,8 @@ from .state import ImageState
 PROXY_VARS = frozenset(n for v in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
                        for n in (v, v.lower()))
 OUTPUT_TAIL = 20
+# BuildKit's RUN: this hostname, in /etc/hosts; no /etc/hostname (executor/oci/hosts.go)
+SANDBOX_HOSTNAME = "buildkitsandbox"
 
 
 def run_meaning(step: Any, session: Any) -> dict[str, Any]:
@@ -116,14 +118,12 @@ def _execute(session: Any, state: ImageState, step: Any, upper: Path, work: Path
 
     view = RootView(lowers)
     try:
-        uid, gid, groups = resolve_user(step.user or "root", view)
+        uid, gid, groups = resolve_user(step.user or "", view)
     except DockerfileError:
         raise
     except Exception as exc:
         raise DockerfileError(f"RUN: {exc}", step.node.span) from exc
-    cwd = step.workdir or "/"
-    if view.lstat(cwd) is None:
-        (upper / cwd.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    cwd = step.workdir or "/"  # a missing one is made by the sandbox, through the overlay
     env = list(step.env) + list(step.proxy_env)
     proxies: list[Any] = []
     try:
@@ -157,6 +157,7 @@ def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: 
     spec = ProcessSpec(
         argv=tuple(step.argv), upperdir=upper, workdir=work, lowerdirs=tuple(lowers), env=tuple(env),
         cwd=cwd, uid=uid, gid=gid, groups=tuple(groups), network=_network(step, session),
+        hostname=SANDBOX_HOSTNAME, etc_hostname=False,
         mounts=tuple(mounts), stdin=None, extra_files=tuple(extra_files),
         on_output=on_output, extra_hosts=session.opts.add_hosts, shm_size=session.opts.shm_size,
         rlimits=tuple((ULIMITS[k], soft, hard) for k, soft, hard in session.opts.ulimits),

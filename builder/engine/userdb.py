@@ -1,15 +1,23 @@
 """User and group lookups in an image's own /etc/passwd and /etc/group.
 
-Two entry points with the semantics of the tools they mirror:
+Two entry points with the semantics of the BuildKit code they mirror:
 
-* :func:`resolve_chown` for ``COPY/ADD --chown=user[:group]`` (BuildKit's file op): a numeric
-  user gives ``gid = uid`` (BuildKit does not look numeric ids up, even when passwd has them);
-  a user name gives that user's primary gid from passwd; an explicit group (name looked up in
-  /etc/group, or number) replaces the gid.
-* :func:`resolve_user` for ``USER`` of RUN (runc/moby ``GetExecUser``): a user name or number is
-  looked up in passwd (a number absent from passwd is used as is with gid 0); an explicit group
-  replaces the gid; without one, the supplementary groups are the /etc/group groups listing
-  the user by name.
+* :func:`resolve_chown` for ``COPY/ADD --chown=user[:group]`` and WORKDIR's directories
+  (BuildKit's file op: ``llb.WithUser`` + the solver's ``readUser``). The value is split at
+  its first ``:``. Each part is an id when it is ``root`` (0) or a base-10 int32 (Go's
+  ``ParseInt(s, 10, 32)``), else a name. A user id gives ``gid = uid``; a user name found in
+  passwd gives its uid and primary gid; a name *not* found (also ``""`` and a missing passwd)
+  gives 0:0, never an error. A group id replaces the gid; a group name found in /etc/group
+  replaces it; one not found leaves the gid from the user part. So ``--chown=:`` is 0:0 and
+  ``--chown=nosuchuser:nosuchgroup`` is 0:0. Only a negative id is refused (BuildKit would
+  pass it on as a huge uint32).
+* :func:`resolve_user` for the process user of RUN (BuildKit ``executor/oci.GetUser``, then
+  runc/moby ``GetExecUser``): an empty USER means uid 0 / gid 0 with no lookup failing (a
+  scratch image needs no passwd); ``uid:gid`` with both numeric (or ``root``) is taken as is
+  without any lookup and without supplementary groups; otherwise the user name or number is
+  looked up in passwd (a number absent from passwd, or with no passwd at all, is used as is
+  with gid 0; a name must be found); an explicit group replaces the gid; without one, the
+  supplementary groups are the /etc/group groups listing the matched user by name.
 
 Files are read through an :class:`FsView` after resolving symlinks inside the image root; a
 missing file counts as empty. Unknown names raise :class:`UserLookupError` with runc's wording
@@ -100,14 +108,6 @@ def iter_group(view: FsView) -> Iterator[GroupEntry]:
         yield GroupEntry(fields[0], gid, members)
 
 
-def _split_spec(spec: str, what: str) -> tuple[str, str | None]:
-    spec = spec.strip()
-    user, sep, group = spec.partition(":")
-    if not user or (sep and not group):
-        raise UserLookupError(f"invalid {what} {spec!r}: expected user[:group]")
-    return user, (group if sep else None)
-
-
 def _numeric(text: str, what: str) -> int | None:
     if text.isdigit():
         value = int(text)
@@ -129,35 +129,93 @@ def _group_gid(view: FsView, group: str) -> int:
     raise UserLookupError(f"unable to find group {group}: no matching entries in group file")
 
 
-def resolve_chown(spec: str, view: FsView) -> tuple[int, int]:
-    """``--chown`` value to (uid, gid) using the image seen through ``view``.
+def _go_int32(text: str) -> int | None:
+    """``root`` -> 0, a base-10 int32 with optional sign (Go ``ParseInt(s, 10, 32)``) -> its
+    value, anything else (a name) -> None."""
+    if text == "root":
+        return 0
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    value = int(text)
+    return value if -2**31 <= value <= _MAX_ID else None
 
-    Raises UserLookupError for a malformed spec or an unknown user/group name.
+
+def _chown_id(text: str, what: str) -> int | None:
+    value = _go_int32(text)
+    if value is not None and value < 0:
+        raise UserLookupError(f"{what} {text} cannot be negative")
+    return value
+
+
+def resolve_chown(spec: str, view: FsView) -> tuple[int, int]:
+    """``--chown`` value to (uid, gid) using the image seen through ``view`` (BuildKit's file
+    op rule, see the module doc: unknown names fall back to id 0, never an error).
+
+    Raises UserLookupError only for a negative id or an unreadable passwd/group file.
     """
-    user, group = _split_spec(spec, "--chown value")
-    uid = _numeric(user, "uid")
-    if uid is not None:
-        gid = uid
+    user, sep, group = spec.partition(":")
+    uid = gid = 0
+    num = _chown_id(user, "uid")
+    if num is not None:
+        uid = gid = num
     else:
         for entry in iter_passwd(view):
             if entry.name == user:
                 uid, gid = entry.uid, entry.gid
                 break
+    if sep:
+        gnum = _chown_id(group, "gid")
+        if gnum is not None:
+            gid = gnum
         else:
-            raise UserLookupError(f"unable to find user {user}: no matching entries in passwd file")
-    if group is not None:
-        gid = _group_gid(view, group)
+            for gentry in iter_group(view):
+                if gentry.name == group:
+                    gid = gentry.gid
+                    break
     return uid, gid
 
 
-def resolve_user(spec: str, view: FsView) -> tuple[int, int, tuple[int, ...]]:
-    """``USER`` value to (uid, gid, supplementary gids) using the image seen through ``view``.
+def _fast_uid_gid(spec: str) -> tuple[int, int] | None:
+    """BuildKit's ``ParseUIDGID`` fast path: ``uid:gid`` both numeric (or ``root``), else None."""
+    user, sep, group = spec.partition(":")
+    if not sep:
+        return None
+    ids = []
+    for part in (user, group):
+        if part == "root":
+            ids.append(0)
+        elif part.isascii() and part.isdigit() and int(part) <= 2**32 - 1:
+            ids.append(int(part))
+        else:
+            return None
+    return ids[0], ids[1]
 
-    An empty spec means root (0, 0, ()). Raises UserLookupError for an unknown user/group name.
+
+def resolve_user(spec: str, view: FsView) -> tuple[int, int, tuple[int, ...]]:
+    """``USER`` value to (uid, gid, supplementary gids) using the image seen through ``view``
+    (BuildKit ``GetUser``, see the module doc).
+
+    An empty spec means 0:0 when no passwd says otherwise, and never fails. Raises
+    UserLookupError for an unknown user/group name.
     """
     if not spec.strip():
-        return 0, 0, ()
-    user, group = _split_spec(spec, "user")
+        try:
+            return _exec_user("0", view)
+        except UserLookupError:
+            return 0, 0, ()
+    fast = _fast_uid_gid(spec.strip())
+    if fast is not None:
+        return fast[0], fast[1], ()
+    return _exec_user(spec, view)
+
+
+def _exec_user(spec: str, view: FsView) -> tuple[int, int, tuple[int, ...]]:
+    """runc's ``GetExecUser`` with no defaults (uid 0, gid 0)."""
+    user, sep, group_text = spec.strip().partition(":")
+    group = group_text if sep and group_text else None
+    if not user:
+        raise UserLookupError(f"invalid user {spec!r}: expected user[:group]")
     num = _numeric(user, "uid")
     matched: PasswdEntry | None = None
     for entry in iter_passwd(view):
@@ -175,7 +233,7 @@ def resolve_user(spec: str, view: FsView) -> tuple[int, int, tuple[int, ...]]:
     if matched is None:
         return uid, gid, ()
     extra: list[int] = []
-    for entry in iter_group(view):
-        if matched.name in entry.members and entry.gid not in extra:
-            extra.append(entry.gid)
+    for gentry in iter_group(view):
+        if matched.name in gentry.members and gentry.gid not in extra:
+            extra.append(gentry.gid)
     return uid, gid, tuple(extra)

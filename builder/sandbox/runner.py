@@ -2,7 +2,7 @@
 
 How it works: :func:`run` makes a private temp dir (short symlinks to the lower/upper/work dirs
 so the overlay option string stays far below one page, the /etc/hosts, /etc/resolv.conf and
-/etc/hostname files, extra files) and starts :mod:`builder.sandbox.init` in a fresh interpreter
+(unless ``etc_hostname`` is off) /etc/hostname files, extra files) and starts :mod:`builder.sandbox.init` in a fresh interpreter
 (``python -S -s -B -c``; never ``os.fork`` of this, possibly threaded, process) with the config
 on a pipe. The
 init unshares mount/PID/UTS/IPC(/net) namespaces and mounts everything inside its own private
@@ -156,8 +156,10 @@ def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None
     mounts: list[dict] = []
     files = tmp / "f"
     files.mkdir()
-    for name, data in (("hosts", _hosts(hostname, spec.extra_hosts)), ("resolv.conf", _resolv(spec.network)),
-                       ("hostname", (hostname + "\n").encode())):
+    etc = [("hosts", _hosts(hostname, spec.extra_hosts)), ("resolv.conf", _resolv(spec.network))]
+    if spec.etc_hostname:
+        etc.append(("hostname", (hostname + "\n").encode()))
+    for name, data in etc:
         _write(files / name, data, 0o644)
         mounts.append({"kind": "bind", "target": "/etc/" + name, "src": str(files / name), "ro": False})
     for m in spec.mounts:

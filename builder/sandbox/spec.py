@@ -50,7 +50,9 @@ class ProcessSpec:
     ``on_output``: called with each line (ending in ``b"\\n"``, except a last partial line) of
     the combined stdout/stderr as it arrives; a line longer than 64 KiB is delivered in
     several chunks, nothing is ever dropped. Called from the thread that called ``run``.
-    ``hostname``: None gives a random 12 hex digit name.
+    ``hostname``: None gives a random 12 hex digit name. ``etc_hostname``: whether
+    ``/etc/hostname`` is bind-mounted with it (as ``docker run`` does; a Dockerfile RUN in
+    BuildKit gets only ``/etc/hosts`` and ``/etc/resolv.conf``).
     ``extra_hosts``: (name, ip) lines added to the step's /etc/hosts. ``shm_size``: bytes of
     /dev/shm (None: 64 MiB). ``rlimits``: (RLIMIT name, soft, hard), -1 unlimited.
     """
@@ -65,6 +67,7 @@ class ProcessSpec:
     gid: int = 0
     groups: tuple[int, ...] = ()
     hostname: str | None = None
+    etc_hostname: bool = True
     network: Network = "none"
     mounts: tuple[MountSpec, ...] = ()
     stdin: bytes | None = None

@@ -248,8 +248,8 @@ def _key_values(node: Node) -> KeyValues:
 
 def _command(node: Node, flags: _Flags) -> Command:
     kind = node.keyword
-    if kind == "RUN":
-        _at_least_one(node)
+    if kind == "RUN" and node.json:
+        _at_least_one(node)  # an empty shell-form RUN is ``/bin/sh -c ""`` (BuildKit runs it)
     if kind == "SHELL":
         _at_least_one(node)
         _require(node, node.json, "SHELL requires the arguments to be in JSON form")
