@@ -13,7 +13,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from ocireader import Image, Member, check_invariants, flatten, read_layout
 from runutil import assert_clean, build, layer_names, make_context, new_store, pybuild
 

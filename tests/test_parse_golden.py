@@ -263,7 +263,7 @@ def test_expose_accepts(ports: str) -> None:
     ("FROM a\nCOPY --link=maybe a b\n", "expecting boolean value for flag --link"),
     ("FROM a\nVOLUME [\"\"]\n", "VOLUME specified can not be an empty string"),
     ("FROM a\nUSER\n", "USER requires exactly one argument"),
-    ("FROM a\nRUN\n", "RUN requires at least one argument"),
+    ("FROM a\nRUN []\n", "RUN requires at least one argument"),  # shell form is /bin/sh -c ""
     ("FROM a\nSHELL []\n", "SHELL requires at least one argument"),
     ("FROM a\nONBUILD\n", "ONBUILD requires at least one argument"),
     ("FROM a\nONBUILD MAINTAINER me\n", "MAINTAINER isn't allowed as an ONBUILD trigger"),
