@@ -1,30 +1,107 @@
-"""The library's front door: one function per user-facing operation. Never prints.
+"""The library's front door, for Python programs (CI scripts) that build without shelling out.
 
-Every function takes the store explicitly; errors are PybuildError subclasses.
+Importable as ``from builder import build, push, ...`` (see the README). Every operation takes
+an optional ``store`` (default: :func:`open_store`'s default root) and reports progress as typed
+events (:mod:`builder.events`) to ``on_event``; nothing here prints. Errors are
+:class:`builder.errors.PybuildError` subclasses: ``DockerfileError`` / ``StepFailed`` (the
+Dockerfile or a step), ``UsageError`` (bad option values), ``HostError`` (the host cannot do it),
+``StoreError`` / ``RegistryError`` / ``ReferenceError_`` (store, registry, references).
+
+Heavy modules (the engine, pydantic, requests) are imported by the call that needs them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
+from .events import EventSink, discard, serialized
+
+if TYPE_CHECKING:
+    from .engine.build import BuildResult
+    from .engine.options import BuildOptions, SecretSource
+    from .outputspec import OutputSpec
+    from .store.check import CheckReport
+    from .store.layout import Store
+
+JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+"""A value of parsed JSON (manifests, configs)."""
+JSONObject = dict[str, JSONValue]
+PathArg = str | os.PathLike[str]
+OutputSink = Callable[[bytes], None]
+
+_NO_ARGS: Mapping[str, str] = MappingProxyType({})
+
+
+def open_store(root: PathArg | None = None) -> Store:
+    """The image store at ``root`` (created when missing), else at ``$PYBUILD_ROOT``, else
+    ``/var/lib/pybuild`` as root and ``~/.local/share/pybuild`` otherwise. Raises StoreError
+    when it cannot be created. The store needs no closing."""
+    from .store.layout import Store, default_root
+
+    return Store(Path(root) if root is not None else default_root())
+
+
+def _sink(on_event: EventSink | None) -> EventSink:
+    return serialized(on_event) if on_event is not None else discard
+
+
+def _store(store: Store | None) -> Store:
+    return store if store is not None else open_store()
 
 
 # -- build --------------------------------------------------------------------------------------
-def build(opts: Any, store: Any, on_event: Any) -> Any:
-    """Build per ``opts`` (an :class:`builder.engine.options.BuildOptions`) into ``store``."""
+def build(context: PathArg, *, dockerfile: PathArg | None = None, tags: Sequence[str] = (),
+          build_args: Mapping[str, str] = _NO_ARGS, target: str | None = None,
+          platforms: Sequence[str] = (), outputs: Sequence[str | OutputSpec] = (),
+          cache_from: Sequence[str] = (), cache_to: Sequence[str] = (),
+          secrets: Sequence[SecretSource | str] = (), no_cache: bool = False,
+          store: Store | None = None, on_event: EventSink | None = None) -> BuildResult:
+    """Build the Dockerfile (default ``CONTEXT/Dockerfile``) with the directory ``context``
+    and tag the image with ``tags``; returns the image's digests.
+
+    ``outputs``, ``cache_from``, ``cache_to`` and string ``secrets`` take the values of the
+    buildx flags (``type=registry``, ``type=oci,dest=app.tar``, ``id=token,src=FILE``).
+    ``platforms``: ``os/arch[/variant]`` values (default: the host's). Events arrive in the
+    order :mod:`builder.events` describes; the last one is ``ImageWritten``. On failure no tag
+    changes and nothing of the build is left behind."""
+    from .engine.options import BuildOptions, SecretSource
+
+    ctx = Path(context)
+    if not ctx.is_dir():
+        raise UsageError(f"build context {str(context)!r} is not a directory")
+    opts = BuildOptions(
+        context=ctx, dockerfile=Path(dockerfile) if dockerfile is not None else ctx / "Dockerfile",
+        tags=tuple(tags), build_args=tuple(build_args.items()), target=target,
+        platform=",".join(platforms) or None, no_cache=no_cache, outputs=tuple(outputs),
+        cache_from=tuple(cache_from), cache_to=tuple(cache_to),
+        secrets=tuple(s if isinstance(s, SecretSource) else SecretSource.parse(s) for s in secrets))
+    return build_with(opts, store=store, on_event=on_event)
+
+
+def build_with(options: BuildOptions, *, store: Store | None = None,
+               on_event: EventSink | None = None) -> BuildResult:
+    """:func:`build` with every option the CLI has, as one
+    :class:`builder.engine.options.BuildOptions` value."""
     from .engine.build import run_build
 
-    with store.lease():
-        return run_build(opts, store, on_event)
+    st = _store(store)
+    with st.lease():
+        return run_build(options, st, _sink(on_event))
 
 
 # -- images in the store ------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ImageRow:
+    """One tagged image, as ``pybuild images`` lists it."""
+
     repository: str
     tag: str
     id: str          # config digest hex, as docker shows "IMAGE ID"
@@ -32,23 +109,99 @@ class ImageRow:
     size: int        # compressed size of config + layers
 
 
-def _manifest_and_config(store: Any, name: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
+@dataclass(frozen=True, slots=True)
+class ImageDetails:
+    """A stored image: its name as asked, manifest digest, and the manifest and config JSON
+    as stored (parsed)."""
+
+    name: str
+    digest: str
+    manifest: JSONObject
+    config: JSONObject
+
+    def _section(self) -> JSONObject:
+        section = self.config.get("config")
+        return section if isinstance(section, dict) else {}
+
+    def _strings(self, key: str) -> tuple[str, ...]:
+        value = self._section().get(key)
+        return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The image's environment (``Env``), as a mapping."""
+        return dict(e.partition("=")[::2] for e in self._strings("Env"))
+
+    @property
+    def entrypoint(self) -> tuple[str, ...]:
+        return self._strings("Entrypoint")
+
+    @property
+    def cmd(self) -> tuple[str, ...]:
+        return self._strings("Cmd")
+
+    @property
+    def labels(self) -> dict[str, str]:
+        value = self._section().get("Labels")
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    @property
+    def platform(self) -> str:
+        """``os/architecture[/variant]`` of the config."""
+        parts = [str(self.config.get("os", "")), str(self.config.get("architecture", ""))]
+        if self.config.get("variant"):
+            parts.append(str(self.config["variant"]))
+        return "/".join(parts)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The layer blob digests, bottom first."""
+        layers = self.manifest.get("layers")
+        if not isinstance(layers, list):
+            return ()
+        return tuple(str(layer.get("digest")) for layer in layers if isinstance(layer, dict))
+
+    def as_json(self) -> JSONObject:
+        """What ``pybuild inspect`` prints."""
+        return {"Name": self.name, "Digest": self.digest, "Manifest": self.manifest, "Config": self.config}
+
+
+def _load(store: Store, name: str) -> tuple[JSONObject, JSONObject, str]:
     img = store.image(name)
-    return json.loads(img.manifest_raw), json.loads(img.config_raw), img
+    manifest: JSONObject = json.loads(img.manifest_raw)
+    config: JSONObject = json.loads(img.config_raw)
+    return manifest, config, str(img.manifest_desc.digest)
 
 
-def list_images(store: Any) -> list[ImageRow]:
+def images(*, store: Store | None = None) -> list[ImageRow]:
+    """Every tagged image of the store; an entry whose content is missing is left out."""
+    from .errors import PybuildError
+
+    st = _store(store)
     rows = []
-    for name, desc in store.tags():
+    for name, desc in st.tags():
         try:
-            manifest, _config, _img = _manifest_and_config(store, name)
-        except Exception:  # a broken entry is listed, not fatal
+            manifest, _config, _digest = _load(st, name)
+        except (PybuildError, OSError, ValueError):  # a broken entry is not listed, and not fatal
             continue
         repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
-        size = manifest["config"]["size"] + sum(l["size"] for l in manifest.get("layers", []))
-        cfg_hex = manifest["config"]["digest"].split(":", 1)[1]
-        rows.append(ImageRow(_familiar(repo), tag or "<none>", cfg_hex, str(desc.digest), size))
+        blobs = [manifest.get("config")] + list(_list(manifest.get("layers")))
+        size = sum(_blob_size(b) or 0 for b in blobs)
+        config = manifest.get("config")
+        cfg_digest = str(config.get("digest", "")) if isinstance(config, dict) else ""
+        rows.append(ImageRow(_familiar(repo), tag or "<none>", cfg_digest.partition(":")[2], str(desc.digest),
+                             size))
     return rows
+
+
+def _blob_size(descriptor: JSONValue) -> int | None:
+    """The ``size`` of a descriptor object, or None."""
+    size = descriptor.get("size") if isinstance(descriptor, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def _list(value: JSONValue) -> list[JSONValue]:
+    return value if isinstance(value, list) else []
 
 
 def _familiar(repo: str) -> str:
@@ -58,42 +211,51 @@ def _familiar(repo: str) -> str:
     return repo
 
 
-def inspect_image(store: Any, name: str) -> dict[str, Any]:
-    manifest, config, img = _manifest_and_config(store, name)
-    return {"Name": name, "Digest": str(img.manifest_desc.digest), "Manifest": manifest, "Config": config}
+def inspect(name: str, *, store: Store | None = None) -> ImageDetails:
+    """The stored image ``name`` (a tag, ``sha256:`` digest or ID). Raises StoreError /
+    ReferenceError_ when it names nothing."""
+    manifest, config, digest = _load(_store(store), name)
+    return ImageDetails(name, digest, manifest, config)
 
 
-def image_history(store: Any, name: str) -> list[tuple[str | None, int | None, str]]:
+def history(name: str, *, store: Store | None = None) -> list[tuple[str | None, int | None, str]]:
     """Newest first, like ``docker history``: (created, layer size or None, created_by)."""
-    manifest, config, _img = _manifest_and_config(store, name)
-    layers = iter(manifest.get("layers", []))
+    manifest, config, _digest = _load(_store(store), name)
+    layers = iter(_list(manifest.get("layers")))
     rows = []
-    for h in config.get("history", []):
-        size = None if h.get("empty_layer") else next(layers, {}).get("size")
-        rows.append((h.get("created"), size, h.get("created_by", "")))
+    for h in _list(config.get("history")):
+        if not isinstance(h, dict):
+            continue
+        size: int | None = None
+        if not h.get("empty_layer"):
+            size = _blob_size(next(layers, None))
+        created = h.get("created")
+        rows.append((str(created) if created is not None else None, size, str(h.get("created_by", ""))))
     rows.reverse()
     return rows
 
 
-def tag_image(store: Any, source: str, target: str) -> None:
+def tag(source: str, target: str, *, store: Store | None = None) -> None:
+    """Point the tag ``target`` at the image ``source`` names."""
     from .oci.reference import parse_reference
 
-    desc = store.resolve(source)
-    store.tag(str(parse_reference(target)), desc)
+    st = _store(store)
+    st.tag(str(parse_reference(target)), st.resolve(source))
 
 
-def remove_tag(store: Any, name: str) -> str:
+def untag(name: str, *, store: Store | None = None) -> None:
+    """Remove the tag ``name`` (the image's content stays until :func:`prune`)."""
     from .oci.reference import parse_reference
 
     full = str(parse_reference(name)) if not name.startswith("sha256:") else name
-    store.untag(full)
-    return name
+    _store(store).untag(full)
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*$")
 
 
 def parse_size(text: str) -> int:
+    """``500MB``, ``2GB``, ``1.5GiB`` as bytes; UsageError otherwise."""
     m = _SIZE_RE.match(text)
     if not m:
         raise UsageError(f"invalid size {text!r} (examples: 500MB, 2GB)")
@@ -102,60 +264,84 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * base ** power)
 
 
-def prune(store: Any, *, all_cache: bool = False, keep_storage: int | None = None) -> int:
+def prune(*, all_cache: bool = False, keep_storage: int | None = None, store: Store | None = None) -> int:
+    """Remove unreferenced blobs and layers and dangling cache records (``all_cache``: every
+    cache record; ``keep_storage``: keep the newest records up to that many bytes). Returns
+    the bytes freed. Tagged images are never touched."""
     from .engine.prune import prune_store
 
-    return prune_store(store, all_cache=all_cache, keep_storage=keep_storage)
+    return prune_store(_store(store), all_cache=all_cache, keep_storage=keep_storage)
 
 
-def check_store(store: Any, *, repair: bool = False) -> Any:
-    """Verify the store (:func:`builder.store.check.check_store`); returns its CheckReport."""
+def check_store(*, repair: bool = False, store: Store | None = None) -> CheckReport:
+    """Verify the store (:func:`builder.store.check.check_store`): blobs, tags' closures, cache
+    records, snapshots, leftovers of dead processes; ``repair`` removes what is broken."""
     from .store.check import check_store as _check
 
-    return _check(store, repair=repair)
+    return _check(_store(store), repair=repair)
 
 
-def disk_usage(store: Any) -> dict[str, int]:
+def disk_usage(*, store: Store | None = None) -> dict[str, int]:
+    """Bytes used by the store, by kind."""
     from .engine.prune import usage
 
-    return usage(store)
+    return usage(_store(store))
 
 
 # -- running -------------------------------------------------------------------------------------
-def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str = "host",
-              env: tuple[tuple[str, str], ...] = (), user: str | None = None, workdir: str | None = None,
-              on_output: Any = None) -> int:
-    """Run ``image``'s entrypoint/cmd (or ``command``) in the sandbox; output lines go to
-    ``on_output``. Returns the exit code."""
-    from .engine.runimage import run_image as _run
+def run(image: str, command: Sequence[str] = (), *, network: str = "host", env: Mapping[str, str] = _NO_ARGS,
+        user: str | None = None, workdir: str | None = None, store: Store | None = None,
+        on_output: OutputSink | None = None) -> int:
+    """Run ``image``'s entrypoint with ``command`` (default: its Cmd) in the sandbox; each
+    output line (stdout and stderr, bytes) goes to ``on_output``. Returns the exit code. Nothing
+    the command writes is kept; nothing is left mounted or running."""
+    from .engine.runimage import run_image
 
-    with store.lease():
-        return _run(store, image, command, network=network, env=env, user=user, workdir=workdir, on_output=on_output)
+    st = _store(store)
+    with st.lease():
+        return run_image(st, image, tuple(command), network=network, env=tuple(env.items()), user=user,
+                         workdir=workdir, on_output=on_output)
 
 
 # -- registries ---------------------------------------------------------------------------------
-def pull_image(store: Any, ref: str, *, platform: str | None = None, insecure: tuple[str, ...] = ()) -> str:
-    from .engine.remote import pull
+def pull(ref: str, *, platform: str | None = None, insecure: Sequence[str] = (), store: Store | None = None,
+         on_event: EventSink | None = None) -> str:
+    """Copy the image ``ref`` from its registry into the store and tag it as ``ref``; returns
+    the manifest digest. ``insecure``: registries reached over plain HTTP (loopback always
+    is). Sends ``BlobProgress`` events (action ``pull``)."""
+    from .engine.remote import pull as _pull
 
-    with store.lease():
-        return pull(store, ref, platform=platform, insecure=insecure)
-
-
-def push_image(store: Any, name: str, dest: str | None = None, *, compression: str | None = None,
-               insecure: tuple[str, ...] = ()) -> str:
-    from .engine.remote import push
-
-    with store.lease():
-        return push(store, name, dest, compression=compression, insecure=insecure)
+    st = _store(store)
+    with st.lease():
+        return _pull(st, ref, platform=platform, insecure=tuple(insecure), on_progress=_sink(on_event))
 
 
-def login(server: str, username: str, password: str, *, insecure: tuple[str, ...] = ()) -> None:
+def push(name: str, dest: str | None = None, *, compression: str | None = None, insecure: Sequence[str] = (),
+         store: Store | None = None, on_event: EventSink | None = None) -> str:
+    """Push the stored image ``name`` to ``dest`` (default: ``name``); returns the pushed
+    manifest digest. ``compression`` (gzip, zstd, uncompressed) re-encodes every layer first.
+    Sends ``BlobProgress`` events (action ``push``)."""
+    from .engine.remote import push as _push
+
+    st = _store(store)
+    with st.lease():
+        return _push(st, name, dest, compression=compression, insecure=tuple(insecure), on_progress=_sink(on_event))
+
+
+def login(server: str, username: str, password: str, *, insecure: Sequence[str] = ()) -> None:
+    """Check the credentials against ``server`` and keep them for later pulls and pushes."""
     from .engine.remote import login as _login
 
-    _login(server, username, password, insecure=insecure)
+    _login(server, username, password, insecure=tuple(insecure))
 
 
 def logout(server: str) -> None:
+    """Forget the credentials kept for ``server``."""
     from .engine.remote import logout as _logout
 
     _logout(server)
+
+
+__all__ = ["ImageDetails", "ImageRow", "JSONObject", "JSONValue", "build", "build_with", "check_store",
+           "disk_usage", "history", "images", "inspect", "login", "logout", "open_store", "parse_size", "prune",
+           "pull", "push", "run", "tag", "untag"]

@@ -8,9 +8,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .store.layout import Store
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -20,10 +23,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
 
 
-def _store(ns: argparse.Namespace):
-    from .store.layout import Store, default_root
+def _store(ns: argparse.Namespace) -> Store:
+    from .api import open_store
 
-    return Store(Path(ns.root) if ns.root else default_root())
+    return open_store(ns.root or None)
 
 
 def _kv(values: list[str], what: str) -> tuple[tuple[str, str], ...]:
@@ -102,30 +105,17 @@ def _cmd_build(ns: argparse.Namespace) -> int:
                           ssh=agents.sockets(), add_hosts=add_hosts, ulimits=ulimits, shm_size=shm_size)
 
 
-def _run_build(ns: argparse.Namespace, store: object, context: Path, dockerfile: Path,
+def _run_build(ns: argparse.Namespace, store: Store, context: Path, dockerfile: Path,
                build_args: tuple[tuple[str, str], ...], **inputs: object) -> int:
-    from .api import build
+    from .api import build_with
     from .engine.options import BuildOptions, SecretSource
-    from .render import Renderer
+    from .render import make_renderer
 
-    secrets = []
-    for s in ns.secret:
-        fields = dict(f.partition("=")[::2] for f in s.split(","))
-        if "id" not in fields:
-            raise UsageError(f"--secret {s!r}: id= is required")
-        src = fields.get("src") or fields.get("source")
-        env = fields.get("env")
-        if not src and not env:
-            env = fields["id"] if fields["id"] in os.environ else None
-            src = None if env else fields["id"]
-        secrets.append(SecretSource(id=fields["id"], src=src, env=env))
+    secrets = [SecretSource.parse(s) for s in ns.secret]
     sde = os.environ.get("SOURCE_DATE_EPOCH")
     outputs = list(ns.output)
     if ns.push:
         outputs.append("type=registry")
-    mode = "quiet" if ns.quiet else ns.progress
-    if mode == "auto":
-        mode = "tty" if sys.stderr.isatty() else "plain"
     opts = BuildOptions(
         context=context, dockerfile=dockerfile, tags=tuple(ns.tag),
         build_args=build_args, target=ns.target, platform=ns.platform,
@@ -136,7 +126,8 @@ def _run_build(ns: argparse.Namespace, store: object, context: Path, dockerfile:
         labels=_kv(ns.label, "--label"), insecure_registries=tuple(ns.insecure_registry),
         stdout=sys.stdout.buffer, annotations=tuple(ns.annotation), **inputs,  # type: ignore[arg-type]
     )
-    result = build(opts, store, Renderer(mode))
+    with make_renderer("quiet" if ns.quiet else ns.progress) as renderer:
+        result = build_with(opts, store=store, on_event=renderer)
     if ns.iidfile:
         Path(ns.iidfile).write_text(result.digest)
     if ns.metadata_file:
@@ -147,9 +138,9 @@ def _run_build(ns: argparse.Namespace, store: object, context: Path, dockerfile:
 
 
 def _cmd_images(ns: argparse.Namespace) -> int:
-    from .api import list_images
+    from .api import images
 
-    rows = list_images(_store(ns))
+    rows = images(store=_store(ns))
     if ns.format == "json":
         from dataclasses import asdict
 
@@ -171,16 +162,16 @@ def _human(n: int) -> str:
 
 
 def _cmd_inspect(ns: argparse.Namespace) -> int:
-    from .api import inspect_image
+    from .api import inspect
 
-    print(json.dumps(inspect_image(_store(ns), ns.name), indent=2))
+    print(json.dumps(inspect(ns.name, store=_store(ns)).as_json(), indent=2))
     return 0
 
 
 def _cmd_history(ns: argparse.Namespace) -> int:
-    from .api import image_history
+    from .api import history
 
-    rows = image_history(_store(ns), ns.name)
+    rows = history(ns.name, store=_store(ns))
     print(f"{'CREATED':<30} {'SIZE':>10}  CREATED BY")
     for created, size, created_by in rows:
         size_s = "0B" if size is None else _human(size)
@@ -189,24 +180,26 @@ def _cmd_history(ns: argparse.Namespace) -> int:
 
 
 def _cmd_tag(ns: argparse.Namespace) -> int:
-    from .api import tag_image
+    from .api import tag
 
-    tag_image(_store(ns), ns.source, ns.target)
+    tag(ns.source, ns.target, store=_store(ns))
     return 0
 
 
 def _cmd_rmi(ns: argparse.Namespace) -> int:
-    from .api import remove_tag
+    from .api import untag
 
     for name in ns.names:
-        print(f"Untagged: {remove_tag(_store(ns), name)}")
+        untag(name, store=_store(ns))
+        print(f"Untagged: {name}")
     return 0
 
 
 def _cmd_prune(ns: argparse.Namespace) -> int:
-    from .api import prune, parse_size
+    from .api import parse_size, prune
 
-    freed = prune(_store(ns), all_cache=ns.all, keep_storage=parse_size(ns.keep_storage) if ns.keep_storage else None)
+    freed = prune(all_cache=ns.all, keep_storage=parse_size(ns.keep_storage) if ns.keep_storage else None,
+                  store=_store(ns))
     print(f"Total reclaimed space: {_human(freed)}")
     return 0
 
@@ -214,7 +207,7 @@ def _cmd_prune(ns: argparse.Namespace) -> int:
 def _cmd_du(ns: argparse.Namespace) -> int:
     from .api import disk_usage
 
-    for what, size in disk_usage(_store(ns)).items():
+    for what, size in disk_usage(store=_store(ns)).items():
         print(f"{what:<12} {_human(size):>10}")
     return 0
 
@@ -222,7 +215,7 @@ def _cmd_du(ns: argparse.Namespace) -> int:
 def _cmd_store(ns: argparse.Namespace) -> int:
     from .api import check_store
 
-    report = check_store(_store(ns), repair=ns.repair)
+    report = check_store(repair=ns.repair, store=_store(ns))
     if ns.format == "json":
         from dataclasses import asdict
 
@@ -240,28 +233,27 @@ def _cmd_store(ns: argparse.Namespace) -> int:
 
 
 def _cmd_run(ns: argparse.Namespace) -> int:
-    from .api import run_image
+    from .api import run
 
     def write(line: bytes) -> None:
         sys.stdout.buffer.write(line)
         sys.stdout.buffer.flush()
 
-    return run_image(_store(ns), ns.image, tuple(ns.command), network=ns.network,
-                     env=_kv(ns.env, "--env"), user=ns.user, workdir=ns.workdir, on_output=write)
+    return run(ns.image, tuple(ns.command), network=ns.network, env=dict(_kv(ns.env, "--env")), user=ns.user,
+               workdir=ns.workdir, store=_store(ns), on_output=write)
 
 
 def _cmd_pull(ns: argparse.Namespace) -> int:
-    from .api import pull_image
+    from .api import pull
 
-    print(pull_image(_store(ns), ns.ref, platform=ns.platform, insecure=tuple(ns.insecure_registry)))
+    print(pull(ns.ref, platform=ns.platform, insecure=ns.insecure_registry, store=_store(ns)))
     return 0
 
 
 def _cmd_push(ns: argparse.Namespace) -> int:
-    from .api import push_image
+    from .api import push
 
-    print(push_image(_store(ns), ns.name, ns.dest, compression=ns.compression,
-                     insecure=tuple(ns.insecure_registry)))
+    print(push(ns.name, ns.dest, compression=ns.compression, insecure=ns.insecure_registry, store=_store(ns)))
     return 0
 
 

@@ -1,23 +1,67 @@
 """Render build events for a terminal or a log (used only by the CLI).
 
-Modes: ``plain`` and ``tty`` (one line per finished step, step output prefixed with ``|``),
-``quiet`` (warnings only), ``rawjson`` (one JSON object per event).
+Modes: ``plain`` (one line per finished step, step output prefixed with ``|``), ``quiet``
+(warnings only), ``rawjson`` (one JSON object per event), ``tty`` (the live view of
+:mod:`builder.render_live`, on stderr, when it is a terminal that can draw; else ``plain``).
+``auto`` is ``tty`` when stdout and stderr are both terminals, else ``plain``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TextIO
 
-from .engine.events import Event, ImageWritten, Message, StepFinished, StepOutput
+from .events import Event, EventSink, ImageWritten, Message, StepFinished, StepOutput
+
+
+def _can_draw(stream: TextIO) -> bool:
+    """A terminal that understands cursor movement (not ``TERM=dumb``, not unset)."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+    return tty and os.environ.get("TERM", "dumb") not in ("dumb", "unknown", "")
+
+
+def resolve_mode(mode: str, out: TextIO | None = None, stdout: TextIO | None = None) -> str:
+    """The mode actually used for ``--progress=mode``: ``auto`` and ``tty`` become ``plain``
+    when ``out`` (stderr) cannot draw; ``auto`` also when ``stdout`` is not a terminal (piped
+    output or ``--output dest=-``)."""
+    out = out or sys.stderr
+    if mode not in ("auto", "tty"):
+        return mode
+    if not _can_draw(out):
+        return "plain"
+    if mode == "auto" and not _isatty(stdout or sys.stdout):
+        return "plain"
+    return "tty"
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextmanager
+def make_renderer(mode: str, out: TextIO | None = None) -> Iterator[EventSink]:
+    """The event sink for ``--progress=mode`` (auto, tty, plain, quiet, rawjson), writing to
+    ``out`` (stderr by default). The live view (``tty``) is imported only when used; it draws
+    until the ``with`` block ends, then leaves its final screen."""
+    yield Renderer(resolve_mode(mode, out), out)
 
 
 class Renderer:
     """A callable event sink writing to ``out`` (stderr by default). Never raises."""
 
     def __init__(self, mode: str = "plain", out: TextIO | None = None) -> None:
+        mode = "plain" if mode in ("auto", "tty") else mode
         self.mode = mode
         self.out = out or sys.stderr
 

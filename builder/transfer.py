@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 from .digest import Digest
 from .errors import PybuildError, StoreError, UsageError
+from .events import BlobProgress
 from .oci import mediatypes as mt
 from .oci.models import (Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json, parse_json,
                          select_manifest)
@@ -54,12 +55,49 @@ class TransferEvent:
     media_type: str = ""
 
 
-EventSink = Callable[[TransferEvent], None]
+EventSink = Callable[[TransferEvent | BlobProgress], None]
+"""Receives TransferEvents (one per blob or manifest) and BlobProgress (bytes as they move)."""
 
 
 def _emit(on_event: EventSink | None, kind: str, d: Descriptor) -> None:
     if on_event is not None:
         on_event(TransferEvent(kind, d.digest_value, d.size, d.mediaType))
+
+
+def progress_sink(sink: Callable[[BlobProgress], None], action: str) -> EventSink:
+    """A transfer sink passing only BlobProgress on to ``sink``, with ``action`` (``pull``,
+    ``push``, ``export``) set."""
+    from dataclasses import replace
+
+    def forward(event: TransferEvent | BlobProgress) -> None:
+        if isinstance(event, BlobProgress):
+            sink(replace(event, action=action))
+    return forward
+
+
+class _ProgressReader(VerifyingReader):
+    """A VerifyingReader that reports BlobProgress: at most about 100 reports per blob, plus
+    the last one (sent by :meth:`finish`)."""
+
+    def __init__(self, stream: BinaryIO, desc: Descriptor, on_event: EventSink) -> None:
+        super().__init__(stream, desc.digest_value, desc.size)
+        self._desc = desc
+        self._on_event = on_event
+        self._step = max(CHUNK, desc.size // 100)
+        self._next = self._step
+        on_event(BlobProgress("copy", desc.digest, desc.mediaType or "", 0, desc.size))
+
+    def read(self, n: int = -1) -> bytes:
+        data = super().read(n)
+        if self.count >= self._next and self.count < self._desc.size:
+            self._next = self.count + self._step
+            self._on_event(BlobProgress("copy", self._desc.digest, self._desc.mediaType or "", self.count,
+                                        self._desc.size))
+        return data
+
+    def finish(self) -> None:
+        self._on_event(BlobProgress("copy", self._desc.digest, self._desc.mediaType or "", self.count,
+                                    self._desc.size, finished=True))
 
 
 # ---- copy ---------------------------------------------------------------------------------------
@@ -84,15 +122,21 @@ def copy_blob(src: ImageSource, dst: ImageDestination, desc: Descriptor, on_even
     d = desc.digest_value
     if dst.has_blob(d):
         _emit(on_event, "skip", desc)
+        if on_event is not None:
+            on_event(BlobProgress("copy", desc.digest, desc.mediaType or "", desc.size, desc.size,
+                                  finished=True, skipped=True))
         return
     stream = src.open_blob(d)
     try:
-        reader = VerifyingReader(stream, d, desc.size)
+        reader = (VerifyingReader(stream, d, desc.size) if on_event is None
+                  else _ProgressReader(stream, desc, on_event))
         dst.put_blob(d, desc.size, reader)  # type: ignore[arg-type]
         reader.drain()
         reader.verify()
     finally:
         stream.close()
+    if isinstance(reader, _ProgressReader):
+        reader.finish()
     _emit(on_event, "copy", desc)
 
 

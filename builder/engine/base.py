@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ..digest import Digest
 from ..errors import StoreError
+from ..events import BlobProgress
 from .state import History, LayerRef
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
@@ -67,8 +68,10 @@ def load_from_store(store: Any, manifest_digest: Digest, platform: Any, name: st
 
 
 def resolve_base(ref_text: str, *, store: Any, platform: Any, pull: bool = False,
-                 insecure: tuple[str, ...] = (), notify: Callable[[str], None] | None = None) -> BaseImage:
-    """Resolve ``ref_text`` (already expanded) to a stored base image.
+                 insecure: tuple[str, ...] = (), notify: Callable[[str], None] | None = None,
+                 on_progress: Callable[[BlobProgress], None] | None = None) -> BaseImage:
+    """Resolve ``ref_text`` (already expanded) to a stored base image. A pull reports its
+    bytes to ``on_progress``.
 
     Raises StoreError / RegistryError / ReferenceError_ naming the reference when it names nothing.
     """
@@ -88,7 +91,7 @@ def resolve_base(ref_text: str, *, store: Any, platform: Any, pull: bool = False
             entry = store.lookup_tag(full)
             if entry is not None:
                 return load_from_store(store, Digest.parse(entry["digest"]), platform, full)
-    return _pull(ref, store=store, platform=platform, insecure=insecure, notify=notify)
+    return _pull(ref, store=store, platform=platform, insecure=insecure, notify=notify, on_progress=on_progress)
 
 
 def _from_oci_layout(spec: str, *, store: Any, platform: Any) -> BaseImage:
@@ -107,12 +110,12 @@ def _from_oci_layout(spec: str, *, store: Any, platform: Any) -> BaseImage:
 
 
 def _pull(ref: Any, *, store: Any, platform: Any, insecure: tuple[str, ...],
-          notify: Callable[[str], None] | None) -> BaseImage:
+          notify: Callable[[str], None] | None, on_progress: Callable[[BlobProgress], None] | None) -> BaseImage:
     try:
         from ..registry.source import RegistrySource
     except ImportError as exc:  # pragma: no cover - registry support is part of the package
         raise StoreError(f"image {ref} is not in the store and registry support is unavailable") from exc
-    from ..transfer import copy_image
+    from ..transfer import copy_image, progress_sink
 
     if notify:
         notify(f"pulling {ref}")
@@ -121,5 +124,6 @@ def _pull(ref: Any, *, store: Any, platform: Any, insecure: tuple[str, ...],
     target = ref.digest or ref.tag or "latest"
     tags = () if ref.digest else (str(ref),)
     with RegistrySource(str(ref), insecure=insecure_flag(ref.registry, insecure)) as src:
-        digest = copy_image(src, str(target), store, tags=tags, platform=platform)
+        digest = copy_image(src, str(target), store, tags=tags, platform=platform,
+                            on_event=progress_sink(on_progress, "pull") if on_progress else None)
     return load_from_store(store, digest, platform, str(ref))

@@ -123,7 +123,7 @@ def _parse_outputs(opts: BuildOptions) -> list[Any]:
         return []
     from ..outputspec import parse_output
 
-    return [parse_output(o) for o in opts.outputs]
+    return [parse_output(o) if isinstance(o, str) else o for o in opts.outputs]
 
 
 def _export(store: Any, written: Any, output: Any, tags: tuple[str, ...], session: BuildSession,
@@ -140,10 +140,11 @@ def _export(store: Any, written: Any, output: Any, tags: tuple[str, ...], sessio
             output = replace(output, compression=None)
     if output.type == "image" and output.compression is None and not output.push and not output.names:
         return
-    from ..transfer import export_image
+    from ..transfer import export_image, progress_sink
 
     export_image(store, str(written.manifest_digest), output, tags=tags, keep_layers=final.inherited,
-                 insecure=session.opts.insecure_registries, stdout=session.opts.stdout)
+                 insecure=session.opts.insecure_registries, stdout=session.opts.stdout,
+                 on_event=progress_sink(session.emit, "push" if output.push else "export"))
 
 
 class StageBuilder:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..outputspec import OutputSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +19,22 @@ class SecretSource:
     id: str
     src: str | None = None
     env: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SecretSource:
+        """A ``--secret`` value (``id=X[,src=FILE|,env=VAR]``; with neither, an environment
+        variable named X if set, else the file X). UsageError when ``id`` is missing."""
+        import os
+
+        fields = dict(f.partition("=")[::2] for f in text.split(","))
+        if "id" not in fields:
+            raise UsageError(f"--secret {text!r}: id= is required")
+        src = fields.get("src") or fields.get("source")
+        env = fields.get("env")
+        if not src and not env:
+            env = fields["id"] if fields["id"] in os.environ else None
+            src = None if env else fields["id"]
+        return cls(id=fields["id"], src=src, env=env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +53,7 @@ class BuildOptions:
     source_date_epoch: int | None = None
     compression: str = "gzip"
     compression_level: int | None = None  # buildx compression-level of new layers (None: default)
-    outputs: tuple[str, ...] = ()         # raw --output values
+    outputs: tuple[str | OutputSpec, ...] = ()   # raw --output values or parsed ones
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()

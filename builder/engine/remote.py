@@ -6,9 +6,12 @@ Pull and push are one ``copy_image`` between a registry and the store; the regis
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ..digest import Digest
+from ..events import BlobProgress
+
+ProgressSink = Callable[[BlobProgress], None]
 
 
 def insecure_flag(registry: str, insecure: tuple[str, ...]) -> bool | None:
@@ -18,33 +21,37 @@ def insecure_flag(registry: str, insecure: tuple[str, ...]) -> bool | None:
     return True if is_insecure(registry, insecure) else None
 
 
-def pull(store: Any, ref_text: str, *, platform: str | None = None, insecure: tuple[str, ...] = ()) -> str:
+def pull(store: Any, ref_text: str, *, platform: str | None = None, insecure: tuple[str, ...] = (),
+         on_progress: ProgressSink | None = None) -> str:
     """Copy ``ref_text`` from its registry into the store and tag it; returns the manifest digest.
-    A platform-specific manifest is chosen from an index (default: the host's platform)."""
+    A platform-specific manifest is chosen from an index (default: the host's platform).
+    Bytes moving are reported to ``on_progress``."""
     from ..oci.reference import parse_reference
     from ..plan.platform import Platform, host_platform
     from ..registry.source import RegistrySource
-    from ..transfer import copy_image
+    from ..transfer import copy_image, progress_sink
 
     ref = parse_reference(ref_text)
     plat = Platform.parse(platform) if platform else host_platform()
     with RegistrySource(str(ref), insecure=insecure_flag(ref.registry, insecure)) as src:
         target = str(ref.digest) if ref.digest else (ref.tag or "latest")
         tags = (str(ref),) if not ref.digest else ()
-        digest = copy_image(src, target, store, tags=tags, platform=plat)
+        digest = copy_image(src, target, store, tags=tags, platform=plat,
+                            on_event=progress_sink(on_progress, "pull") if on_progress else None)
     return str(digest)
 
 
 def push(store: Any, name: str, dest: str | None = None, *, compression: str | None = None,
-         insecure: tuple[str, ...] = ()) -> str:
+         insecure: tuple[str, ...] = (), on_progress: ProgressSink | None = None) -> str:
     """Push the stored image ``name`` to ``dest`` (default: ``name`` itself); returns the pushed
     manifest digest. Blobs the registry has are skipped; the manifest goes last."""
     from ..oci.reference import parse_reference
-    from ..transfer import OutputSpec, export_image
+    from ..transfer import OutputSpec, export_image, progress_sink
 
     target = str(parse_reference(dest or name))
     spec = OutputSpec(type="registry", names=(target,), push=True, compression=compression)
-    digest: Digest = export_image(store, name, spec, insecure=insecure)
+    digest: Digest = export_image(store, name, spec, insecure=insecure,
+                                  on_event=progress_sink(on_progress, "push") if on_progress else None)
     return str(digest)
 
 

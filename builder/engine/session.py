@@ -109,7 +109,8 @@ class BuildSession:
                     raise DockerfileError(f"build context {named.name!r} is a directory, not an image")
                 target = named.image
             self._images[key] = resolve_base(target, store=self.store, platform=plat, pull=self.opts.pull,
-                                             insecure=self.opts.insecure_registries, notify=self.note)
+                                             insecure=self.opts.insecure_registries, notify=self.note,
+                                             on_progress=self.emit)
         return self._images[key]
 
     # -- layers on disk ---------------------------------------------------------------------
