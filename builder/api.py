@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,17 +250,7 @@ def untag(name: str, *, store: Store | None = None) -> None:
     _store(store).untag(full)
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*$")
-
-
-def parse_size(text: str) -> int:
-    """``500MB``, ``2GB``, ``1.5GiB`` as bytes; UsageError otherwise."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise UsageError(f"invalid size {text!r} (examples: 500MB, 2GB)")
-    base = 1024 if m.group(3) else 1000
-    power = " kmgt".index(m.group(2).lower() or " ")
-    return int(float(m.group(1)) * base ** power)
+from .units import parse_size  # noqa: F401 - part of the API
 
 
 def prune(*, all_cache: bool = False, keep_storage: int | None = None, store: Store | None = None) -> int:

@@ -153,12 +153,9 @@ def _cmd_images(ns: argparse.Namespace) -> int:
 
 
 def _human(n: int) -> str:
-    f = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if f < 1000 or unit == "TB":
-            return f"{f:.0f}{unit}" if unit == "B" else f"{f:.1f}{unit}"
-        f /= 1000
-    return str(n)
+    from .units import human_size
+
+    return human_size(n)
 
 
 def _cmd_inspect(ns: argparse.Namespace) -> int:

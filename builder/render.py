@@ -93,6 +93,8 @@ class Renderer:
             name = event.stage_name or "stage"
             tail = "CACHED" if event.cached else f"{event.seconds:.1f}s"
             print(f"[{name} {event.stage}/{event.stages}] {event.text}  {tail}", file=self.out)
+            if event.miss_reason:
+                print(f"  cache miss: {event.miss_reason}", file=self.out)
         elif isinstance(event, StepOutput):
             print(f"  | {event.line.decode('utf-8', 'replace').rstrip()}", file=self.out)
         elif isinstance(event, Message):

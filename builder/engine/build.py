@@ -195,6 +195,7 @@ class StageBuilder:
         emit = self.session.emit
         emit(StepStarted(self.number, self.count, step_no, 0, text, self.stage.name or ""))
         t0 = time.monotonic()
+        before, misses = state, len(self.session.misses)
         try:
             if kind == "RunStep":
                 state, cached = apply_run(self.session, state, step, stage_no=self.number, step_no=step_no,
@@ -209,9 +210,28 @@ class StageBuilder:
             if exc.span is None:
                 exc.span = step.node.span
             raise
-        emit(StepFinished(self.number, self.count, step_no, text, time.monotonic() - t0, cached,
-                          self.stage.name or ""))
+        seconds = time.monotonic() - t0
+        why = self._why(step, step_no, before) if len(self.session.misses) > misses else ""
+        emit(StepFinished(self.number, self.count, step_no, text, seconds, cached, self.stage.name or "", why))
         return state
+
+    def _why(self, step: Any, step_no: int, before: ImageState) -> str:
+        """Why the step just built missed the cache (only called after a miss)."""
+        from .explain import dockerfile_name, explain_miss, position_id
+
+        opts = self.session.opts
+        forced = None
+        if opts.no_cache:
+            forced = "--no-cache"
+        elif not self.use_cache:
+            forced = f"--no-cache-filter {self.stage.name or self.index}"
+        position = position_id(dockerfile_name(opts), self.stage.name or str(self.index), step_no,
+                               str(before.platform))
+        try:
+            return explain_miss(self.session, step, key=self.session.misses[-1], position=position,
+                                parent=before, step_no=step_no, forced=forced)
+        except Exception as exc:  # noqa: BLE001 - an explanation must never fail a build
+            return f"(no explanation: {type(exc).__name__})"
 
     def _copy_source(self, step: Any) -> tuple[ImageState | None, Any, Any]:
         """For COPY --from: the source stage's (or image's) state and a view of its filesystem,

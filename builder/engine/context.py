@@ -356,12 +356,13 @@ class TreeDigest:
 def tree_digest(view: FsView, items: Iterable[tuple[str, str]], *, owners: bool = True,
                 hidden: Callable[[str], bool] | None = None,
                 descend_hidden: Callable[[str], bool] | None = None,
-                excludes: IgnoreMatcher | None = None) -> str:
+                excludes: IgnoreMatcher | None = None, into: TreeDigest | None = None) -> str:
     """Digest of trees of ``view`` (see :class:`TreeDigest`): ``items`` are (display name,
     image path) pairs; a top symlink is followed (as COPY does). ``excludes`` is matched
-    against paths relative to each top. SourceNotFoundError for a missing top.
+    against paths relative to each top. SourceNotFoundError for a missing top. ``into``: a
+    fresh TreeDigest (or subclass) to feed instead of a new one.
     """
-    digest = TreeDigest(view, owners=owners)
+    digest = into if into is not None else TreeDigest(view, owners=owners)
     for display, top in items:
         real = resolve_in_root(view, top)
         st = view.lstat(real)
@@ -478,7 +479,7 @@ class BuildContext:
             raise not_found(rel)
 
     def content_digest(self, rel_paths: Sequence[str], *, excludes: Sequence[str] = (),
-                       owners: bool = True) -> str:
+                       owners: bool = True, into: TreeDigest | None = None) -> str:
         """Stable ``sha256:`` digest of the given context paths (as returned by
         ``match_sources``; top-level symlinks followed): relative names, types, modes,
         uid/gid (when ``owners``), symlink targets and file contents (streamed; memoised per
@@ -491,7 +492,7 @@ class BuildContext:
             items.append((clean, "/" if clean == "." else "/" + clean))
         ex = IgnoreMatcher(excludes) if excludes else None
         return tree_digest(self.view, items, owners=owners, hidden=self.hide,
-                           descend_hidden=self.descend_hidden, excludes=ex)
+                           descend_hidden=self.descend_hidden, excludes=ex, into=into)
 
 
 def expand_context_sources(context: BuildContext, sources: Sequence[str]) -> list[str]:

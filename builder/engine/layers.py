@@ -158,6 +158,8 @@ def cache_store(session: Any, key: str, layer: LayerRef | None, created_by: str)
     session.cache.put(CacheRecord(key, layer_to_record(layer), {"created_by": created_by, "time": now}))
     if hasattr(session, "used_keys"):
         session.used_keys.append(key)
+    if hasattr(session, "misses"):
+        session.misses.append(key)
     return StepOutcome(layer, now)
 
 

@@ -3,7 +3,11 @@
 Specs (buildx syntax, comma separated ``key=value``):
 
 - export: ``type=registry,ref=REPO:TAG[,mode=min|max]``, ``type=local,dest=DIR[,mode=...]``,
-  ``type=inline`` (always min mode);
+  ``type=inline`` (always min mode); registry and local also take
+  ``cache-mounts=true|false|ID[;ID...]`` (export the contents of those ``RUN
+  --mount=type=cache`` mounts, see :mod:`builder.engine.cachemounts`; ids are separated by
+  ``;`` so the value needs no CSV quoting, though a quoted ``"cache-mounts=a,b"`` works too)
+  and ``cache-mounts-max=SIZE``;
 - import: ``type=registry,ref=REF``, ``type=local,src=DIR[,tag=TAG]``, or a bare ``REF``
   (means ``type=registry``; an image built with ``--cache-to type=inline`` is such a ref).
 
@@ -17,7 +21,10 @@ chain of vertices; ours is a flat map because our keys already are a hash chain)
 - the config blob is canonical JSON ``{"pybuild.cache": 1, "records": [R...]}`` sorted by
   key, each ``R = {"key": "sha256:...", "layer": {"digest", "diff_id", "size",
   "media_type"} | null, "created_by": str, "time": float}`` (``time``: when the step was
-  first built; reusing it keeps image digests stable across machines);
+  first built; reusing it keeps image digests stable across machines); optional
+  ``"why"``: the explanation entries of the records (:meth:`ExplainStore.export`) and
+  ``"mounts"``: exported cache mounts (:class:`~builder.engine.cachemounts.MountEntry`, their
+  layers listed in the manifest after the records' layers);
 - ``type=local`` writes that manifest into an OCI layout directory tagged ``cache``;
 - ``type=inline`` writes the records (min mode) into the image config as the top-level
   field :data:`INLINE_FIELD` (as BuildKit does with ``moby.buildkit.cache.v0``): the
@@ -65,11 +72,40 @@ class CacheSpec:
     path: str = ""
     mode: str = "min"
     tag: str = LOCAL_TAG
+    mounts: tuple[str, ...] = ()        # cache mounts to export: ("*",) all, else ids/targets
+    mounts_max: int | None = None       # cap on the mounts' file bytes
+
+
+def _mounts_option(f: dict[str, str], what: str, text: str) -> tuple[tuple[str, ...], int | None]:
+    raw = f.pop("cache-mounts", "false")
+    limit_text = f.pop("cache-mounts-max", "")
+    if raw.lower() in ("true", "1", "yes", "all"):
+        mounts: tuple[str, ...] = ("*",)
+    elif raw.lower() in ("false", "0", "no", ""):
+        mounts = ()
+    else:
+        mounts = tuple(p.strip() for p in raw.replace(",", ";").split(";") if p.strip())
+    limit = None
+    if limit_text:
+        from ..units import parse_size
+
+        try:
+            limit = parse_size(limit_text)
+        except UsageError:
+            raise UsageError(f"{what} {text!r}: cache-mounts-max={limit_text!r} is not a size (e.g. 500MB)") from None
+    return mounts, limit
 
 
 def _fields(text: str, what: str) -> dict[str, str]:
+    """``key=value`` fields, CSV-split as buildx does (a field may be double-quoted)."""
+    import csv
+
+    try:
+        parts = next(csv.reader([text], skipinitialspace=True), [])
+    except csv.Error as exc:
+        raise UsageError(f"{what} {text!r}: {exc}") from None
     out: dict[str, str] = {}
-    for part in text.split(","):
+    for part in parts:
         part = part.strip()
         if not part:
             continue
@@ -99,17 +135,19 @@ def parse_cache_spec(text: str, *, export: bool) -> CacheSpec:
     for ignored in ("compression", "compression-level", "force-compression", "oci-mediatype",
                     "ignore-error", "image-manifest"):
         f.pop(ignored, None)
+    mounts, limit = _mounts_option(f, what, text) if export and kind in ("registry", "local") else ((), None)
     if kind == "registry":
         ref = f.pop("ref", "")
         if not ref:
             raise UsageError(f"{what} {text!r}: type=registry needs ref=REPO:TAG")
-        spec = CacheSpec("registry", ref=ref, mode=mode)
+        spec = CacheSpec("registry", ref=ref, mode=mode, mounts=mounts, mounts_max=limit)
     elif kind == "local":
         key = "dest" if export else "src"
         path = f.pop(key, "")
         if not path:
             raise UsageError(f"{what} {text!r}: type=local needs {key}=DIR")
-        spec = CacheSpec("local", path=path, mode=mode, tag=f.pop("tag", LOCAL_TAG) or LOCAL_TAG)
+        spec = CacheSpec("local", path=path, mode=mode, tag=f.pop("tag", LOCAL_TAG) or LOCAL_TAG,
+                         mounts=mounts, mounts_max=limit)
     elif kind == "inline":
         if not export:
             raise UsageError(f"{what} {text!r}: to read an inline cache, name the image: --cache-from REF")
@@ -130,13 +168,16 @@ def _record_json(rec: CacheRecord) -> dict[str, Any]:
             "time": rec.extra.get("time", 0.0)}
 
 
-def records_config(records: Iterable[CacheRecord]) -> bytes:
-    """The canonical config blob of a cache manifest (records sorted by key)."""
+def records_config(records: Iterable[CacheRecord], extras: dict[str, Any] | None = None) -> bytes:
+    """The canonical config blob of a cache manifest (records sorted by key), with the
+    optional top-level ``extras`` (``why``, ``mounts``)."""
     items = sorted((_record_json(r) for r in records), key=lambda r: r["key"])
-    return json.dumps({"pybuild.cache": 1, "records": items}, sort_keys=True, separators=(",", ":")).encode()
+    body: dict[str, Any] = {"pybuild.cache": 1, "records": items}
+    body.update({k: v for k, v in (extras or {}).items() if v})
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _parse_layer(raw: Any) -> dict[str, Any] | None:
+def parse_layer(raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -159,7 +200,7 @@ def parse_records(items: Any, allowed_layers: set[str] | None) -> dict[str, Cach
             key = str(item["key"])
             if not _KEY_RE.fullmatch(key):
                 continue
-            layer = _parse_layer(item.get("layer"))
+            layer = parse_layer(item.get("layer"))
             if layer is not None and allowed_layers is not None and layer["digest"] not in allowed_layers:
                 continue
             extra = {"created_by": str(item.get("created_by", "")), "time": float(item.get("time", 0.0))}
@@ -169,14 +210,15 @@ def parse_records(items: Any, allowed_layers: set[str] | None) -> dict[str, Cach
     return out
 
 
-def cache_manifest(config: bytes, records: Iterable[CacheRecord]) -> bytes:
-    """The cache manifest for ``config``, listing each layer the records name once."""
+def cache_manifest(config: bytes, records: Iterable[CacheRecord], extra_layers: Iterable[dict[str, Any]] = ()) -> bytes:
+    """The cache manifest for ``config``, listing each layer the records name once, then
+    ``extra_layers`` (layer dicts of exported cache mounts)."""
     layers: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for r in records:
-        if r.layer is not None and r.layer["digest"] not in seen:
-            seen.add(r.layer["digest"])
-            layers.append({"mediaType": r.layer["media_type"], "digest": r.layer["digest"], "size": r.layer["size"]})
+    for layer in [r.layer for r in records] + list(extra_layers):
+        if layer is not None and layer["digest"] not in seen:
+            seen.add(layer["digest"])
+            layers.append({"mediaType": layer["media_type"], "digest": layer["digest"], "size": layer["size"]})
     return json.dumps({
         "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
         "config": {"mediaType": CACHE_CONFIG_MEDIA_TYPE, "digest": str(Digest.of_bytes(config)), "size": len(config)},
@@ -186,13 +228,24 @@ def cache_manifest(config: bytes, records: Iterable[CacheRecord]) -> bytes:
 
 # ------------------------------------------------------------------------------------ import
 
+@dataclass(frozen=True, slots=True)
+class CacheContents:
+    """What one cache manifest holds: records, explanation entries, cache mounts."""
+
+    records: dict[str, CacheRecord]
+    why: Any = None          # builder.engine.explain.ImportedWhy | None
+    mounts: dict[str, Any] | None = None   # id -> builder.engine.cachemounts.MountEntry
+
+
 class ImportedCache:
     """Records read from one ``--cache-from`` source, plus that source for lazy blob pulls.
     :meth:`close` closes the source (the build does it in ``finally``)."""
 
-    def __init__(self, name: str, records: dict[str, CacheRecord], source: Any) -> None:
+    def __init__(self, name: str, contents: CacheContents, source: Any) -> None:
         self.name = name
-        self.records = records
+        self.records = contents.records
+        self.why = contents.why
+        self.mounts = contents.mounts or {}
         self.source = source
 
     def get(self, key: str) -> CacheRecord | None:
@@ -233,8 +286,9 @@ def _read_small(source: Any, digest: Digest, size: int, origin: str) -> bytes:
     return data
 
 
-def _records_from_manifest(source: Any, manifest: bytes, origin: str) -> dict[str, CacheRecord]:
-    """Records of a cache manifest, or of an image config's inline field."""
+def _records_from_manifest(source: Any, manifest: bytes, origin: str) -> CacheContents:
+    """Records (and explanation entries, cache mounts) of a cache manifest, or the records
+    of an image config's inline field."""
     from ..errors import StoreError
 
     try:
@@ -254,7 +308,13 @@ def _records_from_manifest(source: Any, manifest: bytes, origin: str) -> dict[st
     items = body.get("records") if cfg_type == CACHE_CONFIG_MEDIA_TYPE else body.get(INLINE_FIELD)
     if items is None:
         raise StoreError(f"{origin}: holds no pybuild cache (neither a cache manifest nor an inline cache)")
-    return parse_records(items, allowed)
+    if cfg_type != CACHE_CONFIG_MEDIA_TYPE:
+        return CacheContents(parse_records(items, allowed))
+    from .cachemounts import parse_mounts
+    from .explain import ImportedWhy
+
+    return CacheContents(parse_records(items, allowed), ImportedWhy(body.get("why")),
+                         parse_mounts(body.get("mounts"), allowed))
 
 
 def _insecure_for(ref: str, insecure: tuple[str, ...]) -> bool | None:
@@ -316,6 +376,24 @@ class LazyCache:
         cache = self._open()
         return cache.get(key) if cache is not None else None
 
+    @property
+    def opened(self) -> bool:
+        return self._cache is not None
+
+    @property
+    def failed(self) -> bool:
+        return self._failed
+
+    @property
+    def why(self) -> Any:
+        """The source's explanation entries, if it was already opened (never opens it)."""
+        return self._cache.why if self._cache is not None else None
+
+    def mounts(self) -> dict[str, Any]:
+        """The source's exported cache mounts (opens it)."""
+        cache = self._open()
+        return cache.mounts if cache is not None else {}
+
     def fetch_layer(self, store: Any, layer: dict[str, Any]) -> None:
         cache = self._open()
         if cache is None:
@@ -352,19 +430,27 @@ def close_caches(session: Any) -> None:
 def lookup_remote(session: Any, key: str) -> CacheRecord | None:
     """After a local miss: the first imported record for ``key`` whose layer blob could be
     brought into the store (pulled now, digest-verified); it is also saved as a local record.
-    A failed pull is a warning and the next source (or a miss) follows."""
+    A failed pull is a warning and the next source (or a miss) follows. On a miss, what each
+    source lacked is kept in ``session.remote_notes[key]`` (for the miss explanation)."""
+    notes: list[str] = []
     for cache in getattr(session, "remote_caches", ()):
         rec = cache.get(key)
         if rec is None:
+            unavailable = getattr(cache, "failed", False)
+            notes.append(f"cache {cache.name} unavailable" if unavailable else f"not in cache {cache.name}")
             continue
         if rec.layer is not None:
             try:
                 cache.fetch_layer(session.store, rec.layer)
             except PybuildError as exc:
                 session.warn_once(f"cache blob {rec.layer['digest']} from {cache.name} unusable: {exc.render()}")
+                notes.append(f"cache {cache.name} lacks blob {rec.layer['digest'][:19]}")
                 continue
         session.cache.put(rec)
         return rec
+    remote_notes = getattr(session, "remote_notes", None)
+    if remote_notes is not None:
+        remote_notes[key] = notes
     return None
 
 
@@ -419,12 +505,14 @@ def with_inline_cache(state: Any, records: list[CacheRecord] | None) -> Any:
     return replace(state, extra=extra)
 
 
-def write_cache(store: Any, records: list[CacheRecord], dest: Any, tag: str) -> Digest:
+def write_cache(store: Any, records: list[CacheRecord], dest: Any, tag: str,
+                extras: dict[str, Any] | None = None, extra_layers: Iterable[dict[str, Any]] = ()) -> Digest:
     """Push the layer blobs, the config and the manifest of ``records`` to ``dest`` (an
     ``ImageDestination``) tagged ``tag``; returns the manifest digest. Layers come from
-    ``store``; StoreError when one is missing there."""
-    config = records_config(records)
-    manifest = cache_manifest(config, records)
+    ``store``; StoreError when one is missing there. ``extras``/``extra_layers``: see
+    :func:`records_config` and :func:`cache_manifest`. A blob ``dest`` has is not sent."""
+    config = records_config(records, extras)
+    manifest = cache_manifest(config, records, extra_layers)
     for layer in json.loads(manifest)["layers"]:
         digest = Digest.parse(layer["digest"])
         if dest.has_blob(digest):
@@ -439,11 +527,22 @@ def write_cache(store: Any, records: list[CacheRecord], dest: Any, tag: str) -> 
 
 def export_cache(session: Any, spec: CacheSpec, records: list[CacheRecord]) -> Digest | None:
     """Write ``records`` per a registry/local ``spec`` (inline is handled before the image is
-    written). Raises PybuildError (RegistryError, StoreError, UsageError)."""
+    written), with their explanation entries and the cache mounts ``spec`` selects.
+    Raises PybuildError (RegistryError, StoreError, UsageError)."""
+    from .explain import ExplainStore
+
+    extras: dict[str, Any] = {"why": ExplainStore(session.store.root).export(r.key for r in records)}
+    mount_layers: list[dict[str, Any]] = []
+    if spec.mounts:
+        from .cachemounts import export_entries
+
+        entries = export_entries(session, spec.mounts, spec.mounts_max)
+        extras["mounts"] = [e.to_json() for e in entries]
+        mount_layers = [e.layer for e in entries]
     if spec.type == "local":
         from ..oci.layoutdir import OciLayoutDir
 
-        return write_cache(session.store, records, OciLayoutDir(spec.path), spec.tag)
+        return write_cache(session.store, records, OciLayoutDir(spec.path), spec.tag, extras, mount_layers)
     if spec.type != "registry":
         return None
     from ..registry._reference import parse_image_ref
@@ -454,7 +553,7 @@ def export_cache(session: Any, spec: CacheSpec, records: list[CacheRecord]) -> D
         raise UsageError(f"--cache-to ref={spec.ref}: needs a tag, not a digest")
     dst = RegistryDestination(ref, insecure=_insecure_for(spec.ref, session.opts.insecure_registries))
     try:
-        return write_cache(session.store, records, dst, ref.tag or "latest")
+        return write_cache(session.store, records, dst, ref.tag or "latest", extras, mount_layers)
     finally:
         dst.close()
 

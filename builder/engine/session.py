@@ -54,6 +54,9 @@ class BuildSession:
         self.unpack_layers = False
         self.remote_caches: list[Any] = []  # --cache-from sources (builder.engine.remotecache.LazyCache)
         self.used_keys: list[str] = []  # cache keys hit or stored by this build, in order (for --cache-to)
+        self.misses: list[str] = []  # keys of steps built (not cached) by this build, in order
+        self.remote_notes: dict[str, list[str]] = {}  # key -> what --cache-from sources lacked
+        self.cache_mounts: dict[str, Any] = {}  # cache mount id -> MountSpec used by this build's RUNs
         from .named import NamedContexts
 
         self.named = NamedContexts(opts.named_contexts)

@@ -8,7 +8,6 @@ source stage's key, for context binds the context's content digest).
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -74,6 +73,9 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
 
     Raises StepFailed (exit status and output tail) when the command fails; nothing is left
     mounted or running, the step's temp dir is removed."""
+    from .cachemounts import note_used
+
+    note_used(session, step)  # for --cache-to ...,cache-mounts=...
     inputs = _context_bind_inputs(session, step)
     key = step_key(state.cache_key, "RUN", run_meaning(step, session), inputs)
     hit = cache_lookup(session, key) if use_cache else MISS
@@ -275,15 +277,21 @@ class _DirOwner:
 
 
 def _cache_dir(session: Any, m: Any) -> Path:
+    """The host directory of a cache mount: the store's, restored from a ``--cache-from``
+    source that exported it when the store has none (cachemounts.restore_mount)."""
+    from .cachemounts import mount_dir, remember_id, restore_mount
+
     cid = m.id or m.target
-    name = hashlib.sha256(cid.encode()).hexdigest()[:32]
-    path = session.store.root / "cache" / "mounts" / name
+    path = mount_dir(session.store.root, cid)
+    if not path.exists() and getattr(session, "remote_caches", None):
+        restore_mount(session, cid, path)
     if not path.exists():
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, m.mode if m.mode is not None else 0o755)
         uid, gid = m.uid, m.gid
         if (uid is not None or gid is not None) and os.geteuid() == 0:
             os.chown(path, int(uid or 0), int(gid or 0))
+    remember_id(path, cid)
     return path
 
 
