@@ -3,7 +3,7 @@
 module imports from a layer above its own. Modules of one layer may import each other.
 
 The table is DESIGN.md's, with what the code grew since (each marked "added"):
-- ``events.py`` (typed events, emitted by transfers and the engine), ``platform.py`` (the
+- ``events.py`` (typed events, emitted by transfers and the engine), ``units.py`` (sizes), ``platform.py`` (the
   platform value type) sit in base.
 - ``outputspec.py`` (parsing ``--output`` values, names checked as references) sits in oci.
 - ``inputs/urls.py`` (classifying context/ADD URLs, used by the planner) sits in plan; the rest
@@ -31,7 +31,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "builder"
 # (layer, module patterns): a pattern ending in "." is a package prefix; the longest match wins.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("builder", "builder.source", "builder.errors", "builder.digest", "builder.events",
-              "builder.platform", "builder.grammar.")),
+              "builder.platform", "builder.units", "builder.grammar.")),
     ("syntax", ("builder.syntax.",)),
     ("oci", ("builder.oci.", "builder.outputspec")),
     ("plan", ("builder.plan.", "builder.inputs.urls")),
