@@ -26,6 +26,7 @@ from .events import EventSink, discard, serialized
 if TYPE_CHECKING:
     from .engine.build import BuildResult
     from .engine.options import BuildOptions, SecretSource
+    from .engine.prune import CacheItem
     from .outputspec import OutputSpec
     from .store.check import CheckReport
     from .store.layout import Store
@@ -253,13 +254,23 @@ def untag(name: str, *, store: Store | None = None) -> None:
 from .units import parse_size  # noqa: F401 - part of the API
 
 
-def prune(*, all_cache: bool = False, keep_storage: int | None = None, store: Store | None = None) -> int:
+def prune(*, all_cache: bool = False, keep_storage: int | None = None, until: float | None = None,
+          store: Store | None = None) -> int:
     """Remove unreferenced blobs and layers and dangling cache records (``all_cache``: every
-    cache record; ``keep_storage``: keep the newest records up to that many bytes). Returns
-    the bytes freed. Tagged images are never touched."""
+    cache record and cache mount; ``until``: also those last used more than that many seconds
+    ago; ``keep_storage``: keep the newest records and cache mounts up to that many bytes).
+    Returns the bytes freed. Tagged images are never touched."""
     from .engine.prune import prune_store
 
-    return prune_store(_store(store), all_cache=all_cache, keep_storage=keep_storage)
+    return prune_store(_store(store), all_cache=all_cache, keep_storage=keep_storage, until=until)
+
+
+def cache_items(*, store: Store | None = None) -> list[CacheItem]:
+    """Every cache record and ``RUN --mount=type=cache`` directory with its size and last
+    use, newest first (``pybuild du --verbose``)."""
+    from .engine.prune import cache_items as _items
+
+    return _items(_store(store))
 
 
 def check_store(*, repair: bool = False, store: Store | None = None) -> CheckReport:

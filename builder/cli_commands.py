@@ -195,8 +195,16 @@ def _cmd_rmi(ns: argparse.Namespace) -> int:
 def _cmd_prune(ns: argparse.Namespace) -> int:
     from .api import parse_size, prune
 
+    from .units import parse_duration
+
+    until = None
+    for f in ns.filter:
+        key, sep, value = f.partition("=")
+        if key.strip() != "until" or not sep:
+            raise UsageError(f"--filter {f!r}: only until=DURATION is supported (e.g. until=24h)")
+        until = parse_duration(value)
     freed = prune(all_cache=ns.all, keep_storage=parse_size(ns.keep_storage) if ns.keep_storage else None,
-                  store=_store(ns))
+                  until=until, store=_store(ns))
     print(f"Total reclaimed space: {_human(freed)}")
     return 0
 
@@ -204,9 +212,35 @@ def _cmd_prune(ns: argparse.Namespace) -> int:
 def _cmd_du(ns: argparse.Namespace) -> int:
     from .api import disk_usage
 
-    for what, size in disk_usage(store=_store(ns)).items():
+    store = _store(ns)
+    if ns.verbose:
+        import time
+
+        from .api import cache_items
+
+        now = time.time()
+        print(f"{'KIND':<7} {'ID':<24} {'SIZE':>10} {'LAST USED':>14}  DESCRIPTION")
+        for item in cache_items(store=store):
+            ident = item.id.split(":", 1)[-1][:12] if item.kind == "record" else item.id
+            size = _human(item.size) + ("*" if item.shared else "")
+            print(f"{item.kind:<7} {ident:<24} {size:>10} {_ago(now - item.last_used):>14}  {_clip(item.description)}")
+        print("(* the layer is also part of a tagged image)")
+        print()
+    for what, size in disk_usage(store=store).items():
         print(f"{what:<12} {_human(size):>10}")
     return 0
+
+
+def _clip(text: str, n: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _ago(seconds: float) -> str:
+    for unit, n in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= n:
+            return f"{int(seconds // n)} {unit} ago"
+    return "just now"
 
 
 def _cmd_store(ns: argparse.Namespace) -> int:
@@ -298,9 +332,12 @@ def parser_for(command: str, cls: type[argparse.ArgumentParser]) -> tuple[argpar
         return p, _cmd_rmi
     if command == "prune":
         p.add_argument("-a", "--all", action="store_true", help="also remove all build cache")
-        p.add_argument("--keep-storage", help="keep this much cache (e.g. 5GB)")
+        p.add_argument("--keep-storage", help="keep this much cache, records and cache mounts (e.g. 5GB)")
+        p.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
+                       help="remove cache records and cache mounts last used before DURATION ago (e.g. 24h)")
         return p, _cmd_prune
     if command == "du":
+        p.add_argument("-v", "--verbose", action="store_true", help="list cache records and cache mounts")
         return p, _cmd_du
     if command == "store":
         p.add_argument("action", choices=("check",))

@@ -28,3 +28,23 @@ def human_size(n: int) -> str:
             return f"{f:.0f}{unit}" if unit == "B" else f"{f:.1f}{unit}"
         f /= 1000
     return str(n)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a Go duration as buildx takes it (``24h``, ``1h30m``, ``90s``; ``d`` for days
+    is accepted too). UsageError for anything else."""
+    s = text.strip()
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if not m:
+            raise UsageError(f"invalid duration {text!r} (examples: 24h, 1h30m, 90m)")
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not s:
+        raise UsageError("empty duration (examples: 24h, 1h30m)")
+    return total

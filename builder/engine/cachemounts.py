@@ -261,6 +261,8 @@ def list_mounts(store_root: Path) -> list[MountUsage]:
     root = Path(store_root) / "cache" / "mounts"
     out = []
     for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if d.name.startswith(".") or not d.is_dir():
+            continue   # the ".<name>.id" files beside the mounts
         ids = _read_id(d)
         try:
             last = d.stat().st_mtime

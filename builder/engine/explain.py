@@ -151,6 +151,30 @@ class ExplainStore:
                     files[e.files] = listing
         return {"steps": steps, "files": files}
 
+    def prune(self, alive: set[str]) -> int:
+        """Remove entries of keys not in ``alive`` (their records are gone), listings no
+        entry names, and position lists; returns the bytes freed."""
+        freed = 0
+        named: set[str] = set()
+        steps = self.root / "steps"
+        for p in list(steps.iterdir()) if steps.is_dir() else []:
+            e = StepInputs.from_json(self._read(p))
+            if e is not None and e.key in alive:
+                if e.files:
+                    named.add(e.files.split(":", 1)[-1])
+                continue
+            freed += _unlink(p)
+        files = self.root / "files"
+        for p in list(files.iterdir()) if files.is_dir() else []:
+            if p.stem not in named:
+                freed += _unlink(p)
+        pos = self.root / "pos"
+        for p in list(pos.iterdir()) if pos.is_dir() else []:
+            keys = self._read(p)
+            if not isinstance(keys, list) or not set(keys) & alive:
+                freed += _unlink(p)
+        return freed
+
     def entries(self) -> list[tuple[StepInputs, int]]:
         """Every entry with the bytes its files take (for ``du --verbose``)."""
         out = []
@@ -160,6 +184,15 @@ class ExplainStore:
             if e is not None:
                 out.append((e, p.stat().st_size))
         return out
+
+
+def _unlink(p: Path) -> int:
+    try:
+        size = p.stat().st_size
+        p.unlink()
+        return size
+    except OSError:
+        return 0
 
 
 class ImportedWhy:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,17 @@ def _tagged_layers(store: Any) -> tuple[set[str], set[str]]:
     return blobs, diff_ids
 
 
-def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None = None) -> int:
-    """Remove cache records (all of them with ``all_cache``; else only dangling ones, and the
-    oldest beyond ``keep_storage`` bytes), then unreferenced blobs and snapshots.
+def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None = None,
+                until: float | None = None) -> int:
+    """Remove cache records and ``RUN --mount=type=cache`` directories (all of them with
+    ``all_cache``; else dangling records, those last used more than ``until`` seconds ago,
+    and the oldest beyond ``keep_storage`` bytes, records and mounts together as buildx
+    prune does), then unreferenced blobs, snapshots and explanation records.
     Returns the bytes freed. Runs under the store's ``gc.lock``: what a running command
-    pinned or wrote since it started (its lease) is kept."""
+    pinned or wrote since it started (its lease) is kept. A record's last use is when it was
+    written (a cache hit writes nothing); a mount's is when a RUN last mounted it."""
     with store.collecting() as leases:
-        return _prune(store, leases, all_cache=all_cache, keep_storage=keep_storage)
+        return _prune(store, leases, all_cache=all_cache, keep_storage=keep_storage, until=until)
 
 
 def _pinned_diff_ids(store: Any, pinned: frozenset[str]) -> set[str]:
@@ -73,19 +78,34 @@ def _pinned_diff_ids(store: Any, pinned: frozenset[str]) -> set[str]:
     return out
 
 
-def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None) -> int:
-    from ..store.cache import CacheStore
+def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None, until: float | None) -> int:
+    import time
+
+    from ..store.cache import CacheRecord, CacheStore
     from ..store.snapshots import Snapshots
+    from .cachemounts import list_mounts, remove_mount
+    from .explain import ExplainStore
 
     cache = CacheStore(store.root)
     records = list(cache.records())
+    mounts = [m for m in list_mounts(store.root) if not leases.protects_time(m.last_used)]
     freed_memo = 0
     if all_cache:
         for r in records:
             cache.remove(r.key)
         records = []
-        freed_memo = _forget_hash_memos(store.root / "cache")
+        freed_memo = _forget_hash_memos(store.root / "cache") + sum(remove_mount(m) for m in mounts)
     else:
+        if until is not None:
+            cutoff = time.time() - until
+            for r in records:
+                path = cache._path(r.key)
+                if path.exists() and path.stat().st_mtime < cutoff:
+                    cache.remove(r.key)
+            for m in [m for m in mounts if m.last_used < cutoff]:
+                freed_memo += remove_mount(m)
+                mounts.remove(m)
+            records = list(cache.records())
         alive = []
         for r in records:
             if r.layer is not None and not store.blobs.has(Digest.parse(r.layer["digest"])):
@@ -101,14 +121,19 @@ def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None
                 mtime = path.stat().st_mtime if path.exists() else 0
                 size = 0 if r.layer is None or r.layer["digest"] in tagged_blobs else int(r.layer["size"])
                 sized.append((mtime, size, r))
+            sized.extend((m.last_used, m.size, m) for m in mounts)
             sized.sort(key=lambda t: t[0], reverse=True)  # newest first survive
             total = 0
-            for _mtime, size, r in sized:
+            for _mtime, size, item in sized:
                 total += size
                 if size and total > keep_storage:  # records costing nothing (tagged or no layer) stay
-                    cache.remove(r.key)
+                    if isinstance(item, CacheRecord):
+                        cache.remove(item.key)
+                    else:
+                        freed_memo += remove_mount(item)
             records = [r for r in cache.records()]
     keep = {Digest.parse(r.layer["digest"]) for r in records if r.layer is not None}
+    freed_memo += ExplainStore(store.root).prune({r.key for r in records})
     freed = store.gc(keep) + freed_memo
     # snapshots: keep those of tagged images and surviving cache records
     _, tagged_diffs = _tagged_layers(store)
@@ -141,9 +166,12 @@ def usage(store: Any) -> dict[str, int]:
                 images += size
             else:
                 other += size
+    from .cachemounts import list_mounts
+
     return {
         "images": images,
         "cache": other,
+        "cache-mounts": sum(m.size for m in list_mounts(store.root)),
         "snapshots": _tree_size(store.root / "snapshots") if (store.root / "snapshots").exists() else 0,
         "tmp": _tree_size(store.root / "tmp") if (store.root / "tmp").exists() else 0,
     }
@@ -164,3 +192,40 @@ def _forget_hash_memos(cache_dir: Path) -> int:
         except FileNotFoundError:
             continue
     return freed
+
+
+@dataclass(frozen=True, slots=True)
+class CacheItem:
+    """One entry of ``pybuild du --verbose``: a cache record or a cache mount."""
+
+    kind: str          # "record" | "mount"
+    id: str            # record key, or the mount's id
+    description: str   # the step's history text, or the mount's directory
+    size: int          # layer blob bytes (0 when the layer is tagged or absent), or bytes on disk
+    last_used: float   # epoch seconds
+    shared: bool = False   # a record whose layer a tagged image also holds
+
+
+def cache_items(store: Any) -> list[CacheItem]:
+    """Every cache record and cache mount of ``store``, newest use first."""
+    from ..store.cache import CacheStore
+    from .cachemounts import list_mounts
+
+    tagged_blobs, _ = _tagged_layers(store)
+    cache = CacheStore(store.root)
+    out: list[CacheItem] = []
+    for r in cache.records():
+        try:
+            mtime = cache._path(r.key).stat().st_mtime
+        except OSError:
+            continue
+        layer = r.layer
+        size = 0
+        if layer is not None and store.blobs.has(Digest.parse(layer["digest"])):
+            size = int(layer["size"])
+        shared = layer is not None and layer["digest"] in tagged_blobs
+        out.append(CacheItem("record", r.key, str(r.extra.get("created_by", "")), size, mtime, shared))
+    for m in list_mounts(store.root):
+        out.append(CacheItem("mount", m.id, str(m.path), m.size, m.last_used))
+    out.sort(key=lambda i: i.last_used, reverse=True)
+    return out
