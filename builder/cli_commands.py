@@ -94,6 +94,10 @@ def _cmd_build(ns: argparse.Namespace) -> int:
     ulimits = tuple(parse_ulimit(v) for v in ns.ulimit)
     shm_size = parse_shm_size(ns.shm_size) if ns.shm_size else None
     ssh_specs = tuple(parse_ssh(v) for v in ns.ssh)
+    from .inputs.flags import parse_annotation
+
+    for value in ns.annotation:
+        parse_annotation(value)  # bad syntax is a usage error before anything is fetched
     keep_git = dict(build_args).get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "") in ("1", "true", "True")
     store = _store(ns)
     with SshAgents(ssh_specs) as agents, \

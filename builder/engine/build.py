@@ -100,7 +100,8 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
         from .image import MANIFEST_MEDIA_TYPE, timestamp, write_image
 
         epoch = opts.source_date_epoch
-        written = write_image(store, final, timestamp(epoch if epoch is not None else (final.clock or None)))
+        written = write_image(store, final, timestamp(epoch if epoch is not None else (final.clock or None)),
+                              manifest_annotations(opts.annotations, platform))
         for t in tags:
             store.tag_digest(t, MANIFEST_MEDIA_TYPE, str(written.manifest_digest), written.manifest_size)
         result = BuildResult(str(written.manifest_digest), str(written.config_digest), tags, written.manifest_size)
@@ -116,6 +117,35 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
         remotecache.close_caches(session)
         close_hash_memo()
         session.close()
+
+
+def manifest_annotations(values: tuple[str, ...], platform: Any) -> dict[str, str]:
+    """The manifest annotations of ``--annotation`` values (buildx syntax) for ``platform``.
+    One platform makes no index: ``index:``/``index-descriptor:`` are refused as BuildKit does;
+    ``manifest-descriptor:`` has no descriptor of ours to carry it yet (UsageError too)."""
+    if not values:
+        return {}
+    from ..errors import UsageError
+    from ..inputs.flags import parse_annotation
+    from ..plan.platform import Platform
+
+    out: dict[str, str] = {}
+    for value in values:
+        ann = parse_annotation(value)
+        for level in ann.levels:
+            if level in ("index", "index-descriptor"):
+                raise UsageError(f"--annotation {value!r}: index annotations not supported for single platform export")
+            if level == "manifest-descriptor":
+                raise UsageError(f"--annotation {value!r}: manifest-descriptor annotations are not supported yet")
+        if ann.platform is not None:
+            try:
+                wanted = Platform.parse(ann.platform)
+            except UsageError:
+                raise UsageError(f"--annotation {value!r}: invalid platform {ann.platform!r}") from None
+            if str(wanted) != str(platform):
+                continue
+        out[ann.key] = ann.value
+    return out
 
 
 def _parse_outputs(opts: BuildOptions) -> list[Any]:

@@ -69,13 +69,17 @@ def config_json(state: ImageState, created: str) -> bytes:
     return _dumps(out)
 
 
-def manifest_json(config_digest: Digest, config_size: int, state: ImageState) -> bytes:
-    return _dumps({
+def manifest_json(config_digest: Digest, config_size: int, state: ImageState,
+                  annotations: dict[str, str] | None = None) -> bytes:
+    doc: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": str(config_digest), "size": config_size},
         "layers": [layer.descriptor() for layer in state.layers],
-    })
+    }
+    if annotations:
+        doc["annotations"] = dict(sorted(annotations.items()))
+    return _dumps(doc)
 
 
 EMPTY_LAYER_HISTORY = "pybuild: empty layer (an OCI image manifest lists at least one layer)"
@@ -103,12 +107,14 @@ def with_empty_layer(store: Any, state: ImageState, created: str) -> ImageState:
     return replace(state, layers=(layer,), history=(first,) + state.history)
 
 
-def write_image(store: Any, state: ImageState, created: str) -> WrittenImage:
+def write_image(store: Any, state: ImageState, created: str,
+                annotations: dict[str, str] | None = None) -> WrittenImage:
     """Write config and manifest blobs into ``store``; layers must already be there (an image
-    without any gets the empty layer of :func:`with_empty_layer`)."""
+    without any gets the empty layer of :func:`with_empty_layer`). ``annotations`` go into the
+    manifest (``--annotation``)."""
     state = with_empty_layer(store, state, created)
     cfg = config_json(state, created)
     cfg_digest = store.blobs.put_bytes(cfg)
-    man = manifest_json(cfg_digest, len(cfg), state)
+    man = manifest_json(cfg_digest, len(cfg), state, annotations)
     man_digest = store.blobs.put_bytes(man)
     return WrittenImage(man_digest, len(man), cfg_digest, man, cfg)

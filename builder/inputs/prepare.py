@@ -52,7 +52,9 @@ class Inputs:
     def __init__(self, scratch_parent: Path, *, stdin: BinaryIO | None = None, keep_git_dir: bool = False,
                  ssh_sock: str | None = None, git_mtime: str = "checkout") -> None:
         scratch_parent.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="inputs-", dir=scratch_parent))
+        from ..store.stale import owned_prefix  # a dead owner's leftovers are swept by the next command
+
+        self.dir = Path(tempfile.mkdtemp(prefix=owned_prefix("inputs"), dir=scratch_parent))
         self._stdin = stdin
         self._stdin_used = False
         self._n = 0

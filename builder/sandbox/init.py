@@ -92,6 +92,8 @@ def _child(cfg: dict, alive_r: int) -> None:
             from .netns import loopback_up
             loopback_up()
         from . import rootfs
+        if cfg.get("rlimits"):
+            import resource  # noqa: F401 - before pivot_root: the stdlib is not there afterwards
         from .caps import apply_default_caps, last_cap
         top_cap = last_cap()
         tmp = cfg["tmp"]
