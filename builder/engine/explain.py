@@ -281,6 +281,10 @@ def step_inputs(session: Any, step: Any, *, key: str, position: str, parent: Any
                 listing: dict[str, str] | None) -> StepInputs:
     """The :class:`StepInputs` of ``step`` built after state ``parent``."""
     text = " ".join((getattr(step.node, "original", "") or step.created_by).split())
+    if "@" in text:  # URL credentials (ADD https://user:pw@...) are never stored
+        from ..inputs.urls import redact_text
+
+        text = redact_text(text)
     args = _var_hashes(getattr(step, "used_args", ()))
     if getattr(step, "kind", "") == "ARG":  # its own value(s): "ARG a b=c" (values may hold spaces)
         for token in step.created_by[4:].split():
