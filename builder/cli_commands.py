@@ -59,6 +59,11 @@ def _build_parser(cls: type[argparse.ArgumentParser]) -> argparse.ArgumentParser
                    help="extra /etc/hosts line in RUN (IP may be host-gateway)")
     p.add_argument("--shm-size", help="size of /dev/shm in RUN (e.g. 128m)")
     p.add_argument("--ulimit", action="append", default=[], metavar="TYPE=SOFT[:HARD]")
+    p.add_argument("-m", "--memory", help="memory limit of each RUN (e.g. 256m)")
+    p.add_argument("--memory-swap", help="memory + swap limit of each RUN (-1: unlimited swap)")
+    p.add_argument("--pids-limit", help="processes of each RUN (default 4096; -1: unlimited)")
+    p.add_argument("-c", "--cpu-shares", help="relative CPU weight of each RUN (2..262144)")
+    p.add_argument("--cpuset-cpus", help="CPUs each RUN may use (e.g. 0-1)")
     p.add_argument("--annotation", action="append", default=[],
                    metavar="[manifest:|index:|manifest-descriptor:|index-descriptor:]KEY=VALUE")
     p.add_argument("-t", "--tag", action="append", default=[], help="name[:tag]; repeatable")
@@ -93,6 +98,10 @@ def _cmd_build(ns: argparse.Namespace) -> int:
     add_hosts = tuple(parse_add_host(v) for v in ns.add_host)
     ulimits = tuple(parse_ulimit(v) for v in ns.ulimit)
     shm_size = parse_shm_size(ns.shm_size) if ns.shm_size else None
+    from .engine.limits import parse_limits
+
+    limits = parse_limits(memory=ns.memory, memory_swap=ns.memory_swap, pids=ns.pids_limit,
+                          cpu_shares=ns.cpu_shares, cpuset_cpus=ns.cpuset_cpus)
     ssh_specs = tuple(parse_ssh(v) for v in ns.ssh)
     from .inputs.flags import parse_annotation
 
@@ -106,7 +115,7 @@ def _cmd_build(ns: argparse.Namespace) -> int:
         main = inputs.main(ns.context, ns.file)
         named = tuple(inputs.named(v) for v in ns.build_context)
         return _run_build(ns, store, main.context, main.dockerfile, build_args, named_contexts=named,
-                          ssh=agents.sockets(), add_hosts=add_hosts, ulimits=ulimits, shm_size=shm_size)
+                          ssh=agents.sockets(), add_hosts=add_hosts, ulimits=ulimits, shm_size=shm_size, limits=limits)
 
 
 def _run_build(ns: argparse.Namespace, store: Store, context: Path, dockerfile: Path,

@@ -112,8 +112,9 @@ class StepFailed(PybuildError):
     exit_code = 1
 
     def __init__(self, message: str, *, file: str = "Dockerfile", line: int = 0, exit_status: int | None = None,
-                 output_tail: tuple[str, ...] = ()) -> None:
+                 output_tail: tuple[str, ...] = (), reason: str | None = None) -> None:
         super().__init__(message)
+        self.reason = reason  # a limit the step reached ("memory limit 256MiB reached")
         self.file = file
         self.line = line
         self.exit_status = exit_status
@@ -121,7 +122,9 @@ class StepFailed(PybuildError):
 
     def render(self) -> str:
         head = f"{self.file}:{self.line}: {self.args[0]}"
-        if self.exit_status is not None:
+        if self.exit_status is not None and self.reason:
+            head += f": exit {self.exit_status}: {self.reason}"
+        elif self.exit_status is not None:
             head += f": exit code {self.exit_status}"
         if self.output_tail:
             head += "\n" + "\n".join("    " + l for l in self.output_tail)

@@ -143,7 +143,7 @@ def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: 
     from ..layer.whiteout import upper_entries
     from ..sandbox.runner import run
     from ..sandbox.spec import ProcessSpec
-    from ..inputs.flags import ULIMITS
+    from .limits import DEFAULT_LIMITS, run_rlimits
 
     for i, f in enumerate(step.files):
         host = workspace / f"file{i}"
@@ -162,7 +162,8 @@ def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: 
         hostname=SANDBOX_HOSTNAME, etc_hostname=False,
         mounts=tuple(mounts), stdin=None, extra_files=tuple(extra_files),
         on_output=on_output, extra_hosts=session.opts.add_hosts, shm_size=session.opts.shm_size,
-        rlimits=tuple((ULIMITS[k], soft, hard) for k, soft, hard in session.opts.ulimits),
+        rlimits=run_rlimits(session.opts.ulimits),
+        limits=session.opts.limits if session.opts.limits is not None else DEFAULT_LIMITS,
     )
     result = run(spec, cancel=session.cancel)
     for w in result.warnings:
@@ -177,7 +178,7 @@ def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: 
         text = step.node.original or "RUN " + " ".join(step.argv)
         raise StepFailed(text if text.upper().startswith("RUN") else f"RUN {text}",
                          file=str(session.opts.dockerfile.name), line=step.node.span.line,
-                         exit_status=result.exit_code, output_tail=tuple(tail))
+                         exit_status=result.exit_code, output_tail=tuple(tail), reason=result.limit)
     entries = list(upper_entries(upper, userxattr=getattr(result, "userxattr", False),
                                  uidmap=getattr(result, "uidmap", ()), gidmap=getattr(result, "gidmap", ())))
     if not entries:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import resource  # imported before the new root hides the host's lib-dynload (rlimits)
 import signal
 import struct
 import sys
@@ -120,7 +121,6 @@ def _child(cfg: dict, alive_r: int) -> None:
         _user_error(f"working directory {cwd}: {e.strerror}", SETUP_FAILED)
     try:
         if cfg.get("rlimits"):
-            import resource
             for name, soft, hard in cfg["rlimits"]:
                 inf = resource.RLIM_INFINITY
                 resource.setrlimit(getattr(resource, name), (inf if soft == -1 else soft, inf if hard == -1 else hard))

@@ -53,6 +53,7 @@ from .probe import probe_host
 from .spec import HostCaps, ProcessSpec, RunResult
 
 if TYPE_CHECKING:
+    from .cgroups import StepCgroup
     from .userns import MapPlan
 
 __all__ = ["run", "probe_host", "HostCaps", "ProcessSpec", "RunResult"]
@@ -315,12 +316,13 @@ def _kill(pid: int | None) -> None:
 
 
 def _supervise(spec: ProcessSpec, cfg: dict, tmp: Path, cancel: threading.Event | None, status: dict,
-               plan: "MapPlan | None" = None) -> None:
+               plan: "MapPlan | None" = None, cgroup: "StepCgroup | None" = None) -> None:
     """Start the init, relay output, wait. Merges the init's messages into ``status`` as they
     arrive (so the caller sees the stubs even when this raises) and sets ``cancelled`` and
     ``init_status``. On any exception (KeyboardInterrupt, an ``on_output`` that raises) the
     step is killed and waited for before the exception propagates. Rootless (``plan``): the
-    init asks for its id maps (``mapme``) and waits on the go pipe until they are written."""
+    init asks for its id maps (``mapme``) and waits on the go pipe until they are written.
+    ``cgroup``: the init joins it before it reads its config (so before it starts anything)."""
     cfg_r, cfg_w = os.pipe()
     st_r, st_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -339,6 +341,16 @@ def _supervise(spec: ProcessSpec, cfg: dict, tmp: Path, cancel: threading.Event 
     os.close(cfg_r)
     os.close(st_w)
     os.close(go_r)
+    if cgroup is not None:
+        try:
+            cgroup.attach(proc.pid)
+        except BaseException:
+            _kill(proc.pid)
+            proc.wait()
+            for fd in (cfg_w, st_r, go_w):
+                os.close(fd)
+            raise
+        cgroup.watch(cgroup.kill_all)
     status["cancelled"] = False
     pid1 = _Pid1()
     feeder: threading.Thread | None = None
@@ -489,6 +501,12 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
         _copy_note_given = True
         notes.append(f"overlay is not usable ({caps.reason}); using the copy-based fallback")
     _sweep_stale(temp_base())
+    from . import cgroups
+
+    cgroup = cgroups.for_limits(spec.limits)
+    if cgroup is not None:
+        _sweep_cgroups()
+        cgroup.create()
     tmp = Path(tempfile.mkdtemp(prefix=f"pbsb-{os.getpid()}-", dir=temp_base()))
     copy_state = None
     status: dict = {}
@@ -502,8 +520,11 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
         if plan is not None:
             cfg["userns"] = True
             cfg["nogroups"] = not plan.helpers
-        _supervise(spec, cfg, tmp, cancel, status, plan)
-        extra = {} if plan is None else {"userxattr": True, "uidmap": plan.uidmap, "gidmap": plan.gidmap}
+        _supervise(spec, cfg, tmp, cancel, status, plan, cgroup)
+        extra: dict = {} if plan is None else {"userxattr": True, "uidmap": plan.uidmap, "gidmap": plan.gidmap}
+        breach = cgroup.breach() if cgroup is not None else None
+        if breach is not None and status.get("exit", 0) != 0:
+            extra["limit"] = cgroup.describe(breach)  # type: ignore[union-attr]
         if status["cancelled"]:
             return RunResult(exit_code=137, signal=signal.SIGKILL, cancelled=True, notes=tuple(notes),
                              warnings=tuple(warnings), **extra)
@@ -520,6 +541,8 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
         return RunResult(exit_code=status["exit"], signal=status.get("signal"), notes=tuple(notes),
                          warnings=tuple(warnings), **extra)
     finally:
+        if cgroup is not None:
+            cgroup.close()
         if copy_state is not None:
             from . import copydiff
             copydiff.discard(copy_state)
@@ -530,6 +553,17 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
 
 
 _swept: set[str] = set()
+_cgroups_swept = False
+
+
+def _sweep_cgroups() -> None:
+    """Once per process: remove step cgroups left by dead builders."""
+    global _cgroups_swept
+    if not _cgroups_swept:
+        _cgroups_swept = True
+        from .cgroups import sweep
+
+        sweep()
 
 
 def _sweep_stale(base: str) -> None:

@@ -17,6 +17,37 @@ OutputCallback = Callable[[bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceLimits:
+    """Limits of one RUN step; None leaves a resource unlimited. ``memory_swap`` is memory plus
+    swap as in ``docker build --memory-swap`` (-1: unlimited swap; None: twice ``memory``).
+    ``explicit``: the user asked (an unusable cgroup setup is then an error, not a skip)."""
+
+    memory: int | None = None
+    memory_swap: int | None = None
+    pids: int | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    explicit: bool = False
+
+    def any(self) -> bool:
+        return any(v is not None for v in (self.memory, self.memory_swap, self.pids, self.cpu_shares,
+                                            self.cpuset_cpus))
+
+    def wanted(self) -> tuple[str, ...]:
+        """Controllers these limits need."""
+        out = []
+        if self.memory is not None or self.memory_swap is not None:
+            out.append("memory")
+        if self.pids is not None:
+            out.append("pids")
+        if self.cpu_shares is not None:
+            out.append("cpu")
+        if self.cpuset_cpus is not None:
+            out.append("cpuset")
+        return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
 class MountSpec:
     """One extra mount inside the step's root.
 
@@ -55,6 +86,7 @@ class ProcessSpec:
     BuildKit gets only ``/etc/hosts`` and ``/etc/resolv.conf``).
     ``extra_hosts``: (name, ip) lines added to the step's /etc/hosts. ``shm_size``: bytes of
     /dev/shm (None: 64 MiB). ``rlimits``: (RLIMIT name, soft, hard), -1 unlimited.
+    ``limits``: cgroup limits of the step (:mod:`builder.sandbox.cgroups`); None: none.
     """
 
     argv: tuple[str, ...]
@@ -76,6 +108,7 @@ class ProcessSpec:
     extra_hosts: tuple[tuple[str, str], ...] = ()
     shm_size: int | None = None
     rlimits: tuple[tuple[str, int, int], ...] = ()
+    limits: ResourceLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +121,8 @@ class RunResult:
     Rootless runs (a user namespace) set ``userxattr`` (the upper dir's overlay xattrs are
     ``user.overlay.*``) and the id maps ``(container_start, host_start, count)`` by which the
     upper dir's host owners translate back to image owners; pass all three on to
-    :func:`builder.layer.whiteout.upper_entries`. Empty maps mean identity (run as root)."""
+    :func:`builder.layer.whiteout.upper_entries`. Empty maps mean identity (run as root).
+    ``limit``: set when the step ran into one of its cgroup limits (memory, pids)."""
 
     exit_code: int
     signal: int | None = None
@@ -98,6 +132,7 @@ class RunResult:
     userxattr: bool = False
     uidmap: tuple[tuple[int, int, int], ...] = ()
     gidmap: tuple[tuple[int, int, int], ...] = ()
+    limit: str | None = None  # the cgroup limit the step reached ("memory limit 256MiB reached")
 
 
 @dataclass(frozen=True, slots=True)
