@@ -250,3 +250,66 @@ def test_run_sandbox_hostname_and_etc_files_as_buildkit(tmp_path: Path) -> None:
     r = build(fails, root)
     assert r.rc == 1 and "exit code 1" in r.err, r.err
     assert_clean(root)
+
+
+# ---- 5. a COPY wildcard may match nothing -------------------------------------------------------
+
+def test_copy_wildcard_matching_nothing_is_a_no_op(tmp_path: Path) -> None:
+    """BuildKit's COPY/ADD set AllowEmptyWildcard (its test testEmptyWildcard): a wildcard
+    source matching nothing copies nothing, not even the destination directory; a literal
+    missing source stays an error naming it."""
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", BASE + "COPY foo nomatch* /\nCOPY nomatch* /d/\n"
+                       "COPY --from=localhost/busybox:latest /bin/nomatch* /e/\nADD nomatch?.tar /f/\n", {"foo": "x"})
+    fs = _fs(ctx, root, tmp_path)
+    assert _text(fs, "foo") == "x"
+    assert not {"d", "e", "f"} & set(fs)
+
+    literal = make_context(tmp_path / "lit", BASE + "COPY foo missing /\n", {"foo": "x"})
+    r = build(literal, root)
+    assert r.rc == 1 and "Dockerfile:2" in r.err and "missing" in r.err and "Traceback" not in r.err, r.err
+    assert_clean(root)
+
+
+# ---- 6. several sources onto a destination without a trailing slash -----------------------------
+
+def test_several_sources_without_trailing_slash_are_copied_in_turn(tmp_path: Path) -> None:
+    """Current BuildKit (dockerfile2llb dispatchCopy) has no "must end with /" check: each
+    source is one copy action onto the same destination, fsutil copy.Copy per match. A file
+    onto a missing/file destination becomes it, so the last match wins; a destination that
+    is (or was made) a directory receives them inside."""
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", BASE + "COPY *.txt /dest\nCOPY a.txt b.txt /dest2\n"
+                       "RUN mkdir /exists\nCOPY *.txt /exists\nCOPY dir a.txt /made\n",
+                       {"a.txt": "A", "b.txt": "B", "dir/in": "i"})
+    fs = _fs(ctx, root, tmp_path)
+    assert fs["dest"].type == "file" and _text(fs, "dest") == "B"
+    assert fs["dest2"].type == "file" and _text(fs, "dest2") == "B"
+    assert _text(fs, "exists/a.txt") == "A" and _text(fs, "exists/b.txt") == "B"
+    assert fs["made"].type == "dir" and _text(fs, "made/in") == "i" and _text(fs, "made/a.txt") == "A"
+    assert_clean(root)
+
+
+# ---- 7. duplicate stage names: a warning, the later stage wins ----------------------------------
+
+def test_duplicate_stage_name_warns_and_later_stage_replaces_earlier(tmp_path: Path) -> None:
+    """BuildKit lint rule DuplicateStageName (a warning, the build goes on); its dispatch
+    states map a name to the last stage that took it (FROM resolves while stages are added,
+    --from and --target once all are known)."""
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", BASE.rstrip("\n") + " AS x\nRUN echo 1 > /v\n"
+                       "FROM x AS y\nRUN cat /v > /seen-by-from\n"
+                       + BASE.rstrip("\n") + " AS x\nRUN echo 2 > /v\n"
+                       + BASE + "COPY --from=x /v /copied\nCOPY --from=y /seen-by-from /from-y\n"
+                       "RUN --mount=from=x,target=/m cat /m/v > /mounted\n")
+    oci = tmp_path / "oci"
+    r = build(ctx, root, "--output", f"type=oci,dest={oci},tar=false").ok()
+    assert 'Dockerfile:5: DuplicateStageName: Duplicate stage name "x", stage names should be unique' in r.err
+    fs = flatten(read_layout(oci).layers)
+    assert _text(fs, "copied") == "2\n" and _text(fs, "mounted") == "2\n"
+    assert _text(fs, "from-y") == "1\n"  # FROM x came before the second x
+
+    out = tmp_path / "target"
+    build(ctx, root, "--target", "x", "--output", f"type=local,dest={out}").ok()
+    assert (out / "v").read_text() == "2\n"
+    assert_clean(root)

@@ -108,10 +108,21 @@ def test_stage_platform_inherited_from_base_stage() -> None:
     assert g.stages[1].platform == ARM64
 
 
-def test_duplicate_stage_name() -> None:
-    with pytest.raises(DockerfileError, match="duplicate stage name") as err:
-        graph_of("FROM alpine AS a\nFROM alpine AS A\n")
-    assert err.value.span is not None and err.value.span.line == 2
+def test_duplicate_stage_name_warns_and_the_later_stage_wins() -> None:
+    """BuildKit: lint warning DuplicateStageName; FROM name is the latest earlier definition,
+    --from / --target resolve once every stage is known (the last definition)."""
+    g = graph_of("FROM alpine AS a\nFROM a AS mid\nFROM busybox AS A\nFROM a AS after\n"
+                 "COPY --from=a /x /x\n")
+    assert [(span.line if span else None, text) for span, text in g.warnings] == [
+        (3, 'DuplicateStageName: Duplicate stage name "a", stage names should be unique')]
+    assert g.stages[1].base == StageRef(0)        # FROM a before the second "a"
+    assert g.stages[3].base == StageRef(2)        # FROM a after it
+    assert g.stages[3].deps == (2,)
+    assert graph_of("FROM alpine AS a\nFROM busybox AS a\nFROM scratch\n", target="a").target == 1
+    with pytest.raises(DockerfileError, match='cannot copy from stage "a", it needs to be defined before') as err:
+        graph_of("FROM alpine AS a\nFROM scratch AS mid\nCOPY --from=a /x /x\nFROM busybox AS a\n",
+                 target="mid")
+    assert err.value.span is not None and err.value.span.line == 3
 
 
 def test_instruction_before_from() -> None:

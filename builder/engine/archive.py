@@ -290,7 +290,7 @@ def add_local_entries(*, sources: Sequence[str], dest: str, src_view: FsView,
     deletes after writing the layer (None when unused; on error nothing is left behind).
     Raises CopyError subclasses.
     """
-    from .copy import MULTI_SOURCE_MSG, _expand, copy_entries
+    from .copy import _expand, copy_entries
 
     items = _expand([s for s in sources if not s.startswith("<<")], src_view=src_view,
                     context=context, src_is_context=src_is_context, parents=False)
@@ -306,11 +306,10 @@ def add_local_entries(*, sources: Sequence[str], dest: str, src_view: FsView,
             plain.append(item.display if src_is_context else item.path)
     merged: dict[str, Entry] = {}
     if plain:
-        if len(items) > 1 and not (dest.endswith("/") or dest.endswith("/.")):
-            st = dest_view.lstat(resolve_in_root(dest_view, normalize(dest)))
-            if st is None or not stat.S_ISDIR(st.st_mode):
-                raise CopyError(MULTI_SOURCE_MSG)
-        for e in copy_entries(sources=[_escape(p) for p in plain], dest=dest, src_view=src_view,
+        # an archive is always extracted into ``dest`` as a directory: the plain sources then
+        # go inside it (BuildKit: an archive before them makes it one; after them it fails)
+        plain_dest = dest.rstrip("/") + "/" if archives else dest
+        for e in copy_entries(sources=[_escape(p) for p in plain], dest=plain_dest, src_view=src_view,
                               src_is_context=src_is_context, context=context,
                               dest_view=dest_view, chown=chown, chmod=chmod, excludes=excludes,
                               mtime_clamp=mtime_clamp):
@@ -329,6 +328,15 @@ def add_local_entries(*, sources: Sequence[str], dest: str, src_view: FsView,
         shutil.rmtree(own, ignore_errors=True)
         raise
     return Extracted(list(merged.values()), own)
+
+
+def _dest_now(dest: str, dest_view: FsView, merged: dict[str, Entry]) -> str:
+    """``dest`` spelled as a directory when an earlier source of the instruction made it one
+    (BuildKit copies the sources in turn, each seeing what the previous wrote)."""
+    entry = merged.get(resolve_in_root(dest_view, normalize(dest)).strip("/"))
+    if entry is not None and entry.type is EntryType.DIR:
+        return dest.rstrip("/") + "/"
+    return dest
 
 
 def _escape(path: str) -> str:
@@ -350,17 +358,13 @@ def add_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_c
     layer; on error it is already gone. Raises CopyError subclasses (FetchError, ArchiveError,
     SourceNotFoundError...).
     """
-    from .copy import MULTI_SOURCE_MSG, copy_entries
+    from .copy import copy_entries
     from .fetch import fetch_url, is_url, url_entries
 
     urls = [s for s in sources if is_url(s)]
     local = [s for s in sources if not is_url(s) and not s.startswith("<<")]
     if checksum and (local or heredocs or len(urls) != 1):
         raise CopyError("ADD --checksum needs exactly one http(s) source")
-    if len(urls) + len(local) + len(heredocs) > 1 and not (dest.endswith("/") or dest.endswith("/.")):
-        st = dest_view.lstat(resolve_in_root(dest_view, normalize(dest)))
-        if st is None or not stat.S_ISDIR(st.st_mode):
-            raise CopyError(MULTI_SOURCE_MSG)
     scratch.mkdir(parents=True, exist_ok=True)
     own = Path(tempfile.mkdtemp(prefix="add-", dir=scratch))
     merged: dict[str, Entry] = {}
@@ -372,14 +376,14 @@ def add_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_c
                                     excludes=excludes, mtime_clamp=mtime_clamp)
             merged.update((e.name, e) for e in ext.entries)
         if heredocs:
-            for e in copy_entries(sources=[], dest=dest, src_view=src_view,
+            for e in copy_entries(sources=[], dest=_dest_now(dest, dest_view, merged), src_view=src_view,
                                   src_is_context=src_is_context, context=context,
                                   dest_view=dest_view, chown=chown, chmod=chmod,
                                   heredocs=heredocs, mtime_clamp=mtime_clamp):
                 merged[e.name] = e
         for url in urls:
             download = fetch_url(url, own, checksum=checksum)
-            for e in url_entries(download, dest, dest_view=dest_view, chown=chown, chmod=chmod,
+            for e in url_entries(download, _dest_now(dest, dest_view, merged), dest_view=dest_view, chown=chown, chmod=chmod,
                                  mtime_clamp=mtime_clamp):
                 merged[e.name] = e
     except BaseException:

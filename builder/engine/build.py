@@ -77,6 +77,9 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
             backend_level(opts.compression_level)  # a bad level fails before any step runs
     session = BuildSession(opts, store, on_event)
     session.platform = platform
+    for span, text in graph.warnings:
+        where = f"{opts.dockerfile.name}:{span.line}: " if span is not None else ""
+        session.warn_once(where + text)
     from . import remotecache  # --cache-from / --cache-to (issue 6)
     from .context import close_hash_memo, memo_path, open_hash_memo
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import DockerfileError
-from .dockerignore import IgnoreMatcher, go_clean
+from .dockerignore import IgnoreMatcher, go_clean, has_magic
 from .pathresolve import DirView, FsView, glob_view, host_str, resolve_in_root
 
 _CHUNK = 1 << 20
@@ -435,17 +435,21 @@ class BuildContext:
                                                descend_hidden=self.descend_hidden))
         return False
 
-    def match_sources(self, pattern: str) -> list[str]:
+    def match_sources(self, pattern: str, *, allow_empty_wildcard: bool = False) -> list[str]:
         """Context paths named by a COPY source ``pattern`` (Go filepath.Match per component).
 
         Raises OutsideContextError for ``../`` escapes, SourceNotFoundError (naming the
-        source) when nothing visible matches. Sorted; a non-wildcard source gives itself.
+        source) when nothing visible matches, except that a pattern with wildcards matching
+        nothing gives ``[]`` when ``allow_empty_wildcard`` (BuildKit's COPY/ADD set
+        ``AllowEmptyWildcard``). Sorted; a non-wildcard source gives itself.
         """
         rel = check_inside(pattern)
         if rel == ".":
             return ["."]
         found = glob_view(self.view, "/" + rel, present=self._present)
         if not found:
+            if allow_empty_wildcard and has_magic(rel):
+                return []
             raise not_found(pattern)
         return [p.lstrip("/") for p in found]
 

@@ -8,9 +8,13 @@ Rules (Docker/BuildKit):
 
 * A directory source copies its *contents* into the destination; a file source goes inside
   the destination when it ends with ``/`` (or ``/.``) or is an existing directory, otherwise
-  it becomes that path. Several source arguments, or wildcards matching several paths, need
-  such a directory destination, else ``CopyError("When using COPY with more than one source
-  file, the destination must be a directory and end with a /")``.
+  it becomes that path. Several sources (arguments or wildcard matches) are copied one after
+  another as BuildKit's file op does (fsutil ``copy.Copy`` per match, current BuildKit has no
+  "must end with /" check): with a destination that is not a directory, each file source
+  replaces the previous one (the last match wins); once a directory source has made the
+  destination a directory, later file sources go inside it.
+* A source with wildcards that matches nothing copies nothing (BuildKit's
+  ``AllowEmptyWildcard``); a literal source that does not exist is SourceNotFoundError.
 * Sources: context paths (ignore rules applied, ``..`` refused) or absolute paths of another
   stage/image (``--from``); wildcards use Go ``filepath.Match`` per component; a symlink
   named as a source is followed (inside its root), symlinks found inside directories are
@@ -56,8 +60,6 @@ from .pathresolve import FsView, glob_view, host_str, normalize, resolve_in_root
 if TYPE_CHECKING:
     from ..layer.tar import Record
 
-MULTI_SOURCE_MSG = ("When using COPY with more than one source file, the destination must be "
-                    "a directory and end with a /")
 HEREDOC_MODE = 0o644
 _SKIPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
@@ -124,7 +126,10 @@ class _Emitter:
         upto = len(comps) if include_self else len(comps) - 1
         for i in range(1, upto + 1):
             name = "/".join(comps[:i])
-            if name in self.entries:
+            known = self.entries.get(name)
+            if known is not None:
+                if known.type is not EntryType.DIR:
+                    raise CopyError(f"cannot copy to non-directory: /{name}")
                 continue
             st = self.dest_view.lstat("/" + name)
             if st is not None:
@@ -224,15 +229,18 @@ def _expand(sources: Sequence[str], *, src_view: FsView, context: BuildContext |
             pivot = "/" + check_inside(pivot_src) if pivot_src else "/"
             pivot = normalize(pivot)
             if context is not None:
-                paths = ["/" + p if p != "." else "/" for p in context.match_sources(pattern)]
+                paths = ["/" + p if p != "." else "/"
+                         for p in context.match_sources(pattern, allow_empty_wildcard=True)]
             else:
                 paths = glob_view(src_view, "/" + rel)
         else:
             pivot = normalize("/" + pivot_src) if pivot_src else "/"
             paths = glob_view(src_view, "/" + pattern)
-        if not paths:
-            raise not_found(src)
         magic = has_magic(pattern)
+        if not paths:
+            if magic:
+                continue  # BuildKit's AllowEmptyWildcard: a wildcard matching nothing copies nothing
+            raise not_found(src)
         base = _wildcard_base("/" + go_clean(pattern).lstrip("/")) if magic else None
         for path in paths:
             if path in seen:
@@ -311,10 +319,6 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
                     src_is_context=src_is_context, parents=parents)
 
     dest_real, dest_is_dir = _destination(dest, dest_view, parents)
-    n_args = len(file_sources) + len(heredocs)
-    if (n_args > 1 or len(items) + len(heredocs) > 1) and not dest_is_dir:
-        raise CopyError(MULTI_SOURCE_MSG)
-
     emit = _Emitter(dest_view=dest_view, chown=chown, chmod=chmod,
                     keep_owner=not src_is_context, keep_xattrs=not src_is_context,
                     mtime_clamp=mtime_clamp)
@@ -322,7 +326,8 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
     ctx_descend = context.descend_hidden if (src_is_context and context is not None) else None
 
     for item in items:
-        real, st, is_dir, target = _place(emit, item, src_view, dest_view, dest_real, dest_is_dir, parents)
+        real, st, is_dir, target = _place(emit, item, src_view, dest_view, dest_real,
+                                          dest_is_dir or _made_dir(emit, dest_real), parents)
         hidden = _make_hidden(item, real, ex, ctx_hidden)
         descend = _make_descend(item, real, ex, ctx_descend)
         for path, pst in walk_tree(src_view, real, st, hidden=hidden, descend_hidden=descend):
@@ -336,13 +341,20 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
 
     for name, body in heredocs:
         data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-        target = posixpath.join(dest_real, name) if dest_is_dir else dest_real
+        target = posixpath.join(dest_real, name) if dest_is_dir or _made_dir(emit, dest_real) else dest_real
         emit.ensure_parents(target)
         uid, gid = chown if chown is not None else (0, 0)
         emit.put(Entry(name=target.strip("/"), type=EntryType.FILE,
                        mode=chmod.apply(HEREDOC_MODE, False) if chmod is not None else HEREDOC_MODE, uid=uid, gid=gid,
                        mtime=0, size=len(data), data=data))
     return list(emit.entries.values())
+
+
+def _made_dir(emit: _Emitter, path: str) -> bool:
+    """Whether an earlier source of the same COPY made ``path`` a directory (BuildKit copies
+    the sources one after another, each seeing what the previous ones wrote)."""
+    entry = emit.entries.get(path.strip("/"))
+    return entry is not None and entry.type is EntryType.DIR
 
 
 def _destination(dest: str, dest_view: FsView, parents: bool) -> tuple[str, bool]:
@@ -536,4 +548,4 @@ def _emit_source_parents(emit: _Emitter, view: FsView, pivot: str, rel: str, des
         emit.source_entry(view, src, st, target)
 
 
-__all__ = ["copy_entries", "SingleSourceCopy", "NotSingleSource", "parse_chmod", "MULTI_SOURCE_MSG", "CopyError", "SourceNotFoundError"]
+__all__ = ["copy_entries", "SingleSourceCopy", "NotSingleSource", "parse_chmod", "CopyError", "SourceNotFoundError"]

@@ -41,7 +41,7 @@ def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None,
         if "://" in pattern:
             paths.append(redact(pattern))
             continue
-        paths.extend(ctx.match_sources(pattern))
+        paths.extend(ctx.match_sources(pattern, allow_empty_wildcard=True))
     local = [p for p in paths if "://" not in p]
     remote = [p for p in paths if "://" in p] + git
     if remote and not step.checksum and len(git) != len(remote):

@@ -82,6 +82,12 @@ class BuildGraph:
     neither a default nor a build arg gives one). ``global_args`` is the scope a stage's
     ``ARG NAME`` (without default) inherits from: predefined platform ARGs plus meta ARGs with a
     value. ``build_order`` lists the indexes of the stages the target needs, dependencies first.
+    ``warnings``: BuildKit's lint findings as (span, text), e.g. ``DuplicateStageName``.
+
+    Stage names may repeat (BuildKit warns, does not fail): ``FROM name`` means the last stage
+    of that name defined before it; ``--from=name``, ``--mount from=name`` and ``--target``
+    mean the last one in the file (a reference placed before it is then an error, as in
+    BuildKit's dependency graph, which resolves names once every stage is known).
     """
 
     meta_args: tuple[tuple[str, str | None], ...]
@@ -92,6 +98,7 @@ class BuildGraph:
     unused_build_args: tuple[str, ...]
     escape: str = "\\"
     build_args: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[tuple[Span | None, str], ...] = ()
 
     @property
     def needed(self) -> tuple[int, ...]:
@@ -105,7 +112,7 @@ class BuildGraph:
     def stage_index(self, name: str) -> int | None:
         """The index of the stage named ``name`` (case-insensitive), or None."""
         low = name.lower()
-        for st in self.stages:
+        for st in reversed(self.stages):
             if st.name == low:
                 return st.index
         return None
@@ -214,20 +221,23 @@ def build_graph(instrs: Sequence[Instruction], *, build_args: Mapping[str, str],
             raw_stages[-1][1].append(ins)
 
     seen: dict[str, int] = {}
+    warnings: list[tuple[Span | None, str]] = []
     partial: list[Stage] = []
     for index, (frm, body) in enumerate(raw_stages):
         span = frm.node.span
         name = frm.stage_name.lower() if frm.stage_name else None
         if name is not None:
-            if name in seen:
-                raise DockerfileError(f"duplicate stage name {name!r}", span)
+            if name in seen:  # BuildKit's lint rule DuplicateStageName: a warning
+                warnings.append((span, f"DuplicateStageName: Duplicate stage name \"{frm.stage_name}\", "
+                                       "stage names should be unique"))
             seen[name] = index
         image, used = expander.word(frm.image, global_scope, span)
         if not image:
             raise DockerfileError(f"base name ({frm.image}) should not be blank", span)
         used_set = set(used)
         base: str | StageRef
-        base_idx = next((s.index for s in partial if s.name is not None and s.name == image.lower()), None)
+        base_idx = next((s.index for s in reversed(partial) if s.name is not None and s.name == image.lower()),
+                        None)  # the latest stage of that name so far
         if base_idx is not None:
             base = StageRef(base_idx)
         elif image.lower() == SCRATCH:
@@ -278,7 +288,7 @@ def build_graph(instrs: Sequence[Instruction], *, build_args: Mapping[str, str],
 
     # ---- target ---------------------------------------------------------------------------
     if target:
-        tidx = next((s.index for s in stages if s.name == target.lower()), None)
+        tidx = next((s.index for s in reversed(stages) if s.name == target.lower()), None)
         if tidx is None:
             raise DockerfileError(f'target stage "{target}" could not be found')
     else:
@@ -308,7 +318,7 @@ def build_graph(instrs: Sequence[Instruction], *, build_args: Mapping[str, str],
     global_args = tuple(global_scope.items())
     return BuildGraph(meta_args=tuple(meta), global_args=global_args, stages=tuple(stages), target=tidx,
                       build_order=order, unused_build_args=unused, escape=escape,
-                      build_args=tuple(build_args.items()))
+                      build_args=tuple(build_args.items()), warnings=tuple(warnings))
 
 
 def _lookup(names: Sequence[tuple[int, str | None]], value: str, span: Span | None,
@@ -319,7 +329,7 @@ def _lookup(names: Sequence[tuple[int, str | None]], value: str, span: Span | No
             raise DockerfileError(f"invalid stage index {idx}", span)
         return idx, None
     low = value.lower()
-    found = next((i for i, n in names if n == low), None)
+    found = next((i for i, n in reversed(names) if n == low), None)  # a repeated name: the last
     return (found, None) if found is not None else (None, value)
 
 
