@@ -251,7 +251,11 @@ def untag(name: str, *, store: Store | None = None) -> None:
     _store(store).untag(full)
 
 
-from .units import parse_size  # noqa: F401 - part of the API
+def parse_size(text: str) -> int:
+    """``500MB``, ``2GB``, ``1.5GiB`` as bytes; UsageError otherwise (:func:`builder.units.parse_size`)."""
+    from .units import parse_size as _parse
+
+    return _parse(text)
 
 
 def prune(*, all_cache: bool = False, keep_storage: int | None = None, until: float | None = None,

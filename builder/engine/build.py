@@ -86,6 +86,8 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
     open_hash_memo(memo_path(store.root, opts.context), [opts.context])
     try:
         cache_exports = remotecache.export_specs(opts)
+        if any(spec.mounts for spec in cache_exports):
+            session.cache_mounts = {}
         remotecache.import_caches(session)
         stage_keys: dict[int, list[str]] = {}
         needed = list(graph.needed)

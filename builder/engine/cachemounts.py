@@ -192,7 +192,7 @@ def mount_layer(session: Any, cache_id: str, path: Path) -> tuple[dict[str, Any]
 def selected(session: Any, wanted: tuple[str, ...]) -> list[tuple[str, Any]]:
     """The (id, MountSpec) of this build's cache mounts that ``wanted`` selects ("*": all;
     else ids or targets), in id order."""
-    used: dict[str, Any] = getattr(session, "cache_mounts", {})
+    used: dict[str, Any] = getattr(session, "cache_mounts", None) or {}
     out = []
     for cid in sorted(used):
         m = used[cid]

@@ -56,7 +56,8 @@ class BuildSession:
         self.used_keys: list[str] = []  # cache keys hit or stored by this build, in order (for --cache-to)
         self.misses: list[str] = []  # keys of steps built (not cached) by this build, in order
         self.remote_notes: dict[str, list[str]] = {}  # key -> what --cache-from sources lacked
-        self.cache_mounts: dict[str, Any] = {}  # cache mount id -> MountSpec used by this build's RUNs
+        # cache mount id -> MountSpec used by this build's RUNs; None unless a --cache-to exports mounts
+        self.cache_mounts: dict[str, Any] | None = None
         from .named import NamedContexts
 
         self.named = NamedContexts(opts.named_contexts)

@@ -73,9 +73,10 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
 
     Raises StepFailed (exit status and output tail) when the command fails; nothing is left
     mounted or running, the step's temp dir is removed."""
-    from .cachemounts import note_used
+    if getattr(session, "cache_mounts", None) is not None:  # --cache-to ...,cache-mounts=...
+        from .cachemounts import note_used
 
-    note_used(session, step)  # for --cache-to ...,cache-mounts=...
+        note_used(session, step)
     inputs = _context_bind_inputs(session, step)
     key = step_key(state.cache_key, "RUN", run_meaning(step, session), inputs)
     hit = cache_lookup(session, key) if use_cache else MISS
