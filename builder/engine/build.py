@@ -91,11 +91,17 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
         remotecache.import_caches(session)
         stage_keys: dict[int, list[str]] = {}
         needed = list(graph.needed)
+        in_image = set(graph.base_chain(graph.target))
         for n, idx in enumerate(needed, 1):
             first_key = len(session.used_keys)
+            session.lazy_layers = _lazy_stage(idx in in_image)
             session.stages[idx] = StageBuilder(session, graph, df, idx, n, len(needed)).run()
             stage_keys[idx] = session.used_keys[first_key:]
-        final = remotecache.with_inline_cache(session.stages[graph.target].state,
+        from .layers import materialize_state
+
+        # the image's layers need blobs (a cache hit may have brought a lazy one)
+        target_state = materialize_state(session, session.stages[graph.target].state)
+        final = remotecache.with_inline_cache(target_state,
                                               remotecache.inline_records(session, cache_exports, graph, stage_keys))
         if opts.labels:
             cfg = final.config
@@ -151,6 +157,24 @@ def manifest_annotations(values: tuple[str, ...], platform: Any) -> dict[str, st
                 continue
         out[ann.key] = ann.value
     return out
+
+
+def _lazy_stage(in_image: bool) -> bool:
+    """Whether a stage's new layers are lazy (snapshot and diff_id now, blob when first
+    needed): those of stages outside the target image's FROM chain, which only other stages
+    read. ``PYBUILD_LAZY_LAYERS=all`` makes every stage lazy (the image's blobs are then all
+    made from snapshots at the end), ``=off`` none: both for tests and comparisons. Only as
+    root."""
+    import os
+
+    if os.geteuid() != 0:
+        return False  # unprivileged extraction cannot keep owners: the snapshot would not give the tar back
+    mode = os.environ.get("PYBUILD_LAZY_LAYERS", "auto").lower()
+    if mode == "all":
+        return True
+    if mode == "off":
+        return False
+    return not in_image
 
 
 def _parse_outputs(opts: BuildOptions) -> list[Any]:

@@ -1,7 +1,15 @@
-"""Turn layer entries into a stored layer blob, with cache records.
+"""Turn layer entries into a stored layer, with cache records.
 
 One function both COPY-like steps and RUN use: entries in, :class:`LayerRef` out (or None when
 there is nothing to write).
+
+Lazy layers: a step whose layer no output may need (a stage that is not the target nor one the
+target is FROM) keeps only its snapshot (the unpacked overlay-format directory, which the next
+step stacks as a lower dir anyway) and its diff_id (the sha256 of the tar, hashed as the tar is
+streamed and then dropped); its cache record names ``{"diff_id"}`` alone. :func:`materialize`
+makes the blob from the snapshot when an output first needs it (the target image's manifest,
+a cache export) and rewrites the records to name it. Cache keys chain on diff_ids, never on
+blob digests, so they are the same whichever way a layer was made.
 """
 
 from __future__ import annotations
@@ -13,32 +21,57 @@ from ..digest import Digest
 from .state import LayerRef
 
 
-def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False) -> LayerRef:
+def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
     """Write ``entries`` as one layer into the store (tar + compression + hashing in one pass).
 
     ``unpack``: also unpack the layer into the snapshot store while it is written (the tar
     stream is teed to an extractor thread), so a following RUN need not decompress and
-    extract it again. A failure of that side path only costs the snapshot, never the layer."""
+    extract it again. A failure of that side path only costs the snapshot, never the layer.
+
+    ``lazy``: make no blob: the tar is only hashed (its diff_id) and unpacked into the snapshot
+    store; the result is a lazy :class:`LayerRef` (no digest) that :func:`materialize` turns
+    into a blob when an output first needs it. StoreError when the snapshot cannot be made
+    (without a blob it is the layer)."""
     from ..layer.tar import write_layer
 
     opts = session.opts
+    compression = "uncompressed" if lazy else opts.compression
     return _store(session, lambda out, tee: write_layer(
-        entries, out, compression=opts.compression, level=opts.compression_level,
-        mtime_clamp=opts.source_date_epoch, tee=tee), unpack)
+        entries, out, compression=compression, level=opts.compression_level,
+        mtime_clamp=opts.source_date_epoch, tee=tee), unpack or lazy, lazy)
 
 
-def store_records(session: Any, records: Iterable[Any], *, unpack: bool = False) -> LayerRef:
+def store_records(session: Any, records: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
     """:func:`store_layer` for members already framed as tar records (``write_records``; the
     producer applies the build's mtime clamp itself)."""
     from ..layer.tar import write_records
 
-    compression, level = session.opts.compression, session.opts.compression_level
+    compression = "uncompressed" if lazy else session.opts.compression
+    level = session.opts.compression_level
     return _store(session, lambda out, tee: write_records(records, out, compression=compression, level=level,
-                                                          tee=tee), unpack)
+                                                          tee=tee), unpack or lazy, lazy)
 
 
-def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool) -> LayerRef:
-    """Run ``write(blob_writer, tee)`` into a new store blob (tee None unless ``unpack``)."""
+class _Discard:
+    """A sink that keeps nothing (the tar of a lazy layer is only hashed and unpacked)."""
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def hash_only(session: Any, entries: Iterable[Any]) -> LayerRef:
+    """The lazy LayerRef of ``entries`` whose snapshot the caller provides (RUN adopts its
+    upper dir): the tar is made only to be hashed (its diff_id), nothing is written."""
+    from ..layer.tar import write_layer
+
+    info = write_layer(entries, _Discard(), compression="uncompressed",  # type: ignore[arg-type]
+                       mtime_clamp=session.opts.source_date_epoch)
+    return LayerRef(digest=None, diff_id=Digest.parse(str(info.diff_id)), size=0, media_type="")
+
+
+def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool, lazy: bool = False) -> LayerRef:
+    """Run ``write(blob_writer, tee)`` into a new store blob (tee None unless ``unpack``); with
+    ``lazy``, into nothing, the tee being the only output (StoreError if it fails)."""
     if not unpack:
         with session.store.blobs.ingest() as w:
             info = write(w, None)
@@ -74,39 +107,110 @@ def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool) -> Laye
     thread = threading.Thread(target=unpack_stream, name="layer-unpack", daemon=True)
     thread.start()
     try:
-        with session.store.blobs.ingest() as w:
-            info = write(w, writer)
+        if lazy:
+            info = write(_Discard(), writer)
+        else:
+            with session.store.blobs.ingest() as w:
+                info = write(w, writer)
     finally:
         writer.close()
         thread.join()
-    layer = _layer_ref(info)
+    layer = _layer_ref(info, lazy)
+    error: BaseException | None = outcome.get("error")
     if outcome.get("ok"):
         try:
             session.snapshots.adopt(layer.diff_id, dest)
             return layer
-        except Exception:
-            pass
+        except Exception as exc:
+            error = exc
     shutil.rmtree(dest, ignore_errors=True)
+    if lazy:
+        from ..errors import StoreError
+
+        raise StoreError(f"cannot unpack layer {layer.diff_id} into the snapshot store: {error}")
     return layer
 
 
-def _layer_ref(info: Any) -> LayerRef:
-    return LayerRef(digest=Digest.parse(str(info.digest)), diff_id=Digest.parse(str(info.diff_id)),
-                    size=info.size, media_type=info.media_type)
+def _layer_ref(info: Any, lazy: bool = False) -> LayerRef:
+    diff_id = Digest.parse(str(info.diff_id))
+    if lazy:
+        return LayerRef(digest=None, diff_id=diff_id, size=0, media_type="")
+    return LayerRef(digest=Digest.parse(str(info.digest)), diff_id=diff_id, size=info.size, media_type=info.media_type)
 
 
 def record_to_layer(layer: dict[str, Any] | None) -> LayerRef | None:
+    """The LayerRef of a cache record's layer; lazy (no digest) when the record names none."""
     if layer is None:
         return None
+    if not layer.get("digest"):
+        return LayerRef(None, Digest.parse(layer["diff_id"]), 0, "")
     return LayerRef(Digest.parse(layer["digest"]), Digest.parse(layer["diff_id"]), int(layer["size"]),
                     layer["media_type"])
 
 
 def layer_to_record(layer: LayerRef | None) -> dict[str, Any] | None:
+    """A cache record's layer: ``{"digest","diff_id","size","media_type"}``, or ``{"diff_id"}``
+    alone for a lazy layer (its snapshot is the layer until a blob is made)."""
     if layer is None:
         return None
+    if layer.digest is None:
+        return {"diff_id": str(layer.diff_id)}
     return {"digest": str(layer.digest), "diff_id": str(layer.diff_id), "size": layer.size,
             "media_type": layer.media_type}
+
+
+def materialize(session: Any, layer: LayerRef) -> LayerRef:
+    """``layer`` with a blob: itself when it has one; else the blob is made from its snapshot
+    (the overlay-format directory, walked as a RUN's upper dir is: same entries, same tar) in
+    the build's compression, its diff_id checked against the recorded one, and every cache
+    record of this build naming the lazy layer is rewritten to name the blob (kept for later
+    builds). Raises StoreError when the snapshot is gone or no longer gives the same tar."""
+    if layer.digest is not None:
+        return layer
+    done = session.materialized.get(layer.diff_id)
+    if done is None:
+        done = _make_blob(session, layer)
+        session.materialized[layer.diff_id] = done
+        from ..store.cache import CacheRecord
+
+        for key in session.lazy_keys.pop(layer.diff_id, ()):
+            rec = session.cache.get(key)
+            if rec is not None and rec.layer is not None and not rec.layer.get("digest"):
+                session.cache.put(CacheRecord(key, layer_to_record(done), rec.extra))
+    return done
+
+
+def _make_blob(session: Any, layer: LayerRef) -> LayerRef:
+    from ..errors import StoreError
+    from ..layer.tar import write_layer
+    from ..layer.whiteout import upper_entries
+
+    fs = session.snapshots.get(layer.diff_id)
+    if fs is None:
+        raise StoreError(f"layer {layer.diff_id} has neither a blob nor an unpacked snapshot (was the store pruned "
+                         "during the build?)")
+    opts = session.opts
+    with session.store.blobs.ingest() as w:
+        info = write_layer(upper_entries(fs), w, compression=opts.compression, level=opts.compression_level,
+                           mtime_clamp=opts.source_date_epoch)
+        if str(info.diff_id) != str(layer.diff_id):
+            raise StoreError(f"snapshot of layer {layer.diff_id} gives a different tar ({info.diff_id}): "
+                             "it changed after it was made")
+    return _layer_ref(info)
+
+
+def materialize_state(session: Any, state: Any) -> Any:
+    """``state`` with every lazy layer given its blob (:func:`materialize`)."""
+    if all(l.digest is not None for l in state.layers):
+        return state
+    from dataclasses import replace
+
+    return replace(state, layers=tuple(materialize(session, l) for l in state.layers))
+
+
+def _note_lazy(session: Any, key: str, layer: LayerRef | None) -> None:
+    if layer is not None and layer.digest is None:
+        session.lazy_keys.setdefault(layer.diff_id, []).append(key)
 
 
 class CacheMiss:
@@ -126,15 +230,16 @@ class StepOutcome:
 
 
 def cache_lookup(session: Any, key: str) -> "StepOutcome | CacheMiss":
-    """The outcome recorded for ``key``, or MISS. A record whose blob left the store is a miss.
+    """The outcome recorded for ``key``, or MISS. A record whose blob left the store is a miss;
+    so is a lazy record (no blob yet) whose snapshot is gone.
     After a local miss, the imported caches (``session.remote_caches``) are asked: a hit there
     pulls the layer blob (digest verified) and saves the record locally. A hit appends ``key``
     to ``session.used_keys`` (for ``--cache-to``)."""
     rec = session.cache.get(key)
     layer = record_to_layer(rec.layer) if rec is not None else None
     if layer is not None:  # a prune running now keeps what this build is about to reuse
-        session.store.pin([str(layer.digest), str(layer.diff_id)])
-    if rec is None or (layer is not None and not session.store.blobs.has(layer.digest)):
+        session.store.pin([str(x) for x in (layer.digest, layer.diff_id) if x is not None])
+    if rec is None or (layer is not None and not _present(session, layer)):
         if not getattr(session, "remote_caches", None):
             return MISS
         from .remotecache import lookup_remote
@@ -145,7 +250,14 @@ def cache_lookup(session: Any, key: str) -> "StepOutcome | CacheMiss":
         layer = record_to_layer(rec.layer)
     if hasattr(session, "used_keys"):
         session.used_keys.append(key)
+    _note_lazy(session, key, layer)
     return StepOutcome(layer, float(rec.extra.get("time", 0.0)))
+
+
+def _present(session: Any, layer: LayerRef) -> bool:
+    if layer.digest is not None:
+        return bool(session.store.blobs.has(layer.digest))
+    return session.snapshots.get(layer.diff_id) is not None
 
 
 def cache_store(session: Any, key: str, layer: LayerRef | None, created_by: str) -> StepOutcome:
@@ -160,6 +272,7 @@ def cache_store(session: Any, key: str, layer: LayerRef | None, created_by: str)
         session.used_keys.append(key)
     if hasattr(session, "misses"):
         session.misses.append(key)
+    _note_lazy(session, key, layer)
     return StepOutcome(layer, now)
 
 

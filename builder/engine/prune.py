@@ -107,8 +107,9 @@ def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None
                 mounts.remove(m)
             records = list(cache.records())
         alive = []
+        snapshots = Snapshots(store.root / "snapshots")
         for r in records:
-            if r.layer is not None and not store.blobs.has(Digest.parse(r.layer["digest"])):
+            if r.layer is not None and not _layer_present(store, snapshots, r.layer):
                 cache.remove(r.key)
             else:
                 alive.append(r)
@@ -119,7 +120,8 @@ def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None
             for r in records:
                 path = cache._path(r.key)
                 mtime = path.stat().st_mtime if path.exists() else 0
-                size = 0 if r.layer is None or r.layer["digest"] in tagged_blobs else int(r.layer["size"])
+                size = (0 if r.layer is None or r.layer.get("digest") in tagged_blobs
+                        else int(r.layer.get("size", 0)))
                 sized.append((mtime, size, r))
             sized.extend((m.last_used, m.size, m) for m in mounts)
             sized.sort(key=lambda t: t[0], reverse=True)  # newest first survive
@@ -132,10 +134,11 @@ def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None
                     else:
                         freed_memo += remove_mount(item)
             records = [r for r in cache.records()]
-    keep = {Digest.parse(r.layer["digest"]) for r in records if r.layer is not None}
+    keep = {Digest.parse(r.layer["digest"]) for r in records if r.layer is not None and r.layer.get("digest")}
     freed_memo += ExplainStore(store.root).prune({r.key for r in records})
     freed = store.gc(keep) + freed_memo
-    # snapshots: keep those of tagged images and surviving cache records
+    # snapshots: keep those of tagged images and surviving cache records (for a lazy record,
+    # one without a blob, the snapshot is the layer)
     _, tagged_diffs = _tagged_layers(store)
     wanted = tagged_diffs | {r.layer["diff_id"] for r in records if r.layer is not None}
     wanted |= _pinned_diff_ids(store, leases.pinned)
@@ -152,6 +155,14 @@ def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None
             snaps.remove(diff_id)
             freed += size
     return freed
+
+
+def _layer_present(store: Any, snapshots: Any, layer: dict[str, Any]) -> bool:
+    """A record's layer is usable: its blob is stored, or it is lazy (no digest: not made
+    yet) and its snapshot is there."""
+    if layer.get("digest"):
+        return bool(store.blobs.has(Digest.parse(layer["digest"])))
+    return snapshots.get(Digest.parse(layer["diff_id"])) is not None
 
 
 def usage(store: Any) -> dict[str, int]:

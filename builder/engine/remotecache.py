@@ -463,14 +463,7 @@ def export_specs(opts: Any) -> list[CacheSpec]:
 
 def chain_keys(graph: Any, stage_keys: dict[int, list[str]], target: int) -> list[str]:
     """Keys of ``target``'s steps and of the stages it is FROM, base-most first (min mode)."""
-    from ..plan.graph import StageRef
-
-    chain: list[int] = []
-    idx: int | None = target
-    while idx is not None and idx not in chain:
-        chain.append(idx)
-        base = graph.stages[idx].base
-        idx = base.index if isinstance(base, StageRef) else None
+    chain = graph.base_chain(target)
     out: list[str] = []
     for i in reversed(chain):
         out.extend(stage_keys.get(i, ()))
@@ -478,7 +471,10 @@ def chain_keys(graph: Any, stage_keys: dict[int, list[str]], target: int) -> lis
 
 
 def collect_records(session: Any, keys: Iterable[str]) -> list[CacheRecord]:
-    """Local records of ``keys`` (deduplicated, order kept); keys without a record are skipped."""
+    """Local records of ``keys`` (deduplicated, order kept); keys without a record are skipped.
+    A lazy layer (no blob yet) gets its blob made now: an exported record names a blob."""
+    from .layers import layer_to_record, materialize, record_to_layer
+
     out: list[CacheRecord] = []
     seen: set[str] = set()
     for k in keys:
@@ -486,6 +482,10 @@ def collect_records(session: Any, keys: Iterable[str]) -> list[CacheRecord]:
             continue
         seen.add(k)
         rec = session.cache.get(k)
+        if rec is not None and rec.layer is not None and not rec.layer.get("digest"):
+            layer = record_to_layer(rec.layer)
+            assert layer is not None
+            rec = CacheRecord(k, layer_to_record(materialize(session, layer)), rec.extra)
         if rec is not None:
             out.append(rec)
     return out

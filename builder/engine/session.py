@@ -63,6 +63,11 @@ class BuildSession:
         self.named = NamedContexts(opts.named_contexts)
         self._images: dict[str, Any] = {}
         self.git_checkouts: dict[Any, Any] = {}  # ADD GITURL sources fetched (builder.engine.gitsource)
+        # lazy layers (see builder.engine.layers): whether the stage being built makes them,
+        # the cache keys naming each lazy layer, the blobs made for them so far
+        self.lazy_layers = False
+        self.lazy_keys: dict[Any, list[str]] = {}
+        self.materialized: dict[Any, LayerRef] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
@@ -119,14 +124,22 @@ class BuildSession:
 
     # -- layers on disk ---------------------------------------------------------------------
     def _open_blob(self, layer: LayerRef):
-        return lambda: self.store.blobs.open(layer.digest)
+        def open_blob() -> Any:
+            if layer.digest is None:
+                from ..errors import StoreError
+
+                raise StoreError(f"the snapshot of lazy layer {layer.diff_id} is gone (the store was pruned)")
+            return self.store.blobs.open(layer.digest)
+
+        return open_blob
 
     def lowerdirs(self, state: ImageState) -> list[Path]:
         """Unpacked layer directories of ``state``, top-most first (unpacking once per layer)."""
         from ..layer.compress import compression_for_media_type
 
-        self.store.pin([str(x) for l in state.layers for x in (l.digest, l.diff_id)])
-        dirs = [self.snapshots.ensure(l.diff_id, self._open_blob(l), compression_for_media_type(l.media_type))
+        self.store.pin([str(x) for l in state.layers for x in (l.digest, l.diff_id) if x is not None])
+        dirs = [self.snapshots.ensure(l.diff_id, self._open_blob(l),
+                                      compression_for_media_type(l.media_type) if l.digest is not None else None)
                 for l in state.layers]
         dirs.reverse()
         return dirs
@@ -144,6 +157,9 @@ class BuildSession:
 
         key = ",".join(str(l.diff_id) for l in state.layers)
         if key not in self._flattened:
+            from .layers import materialize_state
+
+            state = materialize_state(self, state)
             dest = self.tmp / f"flat-{len(self._flattened)}"
             dest.mkdir()
             streams = [(self.store.blobs.open(l.digest), compression_for_media_type(l.media_type))

@@ -10,14 +10,21 @@ from ..digest import Digest
 
 @dataclass(frozen=True, slots=True)
 class LayerRef:
-    """One layer of an image: both digests explicit (compressed blob vs uncompressed tar)."""
+    """One layer of an image: both digests explicit (compressed blob vs uncompressed tar).
 
-    digest: Digest
+    A lazy layer (``digest`` None, ``size`` 0, ``media_type`` "") has no blob yet: its
+    snapshot in the store is the layer until :func:`builder.engine.layers.materialize` makes
+    one."""
+
+    digest: Digest | None
     diff_id: Digest
     size: int
     media_type: str
 
     def descriptor(self) -> dict[str, Any]:
+        """The manifest descriptor; ValueError for a lazy layer (materialize it first)."""
+        if self.digest is None:
+            raise ValueError(f"layer {self.diff_id} has no blob yet")
         return {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
 
 

@@ -80,7 +80,7 @@ def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: Imag
         return commit_step(session, state, step, hit, key), True
     entries = build_copy_entries(session, state, step, source_view=source_view, context=context)
     unpack = session.unpack_layers and not _snapshot_likely_exists(session, key)
-    layer = store_layer(session, entries, unpack=unpack) if entries else None
+    layer = store_layer(session, entries, unpack=unpack, lazy=session.lazy_layers) if entries else None
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 
@@ -122,7 +122,7 @@ def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_c
     meaning = copy_meaning(step)
     clamp = session.opts.source_date_epoch
     try:
-        if not use_cache and not session.unpack_layers:
+        if not use_cache and (session.lazy_layers or not session.unpack_layers):
             layer = _store_nonempty(session, single.records(single.walk(digest), clamp), unpack=False)
             key = step_key(state.cache_key, step.kind, meaning, digest.hexdigest())
         else:
@@ -153,7 +153,7 @@ def _store_nonempty(session: Any, records: Any, *, unpack: bool) -> Any:
     first = next(records, None)
     if first is None:
         return None
-    return store_records(session, itertools.chain((first,), records), unpack=unpack)
+    return store_records(session, itertools.chain((first,), records), unpack=unpack, lazy=session.lazy_layers)
 
 
 def _chmod_chown(step: Any, dest_view: Any) -> tuple[Any, Any]:

@@ -184,13 +184,25 @@ def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: 
                                  uidmap=getattr(result, "uidmap", ()), gidmap=getattr(result, "gidmap", ())))
     if not entries:
         return None
-    layer = store_layer(session, entries)
-    adopt = getattr(session.snapshots, "adopt", None)
-    if adopt is not None:
+    mapped = getattr(result, "userxattr", False) or getattr(result, "uidmap", ()) or getattr(result, "gidmap", ())
+    if session.lazy_layers and not mapped:
+        # lazy: the upper dir becomes the snapshot, the tar is only hashed (its diff_id); the
+        # blob is made from the snapshot if an output ever needs it. A rootless run's upper
+        # holds host ids, so its layer is written now instead.
+        from .layers import hash_only
+
+        layer = hash_only(session, entries)
         try:
-            adopt(layer.diff_id, upper)
+            session.snapshots.adopt(layer.diff_id, upper)
+            return layer
         except Exception:
-            pass  # the snapshot is made again from the blob when needed
+            if not upper.is_dir():  # moved, then failed: the snapshot store has it or nothing does
+                raise
+    layer = store_layer(session, entries)
+    try:
+        session.snapshots.adopt(layer.diff_id, upper)
+    except Exception:
+        pass  # the snapshot is made again from the blob when needed
     return layer
 
 

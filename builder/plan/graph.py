@@ -105,6 +105,17 @@ class BuildGraph:
         """Alias of ``build_order``."""
         return self.build_order
 
+    def base_chain(self, index: int) -> tuple[int, ...]:
+        """``index`` and the stages it is built FROM, nearest first: the stages whose layers
+        end up in ``index``'s image."""
+        chain: list[int] = []
+        idx: int | None = index
+        while idx is not None and idx not in chain:
+            chain.append(idx)
+            base = self.stages[idx].base
+            idx = base.index if isinstance(base, StageRef) else None
+        return tuple(chain)
+
     def global_dict(self) -> dict[str, str]:
         """``global_args`` as a dict (what ``ARG NAME`` without a default inherits)."""
         return dict(self.global_args)

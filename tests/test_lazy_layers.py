@@ -1,0 +1,149 @@
+"""Lazy layers: a stage whose layers no output needs keeps snapshots and cache records, never
+blobs; an output that needs them later (``--target``, a cache export) makes the blobs from the
+snapshots, with the digests an eager build gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from buildutil import BASE_TAG, busybox_store, run_cli
+from ocireader import read_layout
+
+pytestmark = pytest.mark.root
+
+# the build stage makes files (a RUN), takes one from the context (a COPY) and adds one more
+# (a RUN on top of both); the final stage only COPYs --from it
+DOCKERFILE = f"""FROM {BASE_TAG} AS build
+RUN mkdir -p /out/small && for i in $(seq 1 50); do echo "file $i" > /out/small/f$i.txt; done
+COPY data/ /out/data/
+RUN cat /out/data/a.txt /out/small/f7.txt > /out/joined && ln /out/joined /out/joined.hard
+
+FROM scratch AS final
+COPY --from=build /out /out
+"""
+
+EPOCH = {"SOURCE_DATE_EPOCH": "1700000000"}
+
+
+def context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    (ctx / "data" / "sub").mkdir(parents=True)
+    (ctx / "data" / "a.txt").write_text("a\n")
+    (ctx / "data" / "sub" / "b.bin").write_bytes(bytes(range(256)) * 4096)
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    return ctx
+
+
+def blobs(root: Path) -> set[str]:
+    d = root / "blobs" / "sha256"
+    return {"sha256:" + p.name for p in d.iterdir()} if d.is_dir() else set()
+
+
+def image_blobs(root: Path, tag: str) -> set[str]:
+    img = read_layout(root, tag)
+    manifest = json.loads(img.manifest_raw)
+    return {img.manifest_digest, manifest["config"]["digest"]} | {l["digest"] for l in manifest["layers"]}
+
+
+def records(root: Path) -> list[dict]:
+    d = root / "cache" / "records"
+    return [json.loads(p.read_bytes()) for p in sorted(d.glob("*.json"))]
+
+
+def build(root: Path, ctx: Path, tag: str, *args: str, env: dict[str, str] | None = None) -> str:
+    r = run_cli(["build", "--progress=rawjson", "-t", tag, *args, str(ctx)], root, env={**EPOCH, **(env or {})}).ok()
+    events = [json.loads(l) for l in r.err.splitlines() if l.startswith("{")]
+    written = [e for e in events if e["type"] == "ImageWritten"]
+    assert len(written) == 1, r.err
+    return str(written[0]["digest"])
+
+
+def snapshot_diff_ids(root: Path) -> set[str]:
+    d = root / "snapshots"
+    return {(p / "diff_id").read_text().strip() for p in d.iterdir() if (p / "diff_id").is_file()}
+
+
+def layer_digests(root: Path, tag: str) -> list[str]:
+    return [l["digest"] for l in json.loads(read_layout(root, tag).manifest_raw)["layers"]]
+
+
+def test_unneeded_stage_writes_no_blob_until_its_target_is_exported(tmp_path: Path) -> None:
+    root = busybox_store(tmp_path)
+    ctx = context(tmp_path)
+    before = blobs(root)
+    build(root, ctx, "t/lazy:final")
+    # the store gained exactly the final image's blobs: none for the build stage's 3 layers
+    assert blobs(root) - before == image_blobs(root, "docker.io/t/lazy:final") - before
+    assert len(layer_digests(root, "docker.io/t/lazy:final")) == 1
+    lazy = [r for r in records(root) if r["layer"] is not None and "digest" not in r["layer"]]
+    assert len(lazy) == 3  # RUN, COPY, RUN of the build stage: diff_id only
+    for r in lazy:
+        snap = root / "snapshots" / r["layer"]["diff_id"].split(":")[1][:12]
+        assert (snap / "fs").is_dir()
+
+    # a fully cached rebuild (cache hits, COPY --from over the snapshots) needs no blob either
+    count = len(blobs(root))
+    build(root, ctx, "t/lazy:final")
+    assert len(blobs(root)) == count
+
+    # exporting the build stage writes its blobs (3 layers + config + manifest), records keep them
+    build(root, ctx, "t/lazy:build", "--target", "build")
+    made = blobs(root) - before
+    want = image_blobs(root, "docker.io/t/lazy:build") - before
+    assert want <= made and len(blobs(root)) == count + 5
+    assert all("digest" in r["layer"] for r in records(root) if r["layer"] is not None)
+
+
+@pytest.mark.parametrize("mode", ["auto", "all"])
+def test_lazy_and_eager_layers_have_the_same_digests(tmp_path: Path, mode: str) -> None:
+    ctx = context(tmp_path)
+    eager_root = busybox_store(tmp_path / "eager")
+    eager = build(eager_root, ctx, "t/e:build", "--target", "build", env={"PYBUILD_LAZY_LAYERS": "off"})
+    eager_final = build(eager_root, ctx, "t/e:final", env={"PYBUILD_LAZY_LAYERS": "off"})
+
+    lazy_root = busybox_store(tmp_path / "lazy")
+    # "auto": the build stage is lazy while the final target is built, then materialized by
+    # --target build; "all": even the target's own layers are lazy, made at the end
+    lazy_final = build(lazy_root, ctx, "t/l:final", env={"PYBUILD_LAZY_LAYERS": mode})
+    lazy = build(lazy_root, ctx, "t/l:build", "--target", "build", env={"PYBUILD_LAZY_LAYERS": mode})
+    assert lazy == eager and lazy_final == eager_final
+    assert layer_digests(lazy_root, "docker.io/t/l:build") == layer_digests(eager_root, "docker.io/t/e:build")
+    # and with --no-cache, made lazily from scratch in one build
+    assert build(lazy_root, ctx, "t/l:again", "--target", "build", "--no-cache",
+                 env={"PYBUILD_LAZY_LAYERS": "all"}) == eager
+
+
+def test_prune_keeps_lazy_records_and_their_snapshots(tmp_path: Path) -> None:
+    root = busybox_store(tmp_path)
+    ctx = context(tmp_path)
+    build(root, ctx, "t/lazy:final")
+    n_records = len(records(root))
+    lazy_diffs = {r["layer"]["diff_id"] for r in records(root) if r["layer"] and "digest" not in r["layer"]}
+    assert len(lazy_diffs) == 3
+    run_cli(["prune"], root).ok()
+    assert len(records(root)) == n_records
+    assert lazy_diffs <= snapshot_diff_ids(root)
+    count = len(blobs(root))
+    build(root, ctx, "t/lazy:final")   # still fully cached: the lazy records are hits
+    assert len(blobs(root)) == count
+    run_cli(["prune", "--all"], root).ok()
+    assert records(root) == []
+    assert not lazy_diffs & snapshot_diff_ids(root)
+
+
+def test_cache_export_makes_the_blobs_of_lazy_layers(tmp_path: Path) -> None:
+    root = busybox_store(tmp_path)
+    ctx = context(tmp_path)
+    dest = tmp_path / "cache-out"
+    build(root, ctx, "t/lazy:final", "--cache-to", f"type=local,dest={dest},mode=max")
+    index = json.loads((dest / "index.json").read_text())
+    man_digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((dest / "blobs" / "sha256" / man_digest).read_bytes())
+    # the final layer and the build stage's three, each blob present in the exported layout
+    assert len(manifest["layers"]) == 4
+    for l in manifest["layers"]:
+        assert (dest / "blobs" / "sha256" / l["digest"].split(":")[1]).is_file()
+    assert all("digest" in r["layer"] for r in records(root) if r["layer"] is not None)
