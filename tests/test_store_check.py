@@ -37,7 +37,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("check")
     root = new_store(tmp)
     ctx = make_context(tmp / "ctx", DOCKERFILE, {"data.txt": "data\n"})
-    build(ctx, root, tag="app").ok()
+    # eager layers: the scratchpad stage's RUN must leave a blob only a cache record names
+    # (by default that stage is lazy: a snapshot and a record without a blob)
+    build(ctx, root, tag="app", env={"PYBUILD_LAZY_LAYERS": "off"}).ok()
     tctx = make_context(tmp / "tctx", TOOL_DOCKERFILE, {"tool.txt": "tool\n"})
     build(tctx, root, tag="tool").ok()
     assert pybuild(["store", "check"], root).ok()
@@ -203,7 +205,9 @@ def test_check_finds_and_repair_fixes(built: tuple[Path, Path], tmp_path: Path,
         assert tag_digest(root, ref) == digest
         assert _export_digest(root, ref, tmp_path / f"{ref.rsplit('/', 1)[1]}.tar") == digest
     # and the next build succeeds (rebuilding what repair removed), leaving the store clean
-    build(ctx, root, tag="app").ok()
+    # eager layers: the scratchpad stage's RUN must leave a blob only a cache record names
+    # (by default that stage is lazy: a snapshot and a record without a blob)
+    build(ctx, root, tag="app", env={"PYBUILD_LAZY_LAYERS": "off"}).ok()
     assert pybuild(["store", "check"], root).ok()
 
 
@@ -222,6 +226,8 @@ def test_next_command_sweeps_what_a_dead_process_left(built: tuple[Path, Path], 
     stale_mount(root)
     stale_lock(root)
     assert pybuild(["store", "check"], root).rc == 1
-    build(ctx, root, tag="app").ok()
+    # eager layers: the scratchpad stage's RUN must leave a blob only a cache record names
+    # (by default that stage is lazy: a snapshot and a record without a blob)
+    build(ctx, root, tag="app", env={"PYBUILD_LAZY_LAYERS": "off"}).ok()
     assert pybuild(["store", "check"], root).ok()
     assert os.listdir(root / "tmp") == [] and os.listdir(root / "leases") == []
