@@ -232,9 +232,9 @@ def cache_items(store: Any) -> list[CacheItem]:
             continue
         layer = r.layer
         size = 0
-        if layer is not None and store.blobs.has(Digest.parse(layer["digest"])):
+        if layer is not None and layer.get("digest") and store.blobs.has(Digest.parse(layer["digest"])):
             size = int(layer["size"])
-        shared = layer is not None and layer["digest"] in tagged_blobs
+        shared = layer is not None and layer.get("digest") in tagged_blobs  # lazy: no blob yet
         out.append(CacheItem("record", r.key, str(r.extra.get("created_by", "")), size, mtime, shared))
     for m in list_mounts(store.root):
         out.append(CacheItem("mount", m.id, str(m.path), m.size, m.last_used))
