@@ -134,10 +134,10 @@ def test_registry_cache_mounts_survive_an_empty_runner(tmp_path: Path, ctx: Path
         assert run_layer in uploaded
         mount_blob = json.loads(_registry_config(registry.host, "cache/mounts", "ci"))["mounts"][0]["layer"]["digest"]
         assert mount_blob not in uploaded
-        # and a fully cached rebuild's export uploads no blob at all
+        # and a fully cached rebuild's export uploads nothing at all (not even the manifest)
         proxy.clear_log()
         build(a.store, ctx, "--cache-to", f"type=registry,ref={proxied},cache-mounts=true")
-        assert [e for e in proxy.log if "/blobs/uploads" in e.path] == []
+        assert [e for e in proxy.log if e.method not in ("GET", "HEAD")] == []
 
 
 def _registry_config(host: str, repo: str, tag: str) -> bytes:

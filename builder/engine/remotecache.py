@@ -506,13 +506,19 @@ def with_inline_cache(state: Any, records: list[CacheRecord] | None) -> Any:
 
 
 def write_cache(store: Any, records: list[CacheRecord], dest: Any, tag: str,
-                extras: dict[str, Any] | None = None, extra_layers: Iterable[dict[str, Any]] = ()) -> Digest:
+                extras: dict[str, Any] | None = None, extra_layers: Iterable[dict[str, Any]] = (),
+                current: Any = None) -> Digest:
     """Push the layer blobs, the config and the manifest of ``records`` to ``dest`` (an
     ``ImageDestination``) tagged ``tag``; returns the manifest digest. Layers come from
     ``store``; StoreError when one is missing there. ``extras``/``extra_layers``: see
-    :func:`records_config` and :func:`cache_manifest`. A blob ``dest`` has is not sent."""
+    :func:`records_config` and :func:`cache_manifest`. A blob ``dest`` has is not sent;
+    nothing is sent when ``current()`` (the digest ``tag`` names now, or None) is already
+    this manifest's."""
     config = records_config(records, extras)
     manifest = cache_manifest(config, records, extra_layers)
+    digest = Digest.of_bytes(manifest)
+    if current is not None and current() == digest:
+        return digest
     for layer in json.loads(manifest)["layers"]:
         digest = Digest.parse(layer["digest"])
         if dest.has_blob(digest):
@@ -553,7 +559,13 @@ def export_cache(session: Any, spec: CacheSpec, records: list[CacheRecord]) -> D
         raise UsageError(f"--cache-to ref={spec.ref}: needs a tag, not a digest")
     dst = RegistryDestination(ref, insecure=_insecure_for(spec.ref, session.opts.insecure_registries))
     try:
-        return write_cache(session.store, records, dst, ref.tag or "latest", extras, mount_layers)
+        tag = ref.tag or "latest"
+
+        def current() -> Digest | None:
+            found = dst.client.head_manifest(ref.repository, tag)
+            return found[0] if found is not None else None
+
+        return write_cache(session.store, records, dst, tag, extras, mount_layers, current)
     finally:
         dst.close()
 
