@@ -242,3 +242,35 @@ def file_server(directory: Path, credentials: tuple[str, str] | None = None) -> 
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@contextlib.contextmanager
+def sshd(workdir: Path, authorized_key: Path) -> Iterator[int]:
+    """An OpenSSH server on 127.0.0.1 (a free port) accepting ``authorized_key`` for root, with
+    a host key of its own; yields the port."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    host_key = workdir / "host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+    auth = workdir / "authorized_keys"
+    shutil.copy(str(authorized_key) + ".pub", auth)
+    port = free_port()
+    config = workdir / "sshd_config"
+    config.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {auth}\n"
+                      f"PidFile {workdir / 'sshd.pid'}\nStrictModes no\nPermitRootLogin prohibit-password\n"
+                      "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        import socket
+        import time
+
+        for _ in range(200):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -190,3 +190,23 @@ def test_http_tarball_contexts_and_credentials_found_nowhere(tmp_path: Path, rep
     for where in (root, out):
         assert files_containing(where, password.encode()) == [], where
     assert_clean(root)
+
+
+def test_git_over_ssh_with_the_forwarded_agent(tmp_path: Path, repos: tuple[Path, list[str]]) -> None:
+    from inpututil import ssh_agent, sshd
+
+    base, _ = repos
+    root = new_store(tmp_path)
+    with ssh_agent(tmp_path / "agent") as (sock, key, _fp), sshd(tmp_path / "sshd", key) as port:
+        url = f"ssh://root@127.0.0.1:{port}{base}/app.git"
+        out = tmp_path / "out"
+        ctx = make_context(tmp_path / "ctx", f"FROM localhost/busybox:latest\nADD {url}#old /old\n")
+        build(ctx, root, "--ssh", "default", "--build-context", f"lib={url}#main:lib",
+              "--output", f"type=local,dest={out / 'add'}", env={"SSH_AUTH_SOCK": sock}).ok()
+        assert (out / "add" / "old" / "README").read_text() == "v1\n"
+        build(f"{url}#v1:sub", root, "--ssh", "default",  # type: ignore[arg-type]
+              "--output", f"type=local,dest={out / 'ctx'}", env={"SSH_AUTH_SOCK": sock}).ok()
+        assert (out / "ctx" / "src" / "a.txt").read_text() == "a1\n"
+        denied = build(f"{url}#v1:sub", root, env={"SSH_AUTH_SOCK": ""})  # type: ignore[arg-type]
+        assert denied.rc != 0 and url in denied.err and "Traceback" not in denied.err, denied.err
+    assert_clean(root)

@@ -111,3 +111,15 @@ def test_bad_named_context_names_the_flag(tmp_path: Path, value: str, message: s
     assert r.rc == 2, r.err
     assert message in r.err and "Traceback" not in r.err
     assert_clean(root)
+
+
+def test_named_context_replaces_a_stage_of_that_name(tmp_path: Path) -> None:
+    root = new_store(tmp_path)
+    tools = _tools(tmp_path)
+    ctx = make_context(tmp_path / "ctx", (
+        "FROM localhost/busybox:latest AS deps\nRUN exit 3\n"          # replaced: never runs
+        "FROM localhost/busybox:latest\nCOPY --from=deps /bin/tool /tool\n"))
+    out = tmp_path / "out"
+    r = build(ctx, root, "--build-context", f"deps={tools}", "--output", f"type=local,dest={out}").ok()
+    assert (out / "tool").read_text() == "tool v1\n"
+    assert "exit 3" not in r.err

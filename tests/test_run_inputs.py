@@ -146,3 +146,14 @@ def test_annotations_on_the_manifest(tmp_path: Path) -> None:
                                            "org.opencontainers.image.title": "demo"}
     r = build(ctx, root, "--annotation", "index:com.example.i=1")
     assert r.rc == 2 and "index annotations not supported for single platform export" in r.err
+
+
+def test_build_arg_without_value_comes_from_the_environment(tmp_path: Path) -> None:
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", "FROM localhost/busybox:latest\nARG FROM_ENV\nARG UNSET=default\n"
+                                         "RUN echo \"$FROM_ENV/$UNSET\" > /v\n")
+    out = tmp_path / "out"
+    env = {"FROM_ENV": "env-value"}
+    build(ctx, root, "--build-arg", "FROM_ENV", "--build-arg", "UNSET",
+          "--output", f"type=local,dest={out}", env=env).ok()
+    assert (out / "v").read_text() == "env-value/default\n", "an unset NAME is skipped, as docker does"

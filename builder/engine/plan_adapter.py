@@ -21,11 +21,15 @@ def make_graph(df: Any, instrs: Any, opts: BuildOptions, platform: Any) -> Any:
 
 def start_stage(session: Any, graph: Any, index: int) -> tuple[ImageState, Any, tuple[str, ...]]:
     """The stage's starting image state, its StageLowering (not yet iterated) and the base
-    image's ONBUILD triggers (run right after FROM, not inherited further)."""
+    image's ONBUILD triggers (run right after FROM, not inherited further). A stage whose name
+    is a named context's is that context alone: no instruction of its own runs."""
     from ..plan.graph import StageRef
     from ..plan.lower import StageLowering, onbuild_triggers
 
     stage = graph.stages[index]
+    if stage.name and session.named_context(stage.name) is not None:
+        # a named context named like the stage replaces the whole stage (BuildKit)
+        stage = replace(stage, base=stage.name, instructions=())
     build_args = dict(graph.build_args)
     if isinstance(stage.base, StageRef):
         parent = session.stages[stage.base.index]
