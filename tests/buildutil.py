@@ -156,9 +156,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def http_server(directory: Path) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 (a free port) in a thread; yields the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
+def http_server(directory: Path, handler_class: type[http.server.SimpleHTTPRequestHandler] = _QuietHandler
+                ) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1 (a free port) in a thread with ``handler_class`` (a
+    quiet SimpleHTTPRequestHandler by default); yields the base URL."""
+    handler = functools.partial(handler_class, directory=str(directory))
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from buildutil import CliResult
+from buildutil import CliResult, _QuietHandler, http_server
 from registry_fixture import free_port
 from runutil import REPO, pybuild_env
 
@@ -37,7 +37,7 @@ def console_script() -> str:
 def run_script(args: Sequence[str], root: Path, *, stdin: bytes | None = None,
                env: dict[str, str] | None = None, timeout: float = 300) -> CliResult:
     """``pybuild ARGS`` through the console script with store ``root``; never raises on failure."""
-    p = subprocess.run([console_script(), *args], cwd=REPO, env=pybuild_env(root, env), input=stdin,
+    p = subprocess.run([console_script(), *args], cwd=REPO, env=pybuild_env(root, env), input=stdin, check=False,
                        capture_output=True, timeout=timeout)
     return CliResult(p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"))
 
@@ -80,6 +80,18 @@ def make_repo(path: Path, commits: Sequence[dict[str, str]], *, tags: dict[int, 
     return hashes
 
 
+def _wait_port(port: int, attempts: int = 200) -> None:
+    """Wait (bounded) until something accepts connections on 127.0.0.1:``port``."""
+    import socket
+    import time
+
+    for _ in range(attempts):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def git_daemon(base: Path) -> Iterator[str]:
     """``git daemon`` serving the repositories under ``base``; yields ``git://127.0.0.1:PORT``."""
@@ -88,14 +100,7 @@ def git_daemon(base: Path) -> Iterator[str]:
                              f"--base-path={base}", "--export-all", str(base)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        import socket
-        import time
-
-        for _ in range(200):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+        _wait_port(port)
         yield f"git://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -143,7 +148,7 @@ class _CgiGit(http.server.BaseHTTPRequestHandler):
                "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""), "PATH": os.environ.get("PATH", "")}
         if self.headers.get("Content-Encoding"):
             env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
-        p = subprocess.run([_git_http_backend()], input=body, env=env, capture_output=True)
+        p = subprocess.run([_git_http_backend()], input=body, env=env, capture_output=True, check=False)
         head, _, payload = p.stdout.partition(b"\r\n\r\n")
         status = 200
         headers = []
@@ -208,13 +213,10 @@ def ssh_agent(workdir: Path) -> Iterator[tuple[str, Path, str]]:
             os.unlink(sock)
 
 
-class _AuthFiles(http.server.SimpleHTTPRequestHandler):
+class _AuthFiles(_QuietHandler):
     """Static files (with Last-Modified) behind basic auth when ``credentials`` is set."""
 
     credentials: tuple[str, str] | None = None
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
 
     def do_GET(self) -> None:
         if self.credentials is not None:
@@ -231,17 +233,8 @@ class _AuthFiles(http.server.SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def file_server(directory: Path, credentials: tuple[str, str] | None = None) -> Iterator[str]:
     """Serve ``directory`` on 127.0.0.1, behind basic auth when ``credentials``; yields the base URL."""
-    import functools
-
-    handler = functools.partial(type("F", (_AuthFiles,), {"credentials": credentials}), directory=str(directory))
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with http_server(directory, type("F", (_AuthFiles,), {"credentials": credentials})) as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -262,14 +255,7 @@ def sshd(workdir: Path, authorized_key: Path) -> Iterator[int]:
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        import socket
-        import time
-
-        for _ in range(200):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+        _wait_port(port)
         yield port
     finally:
         proc.terminate()

@@ -17,7 +17,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from inpututil import file_server, git_daemon, git_http, make_repo
 from ocireader import check_invariants, read_layout
 from registry_fixture import free_port
@@ -54,7 +53,7 @@ def test_git_context_over_git_daemon_at_tag_branch_and_commit(tmp_path: Path, re
 
 
 def test_git_context_keep_git_dir_and_git_named_context(tmp_path: Path, repos: tuple[Path, list[str]]) -> None:
-    base, hashes = repos
+    base, _hashes = repos
     root = new_store(tmp_path)
     with git_http(base) as (url, _seen):
         out = tmp_path / "out"
@@ -159,7 +158,7 @@ def test_http_tarball_contexts_and_credentials_found_nowhere(tmp_path: Path, rep
     log = []
     out = tmp_path / "out"
     with file_server(www, (user, password)) as plain_url, git_http(base, (user, password)) as (git_url, seen):
-        cred = lambda u: u.replace("http://", f"http://{user}:{password}@")  # noqa: E731
+        cred = lambda u: u.replace("http://", f"http://{user}:{password}@")
         r = build(cred(f"{plain_url}/ctx.tar.gz"), root, "--output", f"type=local,dest={out / 'tar'}")  # type: ignore[arg-type]
         log.append(r.ok())
         assert (out / "tar" / "ctx" / "hello.txt").read_text() == "hello from a tarball\n"

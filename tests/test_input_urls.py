@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from builder.errors import UsageError
-from builder.inputs.flags import parse_add_host, parse_annotation, parse_shm_size, parse_ulimit
+from builder.inputs.flags import (
+    parse_add_host,
+    parse_annotation,
+    parse_shm_size,
+    parse_ulimit,
+)
 from builder.inputs.ssh import parse_ssh
 from builder.inputs.urls import GitSpec, is_git_url, parse_git_url, redact, redact_text
 

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from inpututil import ssh_agent
 from ocireader import read_layout
 from runutil import assert_clean, build, files_containing, make_context, new_store

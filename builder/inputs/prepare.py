@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 from ..errors import PybuildError, UsageError
 from .urls import is_git_url, is_http_url, parse_git_url, redact
@@ -52,7 +52,9 @@ class Inputs:
     def __init__(self, scratch_parent: Path, *, stdin: BinaryIO | None = None, keep_git_dir: bool = False,
                  ssh_sock: str | None = None, git_mtime: str = "checkout") -> None:
         scratch_parent.mkdir(parents=True, exist_ok=True)
-        from ..store.stale import owned_prefix  # a dead owner's leftovers are swept by the next command
+        from ..store.stale import (
+            owned_prefix,  # a dead owner's leftovers are swept by the next command
+        )
 
         self.dir = Path(tempfile.mkdtemp(prefix=owned_prefix("inputs"), dir=scratch_parent))
         self._stdin = stdin
@@ -62,7 +64,7 @@ class Inputs:
         self.ssh_sock = ssh_sock
         self.git_mtime = git_mtime
 
-    def __enter__(self) -> Inputs:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from ..errors import HostError, UsageError
 
@@ -103,7 +104,7 @@ class SshAgents:
     def sockets(self) -> tuple[tuple[str, str], ...]:
         return tuple(self._socks.items())
 
-    def __enter__(self) -> SshAgents:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -177,7 +178,7 @@ class SocketProxy:
         except OSError:
             pass
 
-    def __enter__(self) -> SocketProxy:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:

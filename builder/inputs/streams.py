@@ -35,16 +35,6 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def _read_head(stream: BinaryIO, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = stream.read(n - len(out))
-        if not chunk:
-            break
-        out += chunk
-    return out
-
-
 def is_archive_head(head: bytes) -> bool:
     """Docker's test on a stream's first 512 bytes: compressed, or a tar header."""
     from ..engine.archive import _is_tar_header, detect_compression
@@ -59,8 +49,10 @@ def unpack_stream(stream: BinaryIO, dest: Path, dockerfile: Path, what: str) -> 
     names the input in errors (``stdin``, a redacted URL). Ownership is not kept (COPY from a
     context writes 0:0). Raises UsageError for a corrupt archive or an oversized Dockerfile;
     the caller removes ``dest`` on error."""
+    from ..engine.archive import _read_exact
+
     dest.mkdir(parents=True)
-    head = _read_head(stream, 512)
+    head = _read_exact(stream, 512)
     if head and is_archive_head(head):
         from ..errors import PybuildError
         from ..layer.extract import extract_layer
