@@ -124,11 +124,14 @@ def test_bad_git_inputs_name_the_url(tmp_path: Path, repos: tuple[Path, list[str
         ctx = make_context(tmp_path / "ctx", "FROM localhost/busybox:latest\nCOPY . /\n")
         r = build(ctx, root, "--build-context", f"x={url}/missing.git#main")
         assert r.rc != 0 and "--build-context x=" in r.err and "missing.git" in r.err, r.err
+        r = build(f"{url}/app.git#main", root, "-f", "nope/Dockerfile")  # type: ignore[arg-type]
+        assert r.rc == 2 and "Dockerfile 'nope/Dockerfile' not found in the build context" in r.err, r.err
     closed = f"git://127.0.0.1:{free_port()}/app.git"
     r = build(closed, root)  # type: ignore[arg-type]
-    assert r.rc != 0 and closed in r.err, r.err
-    for res in (r,):
-        assert "Traceback" not in res.err
+    assert r.rc == 1 and closed in r.err and "Traceback" not in r.err, r.err
+    closed_http = f"http://127.0.0.1:{free_port()}/ctx.tar.gz"
+    r = build(closed_http, root)  # type: ignore[arg-type]
+    assert r.rc == 1 and r.err.startswith(f"error: build context: failed to fetch {closed_http}"), r.err
     assert_clean(root)
 
 

@@ -16,11 +16,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HostError, PybuildError
-from .urls import GitSpec, is_commit_like
+from ..errors import HostError
+from .urls import GitSpec, InputError, is_commit_like
 
 
-class GitError(PybuildError):
+class GitError(InputError):
     """A git source could not be fetched or did not match its checksum."""
 
 

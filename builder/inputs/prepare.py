@@ -195,7 +195,13 @@ class Inputs:
         from ..engine.fetch import fetch_url
         from .streams import unpack_stream
 
-        dl = fetch_url(url, self._new("dl"))
+        from ..engine.fetch import FetchError
+        from .urls import InputError
+
+        try:
+            dl = fetch_url(url, self._new("dl"))
+        except FetchError as exc:  # a CopyError: never shown as a Dockerfile position here
+            raise InputError(f"{what}: {exc.args[0] if exc.args else exc}") from None
         ctx = self._new("http")
         df = self._new("df") / "Dockerfile"
         try:

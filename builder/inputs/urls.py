@@ -14,7 +14,11 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from ..errors import UsageError
+from ..errors import PybuildError, UsageError
+
+
+class InputError(PybuildError):
+    """A remote build input (git repository, URL) could not be fetched or did not verify."""
 
 _SCP = re.compile(r"^(?P<user>[A-Za-z0-9_.-]+)@(?P<host>[A-Za-z0-9_.-]+):(?P<path>(?!//).+)$")
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
