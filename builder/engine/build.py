@@ -239,7 +239,10 @@ class StageBuilder:
         except PybuildError as exc:
             raise DockerfileError(exc.render(), self.stage.node.span) from exc
         emit(StepFinished(self.number, self.count, 0, start_text, time.monotonic() - t0, False, self.stage.name or ""))
-        self.session.unpack_layers = any(getattr(i, "kind", "") == "RUN" for i in self.stage.instructions)
+        # unpack new COPY layers as they are written when a later step reads the stage's file
+        # system: a RUN stacks them, a second COPY/ADD resolves its destination in them
+        kinds = [getattr(i, "kind", "") for i in self.stage.instructions]
+        self.session.unpack_layers = "RUN" in kinds or sum(k in ("COPY", "ADD") for k in kinds) > 1
         for step_no, step in enumerate(stage_steps(self.df, lowering, base_onbuild), 1):
             state = self._apply(state, step, step_no)
         return StageResult(self.index, self.stage.name, state, lowering.scope)

@@ -56,28 +56,51 @@ class RootView:
 
     def __init__(self, lowerdirs: list[Path]) -> None:
         self.layers = [os.fspath(p) for p in lowerdirs]
+        # what each host directory on a looked-up path is: the layers never change while a
+        # view is in use (snapshots are immutable), so each is lstat'ed and xattr-probed once
+        self._parents: dict[str, int] = {}
+
+    _MISSING, _DIR, _OPAQUE, _NONDIR = 0, 1, 2, 3
+
+    def _parent(self, host: str) -> int:
+        """What ``host`` (a path component above the one looked up) is in its layer."""
+        kind = self._parents.get(host)
+        if kind is None:
+            try:
+                st = os.lstat(host)
+            except (FileNotFoundError, NotADirectoryError):
+                kind = self._MISSING
+            else:
+                if not stat.S_ISDIR(st.st_mode):
+                    kind = self._NONDIR
+                else:
+                    kind = self._OPAQUE if _is_opaque(host) else self._DIR
+            self._parents[host] = kind
+        return kind
 
     def _lookup(self, path: str) -> tuple[str, os.stat_result] | None:
         """(host path, lstat) of ``path`` in the top-most layer holding it, or None."""
         parts = _parts(path)
+        last = len(parts) - 1
         for layer in self.layers:
             host = layer
             stop_below = False  # an opaque dir on the way hides the lower layers
             hidden = False
             for i, comp in enumerate(parts):
                 host = host + "/" + comp
-                try:
-                    st = os.lstat(host)
-                except (FileNotFoundError, NotADirectoryError):
-                    st = None
-                if st is None:
-                    break
-                if i == len(parts) - 1:
+                if i == last:
+                    try:
+                        st = os.lstat(host)
+                    except (FileNotFoundError, NotADirectoryError):
+                        break
                     return None if _is_whiteout(st) else (host, st)
-                if not stat.S_ISDIR(st.st_mode):
+                kind = self._parent(host)
+                if kind == self._MISSING:
+                    break
+                if kind == self._NONDIR:
                     hidden = True  # a whiteout or a non-directory hides everything below
                     break
-                if _is_opaque(host):
+                if kind == self._OPAQUE:
                     stop_below = True
             else:
                 # parts is empty: the root itself
