@@ -90,32 +90,37 @@ def _build_parser(cls: type[argparse.ArgumentParser]) -> argparse.ArgumentParser
 
 
 def _cmd_build(ns: argparse.Namespace) -> int:
-    from .inputs.flags import parse_add_host, parse_shm_size, parse_ulimit
+    build_args = _kv(ns.build_arg, "--build-arg")
+    run_flags: dict[str, object] = {}
+    if ns.add_host or ns.ulimit or ns.shm_size or ns.annotation:
+        from .inputs.flags import parse_add_host, parse_annotation, parse_shm_size, parse_ulimit
+
+        run_flags.update(add_hosts=tuple(parse_add_host(v) for v in ns.add_host),
+                         ulimits=tuple(parse_ulimit(v) for v in ns.ulimit),
+                         shm_size=parse_shm_size(ns.shm_size) if ns.shm_size else None)
+        for value in ns.annotation:
+            parse_annotation(value)  # bad syntax is a usage error before anything is fetched
+    store = _store(ns)
+    local = (ns.context != "-" and ns.file != "-" and not ns.build_context and not ns.ssh
+             and "://" not in ns.context and "@" not in ns.context and not ns.context.startswith("github.com/"))
+    if local:  # a context directory and a Dockerfile file: nothing to fetch or forward
+        context = Path(ns.context)
+        if not context.is_dir():
+            raise UsageError(f"build context {ns.context!r} is not a directory")
+        return _run_build(ns, store, context, Path(ns.file) if ns.file else context / "Dockerfile", build_args,
+                          **run_flags)
     from .inputs.prepare import Inputs
     from .inputs.ssh import SshAgents, parse_ssh
 
-    build_args = _kv(ns.build_arg, "--build-arg")
-    add_hosts = tuple(parse_add_host(v) for v in ns.add_host)
-    ulimits = tuple(parse_ulimit(v) for v in ns.ulimit)
-    shm_size = parse_shm_size(ns.shm_size) if ns.shm_size else None
-    from .engine.limits import parse_limits
-
-    limits = parse_limits(memory=ns.memory, memory_swap=ns.memory_swap, pids=ns.pids_limit,
-                          cpu_shares=ns.cpu_shares, cpuset_cpus=ns.cpuset_cpus)
     ssh_specs = tuple(parse_ssh(v) for v in ns.ssh)
-    from .inputs.flags import parse_annotation
-
-    for value in ns.annotation:
-        parse_annotation(value)  # bad syntax is a usage error before anything is fetched
     keep_git = dict(build_args).get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "") in ("1", "true", "True")
-    store = _store(ns)
     with SshAgents(ssh_specs) as agents, \
             Inputs(store.root / "tmp", stdin=sys.stdin.buffer, keep_git_dir=keep_git, ssh_sock=agents.socket("default"),
                    git_mtime="commit" if os.environ.get("SOURCE_DATE_EPOCH") else "checkout") as inputs:
         main = inputs.main(ns.context, ns.file)
         named = tuple(inputs.named(v) for v in ns.build_context)
         return _run_build(ns, store, main.context, main.dockerfile, build_args, named_contexts=named,
-                          ssh=agents.sockets(), add_hosts=add_hosts, ulimits=ulimits, shm_size=shm_size, limits=limits)
+                          ssh=agents.sockets(), **run_flags)
 
 
 def _run_build(ns: argparse.Namespace, store: Store, context: Path, dockerfile: Path,

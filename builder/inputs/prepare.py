@@ -51,12 +51,8 @@ class Inputs:
 
     def __init__(self, scratch_parent: Path, *, stdin: BinaryIO | None = None, keep_git_dir: bool = False,
                  ssh_sock: str | None = None, git_mtime: str = "checkout") -> None:
-        scratch_parent.mkdir(parents=True, exist_ok=True)
-        from ..store.stale import (
-            owned_prefix,  # a dead owner's leftovers are swept by the next command
-        )
-
-        self.dir = Path(tempfile.mkdtemp(prefix=owned_prefix("inputs"), dir=scratch_parent))
+        self._parent = scratch_parent
+        self._dir: Path | None = None  # made on first need
         self._stdin = stdin
         self._stdin_used = False
         self._n = 0
@@ -70,8 +66,21 @@ class Inputs:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
+    @property
+    def dir(self) -> Path:
+        """The scratch directory (under the store's tmp, named with this process's PID so that
+        a dead owner's leftovers are swept by the next command)."""
+        if self._dir is None:
+            from ..store.stale import owned_prefix
+
+            self._parent.mkdir(parents=True, exist_ok=True)
+            self._dir = Path(tempfile.mkdtemp(prefix=owned_prefix("inputs"), dir=self._parent))
+        return self._dir
+
     def close(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def _new(self, what: str) -> Path:
         self._n += 1
