@@ -37,6 +37,27 @@ class StoreError(PybuildError):
     exit_code = 4
 
 
+class NoSpaceError(StoreError):
+    """A write ran out of space (ENOSPC / EDQUOT). The message says what was being written and
+    where (the directory and the space left on its file system); nothing partial was kept."""
+
+
+def no_space(exc: OSError, what: str, where: object) -> NoSpaceError | None:
+    """A NoSpaceError for ``exc`` when it is ENOSPC/EDQUOT (``what`` was being written into the
+    directory ``where``), else None."""
+    import errno
+    import os
+
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    try:
+        st = os.statvfs(str(where))
+        free = f"{st.f_bavail * st.f_frsize // 1024} KiB free of {st.f_blocks * st.f_frsize // 1024} KiB"
+    except OSError:
+        free = "its file system is full"
+    return NoSpaceError(f"no space left on device while {what} in {where} ({free})")
+
+
 class ReferenceError_(PybuildError):
     """An image reference is malformed or names nothing. Prints the offending reference."""
 
@@ -82,7 +103,7 @@ class DockerfileError(PybuildError):
         self.span = span
         self.source = source
 
-    def with_source(self, source: SourceFile) -> "DockerfileError":
+    def with_source(self, source: SourceFile) -> DockerfileError:
         """Attach the source file if none is attached yet; returns self."""
         if self.source is None:
             self.source = source

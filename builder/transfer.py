@@ -443,7 +443,10 @@ class _AtomicOut:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        self.f.close()
+        try:
+            self.f.close()  # may fail again (ENOSPC flushing the buffer): the temp goes anyway
+        except OSError:
+            pass
         self.tmp.unlink(missing_ok=True)
 
 
@@ -454,13 +457,21 @@ def _with_output(dest: str, stdout: BinaryIO | None, write: Callable[[BinaryIO],
         write(stdout)
         stdout.flush()
         return
-    out = _AtomicOut(Path(dest))
+    from .errors import no_space
+
+    try:
+        out = _AtomicOut(Path(dest))
+    except OSError as exc:
+        raise no_space(exc, f"writing {dest}", Path(dest).parent) or exc
     try:
         write(out.f)  # type: ignore[arg-type]
-    except BaseException:
+        out.commit()
+    except BaseException as exc:
         out.abort()
+        full = no_space(exc, f"writing {dest}", Path(dest).parent) if isinstance(exc, OSError) else None
+        if full is not None:
+            raise full from exc
         raise
-    out.commit()
 
 
 def _layer_reader(blobs: BlobStore, layer: Descriptor) -> Callable[[], BinaryIO]:

@@ -179,7 +179,8 @@ def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: 
         text = step.node.original or "RUN " + " ".join(step.argv)
         raise StepFailed(text if text.upper().startswith("RUN") else f"RUN {text}",
                          file=str(session.opts.dockerfile.name), line=step.node.span.line,
-                         exit_status=result.exit_code, output_tail=tuple(tail), reason=result.limit)
+                         exit_status=result.exit_code, output_tail=tuple(tail),
+                         reason=result.limit or _out_of_space(upper))
     entries = list(upper_entries(upper, userxattr=getattr(result, "userxattr", False),
                                  uidmap=getattr(result, "uidmap", ()), gidmap=getattr(result, "gidmap", ())))
     if not entries:
@@ -204,6 +205,20 @@ def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: 
     except Exception:
         pass  # the snapshot is made again from the blob when needed
     return layer
+
+
+def _out_of_space(upper: Path) -> str | None:
+    """Why a failed RUN may have failed when the file system of its upper dir (the store's)
+    is (nearly) full: the sentence for the error, else None."""
+    try:
+        st = os.statvfs(upper)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if free >= (1 << 20) and st.f_favail != 0:
+        return None
+    return (f"no space left on device for RUN's changes in {upper.parent.parent} "
+            f"({free // 1024} KiB free of {st.f_blocks * st.f_frsize // 1024} KiB)")
 
 
 def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]],

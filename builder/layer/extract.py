@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Iterable, Literal
 
 from ..digest import Digest
-from ..errors import HostError, PybuildError
+from ..errors import HostError, PybuildError, no_space
 from .compress import CompressionError, HashingReader, ReadThrough, open_decompressed
 
 if TYPE_CHECKING:
@@ -507,8 +507,9 @@ def extract_layer(stream: BinaryIO, dest: Path, *, mode: Literal["overlay", "fla
         except PybuildError:
             raise
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise ExtractError(f"no space left extracting into {dest}") from exc
+            full = no_space(exc, "unpacking a layer", dest)
+            if full is not None:
+                raise full from exc
             raise ExtractError(f"cannot extract layer into {dest}: {exc}") from exc
         ex.finish()
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 from ..digest import Digest
-from ..errors import StoreError
+from ..errors import StoreError, no_space
 from .stale import owned_prefix
 
 CHUNK = 1 << 20
@@ -156,8 +156,11 @@ class BlobStore:
         ``writer.digest``/``writer.size``. On exception or mismatch: temp removed, nothing stored
         (mismatch raises StoreError)."""
         algorithm = expected.algorithm if expected is not None else "sha256"
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=owned_prefix("blob"), dir=self.tmp_dir)
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=owned_prefix("blob"), dir=self.tmp_dir)
+        except OSError as exc:
+            raise no_space(exc, "writing a blob", self.root) or exc
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -181,6 +184,11 @@ class BlobStore:
                 os.replace(tmp, target)
                 fsync_dir(target.parent)
             writer.digest, writer.size = got, writer.written
+        except OSError as exc:
+            full = no_space(exc, "writing a blob", self.root)
+            if full is None:
+                raise
+            raise full from exc
         finally:
             if tmp.exists():
                 tmp.unlink()

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
 from ..digest import Digest
-from ..errors import ReferenceError_, StoreError
+from ..errors import ReferenceError_, StoreError, no_space
 from ..oci import mediatypes as mt
 from typing import TYPE_CHECKING
 
@@ -73,8 +73,11 @@ def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool =
     readers see the old or the new content, never a part. ``durable`` also fsyncs the file and
     the directory (index.json); caches that can be rebuilt skip that. Errors propagate; the temp
     file never survives."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=owned_prefix("w"), dir=tmp_dir)
+    try:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=owned_prefix("w"), dir=tmp_dir)
+    except OSError as exc:
+        raise no_space(exc, f"writing {path.name}", path.parent) or exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -85,6 +88,11 @@ def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool =
         os.replace(name, path)
         if durable:
             fsync_dir(path.parent)
+    except OSError as exc:
+        full = no_space(exc, f"writing {path.name}", path.parent)
+        if full is None:
+            raise
+        raise full from exc
     finally:
         if os.path.exists(name):
             os.unlink(name)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from ..digest import Digest
-from ..errors import StoreError
+from ..errors import NoSpaceError, StoreError, no_space
 from ..layer.extract import DEFAULT_SIZE_LIMIT, extract_layer
 
 _KEY_LENGTHS = (12, 24, 64)
@@ -114,7 +114,10 @@ class Snapshots:
         found = self.get(diff_id)
         if found is not None:
             return found
-        tmp = self._tmp()
+        try:
+            tmp = self._tmp()
+        except OSError as exc:
+            raise no_space(exc, f"unpacking layer {diff_id}", self.dir) or exc
         try:
             fs = tmp / "fs"
             fs.mkdir()
@@ -124,10 +127,20 @@ class Snapshots:
             if stats.diff_id != diff_id:
                 raise StoreError(f"layer content does not match its diff_id: expected {diff_id}, "
                                  f"got {stats.diff_id}")
+        except NoSpaceError as exc:
+            _rmtree(tmp)
+            raise NoSpaceError(f"{exc.args[0]} (layer {diff_id})") from exc
+        except OSError as exc:
+            _rmtree(tmp)
+            raise no_space(exc, f"unpacking layer {diff_id}", self.dir) or exc
         except BaseException:
             _rmtree(tmp)
             raise
-        return self._publish(tmp, diff_id)
+        try:
+            return self._publish(tmp, diff_id)
+        except OSError as exc:
+            _rmtree(tmp)
+            raise no_space(exc, f"unpacking layer {diff_id}", self.dir) or exc
 
     def adopt(self, diff_id: Digest, path: Path) -> Path:
         """Move the overlay-format directory ``path`` into the store as ``diff_id``'s snapshot.
