@@ -23,11 +23,15 @@ CALM = ("FROM localhost/busybox:latest\nRUN i=0; while [ $i -lt 20 ]; do i=$((i+
 
 
 def _step_cgroups() -> list[str]:
-    """pybuild-* cgroups of this process's hierarchies (there should be none between steps)."""
+    """pybuild-* cgroups of dead builders in this process's hierarchies: what a step left
+    behind (other builds on this machine may be running: their live cgroups are not counted)."""
+    from builder.store.stale import alive, owner_pid
+
     lay = layout()
     found = []
     for d in list(lay.v1.values()) + ([lay.v2] if lay.v2 else []):
-        found += [str(d / n) for n in os.listdir(d) if n.startswith("pybuild-")]
+        found += [str(d / n) for n in os.listdir(d)
+                  if n.startswith("pybuild-") and not alive(owner_pid(n) or 0) and (d / n).exists()]
     return found
 
 
