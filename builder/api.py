@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .engine.prune import CacheItem
     from .outputspec import OutputSpec
     from .store.check import CheckReport
-    from .store.layout import Store
+    from .store.layout import Store, StoredImage
 
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 """A value of parsed JSON (manifests, configs)."""
@@ -118,6 +118,7 @@ class ImageDetails:
     digest: str
     manifest: JSONObject
     config: JSONObject
+    index: JSONObject | None = None  # {"Digest", "Platforms"} when ``name`` is a multi-platform index
 
     def _section(self) -> JSONObject:
         section = self.config.get("config")
@@ -163,25 +164,69 @@ class ImageDetails:
 
     def as_json(self) -> JSONObject:
         """What ``pybuild inspect`` prints."""
-        return {"Name": self.name, "Digest": self.digest, "Manifest": self.manifest, "Config": self.config}
+        out: JSONObject = {"Name": self.name, "Digest": self.digest}
+        if self.index is not None:
+            out["Index"] = self.index
+        out.update({"Manifest": self.manifest, "Config": self.config})
+        return out
 
 
-def _load(store: Store, name: str) -> tuple[JSONObject, JSONObject, str]:
-    img = store.image(name)
+def _stored_image(store: Store, name: str, platform: str | None = None) -> StoredImage:
+    """The stored image ``name``; of a multi-platform index, the ``platform`` manifest (default:
+    the host's, else the index's first image). StoreError when ``platform`` is not there."""
+    from .errors import StoreError
+    from .oci import mediatypes as mt
+    from .oci.models import Index, parse_json, parse_platform
+
+    if platform:
+        return store.image(name, parse_platform(platform))
+    try:
+        return store.image(name)
+    except StoreError:
+        desc = store.resolve(name)
+        if not mt.is_index(desc.mediaType):
+            raise
+        index = parse_json(Index, store.blobs.read_bytes(desc.digest_value, limit=16 << 20), origin=name)
+        first = next((d.platform for d in index.manifests if d.platform is not None), None)
+        if first is None:
+            raise
+        return store.image(name, first)
+
+
+def _load(store: Store, name: str, platform: str | None = None) -> tuple[JSONObject, JSONObject, str]:
+    img = _stored_image(store, name, platform)
     manifest: JSONObject = json.loads(img.manifest_raw)
     config: JSONObject = json.loads(img.config_raw)
     return manifest, config, str(img.manifest_desc.digest)
 
 
-def images(*, store: Store | None = None) -> list[ImageRow]:
-    """Every tagged image of the store; an entry whose content is missing is left out."""
+def _index_of(store: Store, name: str) -> JSONObject | None:
+    """``{"Digest", "Platforms"}`` when ``name`` is a multi-platform index, else None."""
+    from .oci import mediatypes as mt
+
+    top = store.resolve(name)
+    if not mt.is_index(top.mediaType):
+        return None
+    index = json.loads(store.blobs.read_bytes(top.digest_value, limit=16 << 20))
+    platforms: list[JSONValue] = []
+    for m in _list(index.get("manifests")):
+        p = m.get("platform") if isinstance(m, dict) else None
+        if isinstance(p, dict):
+            platforms.append("/".join(str(p[k]) for k in ("os", "architecture", "variant") if p.get(k)))
+    return {"Digest": str(top.digest), "Platforms": platforms}
+
+
+def images(*, store: Store | None = None, platform: str | None = None) -> list[ImageRow]:
+    """Every tagged image of the store; an entry whose content is missing is left out. For a
+    multi-platform tag, ID and size are ``platform``'s image (default: the host's, else the
+    first) and ``digest`` is the index's; a tag without ``platform`` is left out."""
     from .errors import PybuildError
 
     st = _store(store)
     rows = []
     for name, desc in st.tags():
         try:
-            manifest, _config, _digest = _load(st, name)
+            manifest, _config, _digest = _load(st, name, platform)
         except (PybuildError, OSError, ValueError):  # a broken entry is not listed, and not fatal
             continue
         repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
@@ -211,16 +256,19 @@ def _familiar(repo: str) -> str:
     return repo
 
 
-def inspect(name: str, *, store: Store | None = None) -> ImageDetails:
-    """The stored image ``name`` (a tag, ``sha256:`` digest or ID). Raises StoreError /
-    ReferenceError_ when it names nothing."""
-    manifest, config, digest = _load(_store(store), name)
-    return ImageDetails(name, digest, manifest, config)
+def inspect(name: str, *, store: Store | None = None, platform: str | None = None) -> ImageDetails:
+    """The stored image ``name`` (a tag, ``sha256:`` digest or ID); of a multi-platform index,
+    ``platform``'s image (``index`` then gives the index digest and its platforms). Raises
+    StoreError / ReferenceError_ when it names nothing."""
+    st = _store(store)
+    manifest, config, digest = _load(st, name, platform)
+    return ImageDetails(name, digest, manifest, config, _index_of(st, name))
 
 
-def history(name: str, *, store: Store | None = None) -> list[tuple[str | None, int | None, str]]:
+def history(name: str, *, store: Store | None = None,
+            platform: str | None = None) -> list[tuple[str | None, int | None, str]]:
     """Newest first, like ``docker history``: (created, layer size or None, created_by)."""
-    manifest, config, _digest = _load(_store(store), name)
+    manifest, config, _digest = _load(_store(store), name, platform)
     layers = iter(_list(manifest.get("layers")))
     rows = []
     for h in _list(config.get("history")):
@@ -295,16 +343,18 @@ def disk_usage(*, store: Store | None = None) -> dict[str, int]:
 # -- running -------------------------------------------------------------------------------------
 def run(image: str, command: Sequence[str] = (), *, network: str = "host", env: Mapping[str, str] = _NO_ARGS,
         user: str | None = None, workdir: str | None = None, store: Store | None = None,
-        on_output: OutputSink | None = None) -> int:
+        on_output: OutputSink | None = None, platform: str | None = None) -> int:
     """Run ``image``'s entrypoint with ``command`` (default: its Cmd) in the sandbox; each
-    output line (stdout and stderr, bytes) goes to ``on_output``. Returns the exit code. Nothing
-    the command writes is kept; nothing is left mounted or running."""
+    output line (stdout and stderr, bytes) goes to ``on_output``. ``platform`` picks the image
+    of a multi-platform index (another architecture needs a binfmt_misc handler: HostError
+    otherwise). Returns the exit code. Nothing the command writes is kept; nothing is left
+    mounted or running."""
     from .engine.runimage import run_image
 
     st = _store(store)
     with st.lease():
         return run_image(st, image, tuple(command), network=network, env=tuple(env.items()), user=user,
-                         workdir=workdir, on_output=on_output)
+                         workdir=workdir, on_output=on_output, platform=platform)
 
 
 # -- registries ---------------------------------------------------------------------------------

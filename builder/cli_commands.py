@@ -69,7 +69,8 @@ def _build_parser(cls: type[argparse.ArgumentParser]) -> argparse.ArgumentParser
     p.add_argument("-t", "--tag", action="append", default=[], help="name[:tag]; repeatable")
     p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--target", help="build this stage")
-    p.add_argument("--platform", help="os/arch[/variant] (default: the host's)")
+    p.add_argument("--platform", help="os/arch[/variant][,...]: one image per platform, several make an "
+                                      "image index (default: the host's)")
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
     p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE")
     p.add_argument("--pull", action="store_true", help="always look for newer base images")
@@ -158,7 +159,7 @@ def _run_build(ns: argparse.Namespace, store: Store, context: Path, dockerfile: 
 def _cmd_images(ns: argparse.Namespace) -> int:
     from .api import images
 
-    rows = images(store=_store(ns))
+    rows = images(store=_store(ns), platform=ns.platform)
     if ns.format == "json":
         from dataclasses import asdict
 
@@ -179,14 +180,14 @@ def _human(n: int) -> str:
 def _cmd_inspect(ns: argparse.Namespace) -> int:
     from .api import inspect
 
-    print(json.dumps(inspect(ns.name, store=_store(ns)).as_json(), indent=2))
+    print(json.dumps(inspect(ns.name, store=_store(ns), platform=ns.platform).as_json(), indent=2))
     return 0
 
 
 def _cmd_history(ns: argparse.Namespace) -> int:
     from .api import history
 
-    rows = history(ns.name, store=_store(ns))
+    rows = history(ns.name, store=_store(ns), platform=ns.platform)
     print(f"{'CREATED':<30} {'SIZE':>10}  CREATED BY")
     for created, size, created_by in rows:
         size_s = "0B" if size is None else _human(size)
@@ -289,7 +290,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
 
     return run(ns.image, tuple(ns.command), network=ns.network, env=dict(_kv(ns.env, "--env")), user=ns.user,
-               workdir=ns.workdir, store=_store(ns), on_output=write)
+               workdir=ns.workdir, store=_store(ns), on_output=write, platform=ns.platform)
 
 
 def _cmd_pull(ns: argparse.Namespace) -> int:
@@ -335,6 +336,8 @@ def parser_for(command: str, cls: type[argparse.ArgumentParser]) -> tuple[argpar
         return _build_parser(cls), _cmd_build
     p = cls(prog=f"pybuild {command}")
     _common(p)
+    if command in ("images", "inspect", "history", "run"):
+        p.add_argument("--platform", help="of a multi-platform image, the one for os/arch[/variant]")
     if command == "images":
         p.add_argument("--format", choices=("table", "json"), default="table")
         return p, _cmd_images

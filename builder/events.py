@@ -31,6 +31,7 @@ class StepStarted:
     steps: int
     text: str           # e.g. "COPY . /app"
     stage_name: str = ""
+    platform: str = ""  # the stage's platform in a multi-platform build, else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class StepFinished:
     cached: bool = False
     stage_name: str = ""
     miss_reason: str = ""
+    platform: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class StepOutput:
     stage: int
     step: int
     line: bytes
+    stage_name: str = ""
+    platform: str = ""
 
 
 @dataclass(frozen=True, slots=True)

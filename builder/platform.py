@@ -97,6 +97,41 @@ class Platform:
         }
 
 
+def parse_platforms(text: str | None) -> tuple[Platform, ...]:
+    """``--platform A,B,...`` as platforms in the given order, duplicates (after
+    normalisation) dropped; ``()`` for None/empty. UsageError names the bad entry."""
+    if not text or not text.strip():
+        return ()
+    out: list[Platform] = []
+    for part in text.split(","):
+        if not part.strip():
+            raise UsageError(f"invalid platform list {text!r}: empty entry")
+        p = Platform.parse(part)
+        if p not in out:
+            out.append(p)
+    return tuple(out)
+
+
+# the variant an entry without one is taken to have (containerd's platforms package)
+DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
+
+
+def match_score(want: Platform, have: Platform) -> int | None:
+    """How well an image of platform ``have`` serves ``want``, both normalised first (aarch64 is
+    arm64, arm64/v8 is arm64, arm alone is arm/v7, amd64/v1 is amd64): None when it does not
+    (os or architecture differ, or a wanted variant differs); 2 for the exact or default
+    variant, 1 for another variant when none was wanted."""
+    w_arch, w_var = normalize_arch(want.architecture, want.variant)
+    h_arch, h_var = normalize_arch(have.architecture, have.variant)
+    if want.os.lower() != have.os.lower() or w_arch != h_arch:
+        return None
+    default = DEFAULT_VARIANT.get(w_arch, "")
+    got = h_var or default
+    if w_var:
+        return 2 if got == w_var else None
+    return 2 if got == default else 1
+
+
 def host_platform() -> Platform:
     """The platform of this machine (``uname -m`` mapped to OCI names: x86_64 -> amd64 ...)."""
     machine = _pyplatform.machine() or "amd64"

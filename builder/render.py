@@ -91,12 +91,17 @@ class Renderer:
     def _plain(self, event: Event) -> None:
         if isinstance(event, StepFinished):
             name = event.stage_name or "stage"
+            if event.platform:
+                name = f"{event.platform} {name}"
             tail = "CACHED" if event.cached else f"{event.seconds:.1f}s"
             print(f"[{name} {event.stage}/{event.stages}] {event.text}  {tail}", file=self.out)
             if event.miss_reason:
                 print(f"  cache miss: {event.miss_reason}", file=self.out)
         elif isinstance(event, StepOutput):
-            print(f"  | {event.line.decode('utf-8', 'replace').rstrip()}", file=self.out)
+            # stages run concurrently: a line names its stage (and platform) when it has one
+            who = " ".join(w for w in (event.platform, event.stage_name) if w)
+            lead = f"  {who} | " if who else "  | "
+            print(f"{lead}{event.line.decode('utf-8', 'replace').rstrip()}", file=self.out)
         elif isinstance(event, Message):
             prefix = "warning: " if event.level == "warning" else ""
             print(f"{prefix}{event.text}", file=self.out)

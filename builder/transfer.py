@@ -154,7 +154,10 @@ def _copy_manifest_tree(src: ImageSource, data: bytes, mtype: str, dst: ImageDes
                 continue
             cdata, ctype = _fetch_manifest(src, child.digest, child)
             _copy_manifest_tree(src, cdata, child.mediaType or ctype, dst, on_event)
-            dst.put_manifest(cdata, child.mediaType or ctype, ())
+            if getattr(dst, "child_manifests_as_blobs", False):  # layouts: not a top-level entry
+                dst.put_blob(child.digest_value, len(cdata), io.BytesIO(cdata))
+            else:
+                dst.put_manifest(cdata, child.mediaType or ctype, ())
             _emit(on_event, "manifest", child)
         return
     if not mt.is_manifest(mtype):
@@ -401,28 +404,42 @@ def _final_owners(open_layer: Callable[[int], BinaryIO], count: int) -> dict[str
     return {p: li for p, (li, _) in state.items()}
 
 
-def flatten_layers(open_layer: Callable[[int], BinaryIO], count: int, out: BinaryIO) -> None:
-    """Write the merged root file system of ``count`` layers (bottom first) as one tar to ``out``.
+def flatten_layers(open_layer: Callable[[int], BinaryIO], count: int, out: BinaryIO | tarfile.TarFile,
+                   *, prefix: str = "") -> None:
+    """Write the merged root file system of ``count`` layers (bottom first) as one tar to ``out``
+    (a stream, or an open TarFile to append to), every name under ``prefix`` (``linux_arm64/``).
 
     ``open_layer(i)`` returns a fresh reader of layer i's uncompressed tar (closed here); each
     layer is read twice (paths, then contents), streaming. Whiteouts and opaque dirs are
     applied and never written. ``out`` is not closed."""
     owners = _final_owners(open_layer, count)
+    if isinstance(out, tarfile.TarFile):
+        _flatten_into(open_layer, count, out, owners, prefix)
+        return
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tw:
-        for i in range(count):
-            with open_layer(i) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-                for m in tar:
-                    name = _norm(m.name)
-                    if not name or owners.get(name) != i:
-                        continue
-                    owners.pop(name)
-                    m.name = name
-                    if m.islnk():
-                        m.linkname = _norm(m.linkname)
-                    if m.isreg():
-                        tw.addfile(m, tar.extractfile(m))
-                    else:
-                        tw.addfile(m)
+        _flatten_into(open_layer, count, tw, owners, prefix)
+
+
+def _flatten_into(open_layer: Callable[[int], BinaryIO], count: int, tw: tarfile.TarFile,
+                  owners: dict[str, int], prefix: str) -> None:
+    if prefix:
+        d = tarfile.TarInfo(prefix.rstrip("/"))
+        d.type, d.mode = tarfile.DIRTYPE, 0o755
+        tw.addfile(d)
+    for i in range(count):
+        with open_layer(i) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+            for m in tar:
+                name = _norm(m.name)
+                if not name or owners.get(name) != i:
+                    continue
+                owners.pop(name)
+                m.name = prefix + name
+                if m.islnk():
+                    m.linkname = prefix + _norm(m.linkname)
+                if m.isreg():
+                    tw.addfile(m, tar.extractfile(m))
+                else:
+                    tw.addfile(m)
 
 
 class _AtomicOut:
@@ -522,9 +539,13 @@ def export_image(store: "Store", name: str, output: OutputSpec, *, tags: tuple[s
     builder.registry's RegistryDestination (``insecure``: registry hosts allowed over HTTP).
     ``keep_layers``: see :func:`convert_compression`. The image is pinned in the store's lease
     (when one is held) before it is read, so a concurrent prune keeps it."""
+    top = store.resolve(name)
     pin = getattr(store, "pin", None)
     if pin is not None:
-        pin([str(store.resolve(name).digest)])
+        pin([str(top.digest)])
+    if platform is None and mt.is_index(top.mediaType):
+        return _export_index(store, name, top, output, tags=tags, on_event=on_event, stdout=stdout,
+                             insecure=insecure, open_registry=open_registry, keep_layers=keep_layers)
     img = store.image(name, as_platform(platform))
     manifest_raw, mtype = img.manifest_raw, img.manifest_desc.mediaType
     if output.compression is not None:
@@ -576,18 +597,133 @@ def export_image(store: "Store", name: str, output: OutputSpec, *, tags: tuple[s
     if output.push and not names:
         raise UsageError("pushing needs an image name: give -t NAME or --output type=registry,name=NAME")
     if output.push:
-        from .oci.reference import parse_reference
-
-        for n in names:
-            dst = open_registry(n) if open_registry is not None else _registry_destination(n, insecure)
-            tag = parse_reference(n).tag
-            try:
-                copy_image(store, ref, dst, (tag,) if tag else (), on_event=on_event)
-            finally:
-                close = getattr(dst, "close", None)
-                if close is not None:
-                    close()
+        _push_all(store, ref, names, insecure, open_registry, on_event)
     return digest
+
+
+MULTI_PLATFORM_DOCKER = ("docker exporter does not currently support exporting manifest lists "
+                         "(several --platform values): use --output type=oci or type=registry")
+
+
+def check_multi_platform_output(output: OutputSpec) -> None:
+    """UsageError for an output that cannot carry several platforms (``type=docker``, as buildx)."""
+    if output.type == "docker":
+        raise UsageError(MULTI_PLATFORM_DOCKER)
+
+
+def platform_dir(platform: Platform | None) -> str:
+    """``linux_arm64`` / ``linux_arm_v7``: the subdirectory buildx gives one platform."""
+    if platform is None:
+        return "unknown"
+    return "_".join(p for p in (platform.os, platform.architecture, platform.variant or "") if p)
+
+
+def _index_children(store: "Store", raw: bytes, origin: str) -> list[Descriptor]:
+    index = parse_json(Index, raw, origin=origin)
+    return [d for d in index.manifests if mt.is_manifest(d.mediaType) and d.platform is not None
+            and (d.annotations or {}).get("vnd.docker.reference.type") != "attestation-manifest"]
+
+
+def _export_index(store: "Store", name: str, top: Descriptor, output: OutputSpec, *, tags: tuple[str, ...],
+                  on_event: EventSink | None, stdout: BinaryIO | None, insecure: tuple[str, ...],
+                  open_registry: Callable[[str], ImageDestination] | None, keep_layers: int) -> Digest:
+    """:func:`export_image` of a multi-platform index: oci/image/registry carry the whole index
+    (recompressed per child when asked), local/tar write one ``os_arch[_variant]/`` per
+    platform, docker is refused (buildx does the same)."""
+    check_multi_platform_output(output)
+    raw = store.blobs.read_bytes(top.digest_value, limit=_JSON_LIMIT)
+    children = _index_children(store, raw, f"index of {name}")
+    if output.type in ("local", "tar"):
+        assert output.dest is not None
+        mans = [(platform_dir(c.platform), parse_json(Manifest, store.blobs.read_bytes(c.digest_value,
+                 limit=_JSON_LIMIT), origin=f"manifest of {name}")) for c in children]
+        if output.type == "local":
+            for sub, man in mans:
+                _export_local(store.blobs, man, Path(output.dest) / sub)
+        else:
+            def write(f: BinaryIO) -> None:
+                with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tw:
+                    for sub, man in mans:
+                        openers = [_layer_reader(store.blobs, layer) for layer in man.layers]
+                        flatten_layers(lambda i: openers[i](), len(openers), tw, prefix=sub + "/")
+            _with_output(output.dest, stdout, write)
+        return top.digest_value
+    if output.compression is not None:
+        raw = _recompress_index(store, raw, children, output, keep_layers, on_event)
+    digest = Digest.of_bytes(raw)
+    if not store.blobs.has(digest):
+        store.blobs.put_bytes(raw)
+    names = output.names or tuple(tags) or _names_for(store, name)
+    ref = str(digest)
+    if output.type == "oci":
+        assert output.dest is not None
+        if not output.tar:
+            from .oci.layoutdir import OciLayoutDir
+
+            return copy_image(store, ref, OciLayoutDir(output.dest), names, on_event=on_event)
+
+        def write_oci(f: BinaryIO) -> None:
+            from .oci.layoutdir import OciLayoutTarWriter
+
+            with OciLayoutTarWriter(f) as w:
+                copy_image(store, ref, w, names, on_event=on_event)
+        _with_output(output.dest, stdout, write_oci)
+        return digest
+    desc = Descriptor(mediaType=top.mediaType, digest=ref, size=len(raw))
+    for n in names:
+        store.tag(n, desc)
+    if output.push and not names:
+        raise UsageError("pushing needs an image name: give -t NAME or --output type=registry,name=NAME")
+    if output.push:
+        _push_all(store, ref, names, insecure, open_registry, on_event)
+    return digest
+
+
+def _recompress_index(store: "Store", raw: bytes, children: list[Descriptor], output: OutputSpec,
+                      keep_layers: int, on_event: EventSink | None) -> bytes:
+    """The index with each platform's layers re-encoded per ``output.compression`` (new child
+    manifests stored); the original bytes when nothing changed."""
+    index = parse_json(Index, raw, origin="index")
+    by_digest = {c.digest: c for c in children}
+    changed = False
+    entries: list[Descriptor] = []
+    for d in index.manifests:
+        if d.digest not in by_digest:
+            entries.append(d)
+            continue
+        man_raw = store.blobs.read_bytes(d.digest_value, limit=_JSON_LIMIT)
+        cfg_digest = parse_json(Manifest, man_raw, origin="manifest").config.digest_value
+        config = parse_json(ImageConfig, store.blobs.read_bytes(cfg_digest, limit=_JSON_LIMIT), origin="config")
+        new_raw, new_type = convert_compression(store.blobs, man_raw, config, output.compression or "gzip",
+                                                force=output.force_compression, level=output.compression_level,
+                                                keep_layers=keep_layers, on_event=on_event)
+        if new_raw is man_raw:
+            entries.append(d)
+            continue
+        changed = True
+        entries.append(d.model_copy(update={"mediaType": new_type, "digest": str(Digest.of_bytes(new_raw)),
+                                            "size": len(new_raw)}))
+    if not changed:
+        return raw
+    data = canonical_json(index.model_copy(update={"manifests": entries}))
+    store.blobs.put_bytes(data)
+    return data
+
+
+def _push_all(store: "Store", ref: str, names: tuple[str, ...], insecure: tuple[str, ...],
+              open_registry: Callable[[str], ImageDestination] | None, on_event: EventSink | None) -> None:
+    """Copy the stored manifest or index ``ref`` to each of ``names``' registries."""
+    from .oci.reference import parse_reference
+
+    for n in names:
+        dst = open_registry(n) if open_registry is not None else _registry_destination(n, insecure)
+        tag = parse_reference(n).tag
+        try:
+            copy_image(store, ref, dst, (tag,) if tag else (), on_event=on_event)
+        finally:
+            close = getattr(dst, "close", None)
+            if close is not None:
+                close()
 
 
 def _registry_destination(name: str, insecure: tuple[str, ...]) -> ImageDestination:

@@ -33,9 +33,12 @@ class BaseImage:
 SCRATCH = BaseImage(manifest_digest="")
 
 
-def load_from_store(store: Any, manifest_digest: Digest, platform: Any, name: str) -> BaseImage:
+def load_from_store(store: Any, manifest_digest: Digest, platform: Any, name: str, *,
+                    strict: bool = True) -> BaseImage:
     """Read a stored manifest (or index, resolved to ``platform``) and its config. The manifest
-    is pinned in the store's lease first (a concurrent prune keeps all it names)."""
+    is pinned in the store's lease first (a concurrent prune keeps all it names). ``strict``:
+    a single-platform image of another platform than ``platform`` is a StoreError naming
+    both (see :func:`check_platform`)."""
     pin = getattr(store, "pin", None)
     if pin is not None:
         pin([str(manifest_digest)])
@@ -51,12 +54,14 @@ def load_from_store(store: Any, manifest_digest: Digest, platform: Any, name: st
             chosen = resolve_platform(raw, platform)
         except RegistryError as exc:
             raise StoreError(f"{name}: {exc.args[0]}") from None
-        return load_from_store(store, chosen.digest, platform, name)
+        return load_from_store(store, chosen.digest, platform, name, strict=strict)
     cfg_digest = Digest.parse(doc["config"]["digest"])
     if not store.blobs.has(cfg_digest):
         raise StoreError(f"{name}: config blob {cfg_digest} is missing from the store")
     with store.blobs.open(cfg_digest) as f:
         config = json.loads(f.read())
+    if platform is not None and strict:
+        check_platform(config, platform, name)
     diff_ids = config.get("rootfs", {}).get("diff_ids", [])
     layers_json = doc.get("layers", [])
     if len(diff_ids) != len(layers_json):
@@ -65,6 +70,24 @@ def load_from_store(store: Any, manifest_digest: Digest, platform: Any, name: st
                    for l, d in zip(layers_json, diff_ids))
     history = tuple(History.from_json(h) for h in config.get("history", []))
     return BaseImage(manifest_digest=str(manifest_digest), layers=layers, history=history, config=config, name=name)
+
+
+def check_platform(config: dict[str, Any], want: Any, name: str) -> None:
+    """Raise StoreError when the single-platform image ``name`` (its ``config``) is of
+    another platform than ``want``: running its binaries would mislabel the result. A config
+    without os/architecture is accepted. (BuildKit only warns, InvalidBaseImagePlatform; we
+    refuse, as a silently mislabelled image is worse than a failed build.)"""
+    from ..platform import Platform, match_score, normalize_arch
+
+    os_name, arch = config.get("os"), config.get("architecture")
+    if not isinstance(os_name, str) or not isinstance(arch, str) or not os_name or not arch:
+        return
+    variant = config.get("variant") if isinstance(config.get("variant"), str) else ""
+    have = Platform(os_name.lower(), *normalize_arch(arch, variant or ""))
+    wanted = Platform(str(want.os), str(want.architecture), str(getattr(want, "variant", "") or ""))
+    if match_score(wanted, have) is None:
+        raise StoreError(f"base image {name} is for platform {have}, not the wanted {wanted} "
+                         f"(use an image index that has {wanted}, or build with --platform {have})")
 
 
 def resolve_base(ref_text: str, *, store: Any, platform: Any, pull: bool = False,

@@ -8,29 +8,30 @@ written after every stage succeeded, so a failed build changes no tag.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import DockerfileError, PybuildError
 from .events import EventSink, ImageWritten, StepFinished, StepStarted
 from .options import BuildOptions
-from .session import BuildSession, StageResult
+from .session import BuildSession, StageResult, StageSession
 from .state import ImageState
 
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
-    digest: str                 # manifest digest
-    config_digest: str
+    digest: str                 # manifest digest (the index's in a multi-platform build)
+    config_digest: str          # the config of the first platform's image
     tags: tuple[str, ...]
     manifest_size: int
+    media_type: str = "application/vnd.oci.image.manifest.v1+json"
 
     def metadata(self) -> dict[str, Any]:
         """``--metadata-file`` content, with buildx's key names."""
         out: dict[str, Any] = {
             "containerimage.digest": self.digest,
             "containerimage.config.digest": self.config_digest,
-            "containerimage.descriptor": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "containerimage.descriptor": {"mediaType": self.media_type,
                                           "digest": self.digest, "size": self.manifest_size},
         }
         if self.tags:
@@ -50,17 +51,36 @@ def run_build(opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResul
         raise exc.with_source(df.source)
 
 
+@dataclass
+class PlatformBuild:
+    """One platform's part of a build: its stage graph, finished stages, imported caches and
+    the cache keys each stage used (for ``--cache-to``)."""
+
+    platform: Any
+    graph: Any
+    label: str                                    # "" in a single-platform build
+    stages: dict[int, StageResult] = field(default_factory=dict)
+    stage_keys: dict[int, list[str]] = field(default_factory=dict)
+    remote_caches: list[Any] = field(default_factory=list)
+
+
 def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResult:
     from ..oci.reference import parse_reference
-    from ..plan.platform import Platform, host_platform
+    from ..platform import host_platform, parse_platforms
     from ..syntax.typed import to_instructions
     from .plan_adapter import make_graph
 
     instrs = to_instructions(df)
-    platform = Platform.parse(opts.platform) if opts.platform else host_platform()
-    graph = make_graph(df, instrs, opts, platform)
+    platforms = parse_platforms(opts.platform) or (host_platform(),)
+    multi = len(platforms) > 1
+    builds = [PlatformBuild(p, make_graph(df, instrs, opts, p), str(p) if multi else "") for p in platforms]
     tags = tuple(str(parse_reference(t)) for t in opts.tags)
     outputs = _parse_outputs(opts)
+    if multi:
+        from ..transfer import check_multi_platform_output
+
+        for out in outputs:
+            check_multi_platform_output(out)
     wanted = {o.compression for o in outputs if o.compression}
     if len(wanted) == 1:
         # write layers in the requested compression once, instead of recompressing on export
@@ -75,11 +95,14 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
             from ..layer.gz import backend_level
 
             backend_level(opts.compression_level)  # a bad level fails before any step runs
+    for pb in builds:
+        _preflight_emulation(pb, opts)
+        manifest_annotations(opts.annotations, pb.platform, multi=multi)  # bad values fail before any step
     session = BuildSession(opts, store, on_event)
-    session.platform = platform
-    for span, text in graph.warnings:
-        where = f"{opts.dockerfile.name}:{span.line}: " if span is not None else ""
-        session.warn_once(where + text)
+    for pb in builds:
+        for span, text in pb.graph.warnings:
+            where = f"{opts.dockerfile.name}:{span.line}: " if span is not None else ""
+            session.warn_once(where + text)
     from . import remotecache  # --cache-from / --cache-to (issue 6)
     from .context import close_hash_memo, memo_path, open_hash_memo
 
@@ -88,52 +111,46 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
         cache_exports = remotecache.export_specs(opts)
         if any(spec.mounts for spec in cache_exports):
             session.cache_mounts = {}
-        remotecache.import_caches(session)
-        stage_keys: dict[int, list[str]] = {}
-        needed = list(graph.needed)
-        in_image = set(graph.base_chain(graph.target))
-        for n, idx in enumerate(needed, 1):
-            first_key = len(session.used_keys)
-            session.lazy_layers = _lazy_stage(idx in in_image)
-            session.stages[idx] = StageBuilder(session, graph, df, idx, n, len(needed)).run()
-            stage_keys[idx] = session.used_keys[first_key:]
-        from .layers import materialize_state
-
-        # the image's layers need blobs (a cache hit may have brought a lazy one)
-        target_state = materialize_state(session, session.stages[graph.target].state)
-        final = remotecache.with_inline_cache(target_state,
-                                              remotecache.inline_records(session, cache_exports, graph, stage_keys))
-        if opts.labels:
-            cfg = final.config
-            for k, v in opts.labels:
-                cfg = cfg.with_label(k, v)
-            final = replace(final, config=cfg)
-        from .image import MANIFEST_MEDIA_TYPE, timestamp, write_image
-
-        epoch = opts.source_date_epoch
-        written = write_image(store, final, timestamp(epoch if epoch is not None else (final.clock or None)),
-                              manifest_annotations(opts.annotations, platform))
-        for t in tags:
-            store.tag_digest(t, MANIFEST_MEDIA_TYPE, str(written.manifest_digest), written.manifest_size)
-        result = BuildResult(str(written.manifest_digest), str(written.config_digest), tags, written.manifest_size)
-        for out in outputs:
-            _export(store, written, out, tags, session, final)
-        remotecache.export_caches(session, cache_exports, graph, stage_keys)
+        for pb in builds:
+            pb.remote_caches = remotecache.import_caches(session, pb.platform)
+            session.remote_caches.extend(pb.remote_caches)
+        images = []
+        for pb in builds:
+            _build_stages(session, pb, df)
+            images.append(_write_platform_image(session, pb, cache_exports))
         for name in session.named.unused():
             session.warn_once(f"build context {name!r} was given with --build-context but is not used "
                               f"by the Dockerfile")
+        from .image import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, write_index
+
+        first = images[0][0]
+        if multi:
+            index = write_index(store, [(w, pb.platform) for (w, _), pb in zip(images, builds)],
+                                index_annotations(opts.annotations))
+            media, top_digest, top_size = INDEX_MEDIA_TYPE, str(index.digest), index.size
+        else:
+            media, top_digest, top_size = MANIFEST_MEDIA_TYPE, str(first.manifest_digest), first.manifest_size
+        for t in tags:
+            store.tag_digest(t, media, top_digest, top_size)
+        result = BuildResult(top_digest, str(first.config_digest), tags, top_size, media)
+        for out in outputs:
+            _export(store, top_digest, out, tags, session, [final for _, final in images])
+        stage_keys = [(pb.graph, pb.stage_keys) for pb in builds]
+        remotecache.export_caches(session, cache_exports, stage_keys)
         on_event(ImageWritten(result.digest, result.config_digest, tags))
         return result
     finally:
-        remotecache.close_caches(session)
+        for pb in builds:
+            remotecache.close_caches(pb.remote_caches)
         close_hash_memo()
         session.close()
 
 
-def manifest_annotations(values: tuple[str, ...], platform: Any) -> dict[str, str]:
+def manifest_annotations(values: tuple[str, ...], platform: Any, *, multi: bool = False) -> dict[str, str]:
     """The manifest annotations of ``--annotation`` values (buildx syntax) for ``platform``.
-    One platform makes no index: ``index:``/``index-descriptor:`` are refused as BuildKit does;
-    ``manifest-descriptor:`` has no descriptor of ours to carry it yet (UsageError too)."""
+    One platform makes no index: ``index:``/``index-descriptor:`` are refused as BuildKit does
+    (with several, ``index:`` ones go to :func:`index_annotations`); ``*-descriptor:`` have no
+    descriptor of ours to carry them yet (UsageError too)."""
     if not values:
         return {}
     from ..errors import UsageError
@@ -144,10 +161,12 @@ def manifest_annotations(values: tuple[str, ...], platform: Any) -> dict[str, st
     for value in values:
         ann = parse_annotation(value)
         for level in ann.levels:
-            if level in ("index", "index-descriptor"):
+            if level in ("index", "index-descriptor") and not multi:
                 raise UsageError(f"--annotation {value!r}: index annotations not supported for single platform export")
-            if level == "manifest-descriptor":
-                raise UsageError(f"--annotation {value!r}: manifest-descriptor annotations are not supported yet")
+            if level in ("manifest-descriptor", "index-descriptor"):
+                raise UsageError(f"--annotation {value!r}: {level} annotations are not supported yet")
+        if "manifest" not in ann.levels:
+            continue
         if ann.platform is not None:
             try:
                 wanted = Platform.parse(ann.platform)
@@ -177,6 +196,70 @@ def _lazy_stage(in_image: bool) -> bool:
     return not in_image
 
 
+def index_annotations(values: tuple[str, ...]) -> dict[str, str]:
+    """The ``index:`` annotations of ``--annotation`` values (a multi-platform build's index)."""
+    from ..inputs.flags import parse_annotation
+
+    return {a.key: a.value for a in map(parse_annotation, values) if "index" in a.levels}
+
+
+def _preflight_emulation(pb: PlatformBuild, opts: BuildOptions) -> None:
+    """Fail before any step runs when a needed stage of a foreign platform has a RUN that no
+    binfmt_misc handler could run (handlers needing their interpreter inside the image are
+    given the benefit of the doubt here; the step checks again with the image at hand)."""
+    from ..errors import HostError
+    from ..platform import host_platform
+    from ..sandbox.binfmt import emulation_error, emulation_problem
+
+    host = host_platform()
+    for idx in pb.graph.needed:
+        stage = pb.graph.stages[idx]
+        run = next((i for i in stage.instructions if getattr(i, "kind", "") == "RUN"), None)
+        if run is None:
+            continue
+        problem = emulation_problem(stage.platform.architecture, host.architecture, exists_in_root=lambda _p: True)
+        if problem is not None:
+            text = " ".join(run.node.original.split())
+            raise HostError(emulation_error(f"{opts.dockerfile.name}:{run.node.span.line}: {text}", stage.platform,
+                                            host, problem, stage.platform.architecture))
+
+
+def _build_stages(session: BuildSession, pb: PlatformBuild, df: Any) -> None:
+    """Build the stages ``pb``'s target needs, dependencies first, into ``pb.stages``."""
+    needed = list(pb.graph.needed)
+    in_image = set(pb.graph.base_chain(pb.graph.target))
+    for n, idx in enumerate(needed, 1):
+        stage = pb.graph.stages[idx]
+        view = StageSession(session, stage.platform, pb.stages, pb.remote_caches,
+                            stage_name=stage.name or "", platform_label=pb.label)
+        view.lazy_layers = _lazy_stage(idx in in_image)
+        pb.stages[idx] = StageBuilder(view, pb.graph, df, idx, n, len(needed)).run()
+        pb.stage_keys[idx] = view.used_keys
+
+
+def _write_platform_image(session: BuildSession, pb: PlatformBuild, cache_exports: list[Any]) -> tuple[Any, ImageState]:
+    """Write ``pb``'s target image (inline cache records and ``--label`` applied) into the
+    store; returns it and its final state."""
+    from . import remotecache
+    from .image import timestamp, write_image
+    from .layers import materialize_state
+
+    opts = session.opts
+    # the image's layers need blobs (a cache hit may have brought a lazy one)
+    target_state = materialize_state(session, pb.stages[pb.graph.target].state)
+    final = remotecache.with_inline_cache(target_state,
+                                          remotecache.inline_records(session, cache_exports, pb.graph, pb.stage_keys))
+    if opts.labels:
+        cfg = final.config
+        for k, v in opts.labels:
+            cfg = cfg.with_label(k, v)
+        final = replace(final, config=cfg)
+    epoch = opts.source_date_epoch
+    written = write_image(session.store, final, timestamp(epoch if epoch is not None else (final.clock or None)),
+                          manifest_annotations(opts.annotations, pb.platform, multi=bool(pb.label)))
+    return written, final
+
+
 def _parse_outputs(opts: BuildOptions) -> list[Any]:
     if not opts.outputs:
         return []
@@ -185,23 +268,23 @@ def _parse_outputs(opts: BuildOptions) -> list[Any]:
     return [parse_output(o) if isinstance(o, str) else o for o in opts.outputs]
 
 
-def _export(store: Any, written: Any, output: Any, tags: tuple[str, ...], session: BuildSession,
-            final: ImageState) -> None:
-    """Write one ``--output``. ``compression=`` applies to the layers this build made; those
-    inherited from the base image keep theirs unless ``force-compression`` (BuildKit's rule).
-    An image-store output that would change nothing (the build already stored and tagged the
-    image) is skipped without loading the exporter."""
+def _export(store: Any, digest: str, output: Any, tags: tuple[str, ...], session: BuildSession,
+            finals: list[ImageState]) -> None:
+    """Write one ``--output`` of the image (or index) ``digest``. ``compression=`` applies to
+    the layers this build made; those inherited from the base image keep theirs unless
+    ``force-compression`` (BuildKit's rule). An image-store output that would change nothing
+    (the build already stored and tagged the image) is skipped without loading the exporter."""
     if output.compression is not None and not output.force_compression:
         from ..oci.mediatypes import layer_compression
 
         if all(layer_compression(layer.media_type) == output.compression
-               for layer in final.layers[final.inherited:]):
+               for final in finals for layer in final.layers[final.inherited:]):
             output = replace(output, compression=None)
     if output.type == "image" and output.compression is None and not output.push and not output.names:
         return
     from ..transfer import export_image, progress_sink
 
-    export_image(store, str(written.manifest_digest), output, tags=tags, keep_layers=final.inherited,
+    export_image(store, digest, output, tags=tags, keep_layers=min(f.inherited for f in finals),
                  insecure=session.opts.insecure_registries, stdout=session.opts.stdout,
                  on_event=progress_sink(session.emit, "push" if output.push else "export"))
 
@@ -209,7 +292,7 @@ def _export(store: Any, written: Any, output: Any, tags: tuple[str, ...], sessio
 class StageBuilder:
     """Builds one stage: resolves its base, then applies each lowered step in order."""
 
-    def __init__(self, session: BuildSession, graph: Any, df: Any, index: int, number: int, count: int) -> None:
+    def __init__(self, session: StageSession, graph: Any, df: Any, index: int, number: int, count: int) -> None:
         self.session = session
         self.graph = graph
         self.df = df

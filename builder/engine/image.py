@@ -118,3 +118,39 @@ def write_image(store: Any, state: ImageState, created: str,
     man = manifest_json(cfg_digest, len(cfg), state, annotations)
     man_digest = store.blobs.put_bytes(man)
     return WrittenImage(man_digest, len(man), cfg_digest, man, cfg)
+
+
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenIndex:
+    """An OCI image index written into the store (one manifest per platform)."""
+
+    digest: Digest
+    size: int
+    data: bytes
+
+
+def index_json(images: list[tuple[WrittenImage, Any]], annotations: dict[str, str] | None = None) -> bytes:
+    """An OCI image index naming each ``(image, platform)`` in the given order, each entry
+    with its platform (``architecture``, ``os``, ``variant`` when there is one), and the
+    index's ``annotations`` when given."""
+    manifests = []
+    for written, plat in images:
+        p: dict[str, Any] = {"architecture": plat.architecture, "os": plat.os}
+        if getattr(plat, "variant", ""):
+            p["variant"] = plat.variant
+        manifests.append({**written.descriptor(), "platform": p})
+    doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": manifests}
+    if annotations:
+        doc["annotations"] = dict(sorted(annotations.items()))
+    return _dumps(doc)
+
+
+def write_index(store: Any, images: list[tuple[WrittenImage, Any]],
+                annotations: dict[str, str] | None = None) -> WrittenIndex:
+    """Write :func:`index_json` of ``images`` (already in ``store``) into ``store``."""
+    data = index_json(images, annotations)
+    digest = store.blobs.put_bytes(data)
+    return WrittenIndex(digest, len(data), data)

@@ -360,8 +360,15 @@ class LazyCache:
         self._note = note
         self._cache: ImportedCache | None = None
         self._failed = False
+        import threading
+
+        self._lock = threading.Lock()  # stages of a build look up concurrently
 
     def _open(self) -> ImportedCache | None:
+        with self._lock:
+            return self._open_locked()
+
+    def _open_locked(self) -> ImportedCache | None:
         if self._cache is None and not self._failed:
             try:
                 self._cache = open_cache(self.spec, platform=self._platform, insecure=self._insecure)
@@ -407,20 +414,20 @@ class LazyCache:
             self._cache.close()
 
 
-def import_caches(session: Any) -> None:
-    """Register every ``--cache-from`` of the build in ``session.remote_caches`` (opened
-    lazily, see :class:`LazyCache`). UsageError for a malformed spec, before any build step."""
+def import_caches(session: Any, platform: Any = None) -> list[LazyCache]:
+    """The ``--cache-from`` sources of the build for ``platform`` (a build's StageSessions of
+    that platform share the list), each opened lazily (see :class:`LazyCache`). UsageError for
+    a malformed spec, before any build step."""
     opts = session.opts
     specs = [parse_cache_spec(t, export=False) for t in opts.cache_from]
-    platform = str(session.platform) if session.platform is not None else None
-    for spec in specs:
-        session.remote_caches.append(LazyCache(spec, platform=platform, insecure=opts.insecure_registries,
-                                               warn=session.warn_once, note=session.note))
+    plat = str(platform) if platform is not None else None
+    return [LazyCache(spec, platform=plat, insecure=opts.insecure_registries, warn=session.warn_once,
+                      note=session.note) for spec in specs]
 
 
-def close_caches(session: Any) -> None:
+def close_caches(caches: Iterable[Any]) -> None:
     """Close the sources of imported caches (errors ignored)."""
-    for cache in getattr(session, "remote_caches", ()):
+    for cache in caches:
         try:
             cache.close()
         except Exception:  # noqa: BLE001 - closing must not mask the build's outcome
@@ -570,13 +577,17 @@ def export_cache(session: Any, spec: CacheSpec, records: list[CacheRecord]) -> D
         dst.close()
 
 
-def export_caches(session: Any, specs: list[CacheSpec], graph: Any, stage_keys: dict[int, list[str]]) -> None:
-    """Export per each non-inline spec: min mode the target chain, max mode every built step."""
+def export_caches(session: Any, specs: list[CacheSpec], platforms: list[tuple[Any, dict[int, list[str]]]]) -> None:
+    """Export per each non-inline spec the records of every platform's build (each
+    ``(graph, stage_keys)``; keys include the platform, so one cache holds each platform's
+    records side by side): min mode the target chain, max mode every built step."""
     for spec in specs:
         if spec.type == "inline":
             continue
-        keys = (chain_keys(graph, stage_keys, graph.target) if spec.mode == "min"
-                else [k for i in sorted(stage_keys) for k in stage_keys[i]])
+        keys: list[str] = []
+        for graph, stage_keys in platforms:
+            keys.extend(chain_keys(graph, stage_keys, graph.target) if spec.mode == "min"
+                        else [k for i in sorted(stage_keys) for k in stage_keys[i]])
         records = collect_records(session, keys)
         digest = export_cache(session, spec, records)
         session.note(f"exported {len(records)} cache records to {spec.ref or spec.path} ({digest})")

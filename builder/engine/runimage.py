@@ -13,9 +13,11 @@ from ..errors import UsageError
 
 def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str = "host",
               env: tuple[tuple[str, str], ...] = (), user: str | None = None, workdir: str | None = None,
-              on_output: Callable[[bytes], None] | None = None) -> int:
+              on_output: Callable[[bytes], None] | None = None, platform: str | None = None) -> int:
     """Run ``image`` (its Entrypoint + ``command`` or Cmd); returns the exit code. The overlay
-    upper dir is discarded; nothing is left mounted or running."""
+    upper dir is discarded; nothing is left mounted or running. ``platform`` picks the
+    manifest of a multi-platform image (default: the host's); an image of another platform
+    without a usable binfmt_misc handler is a HostError before anything runs."""
     from ..layer.compress import compression_for_media_type
     from ..plan.platform import host_platform
     from ..sandbox.runner import run
@@ -23,10 +25,13 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
     from ..store.rootview import RootView
     from ..store.snapshots import Snapshots
     from .base import load_from_store
+    from ..platform import Platform
+    from ..sandbox.binfmt import emulation_error, emulation_problem
     from .userdb import resolve_user
 
     desc = store.resolve(image)
-    base = load_from_store(store, Digest.parse(str(desc.digest)), host_platform(), image)
+    want = Platform.parse(platform) if platform else host_platform()
+    base = load_from_store(store, Digest.parse(str(desc.digest)), want, image, strict=platform is not None)
     cfg = base.config.get("config") or {}
     argv = list(cfg.get("Entrypoint") or []) + (list(command) if command else list(cfg.get("Cmd") or []))
     if not argv:
@@ -36,6 +41,14 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
                            compression_for_media_type(l.media_type)) for l in base.layers]
     lowers.reverse()
     view = RootView(lowers)
+    host = host_platform()
+    arch = str(base.config.get("architecture") or host.architecture)
+    problem = emulation_problem(Platform.parse("linux/" + arch).architecture, host.architecture,
+                                exists_in_root=lambda p: view.lstat(p) is not None)
+    if problem is not None:
+        from ..errors import HostError
+
+        raise HostError(emulation_error(image, arch, host, problem, arch))
     uid, gid, groups = resolve_user(user or cfg.get("User") or "", view)
     envd = dict(e.split("=", 1) if "=" in e else (e, "") for e in cfg.get("Env") or [])
     envd.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")  # Docker's default

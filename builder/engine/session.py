@@ -1,7 +1,12 @@
-"""BuildSession: what every step handler may use during one build.
+"""BuildSession: what every step handler may use during one build; StageSession: the same
+as one stage of one platform sees it.
 
-Owns the temp directory of the build (removed by :meth:`close`), the lazily opened build
-context, the snapshot store and the cache records. Handlers never print; they emit events.
+The BuildSession owns the temp directory of the build (removed by :meth:`close`), the lazily
+opened build context, the snapshot store and the cache records; it is shared by every stage
+and platform and safe to use from several threads (its lazily made parts are made under a
+lock). A StageSession adds what belongs to one stage alone (its platform, the keys it used,
+whether its COPY layers are unpacked) and labels the events it emits with the stage and, in a
+multi-platform build, the platform. Handlers never print; they emit events.
 """
 
 from __future__ import annotations
@@ -9,11 +14,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .events import EventSink, Message
+from .events import Event, EventSink, Message, StepFinished, StepOutput, StepStarted
 from .options import BuildOptions
 from .state import ImageState, LayerRef
 
@@ -36,11 +41,11 @@ class BuildSession:
 
         self.opts = opts
         self.store = store
-        self.emit = on_event
+        self._sink = on_event
+        self._emit_lock = threading.Lock()
         self.cancel = threading.Event()
         self.cache = CacheStore(store.root)
         self.snapshots = Snapshots(store.root / "snapshots")
-        self.stages: dict[int, StageResult] = {}
         tmp_parent = store.root / "tmp"
         tmp_parent.mkdir(parents=True, exist_ok=True)
         from ..store.stale import owned_prefix
@@ -49,13 +54,8 @@ class BuildSession:
         self._context: Any = None
         self._flattened: dict[str, Path] = {}
         self._warned: set[str] = set()
-        self.platform: Any = None  # set by the build once the target platform is known
-        # unpack new COPY layers while writing them (set per stage: only when a RUN follows)
-        self.unpack_layers = False
-        self.remote_caches: list[Any] = []  # --cache-from sources (builder.engine.remotecache.LazyCache)
-        self.used_keys: list[str] = []  # cache keys hit or stored by this build, in order (for --cache-to)
-        self.misses: list[str] = []  # keys of steps built (not cached) by this build, in order
         self.remote_notes: dict[str, list[str]] = {}  # key -> what --cache-from sources lacked
+        self.remote_caches: list[Any] = []  # every platform's --cache-from sources (exports consult them)
         # cache mount id -> MountSpec used by this build's RUNs; None unless a --cache-to exports mounts
         self.cache_mounts: dict[str, Any] | None = None
         from .named import NamedContexts
@@ -63,33 +63,43 @@ class BuildSession:
         self.named = NamedContexts(opts.named_contexts)
         self._images: dict[str, Any] = {}
         self.git_checkouts: dict[Any, Any] = {}  # ADD GITURL sources fetched (builder.engine.gitsource)
-        # lazy layers (see builder.engine.layers): whether the stage being built makes them,
-        # the cache keys naming each lazy layer, the blobs made for them so far
-        self.lazy_layers = False
+        # lazy layers (see builder.engine.layers): the cache keys naming each lazy layer, the
+        # blobs made for them so far (whether a stage makes them is the StageSession's)
         self.lazy_keys: dict[Any, list[str]] = {}
         self.materialized: dict[Any, LayerRef] = {}
+        self._lock = threading.RLock()  # guards the lazily made parts and the emit sink
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
         """Remove the build's temp directory (mounts are released by their owners first)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def emit(self, event: Event) -> None:
+        """Hand ``event`` to the build's sink, one event at a time (stages run in threads)."""
+        with self._emit_lock:
+            self._sink(event)
+
     def note(self, text: str) -> None:
         self.emit(Message("info", text))
 
     def warn_once(self, text: str) -> None:
-        if text not in self._warned:
+        with self._lock:
+            if text in self._warned:
+                return
             self._warned.add(text)
-            self.emit(Message("warning", text))
+        self.emit(Message("warning", text))
 
     # -- build context ----------------------------------------------------------------------
     @property
     def context(self) -> Any:
         if self._context is None:
-            from .context import BuildContext
-            from .dockerignore import load_ignore
+            with self._lock:
+                if self._context is None:
+                    from .context import BuildContext
+                    from .dockerignore import load_ignore
 
-            self._context = BuildContext(self.opts.context, load_ignore(self.opts.context, self.opts.dockerfile))
+                    self._context = BuildContext(self.opts.context,
+                                                 load_ignore(self.opts.context, self.opts.dockerfile))
         return self._context
 
     # -- named contexts and images ---------------------------------------------------------------
@@ -101,10 +111,14 @@ class BuildSession:
         """The BuildContext of a directory named context."""
         return self.named.build_context(item)
 
-    def resolve_image(self, ref_text: str, platform: Any = None) -> Any:
-        """The stored base image ``ref_text`` names, after named-context substitution (an image
-        named context; a directory one raises DockerfileError here). Resolved once per build."""
-        plat = platform if platform is not None else self.platform
+    def resolve_image(self, ref_text: str, platform: Any) -> Any:
+        """The stored base image ``ref_text`` names for ``platform``, after named-context
+        substitution (an image named context; a directory one raises DockerfileError here).
+        Resolved once per build and platform (under the session's lock: stages run in threads)."""
+        with self._lock:
+            return self._resolve_image_locked(ref_text, platform)
+
+    def _resolve_image_locked(self, ref_text: str, plat: Any) -> Any:
         key = f"{ref_text}\0{plat}"
         if key not in self._images:
             from .base import resolve_base
@@ -152,10 +166,14 @@ class BuildSession:
     def flatten(self, state: ImageState) -> Path:
         """A plain directory holding ``state``'s root filesystem (layers applied in order),
         made once per build and removed with the build's temp dir. Used by bind mounts."""
+        key = ",".join(str(l.diff_id) for l in state.layers)
+        with self._lock:  # one flattening at a time: a second stage asking waits and reuses it
+            return self._flatten_locked(key, state)
+
+    def _flatten_locked(self, key: str, state: ImageState) -> Path:
         from ..layer.compress import compression_for_media_type
         from ..layer.extract import extract_layers
 
-        key = ",".join(str(l.diff_id) for l in state.layers)
         if key not in self._flattened:
             from .layers import materialize_state
 
@@ -171,3 +189,107 @@ class BuildSession:
                     f.close()
             self._flattened[key] = dest
         return self._flattened[key]
+
+
+class StageSession:
+    """One stage of one platform's view of the build: the shared :class:`BuildSession`'s parts
+    plus ``platform`` (the stage's), ``stages`` (the finished stages of this platform, by
+    index: written by the scheduler only), ``remote_caches`` (this platform's imported caches),
+    ``used_keys`` (cache keys this stage hit or stored, in order), ``misses``, ``unpack_layers``
+    and ``lazy_layers``.
+    Events emitted through it carry the stage name and ``platform_label`` ("" in a
+    single-platform build)."""
+
+    def __init__(self, shared: BuildSession, platform: Any, stages: dict[int, StageResult],
+                 remote_caches: list[Any], *, stage_name: str = "", platform_label: str = "") -> None:
+        self.shared = shared
+        self.platform = platform
+        self.stages = stages
+        self.remote_caches = remote_caches
+        self.stage_name = stage_name
+        self.platform_label = platform_label
+        self.used_keys: list[str] = []
+        self.misses: list[str] = []  # keys of this stage's steps that were built (not cached), in order
+        self.unpack_layers = False
+        self.lazy_layers = False  # whether this stage's new layers are lazy (builder.engine.layers)
+
+    # -- the shared parts -----------------------------------------------------------------
+    @property
+    def opts(self) -> BuildOptions:
+        return self.shared.opts
+
+    @property
+    def store(self) -> Any:
+        return self.shared.store
+
+    @property
+    def cancel(self) -> threading.Event:
+        return self.shared.cancel
+
+    @property
+    def cache(self) -> Any:
+        return self.shared.cache
+
+    @property
+    def snapshots(self) -> Any:
+        return self.shared.snapshots
+
+    @property
+    def tmp(self) -> Path:
+        return self.shared.tmp
+
+    @property
+    def context(self) -> Any:
+        return self.shared.context
+
+    @property
+    def git_checkouts(self) -> dict[Any, Any]:
+        return self.shared.git_checkouts
+
+    @property
+    def remote_notes(self) -> dict[str, list[str]]:
+        return self.shared.remote_notes
+
+    @property
+    def cache_mounts(self) -> dict[str, Any] | None:
+        return self.shared.cache_mounts
+
+    @property
+    def lazy_keys(self) -> dict[Any, list[str]]:
+        return self.shared.lazy_keys
+
+    @property
+    def materialized(self) -> dict[Any, LayerRef]:
+        return self.shared.materialized
+
+    def named_context(self, name: str) -> Any | None:
+        return self.shared.named_context(name)
+
+    def named_build_context(self, item: Any) -> Any:
+        return self.shared.named_build_context(item)
+
+    def resolve_image(self, ref_text: str, platform: Any = None) -> Any:
+        """:meth:`BuildSession.resolve_image` for ``platform`` (default: this stage's)."""
+        return self.shared.resolve_image(ref_text, platform if platform is not None else self.platform)
+
+    def note(self, text: str) -> None:
+        self.shared.note(text)
+
+    def warn_once(self, text: str) -> None:
+        self.shared.warn_once(text)
+
+    def lowerdirs(self, state: ImageState) -> list[Path]:
+        return self.shared.lowerdirs(state)
+
+    def view(self, state: ImageState) -> Any:
+        return self.shared.view(state)
+
+    def flatten(self, state: ImageState) -> Path:
+        return self.shared.flatten(state)
+
+    def emit(self, event: Event) -> None:
+        """Send ``event`` on, labelled with this stage (and platform)."""
+        if isinstance(event, (StepStarted, StepFinished, StepOutput)):
+            event = replace(event, stage_name=event.stage_name or self.stage_name,
+                            platform=event.platform or self.platform_label)
+        self.shared.emit(event)

@@ -83,6 +83,7 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
     if not isinstance(hit, CacheMiss):
         return commit_step(session, state, step, hit, key), True
 
+    check_emulation(session, state, step)
     workspace = Path(session.tmp) / f"run-{stage_no}-{step_no}"
     upper, work = workspace / "u", workspace / "w"
     upper.mkdir(parents=True)
@@ -92,6 +93,28 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
+
+
+def check_emulation(session: Any, state: ImageState, step: Any) -> None:
+    """Raise HostError (naming the Dockerfile line, the platform and the fix) when the step's
+    platform is foreign and no usable binfmt_misc handler would run its binaries; checked
+    before anything is mounted or started."""
+    from ..platform import host_platform
+    from ..sandbox.binfmt import emulation_error, emulation_problem
+
+    plat = state.platform
+    host = host_platform()
+    if plat is None:
+        return
+    problem = emulation_problem(plat.architecture, host.architecture,
+                                exists_in_root=lambda p: session.view(state).lstat(p) is not None)
+    if problem is None:
+        return
+    from ..errors import HostError
+
+    text = " ".join((step.node.original or "RUN " + " ".join(step.argv)).split())
+    raise HostError(emulation_error(f"{session.opts.dockerfile.name}:{step.node.span.line}: {text}", plat, host,
+                                    problem, plat.architecture))
 
 
 def _network(step: Any, session: Any) -> str:

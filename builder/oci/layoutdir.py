@@ -144,6 +144,8 @@ class OciLayoutDir:
     the first write creates one. Blob writes are atomic (temp dir ``.pybuild-tmp`` inside the
     layout, removed again by :meth:`put_manifest`)."""
 
+    child_manifests_as_blobs = True  # an index's manifests are blobs, not index.json entries
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._tmp = self.path / ".pybuild-tmp"
@@ -350,6 +352,8 @@ class OciLayoutTarWriter:
 
     Every blob a manifest names must be put before the manifest (StoreError otherwise).
     :meth:`close` writes ``oci-layout`` and ``index.json`` and ends the tar; ``out`` stays open."""
+
+    child_manifests_as_blobs = True  # an index's manifests are blobs, not index.json entries
 
     def __init__(self, out: BinaryIO) -> None:
         self._w = TarBlobWriter(out)

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from ..platform import Platform as Plat
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -244,21 +247,26 @@ def host_platform() -> Platform:
     return Platform(architecture=p.architecture, os=p.os, variant=p.variant or None)
 
 
-def platform_matches(want: Platform, have: Platform | None) -> bool:
-    """True when ``have`` (from an index entry or a config) satisfies ``want``.
+def _plain(p: Platform) -> "Plat":
+    from ..platform import Platform as Plat
 
-    OS and architecture must be equal; a wanted variant must match (``arm64`` treats no variant
-    and ``v8`` as equal); no wanted variant accepts any."""
+    return Plat(p.os, p.architecture, p.variant or "")
+
+
+def platform_score(want: Platform, have: Platform | None) -> int | None:
+    """:func:`builder.platform.match_score` of two descriptor platforms (None: no match)."""
     if have is None:
-        return False
-    if want.os != have.os or want.architecture != have.architecture:
-        return False
-    if want.variant is None:
-        return True
-    hv = have.variant
-    if want.architecture == "arm64":
-        return (hv or "v8") == (want.variant or "v8")
-    return hv == want.variant
+        return None
+    from ..platform import match_score
+
+    return match_score(_plain(want), _plain(have))
+
+
+def platform_matches(want: Platform, have: Platform | None) -> bool:
+    """True when ``have`` (from an index entry or a config) satisfies ``want``, after
+    containerd's normalisation (arm64 = arm64/v8, arm = arm/v7, amd64 = amd64/v1); no wanted
+    variant accepts any."""
+    return platform_score(want, have) is not None
 
 
 def select_manifest(index: Index, platform: Platform | None = None, *, origin: str = "index") -> Descriptor:
@@ -267,11 +275,11 @@ def select_manifest(index: Index, platform: Platform | None = None, *, origin: s
     Entries without a platform (attestations, unknown) are skipped unless the index holds
     exactly one entry. Raises StoreError naming ``origin`` when nothing matches."""
     want = platform or host_platform()
-    candidates = [d for d in index.manifests if platform_matches(want, d.platform)
-                  and (d.annotations or {}).get("vnd.docker.reference.type") != "attestation-manifest"]
+    scored = [(platform_score(want, d.platform), i, d) for i, d in enumerate(index.manifests)
+              if (d.annotations or {}).get("vnd.docker.reference.type") != "attestation-manifest"]
+    candidates = [(s, -i, d) for s, i, d in scored if s is not None]
     if candidates:
-        exact = [d for d in candidates if (d.platform.variant if d.platform else None) == want.variant]
-        return (exact or candidates)[0]
+        return max(candidates, key=lambda t: (t[0], t[1]))[2]
     if len(index.manifests) == 1 and index.manifests[0].platform is None:
         return index.manifests[0]
     have = ", ".join(str(d.platform) for d in index.manifests if d.platform) or "none"

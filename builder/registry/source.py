@@ -10,11 +10,9 @@ from typing import BinaryIO
 from ..digest import Digest
 from ..errors import RegistryError, UsageError
 from ..oci import mediatypes as mt
-from ..platform import Platform, host_platform, normalize_arch
+from ..platform import Platform, host_platform, match_score, normalize_arch
 from .client import note_blob_location
 from .endpoint import RepositoryEndpoint
-
-_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
 
 PlatformSpec = Platform  # the registry's name for the project-wide platform value type
 
@@ -70,22 +68,12 @@ def resolve_platform(index_bytes: bytes, platform: str | PlatformSpec | None = N
     else:
         want = host_platform()
     entries = _entries(index_bytes)
-    default = _DEFAULT_VARIANT.get(want.architecture, "")
     best: tuple[int, ManifestDescriptor] | None = None
     for e in entries:
-        p = e.platform
-        if p is None or p.os != want.os or p.architecture != want.architecture:
+        if e.platform is None or e.media_type not in mt.MANIFESTS:
             continue
-        if e.media_type not in mt.MANIFESTS:
-            continue
-        have = p.variant or default
-        if want.variant:
-            if have != want.variant:
-                continue
-            score = 2
-        else:
-            score = 2 if have == default else 1
-        if best is None or score > best[0]:
+        score = match_score(want, e.platform)
+        if score is not None and (best is None or score > best[0]):
             best = (score, e)
     if best is None:
         avail = ", ".join(sorted({str(e.platform) for e in entries if e.platform})) or "none"
