@@ -590,14 +590,9 @@ def export_image(store: "Store", name: str, output: OutputSpec, *, tags: tuple[s
         _export_local(store.blobs, man, Path(output.dest))
         return digest
     # image / registry
-    desc = Descriptor(mediaType=mtype, digest=str(digest), size=len(manifest_raw),
-                      platform=img.manifest_desc.platform)
-    for n in names:
-        store.tag(n, desc)
-    if output.push and not names:
-        raise UsageError("pushing needs an image name: give -t NAME or --output type=registry,name=NAME")
-    if output.push:
-        _push_all(store, ref, names, insecure, open_registry, on_event)
+    _tag_and_push(store, Descriptor(mediaType=mtype, digest=str(digest), size=len(manifest_raw),
+                                    platform=img.manifest_desc.platform), names, output.push,
+                  insecure, open_registry, on_event)
     return digest
 
 
@@ -645,7 +640,7 @@ def _export_index(store: "Store", name: str, top: Descriptor, output: OutputSpec
                 with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tw:
                     for sub, man in mans:
                         openers = [_layer_reader(store.blobs, layer) for layer in man.layers]
-                        flatten_layers(lambda i: openers[i](), len(openers), tw, prefix=sub + "/")
+                        flatten_layers(lambda i, o=openers: o[i](), len(openers), tw, prefix=sub + "/")
             _with_output(output.dest, stdout, write)
         return top.digest_value
     if output.compression is not None:
@@ -669,13 +664,8 @@ def _export_index(store: "Store", name: str, top: Descriptor, output: OutputSpec
                 copy_image(store, ref, w, names, on_event=on_event)
         _with_output(output.dest, stdout, write_oci)
         return digest
-    desc = Descriptor(mediaType=top.mediaType, digest=ref, size=len(raw))
-    for n in names:
-        store.tag(n, desc)
-    if output.push and not names:
-        raise UsageError("pushing needs an image name: give -t NAME or --output type=registry,name=NAME")
-    if output.push:
-        _push_all(store, ref, names, insecure, open_registry, on_event)
+    _tag_and_push(store, Descriptor(mediaType=top.mediaType, digest=ref, size=len(raw)), names, output.push,
+                  insecure, open_registry, on_event)
     return digest
 
 
@@ -710,11 +700,19 @@ def _recompress_index(store: "Store", raw: bytes, children: list[Descriptor], ou
     return data
 
 
-def _push_all(store: "Store", ref: str, names: tuple[str, ...], insecure: tuple[str, ...],
-              open_registry: Callable[[str], ImageDestination] | None, on_event: EventSink | None) -> None:
-    """Copy the stored manifest or index ``ref`` to each of ``names``' registries."""
+def _tag_and_push(store: "Store", desc: Descriptor, names: tuple[str, ...], push: bool, insecure: tuple[str, ...],
+                  open_registry: Callable[[str], ImageDestination] | None, on_event: EventSink | None) -> None:
+    """Tag the stored manifest or index ``desc`` as each of ``names``; with ``push`` also copy it
+    to each name's registry (UsageError when there is no name to push to)."""
     from .oci.reference import parse_reference
 
+    for n in names:
+        store.tag(n, desc)
+    if push and not names:
+        raise UsageError("pushing needs an image name: give -t NAME or --output type=registry,name=NAME")
+    if not push:
+        return
+    ref = desc.digest
     for n in names:
         dst = open_registry(n) if open_registry is not None else _registry_destination(n, insecure)
         tag = parse_reference(n).tag

@@ -1,7 +1,7 @@
 """Shared fixtures and the rule for environment-dependent tests.
 
-Tests marked root/overlay/userns/registry/interop/slow/dockerd/buildah/podman need something of the host. Locally they
-skip with a reason when it is missing; under ``CI=true`` they never skip: a missing capability
+Tests marked root/overlay/userns/registry/interop/slow/emulation/dockerd/buildah/podman need
+something of the host. Locally they skip with a reason when it is missing; under ``CI=true`` they never skip: a missing capability
 fails the test, so CI cannot go green by skipping.
 """
 
@@ -40,6 +40,11 @@ def _missing(marker: str) -> str | None:
         for tool in tools[marker]:
             if not shutil.which(tool):
                 return f"{tool} is not installed: apt-get install docker.io buildah podman runc"
+    if marker == "emulation":
+        if os.geteuid() != 0:
+            return "needs root (binfmt_misc registration)"
+        if not Path("/usr/bin/qemu-aarch64-static").exists():
+            return "qemu-user-static is not installed"
     if marker == "slow" and os.environ.get("PYBUILD_SLOW") != "1" and not IN_CI:
         return "slow test: set PYBUILD_SLOW=1 (always run in CI)"
     return None
@@ -49,7 +54,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if IN_CI:
         return  # under CI every test runs; a missing capability fails the test itself
     for item in items:
-        for marker in ("root", "overlay", "userns", "registry", "interop", "slow", "dockerd", "buildah", "podman"):
+        for marker in ("root", "overlay", "userns", "registry", "interop", "slow", "dockerd", "buildah", "podman",
+                       "emulation"):
             if item.get_closest_marker(marker) is None:
                 continue
             why = _missing(marker)
