@@ -313,3 +313,75 @@ def test_duplicate_stage_name_warns_and_later_stage_replaces_earlier(tmp_path: P
     build(ctx, root, "--target", "x", "--output", f"type=local,dest={out}").ok()
     assert (out / "v").read_text() == "2\n"
     assert_clean(root)
+
+
+# ---- 8. every mount option is part of the RUN's cache key ---------------------------------------
+
+def test_secret_mount_options_are_in_the_cache_key(tmp_path: Path) -> None:
+    """BuildKit's exec op definition carries each mount's options (secret: id, target,
+    required, mode, uid, gid), so changing one is a cache miss: ``required=true`` after the
+    optional form must fail without the secret, not reuse the record."""
+    root = new_store(tmp_path)
+    line = "RUN --mount=type=secret,id=s{opts} cat /run/secrets/s > /out 2>/dev/null || echo none > /out\n"
+    ctx = make_context(tmp_path / "ctx", BASE + line.format(opts=""))
+    build(ctx, root).ok()
+    (ctx / "Dockerfile").write_text(BASE + line.format(opts=",required=true"))
+    r = build(ctx, root)
+    assert r.rc == 1 and "secret s is required" in r.err, r.err
+
+    secret = tmp_path / "s.txt"
+    secret.write_text("value")
+    modes = "RUN --mount=type=secret,id=s{opts} stat -c '%a %u:%g' /run/secrets/s > /m\n"
+    seen = []
+    for opts in ("", ",mode=0444", ",uid=1000,gid=1001", ",required=true"):
+        (ctx / "Dockerfile").write_text(BASE + modes.format(opts=opts))
+        oci = tmp_path / f"oci{len(seen)}"
+        build(ctx, root, "--secret", f"id=s,src={secret}", "--output", f"type=oci,dest={oci},tar=false").ok()
+        seen.append(_text(flatten(read_layout(oci).layers), "m").strip())
+    assert seen == ["400 0:0", "444 0:0", "400 1000:1001", "400 0:0"]
+    assert_clean(root)
+
+
+def test_every_mount_type_option_changes_the_key(tmp_path: Path) -> None:
+    """Sibling mount types: a cache mount's sharing/mode/uid, a bind's readonly and a tmpfs's
+    size each make a different step (a rebuild with the option changed is not a cache hit)."""
+    root = new_store(tmp_path)
+    variants = ["type=cache,target=/c", "type=cache,target=/c,sharing=locked", "type=cache,target=/c,uid=7",
+                "type=cache,target=/c,mode=0700", "type=bind,target=/b", "type=bind,target=/b,rw",
+                "type=tmpfs,target=/t", "type=tmpfs,target=/t,size=1m", "type=secret,id=x,mode=0440",
+                "type=secret,id=x,env=X", "type=ssh,id=nope"]
+    ctx = make_context(tmp_path / "ctx", BASE)
+    for v in variants:
+        (ctx / "Dockerfile").write_text(BASE + f"RUN --mount={v} true\n")
+        r = build(ctx, root)
+        assert r.rc == 0, r.err
+        assert "CACHED" not in r.err, (v, r.err)
+        r = build(ctx, root)  # the same line again: now a hit
+        assert r.rc == 0 and "CACHED" in r.err, (v, r.err)
+    assert_clean(root)
+
+
+# ---- 4. a cache mount with from= starts as the stage's source directory -------------------------
+
+def test_cache_mount_from_stage_is_seeded_from_its_source(tmp_path: Path) -> None:
+    """BuildKit docs (RUN --mount=type=cache): ``from`` is the "build stage, context, or image
+    name to use as a base of the cache mount", ``source`` the "subpath in the from to mount".
+    The cache starts as that directory (owners and modes kept), persists like any cache mount
+    of that id, and is another cache than the plain one of the same id."""
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", BASE.rstrip("\n") + " AS s\n"
+                       "RUN mkdir -p /seed/sub && echo hi > /seed/f && chown -R 1000:1000 /seed && chmod 700 /seed\n"
+                       + BASE +
+                       "RUN --mount=type=cache,target=/c,from=s,source=/seed"
+                       " cat /c/f > /first && stat -c '%u:%g %a' /c /c/sub > /owners && echo more >> /c/log\n"
+                       "RUN --mount=type=cache,target=/c,from=s,source=/seed cat /c/log > /second\n"
+                       "RUN --mount=type=cache,target=/c (cat /c/log || echo plain) > /third 2>/dev/null\n"
+                       "RUN --mount=type=cache,target=/whole,from=s ls /whole/seed > /fourth\n")
+    fs = _fs(ctx, root, tmp_path)
+    assert _text(fs, "first") == "hi\n"
+    assert _text(fs, "owners").splitlines() == ["1000:1000 700", "1000:1000 755"]
+    assert _text(fs, "second") == "more\n"
+    assert _text(fs, "third") == "plain\n"
+    assert _text(fs, "fourth").split() == ["f", "sub"]
+    assert "c" not in fs or not [p for p in fs if p.startswith("c/")]
+    assert_clean(root)

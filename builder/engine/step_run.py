@@ -27,20 +27,7 @@ SANDBOX_HOSTNAME = "buildkitsandbox"
 
 
 def run_meaning(step: Any, session: Any) -> dict[str, Any]:
-    mounts = []
-    for m in step.mounts:
-        kind = m.type
-        item = {"type": kind, "target": m.target}
-        if kind == "cache":
-            item.update(id=m.id, sharing=m.sharing)
-        elif kind == "bind":
-            item.update(source=m.source, rw=not m.readonly)
-            item["from"] = _bind_source_key(session, m)
-        elif kind == "secret":
-            item.update(id=m.id, env=m.env)
-        elif kind == "ssh":  # the id and the socket's shape; never the agent or its keys
-            item.update(id=m.id, mode=m.mode, uid=m.uid, gid=m.gid)
-        mounts.append(item)
+    mounts = [mount_meaning(session, m) for m in step.mounts]
     env = [(k, v) for k, v in step.env if k not in PROXY_VARS]
     heredocs = [[h.name, h.content] for h in step.heredocs]
     files = [[f.path, f.content, f.mode] for f in step.files]
@@ -52,6 +39,21 @@ def run_meaning(step: Any, session: Any) -> dict[str, Any]:
         meaning.update(hosts=[list(h) for h in opts.add_hosts], shm=opts.shm_size,
                        ulimits=[list(u) for u in opts.ulimits])
     return meaning
+
+
+def mount_meaning(session: Any, m: Any) -> dict[str, Any]:
+    """What one ``--mount`` contributes to the RUN's cache key: every option as written (type,
+    target, id, source, sharing, mode, uid, gid, readonly, required, env, size; BuildKit's exec
+    op carries them all in its definition) and, for ``from=``, the source's identity (stage
+    key, image digest or named context content) instead of its spelling. Never a secret's or
+    an ssh agent's content, never a cache mount's content."""
+    from dataclasses import fields
+
+    item: dict[str, Any] = {f.name: getattr(m, f.name) for f in fields(m)
+                            if f.name not in ("from_", "from_stage", "from_image")}
+    if m.type in ("bind", "cache"):
+        item["from"] = _bind_source_key(session, m)
+    return item
 
 
 def _bind_source_key(session: Any, m: Any) -> str | None:
@@ -288,7 +290,7 @@ def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]]
             if env_name:
                 env.append((env_name, data.decode("utf-8", "surrogateescape")))
             if target or not env_name:
-                files.append((target or f"/run/secrets/{sid}", data))
+                files.append((target or f"/run/secrets/{sid}", _secret_file(workspace / f"secret{i}", data, m)))
         elif kind == "ssh":
             sock = dict(session.opts.ssh).get(m.id)
             if sock is None:
@@ -316,6 +318,22 @@ def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]]
     return mounts, files
 
 
+def _secret_file(host: Path, data: bytes, m: Any) -> Path:
+    """``data`` in a new file ``host`` with the mount's mode (default 0400) and owner (default
+    0:0), as BuildKit's secret mount shows it; the file goes with the step's workspace."""
+    fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    if os.geteuid() == 0:
+        os.chown(host, int(m.uid or 0), int(m.gid or 0))
+    os.chmod(host, m.mode if m.mode is not None else 0o400)
+    return host
+
+
 class _DirOwner:
     """Closes a proxy, then removes the directory holding its socket."""
 
@@ -330,10 +348,22 @@ class _DirOwner:
 
 def _cache_dir(session: Any, m: Any) -> Path:
     """The host directory of a cache mount: the store's, restored from a ``--cache-from``
-    source that exported it when the store has none (cachemounts.restore_mount)."""
+    source that exported it when the store has none (cachemounts.restore_mount).
+
+    With ``from=`` (BuildKit: "build stage, context, or image name to use as a base of the
+    cache mount"), the cache is a different one for each base (BuildKit keys it by id and the
+    base's chain) and starts as a copy of the base's ``source`` directory; afterwards it
+    persists like any cache mount of that id and base."""
     from .cachemounts import mount_dir, remember_id, restore_mount
 
     cid = m.id or m.target
+    if m.from_stage is not None or m.from_image:
+        source = "/" + (m.source or "").strip("/")
+        path = mount_dir(session.store.root, f"{cid}\n{_bind_source_key(session, m)}\n{source}")
+        if not path.exists():
+            _seed_cache(session, m, path)
+        remember_id(path, cid)
+        return path
     path = mount_dir(session.store.root, cid)
     if not path.exists() and getattr(session, "remote_caches", None):
         restore_mount(session, cid, path)
@@ -347,7 +377,35 @@ def _cache_dir(session: Any, m: Any) -> Path:
     return path
 
 
-def _bind_source(session: Any, m: Any, scratch: Path) -> Path:
+def _seed_cache(session: Any, m: Any, path: Path) -> None:
+    """Make the cache directory ``path`` a copy (owners, modes, links, xattrs kept) of the
+    ``from=`` base's ``source`` directory; it appears only complete (renamed into place)."""
+    import subprocess
+    import tempfile
+
+    host, _rel, _ctx = _mount_source_host(session, m)
+    if not host.is_dir() or host.is_symlink():
+        raise DockerfileError(f"RUN --mount=type=cache: source {m.source or '/'!r} of {m.from_} is not a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="seed-", dir=path.parent))
+    try:
+        proc = subprocess.run(["cp", "-a", "--", str(host) + "/.", str(tmp)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise DockerfileError(f"RUN --mount=type=cache: cannot copy {m.source or '/'} of {m.from_}: "
+                                  f"{proc.stderr.strip()}")
+        st = host.stat()
+        os.chmod(tmp, st.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _mount_source_host(session: Any, m: Any) -> tuple[Path, str, Any]:
+    """The host path of a ``from=``/context mount's ``source`` (resolved inside its root),
+    the resolved path relative to that root, and the build context it lies in (or None)."""
     source = (m.source or "/").lstrip("/")
     ctx = None
     if m.from_stage is not None:
@@ -369,6 +427,11 @@ def _bind_source(session: Any, m: Any, scratch: Path) -> Path:
     host = root / resolved.lstrip("/")
     if not os.path.lexists(host):
         raise DockerfileError(f"RUN --mount: source {source!r} not found")
+    return host, resolved, ctx
+
+
+def _bind_source(session: Any, m: Any, scratch: Path) -> Path:
+    host, resolved, ctx = _mount_source_host(session, m)
     if ctx is not None and ctx.ignore:
         # a context is seen through its .dockerignore: bind a tree of the visible entries
         _visible_tree(ctx, resolved.lstrip("/") or ".", scratch, link=m.readonly)
