@@ -34,7 +34,7 @@ class Checkout:
 
 def _env(spec: GitSpec, ssh_sock: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_ASKPASS="/bin/false",
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null", GIT_ASKPASS="/bin/false",
                LC_ALL="C",
                GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=no "
                                "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
@@ -43,7 +43,11 @@ def _env(spec: GitSpec, ssh_sock: str | None) -> dict[str, str]:
         env["SSH_AUTH_SOCK"] = ssh_sock
     if spec.username is not None or spec.password is not None:
         token = base64.b64encode(f"{spec.username or ''}:{spec.password or ''}".encode()).decode()
-        env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
+        # scoped to the repository's host: submodules elsewhere never see the credentials
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(spec.remote)
+        env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0=f"http.{parts.scheme}://{parts.netloc}/.extraHeader",
                    GIT_CONFIG_VALUE_0=f"Authorization: Basic {token}")
     return env
 
@@ -117,8 +121,6 @@ def fetch_git(spec: GitSpec, dest: Path, *, keep_git_dir: bool = False, ssh_sock
         _set_mtimes(dest, stamp)
     if not keep_git_dir:
         shutil.rmtree(dest / ".git")
-    else:
-        git("config", "--unset-all", "http.extraHeader", check=False)
     return Checkout(top=dest, commit=commit)
 
 
