@@ -295,15 +295,22 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 
 def _cmd_pull(ns: argparse.Namespace) -> int:
     from .api import pull
+    from .render import make_renderer
 
-    print(pull(ns.ref, platform=ns.platform, insecure=ns.insecure_registry, store=_store(ns)))
+    with make_renderer(ns.progress) as renderer:
+        digest = pull(ns.ref, platform=ns.platform, insecure=ns.insecure_registry, store=_store(ns), on_event=renderer)
+    print(digest)
     return 0
 
 
 def _cmd_push(ns: argparse.Namespace) -> int:
     from .api import push
+    from .render import make_renderer
 
-    print(push(ns.name, ns.dest, compression=ns.compression, insecure=ns.insecure_registry, store=_store(ns)))
+    with make_renderer(ns.progress) as renderer:
+        digest = push(ns.name, ns.dest, compression=ns.compression, insecure=ns.insecure_registry, store=_store(ns),
+                      on_event=renderer)
+    print(digest)
     return 0
 
 
@@ -375,6 +382,8 @@ def parser_for(command: str, cls: type[argparse.ArgumentParser]) -> tuple[argpar
         return p, _cmd_run
     if command in ("pull", "push", "login", "logout"):
         p.add_argument("--insecure-registry", action="append", default=[])
+    if command in ("pull", "push"):
+        p.add_argument("--progress", choices=("auto", "plain", "tty", "quiet", "rawjson"), default="auto")
     if command == "pull":
         p.add_argument("--platform")
         p.add_argument("ref")

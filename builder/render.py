@@ -54,7 +54,14 @@ def make_renderer(mode: str, out: TextIO | None = None) -> Iterator[EventSink]:
     """The event sink for ``--progress=mode`` (auto, tty, plain, quiet, rawjson), writing to
     ``out`` (stderr by default). The live view (``tty``) is imported only when used; it draws
     until the ``with`` block ends, then leaves its final screen."""
-    yield Renderer(resolve_mode(mode, out), out)
+    mode = resolve_mode(mode, out)
+    if mode != "tty":
+        yield Renderer(mode, out)
+        return
+    from .render_live import LiveRenderer
+
+    with LiveRenderer(out or sys.stderr) as live:
+        yield live
 
 
 class Renderer:

@@ -11,6 +11,8 @@ request to the upstream registry (keeping the client's ``Host`` so the registry'
   handled the request (its answer is lost);
 * ``truncate``: forwards, sends the status, headers and part of the body, then resets.
 
+``throttle=BYTES_PER_SECOND`` reads request bodies (uploads) no faster than that: a slow link.
+
 Every request is logged as :class:`LogEntry` (method, path with query, status, fault).
 ``bearer=(user, password)`` puts a tiny token server in front: requests need
 ``Authorization: Bearer`` tokens from ``GET /token`` (basic auth checked) or ``POST /token``
@@ -30,6 +32,7 @@ import socket
 import struct
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterable
@@ -61,6 +64,8 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
     def _read_body(self) -> tempfile.SpooledTemporaryFile:
+        throttle = self.server.throttle
+        step = 1 << 16 if throttle else 1 << 20
         body = tempfile.SpooledTemporaryFile(max_size=8 << 20)
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             while True:
@@ -71,19 +76,23 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 remaining = size
                 while remaining:
-                    piece = self.rfile.read(min(remaining, 1 << 20))
+                    piece = self.rfile.read(min(remaining, step))
                     if not piece:
                         raise ConnectionError("client closed mid-body")
                     body.write(piece)
+                    if throttle:
+                        time.sleep(len(piece) / throttle)
                     remaining -= len(piece)
                 self.rfile.readline()
         else:
             remaining = int(self.headers.get("Content-Length") or 0)
             while remaining:
-                piece = self.rfile.read(min(remaining, 1 << 20))
+                piece = self.rfile.read(min(remaining, step))
                 if not piece:
                     raise ConnectionError("client closed mid-body")
                 body.write(piece)
+                if throttle:
+                    time.sleep(len(piece) / throttle)
                 remaining -= len(piece)
         size = body.tell()
         body.seek(0)
@@ -281,6 +290,7 @@ class _Server(ThreadingHTTPServer):
         self.token_requests = 0
         self.token_scopes: list[frozenset[tuple[str, str]]] = []  # what each token granted
         self.fault_methods: tuple[str, ...] | None = None
+        self.throttle = 0.0  # bytes per second read of request bodies (0: as fast as they come)
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Connection errors are part of the game here; stay quiet about them."""
@@ -309,8 +319,9 @@ class FaultProxy:
 
     def __init__(self, upstream: str, *, seed: int = 0, rate: float = 0.0, max_faults: int = 10,
                  kinds: tuple[str, ...] = ("500", "reset", "truncate"),
-                 bearer: tuple[str, str] | None = None) -> None:
+                 bearer: tuple[str, str] | None = None, throttle: float = 0.0) -> None:
         self._server = _Server(upstream, seed, rate, max_faults, kinds, bearer)
+        self._server.throttle = throttle
         self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy", daemon=True)
 
     @property
