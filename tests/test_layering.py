@@ -3,7 +3,9 @@
 module imports from a layer above its own. Modules of one layer may import each other.
 
 The table is DESIGN.md's, with what the code grew since (each marked "added"):
-- ``events.py`` (typed events, emitted by transfers and the engine), ``units.py`` (sizes), ``platform.py`` (the
+- ``events.py`` (typed events, emitted by transfers and the engine), ``units.py`` (sizes),
+  ``owners.py`` (PID-owned names, used by the store's temp entries and the sandbox's cgroups;
+  moved out of ``store/stale.py``, which the sandbox must not import), ``platform.py`` (the
   platform value type) sit in base.
 - ``outputspec.py`` (parsing ``--output`` values, names checked as references) sits in oci.
 - ``inputs/urls.py`` (classifying context/ADD URLs, used by the planner) sits in plan; the rest
@@ -31,7 +33,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "builder"
 # (layer, module patterns): a pattern ending in "." is a package prefix; the longest match wins.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("builder", "builder.source", "builder.errors", "builder.digest", "builder.events",
-              "builder.platform", "builder.units", "builder.grammar.")),
+              "builder.platform", "builder.units", "builder.owners", "builder.grammar.")),
     ("syntax", ("builder.syntax.",)),
     ("oci", ("builder.oci.", "builder.outputspec")),
     ("plan", ("builder.plan.", "builder.inputs.urls")),

@@ -340,7 +340,7 @@ class StepCgroup:
 def sweep() -> int:
     """Remove empty ``pybuild-<pid>-*`` cgroups of dead processes below this process's cgroups;
     returns how many. Best effort."""
-    from ..store.stale import alive, owner_pid
+    from ..owners import alive, owner_pid
 
     lay = layout()
     parents = set(lay.v1.values()) | ({lay.v2} if lay.v2 is not None else set())

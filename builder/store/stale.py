@@ -19,36 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def owned_prefix(kind: str) -> str:
-    """The name prefix of a temporary entry of ``kind`` owned by this process."""
-    return f"{kind}-{os.getpid()}-"
-
-
-def owner_pid(name: str) -> int | None:
-    """The PID in an entry name ``<kind>-<pid>-<rest>``, or None when it carries none."""
-    parts = name.split("-", 2)
-    if len(parts) < 3 or not parts[1].isdigit():
-        return None
-    return int(parts[1])
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` names a live process (a zombie counts as dead)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped by its parent) holds nothing any more
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[-1].split()
-        return not fields or fields[0] != b"Z"
-    except OSError:
-        return True
+from ..owners import alive, owned_prefix, owner_pid
 
 
 @dataclass(frozen=True, slots=True)
