@@ -321,13 +321,9 @@ def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]]
 def _secret_file(host: Path, data: bytes, m: Any) -> Path:
     """``data`` in a new file ``host`` with the mount's mode (default 0400) and owner (default
     0:0), as BuildKit's secret mount shows it; the file goes with the step's workspace."""
-    fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
+    from ..sandbox.runner import write_new_file
+
+    write_new_file(host, data, 0o600)
     if os.geteuid() == 0:
         os.chown(host, int(m.uid or 0), int(m.gid or 0))
     os.chmod(host, m.mode if m.mode is not None else 0o400)

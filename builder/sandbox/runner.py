@@ -84,8 +84,9 @@ def _resolv(network: str) -> bytes:
     return data
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+def write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` (it must not exist) with ``data``; ``mode`` as masked by the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         view = memoryview(data)
         while view:
@@ -161,7 +162,7 @@ def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None
     if spec.etc_hostname:
         etc.append(("hostname", (hostname + "\n").encode()))
     for name, data in etc:
-        _write(files / name, data, 0o644)
+        write_new_file(files / name, data, 0o644)
         mounts.append({"kind": "bind", "target": "/etc/" + name, "src": str(files / name), "ro": False})
     for m in spec.mounts:
         _check_target(m.target, "mount target")
@@ -175,7 +176,7 @@ def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None
         _check_target(target, "extra file")
         if isinstance(content, (bytes, bytearray, memoryview)):
             src = files / f"x{i}"
-            _write(src, bytes(content), 0o400)
+            write_new_file(src, bytes(content), 0o400)
         else:
             src = Path(content)
             if not src.is_file():
