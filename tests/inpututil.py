@@ -80,14 +80,14 @@ def make_repo(path: Path, commits: Sequence[dict[str, str]], *, tags: dict[int, 
     return hashes
 
 
-def _wait_port(port: int, attempts: int = 200) -> None:
-    """Wait (bounded) until something accepts connections on 127.0.0.1:``port``."""
+def _wait_port(port: int, attempts: int = 200, host: str = "127.0.0.1") -> None:
+    """Wait (bounded) until something accepts connections on ``host``:``port``."""
     import socket
     import time
 
     for _ in range(attempts):
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
 
@@ -238,24 +238,24 @@ def file_server(directory: Path, credentials: tuple[str, str] | None = None) -> 
 
 
 @contextlib.contextmanager
-def sshd(workdir: Path, authorized_key: Path) -> Iterator[int]:
-    """An OpenSSH server on 127.0.0.1 (a free port) accepting ``authorized_key`` for root, with
-    a host key of its own; yields the port."""
+def sshd(workdir: Path, authorized_key: Path, *, host: str = "127.0.0.1", port: int | None = None) -> Iterator[int]:
+    """An OpenSSH server on ``host`` (a loopback address) and ``port`` (default: a free one)
+    accepting ``authorized_key`` for root, with a host key of its own; yields the port."""
     workdir.mkdir(parents=True, exist_ok=True)
     host_key = workdir / "host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
     auth = workdir / "authorized_keys"
     shutil.copy(str(authorized_key) + ".pub", auth)
-    port = free_port()
+    port = port or free_port()
     config = workdir / "sshd_config"
-    config.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {auth}\n"
+    config.write_text(f"Port {port}\nListenAddress {host}\nUseDNS no\nHostKey {host_key}\nAuthorizedKeysFile {auth}\n"
                       f"PidFile {workdir / 'sshd.pid'}\nStrictModes no\nPermitRootLogin prohibit-password\n"
                       "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port)
+        _wait_port(port, host=host)
         yield port
     finally:
         proc.terminate()

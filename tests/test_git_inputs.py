@@ -212,3 +212,26 @@ def test_git_over_ssh_with_the_forwarded_agent(tmp_path: Path, repos: tuple[Path
         denied = build(f"{url}#v1:sub", root, env={"SSH_AUTH_SOCK": ""})  # type: ignore[arg-type]
         assert denied.rc != 0 and url in denied.err and "Traceback" not in denied.err, denied.err
     assert_clean(root)
+
+
+def test_git_scp_form_url_over_ssh(tmp_path: Path, repos: tuple[Path, list[str]]) -> None:
+    """``root@HOST:PATH.git#REF`` (scp syntax: port 22), served by sshd on a loopback address of
+    its own (127.0.0.0/8), so nothing else on this machine's port 22 is touched."""
+    import random
+    import socket
+
+    from inpututil import ssh_agent, sshd
+
+    base, _ = repos
+    root = new_store(tmp_path)
+    for _ in range(20):
+        host = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+        with socket.socket() as s:
+            if s.connect_ex((host, 22)) != 0:
+                break
+    with ssh_agent(tmp_path / "agent") as (sock, key, _fp), sshd(tmp_path / "sshd", key, host=host, port=22):
+        out = tmp_path / "out"
+        build(f"root@{host}:{base}/app.git#v1:sub", root, "--ssh", "default",  # type: ignore[arg-type]
+              "--output", f"type=local,dest={out}", env={"SSH_AUTH_SOCK": sock}).ok()
+        assert (out / "src" / "a.txt").read_text() == "a1\n"
+    assert_clean(root)
