@@ -2,7 +2,10 @@
 """A fully cached rebuild before and after a change: wall time (median, alternating runs) and
 the file I/O it does (syscalls counted and bytes read/written, from one strace of each).
 
-Usage: python bench/cached_rebuild_io.py [--base REV] [--runs N] [--workloads steps20,multistage]
+Usage: python bench/cached_rebuild_io.py [--base REV] [--runs N] [--workloads steps20,multistage] [--onefile]
+
+``--onefile`` also times the bigcopy workload (20,000-file context) with one context file
+changed before every build: the miss path, where the explanation's context listing is written.
 
 ``REV`` (default: the commit before issue 16 landed) is unpacked with ``git archive`` into a
 temp dir; both trees run as ``python -m builder.cli`` with PYTHONPATH set to the tree, each in
@@ -36,9 +39,30 @@ def unpack(rev: str, dest: Path) -> Path:
     return dest
 
 
-def command(tree: Path, workload: str) -> list[str]:
+def command(tree: Path, workload: str, context: Path | None = None) -> list[str]:
     wl = WORKLOADS / workload
-    return [sys.executable, "-m", "builder.cli", "-q", "-t", f"io-{workload}", "-f", str(wl / "Dockerfile"), str(wl)]
+    return [sys.executable, "-m", "builder.cli", "-q", "-t", f"io-{workload}", "-f", str(wl / "Dockerfile"),
+            str(context or wl)]
+
+
+def onefile(bench: Bench, trees: dict[str, Path], runs: int) -> None:
+    """bigcopy with one changed context file per build, before vs after (alternating)."""
+    ctx = bench.bigcopy_context()
+    changed = ctx / "bench-onefile.txt"
+    stores = {}
+    for label, tree in trees.items():
+        stores[label] = bench.fresh_store(f"onefile-{label}")
+        changed.write_text("0\n")
+        sh(command(tree, "bigcopy", ctx), env=dict(env_for(stores[label]), PYTHONPATH=str(tree)), cwd=tree)
+    times: dict[str, list[float]] = {label: [] for label in trees}
+    for i in range(runs):
+        changed.write_text(f"{i + 1}\n")
+        for label, tree in trees.items():
+            env = dict(env_for(stores[label]), PYTHONPATH=str(tree))
+            times[label].append(sh(command(tree, "bigcopy", ctx), env=env, cwd=tree))
+    med = {label: statistics.median(t) for label, t in times.items()}
+    print(f"bigcopy one file changed: before {med['before']:.3f} s, after {med['after']:.3f} s "
+          f"(ratio {med['after'] / med['before']:.3f}, {runs} runs each, alternating)")
 
 
 def io_profile(tree: Path, store: Path, workload: str, log: Path) -> dict[str, int]:
@@ -66,6 +90,7 @@ def main() -> None:
     ap.add_argument("--base", default=DEFAULT_BASE)
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--workloads", default="steps20,multistage")
+    ap.add_argument("--onefile", action="store_true", help="also bigcopy with one changed file (slow)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pybuild-io-"))
     try:
@@ -93,6 +118,8 @@ def main() -> None:
             print(f"  {'syscall':<12} {'before':>10} {'after':>10}")
             for k in keys:
                 print(f"  {k:<12} {prof['before'].get(k, 0):>10} {prof['after'].get(k, 0):>10}")
+        if args.onefile:
+            onefile(bench, trees, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

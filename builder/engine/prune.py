@@ -83,7 +83,7 @@ def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None
 
     from ..store.cache import CacheRecord, CacheStore
     from ..store.snapshots import Snapshots
-    from .cachemounts import list_mounts, remove_mount
+    from .cachemounts import MountUsage, list_mounts, remove_mount
     from .explain import ExplainStore
 
     cache = CacheStore(store.root)
@@ -116,10 +116,10 @@ def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None
         records = alive
         if keep_storage is not None:
             tagged_blobs, _ = _tagged_layers(store)
-            sized = []
+            sized: list[tuple[float, int, CacheRecord | MountUsage]] = []
             for r in records:
                 path = cache._path(r.key)
-                mtime = path.stat().st_mtime if path.exists() else 0
+                mtime = path.stat().st_mtime if path.exists() else 0.0
                 size = (0 if r.layer is None or r.layer.get("digest") in tagged_blobs
                         else int(r.layer.get("size", 0)))
                 sized.append((mtime, size, r))

@@ -182,11 +182,11 @@ def parse_layer(raw: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(raw, dict):
         raise ValueError("layer is not an object")
-    layer = {"digest": str(Digest.parse(str(raw["digest"]))), "diff_id": str(Digest.parse(str(raw["diff_id"]))),
-             "size": int(raw["size"]), "media_type": str(raw["media_type"])}
-    if layer["size"] < 0:
+    size = int(raw["size"])
+    if size < 0:
         raise ValueError("negative size")
-    return layer
+    return {"digest": str(Digest.parse(str(raw["digest"]))), "diff_id": str(Digest.parse(str(raw["diff_id"]))),
+            "size": size, "media_type": str(raw["media_type"])}
 
 
 def parse_records(items: Any, allowed_layers: set[str] | None) -> dict[str, CacheRecord]:
@@ -269,9 +269,9 @@ class ImportedCache:
 
 def _open_blob(source: Any, digest: Digest, size: int) -> BinaryIO:
     """A registry source verifies while streaming when told the size; others take the digest."""
-    if getattr(source, "client", None) is not None:
-        return source.open_blob(digest, size)
-    return source.open_blob(digest)
+    stream: BinaryIO = (source.open_blob(digest, size) if getattr(source, "client", None) is not None
+                        else source.open_blob(digest))
+    return stream
 
 
 def _read_small(source: Any, digest: Digest, size: int, origin: str) -> bytes:
@@ -441,7 +441,7 @@ def lookup_remote(session: Any, key: str) -> CacheRecord | None:
     source lacked is kept in ``session.remote_notes[key]`` (for the miss explanation)."""
     notes: list[str] = []
     for cache in getattr(session, "remote_caches", ()):
-        rec = cache.get(key)
+        rec: CacheRecord | None = cache.get(key)
         if rec is None:
             unavailable = getattr(cache, "failed", False)
             notes.append(f"cache {cache.name} unavailable" if unavailable else f"not in cache {cache.name}")
@@ -535,7 +535,8 @@ def write_cache(store: Any, records: list[CacheRecord], dest: Any, tag: str,
     cfg_digest = Digest.of_bytes(config)
     if not dest.has_blob(cfg_digest):
         dest.put_blob(cfg_digest, len(config), io.BytesIO(config))
-    return dest.put_manifest(manifest, MANIFEST_MEDIA_TYPE, (tag,))
+    written: Digest = dest.put_manifest(manifest, MANIFEST_MEDIA_TYPE, (tag,))
+    return written
 
 
 def export_cache(session: Any, spec: CacheSpec, records: list[CacheRecord]) -> Digest | None:
