@@ -148,6 +148,19 @@ def test_every_layer_writer_keeps_parent_metadata(tmp_path: Path) -> None:
     assert_clean(root)
 
 
+def test_workdir_onto_a_file_fails_at_its_line(tmp_path: Path) -> None:
+    """fsutil's MkdirAll (BuildKit's WORKDIR) fails with ENOTDIR when the path or a parent is
+    a file, at the WORKDIR itself, even with no RUN after it."""
+    root = new_store(tmp_path)
+    for i, df in enumerate(("WORKDIR /etc/passwd\n", "RUN touch /f\nWORKDIR /f/sub\n")):
+        ctx = make_context(tmp_path / f"ctx{i}", BASE + df)
+        r = build(ctx, root)
+        line = 2 + df.count("\n") - 1
+        assert r.rc == 1 and f"Dockerfile:{line}:1: mkdir" in r.err and "not a directory" in r.err, r.err
+        assert "Traceback" not in r.err
+    assert_clean(root)
+
+
 # ---- 3. a symlink in a written path is followed inside the image, never replaced ----------------
 
 def test_symlink_in_workdir_path_is_followed(tmp_path: Path) -> None:

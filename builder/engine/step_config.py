@@ -47,21 +47,30 @@ def workdir_entries(session: Any, state: ImageState, path: str, user: str) -> li
     the ``--chown`` rule (:func:`~builder.engine.userdb.resolve_chown`: an unknown name is
     0:0), mtime SOURCE_DATE_EPOCH or now. The existing directories above the first created
     one are part of the layer with their own metadata (as BuildKit's diff carries them), so
-    the layer never hides their owner or mode. Empty when nothing is missing."""
+    the layer never hides their owner or mode. Empty when nothing is missing; CopyError
+    ("mkdir P: not a directory") when ``path`` or one of its parents is not a directory."""
+    import stat
     from dataclasses import replace as _replace
 
+    from .context import CopyError
     from .copy import _Emitter
     from .pathresolve import resolve_in_root
     from .userdb import resolve_chown
 
     view = session.view(state)
     resolved = resolve_in_root(view, path, follow_last=True)
-    if view.lstat(resolved) is not None:
+    st = view.lstat(resolved)
+    if st is not None:
+        if not stat.S_ISDIR(st.st_mode):  # fsutil MkdirAll: ENOTDIR
+            raise CopyError(f"mkdir {resolved}: not a directory")
         return []
     owner = resolve_chown(user, view) if user not in ("", "root", "0", "0:0") else (0, 0)
     mtime = session.opts.source_date_epoch if session.opts.source_date_epoch is not None else int(time.time())
     emit = _Emitter(dest_view=view, chown=owner, chmod=None, keep_owner=False, keep_xattrs=False,
                     mtime_clamp=None)
-    emit.ensure_parents(resolved, include_self=True)
+    try:
+        emit.ensure_parents(resolved, include_self=True)
+    except CopyError:
+        raise CopyError(f"mkdir {resolved}: not a directory") from None
     return [e if view.lstat("/" + e.name) is not None else _replace(e, mtime=mtime)
             for e in emit.entries.values()]
