@@ -156,3 +156,27 @@ def test_build_arg_without_value_comes_from_the_environment(tmp_path: Path) -> N
     build(ctx, root, "--build-arg", "FROM_ENV", "--build-arg", "UNSET",
           "--output", f"type=local,dest={out}", env=env).ok()
     assert (out / "v").read_text() == "env-value/default\n", "an unset NAME is skipped, as docker does"
+
+
+def test_index_and_per_platform_manifest_annotations(tmp_path: Path) -> None:
+    """Two platforms make an index: ``index:`` annotations go on it, ``manifest[PLATFORM]:``
+    only on that platform's manifest, plain ones on every manifest (buildx syntax)."""
+    import json
+
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", "FROM scratch\nCOPY f /f\n", {"f": "x\n"})
+    oci = tmp_path / "oci"
+    build(ctx, root, "--platform", "linux/amd64,linux/arm64",
+          "--annotation", "index:com.example.idx=on-index",
+          "--annotation", "com.example.all=every-manifest",
+          "--annotation", "manifest[linux/arm64]:com.example.arm=arm-only",
+          "--output", f"type=oci,dest={oci},tar=false").ok()
+    top = json.loads((oci / "index.json").read_text())["manifests"][0]
+    index = json.loads((oci / "blobs" / "sha256" / top["digest"].split(":")[1]).read_text())
+    assert index["annotations"] == {"com.example.idx": "on-index"}
+    seen = {}
+    for m in index["manifests"]:
+        doc = json.loads((oci / "blobs" / "sha256" / m["digest"].split(":")[1]).read_text())
+        seen[m["platform"]["architecture"]] = doc.get("annotations")
+    assert seen == {"amd64": {"com.example.all": "every-manifest"},
+                    "arm64": {"com.example.all": "every-manifest", "com.example.arm": "arm-only"}}
