@@ -170,13 +170,17 @@ def test_index_and_per_platform_manifest_annotations(tmp_path: Path) -> None:
           "--annotation", "index:com.example.idx=on-index",
           "--annotation", "com.example.all=every-manifest",
           "--annotation", "manifest[linux/arm64]:com.example.arm=arm-only",
+          "--annotation", "manifest-descriptor[linux/amd64]:com.example.desc=amd64-descriptor",
           "--output", f"type=oci,dest={oci},tar=false").ok()
     top = json.loads((oci / "index.json").read_text())["manifests"][0]
     index = json.loads((oci / "blobs" / "sha256" / top["digest"].split(":")[1]).read_text())
     assert index["annotations"] == {"com.example.idx": "on-index"}
     seen = {}
+    descriptors = {}
     for m in index["manifests"]:
         doc = json.loads((oci / "blobs" / "sha256" / m["digest"].split(":")[1]).read_text())
         seen[m["platform"]["architecture"]] = doc.get("annotations")
+        descriptors[m["platform"]["architecture"]] = m.get("annotations")
+    assert descriptors == {"amd64": {"com.example.desc": "amd64-descriptor"}, "arm64": None}
     assert seen == {"amd64": {"com.example.all": "every-manifest"},
                     "arm64": {"com.example.all": "every-manifest", "com.example.arm": "arm-only"}}

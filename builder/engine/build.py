@@ -126,7 +126,9 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
         first = images[0][0]
         if multi:
             index = write_index(store, [(w, pb.platform) for (w, _), pb in zip(images, builds)],
-                                index_annotations(opts.annotations))
+                                index_annotations(opts.annotations),
+                                [manifest_annotations(opts.annotations, pb.platform, multi=True,
+                                                      level="manifest-descriptor") for pb in builds])
             media, top_digest, top_size = INDEX_MEDIA_TYPE, str(index.digest), index.size
         else:
             media, top_digest, top_size = MANIFEST_MEDIA_TYPE, str(first.manifest_digest), first.manifest_size
@@ -146,11 +148,14 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
         session.close()
 
 
-def manifest_annotations(values: tuple[str, ...], platform: Any, *, multi: bool = False) -> dict[str, str]:
-    """The manifest annotations of ``--annotation`` values (buildx syntax) for ``platform``.
-    One platform makes no index: ``index:``/``index-descriptor:`` are refused as BuildKit does
-    (with several, ``index:`` ones go to :func:`index_annotations`); ``*-descriptor:`` have no
-    descriptor of ours to carry them yet (UsageError too)."""
+def manifest_annotations(values: tuple[str, ...], platform: Any, *, multi: bool = False,
+                         level: str = "manifest") -> dict[str, str]:
+    """The annotations of ``--annotation`` values (buildx syntax) at ``level`` ("manifest":
+    the image manifest; "manifest-descriptor": its descriptor in a multi-platform index) for
+    ``platform``. One platform makes no index: ``index:``/``index-descriptor:`` and
+    ``manifest-descriptor:`` are refused (BuildKit refuses the first two and puts the last on
+    its OCI exporter's index.json entry, which we do not yet); with several, ``index:`` ones go
+    to :func:`index_annotations`; ``index-descriptor:`` is not supported (UsageError)."""
     if not values:
         return {}
     from ..errors import UsageError
@@ -160,12 +165,13 @@ def manifest_annotations(values: tuple[str, ...], platform: Any, *, multi: bool 
     out: dict[str, str] = {}
     for value in values:
         ann = parse_annotation(value)
-        for level in ann.levels:
-            if level in ("index", "index-descriptor") and not multi:
+        for lv in ann.levels:
+            if lv in ("index", "index-descriptor") and not multi:
                 raise UsageError(f"--annotation {value!r}: index annotations not supported for single platform export")
-            if level in ("manifest-descriptor", "index-descriptor"):
-                raise UsageError(f"--annotation {value!r}: {level} annotations are not supported yet")
-        if "manifest" not in ann.levels:
+            if lv == "index-descriptor" or (lv == "manifest-descriptor" and not multi):
+                raise UsageError(f"--annotation {value!r}: {lv} annotations are not supported "
+                                 + ("yet" if multi else "for single platform export"))
+        if level not in ann.levels:
             continue
         if ann.platform is not None:
             try:

@@ -132,16 +132,22 @@ class WrittenIndex:
     data: bytes
 
 
-def index_json(images: list[tuple[WrittenImage, Any]], annotations: dict[str, str] | None = None) -> bytes:
+def index_json(images: list[tuple[WrittenImage, Any]], annotations: dict[str, str] | None = None,
+               descriptor_annotations: list[dict[str, str]] | None = None) -> bytes:
     """An OCI image index naming each ``(image, platform)`` in the given order, each entry
-    with its platform (``architecture``, ``os``, ``variant`` when there is one), and the
-    index's ``annotations`` when given."""
+    with its platform (``architecture``, ``os``, ``variant`` when there is one) and, from
+    ``descriptor_annotations`` (one dict per image, same order), its descriptor's annotations;
+    and the index's ``annotations`` when given."""
     manifests = []
-    for written, plat in images:
+    for i, (written, plat) in enumerate(images):
         p: dict[str, Any] = {"architecture": plat.architecture, "os": plat.os}
         if getattr(plat, "variant", ""):
             p["variant"] = plat.variant
-        manifests.append({**written.descriptor(), "platform": p})
+        entry: dict[str, Any] = {**written.descriptor(), "platform": p}
+        extra = descriptor_annotations[i] if descriptor_annotations else None
+        if extra:
+            entry["annotations"] = dict(sorted(extra.items()))
+        manifests.append(entry)
     doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": manifests}
     if annotations:
         doc["annotations"] = dict(sorted(annotations.items()))
@@ -149,8 +155,9 @@ def index_json(images: list[tuple[WrittenImage, Any]], annotations: dict[str, st
 
 
 def write_index(store: Any, images: list[tuple[WrittenImage, Any]],
-                annotations: dict[str, str] | None = None) -> WrittenIndex:
+                annotations: dict[str, str] | None = None,
+                descriptor_annotations: list[dict[str, str]] | None = None) -> WrittenIndex:
     """Write :func:`index_json` of ``images`` (already in ``store``) into ``store``."""
-    data = index_json(images, annotations)
+    data = index_json(images, annotations, descriptor_annotations)
     digest = store.blobs.put_bytes(data)
     return WrittenIndex(digest, len(data), data)
