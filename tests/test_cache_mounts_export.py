@@ -176,6 +176,20 @@ def _local_config(cache: Path) -> dict:
 
 
 @pytest.mark.root
+def test_a_cached_runner_passes_imported_mounts_on(tmp_path: Path, ctx: Path) -> None:
+    """A runner whose RUNs all hit never mounts the cache (nothing restored) yet its export
+    still carries the mount: passed through from the imported cache."""
+    cache, cache2 = tmp_path / "cache", tmp_path / "cache2"
+    build(busybox_store(tmp_path / "a"), ctx, "--cache-to", f"type=local,dest={cache},cache-mounts=true")
+    c = build(busybox_store(tmp_path / "c"), ctx, "--cache-from", f"type=local,src={cache}",
+              "--cache-to", f"type=local,dest={cache2},cache-mounts=true")
+    assert c.runs() == [True] and mount_dirs(c.store) == []
+    [mount] = _local_config(cache2)["mounts"]
+    assert mount == _local_config(cache)["mounts"][0]
+    assert (cache2 / "blobs" / "sha256" / mount["layer"]["digest"][7:]).exists()
+
+
+@pytest.mark.root
 def test_cache_mounts_max_leaves_a_big_mount_out_with_a_warning(tmp_path: Path, ctx: Path) -> None:
     cache = tmp_path / "cache"
     a = build(busybox_store(tmp_path / "a"), ctx, "--cache-to",

@@ -31,7 +31,7 @@ import stat
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..digest import Digest
 
@@ -201,13 +201,33 @@ def selected(session: Any, wanted: tuple[str, ...]) -> list[tuple[str, Any]]:
     return out
 
 
-def export_entries(session: Any, wanted: tuple[str, ...], limit: int | None) -> list[MountEntry]:
-    """Entries (layers in the store) for the selected mounts that exist locally. A mount
-    missing here but imported from a ``--cache-from`` source is passed through (its blob
-    pulled into the store). Mounts beyond ``limit`` file bytes are left out with a warning."""
-    from ..errors import PybuildError
+@dataclass(frozen=True, slots=True)
+class MountExport:
+    """The mounts to export: ``entries``, and for those passed through from a ``--cache-from``
+    source (absent from this store: the RUNs that mount them were cached) that source by
+    layer digest, to pull a blob from only if the destination lacks it (:meth:`fetch`)."""
 
+    entries: list[MountEntry]
+    sources: dict[str, Any]
+
+    def fetch(self, store: Any, digest: Digest) -> None:
+        """Bring the pass-through blob ``digest`` into ``store``; StoreError when unknown."""
+        for e in self.entries:
+            if e.layer["digest"] == str(digest) and str(digest) in self.sources:
+                self.sources[str(digest)].fetch_layer(store, e.layer)
+                return
+        from ..errors import StoreError
+
+        raise StoreError(f"cache mount blob {digest} is not available")
+
+
+def export_entries(session: Any, wanted: tuple[str, ...], limit: int | None) -> MountExport:
+    """Entries for the selected mounts: those in this store as layers written into it; one
+    missing here but imported from a ``--cache-from`` source is passed through (its blob is
+    pulled only if the destination lacks it). Mounts beyond ``limit`` file bytes are left
+    out with a warning."""
     out: list[MountEntry] = []
+    sources: dict[str, Any] = {}
     used = 0
     for cid, m in selected(session, wanted):
         path = mount_dir(session.store.root, cid)
@@ -218,14 +238,10 @@ def export_entries(session: Any, wanted: tuple[str, ...], limit: int | None) -> 
         else:
             for cache in getattr(session, "remote_caches", ()):
                 e = cache.mounts().get(cid) if hasattr(cache, "mounts") else None
-                if e is None:
-                    continue
-                try:
-                    cache.fetch_layer(session.store, e.layer)
-                except PybuildError:
-                    continue
-                entry = e
-                break
+                if e is not None:
+                    entry = e
+                    sources[e.layer["digest"]] = cache
+                    break
         if entry is None:
             continue
         if limit is not None and used + entry.bytes > limit:
@@ -236,11 +252,7 @@ def export_entries(session: Any, wanted: tuple[str, ...], limit: int | None) -> 
             continue
         used += entry.bytes
         out.append(entry)
-    return out
-
-
-def layers_of(entries: Iterable[MountEntry]) -> list[dict[str, Any]]:
-    return [e.layer for e in entries]
+    return MountExport(out, sources)
 
 
 # --------------------------------------------------------------------------- housekeeping

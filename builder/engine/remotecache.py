@@ -514,13 +514,14 @@ def with_inline_cache(state: Any, records: list[CacheRecord] | None) -> Any:
 
 def write_cache(store: Any, records: list[CacheRecord], dest: Any, tag: str,
                 extras: dict[str, Any] | None = None, extra_layers: Iterable[dict[str, Any]] = (),
-                current: Any = None) -> Digest:
+                current: Any = None, fetch: Any = None) -> Digest:
     """Push the layer blobs, the config and the manifest of ``records`` to ``dest`` (an
     ``ImageDestination``) tagged ``tag``; returns the manifest digest. Layers come from
     ``store``; StoreError when one is missing there. ``extras``/``extra_layers``: see
     :func:`records_config` and :func:`cache_manifest`. A blob ``dest`` has is not sent;
     nothing is sent when ``current()`` (the digest ``tag`` names now, or None) is already
-    this manifest's."""
+    this manifest's. ``fetch(store, digest)`` brings a blob ``dest`` lacks and ``store`` does
+    not hold (a passed-through cache mount) into ``store`` first."""
     config = records_config(records, extras)
     manifest = cache_manifest(config, records, extra_layers)
     digest = Digest.of_bytes(manifest)
@@ -530,6 +531,8 @@ def write_cache(store: Any, records: list[CacheRecord], dest: Any, tag: str,
         digest = Digest.parse(layer["digest"])
         if dest.has_blob(digest):
             continue
+        if fetch is not None and not store.blobs.has(digest):
+            fetch(store, digest)
         with store.blobs.open(digest) as f:
             dest.put_blob(digest, int(layer["size"]), f)
     cfg_digest = Digest.of_bytes(config)
@@ -547,16 +550,19 @@ def export_cache(session: Any, spec: CacheSpec, records: list[CacheRecord]) -> D
 
     extras: dict[str, Any] = {"why": ExplainStore(session.store.root).export(r.key for r in records)}
     mount_layers: list[dict[str, Any]] = []
+    fetch = None
     if spec.mounts:
         from .cachemounts import export_entries
 
-        entries = export_entries(session, spec.mounts, spec.mounts_max)
-        extras["mounts"] = [e.to_json() for e in entries]
-        mount_layers = [e.layer for e in entries]
+        mounts = export_entries(session, spec.mounts, spec.mounts_max)
+        extras["mounts"] = [e.to_json() for e in mounts.entries]
+        mount_layers = [e.layer for e in mounts.entries]
+        fetch = mounts.fetch
     if spec.type == "local":
         from ..oci.layoutdir import OciLayoutDir
 
-        return write_cache(session.store, records, OciLayoutDir(spec.path), spec.tag, extras, mount_layers)
+        return write_cache(session.store, records, OciLayoutDir(spec.path), spec.tag, extras, mount_layers,
+                           fetch=fetch)
     if spec.type != "registry":
         return None
     from ..registry._reference import parse_image_ref
@@ -573,7 +579,7 @@ def export_cache(session: Any, spec: CacheSpec, records: list[CacheRecord]) -> D
             found = dst.client.head_manifest(ref.repository, tag)
             return found[0] if found is not None else None
 
-        return write_cache(session.store, records, dst, tag, extras, mount_layers, current)
+        return write_cache(session.store, records, dst, tag, extras, mount_layers, current, fetch)
     finally:
         dst.close()
 
