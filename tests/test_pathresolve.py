@@ -146,6 +146,8 @@ def test_resolve_user(image: DirView) -> None:
     assert resolve_user("root", image) == (0, 0, (10,))
     assert resolve_user("", image) == (0, 0, (10,))                 # BuildKit looks up "0"
     assert resolve_user("1000:7", image) == (1000, 7, ())           # uid:gid: no lookup at all
+    assert resolve_user(":", image) == (0, 0, (10,))                # runc: empty parts are defaults
+    assert resolve_user(":staff", image) == (0, 50, ())
     with pytest.raises(UserLookupError, match="unable to find user ghost"):
         resolve_user("ghost", image)
 

@@ -214,8 +214,7 @@ def _exec_user(spec: str, view: FsView) -> tuple[int, int, tuple[int, ...]]:
     """runc's ``GetExecUser`` with no defaults (uid 0, gid 0)."""
     user, sep, group_text = spec.strip().partition(":")
     group = group_text if sep and group_text else None
-    if not user:
-        raise UserLookupError(f"invalid user {spec!r}: expected user[:group]")
+    user = user or "0"  # runc: an empty user part matches the default uid, 0
     num = _numeric(user, "uid")
     matched: PasswdEntry | None = None
     for entry in iter_passwd(view):
