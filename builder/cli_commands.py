@@ -84,7 +84,9 @@ def _build_parser(cls: type[argparse.ArgumentParser]) -> argparse.ArgumentParser
     p.add_argument("--progress", choices=("auto", "plain", "tty", "quiet", "rawjson"), default="auto")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
     p.add_argument("--cache-from", action="append", default=[])
-    p.add_argument("--cache-to", action="append", default=[])
+    p.add_argument("--cache-to", action="append", default=[],
+                   metavar="type=registry,ref=REF|type=local,dest=DIR|type=inline[,mode=max][,cache-mounts=true|ID;ID]"
+                           "[,cache-mounts-max=SIZE]")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
     return p

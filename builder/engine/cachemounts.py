@@ -127,6 +127,8 @@ def restore_mount(session: Any, cache_id: str, path: Path) -> bool:
             os.rename(tmp, path)
         except (PybuildError, OSError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if path.is_dir():
+                return True   # a concurrent build restored it first
             msg = exc.render() if isinstance(exc, PybuildError) else str(exc)
             session.warn_once(f"cache mount {cache_id} from {cache.name} not restored: {msg}")
             continue

@@ -330,8 +330,7 @@ def _file_changes(old: dict[str, str], new: dict[str, str]) -> tuple[tuple[str, 
         if a == b:
             continue
         out.append((path, "added" if a is None else "removed" if b is None else "modified"))
-    # name plain files first: a directory's line changes with its children only by mode
-    return tuple(out)
+    return tuple(out)   # a directory's own line has no content: it changes only with its mode
 
 
 def compare(old: StepInputs, new: StepInputs, old_listing: dict[str, str] | None,
