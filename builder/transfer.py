@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 import tempfile
@@ -111,6 +112,9 @@ def _fetch_manifest(src: ImageSource, ref: str, expected: Descriptor | None) -> 
             raise StoreError(f"manifest digest mismatch: expected {expected.digest}, got {got}")
         if expected.size != len(data):
             raise StoreError(f"manifest {expected.digest}: expected {expected.size} bytes, got {len(data)}")
+        why = mt.contradiction(data, expected.mediaType or mtype)
+        if why is not None:
+            raise StoreError(f"manifest {expected.digest}: {why}")
     elif ref.startswith("sha256:"):
         if str(Digest.of_bytes(data)) != ref:
             raise StoreError(f"manifest digest mismatch for {ref}")
@@ -223,6 +227,11 @@ def copy_image(src: ImageSource, ref: str, dst: ImageDestination, tags: tuple[st
         desc = select_manifest(index, platform, origin=ref)
         data, ctype = _fetch_manifest(src, desc.digest, desc)
         mtype = desc.mediaType or ctype
+    if platform is not None and mt.is_manifest(mtype):  # an image to run: its config must be one
+        config_type = str((json.loads(data).get("config") or {}).get("mediaType", ""))
+        if config_type not in mt.CONFIGS:
+            raise StoreError(f"{ref}: the manifest's config has media type {config_type!r}, "
+                             "not an image config")
     _copy_manifest_tree(src, data, mtype, dst, on_event)
     digest = dst.put_manifest(data, mtype, tuple(tags))
     if on_event is not None:

@@ -13,6 +13,11 @@ request to the upstream registry (keeping the client's ``Host`` so the registry'
 
 ``throttle=BYTES_PER_SECOND`` reads request bodies (uploads) no faster than that: a slow link.
 
+``rewrite=fn`` makes it a *hostile* registry: every forwarded answer is first read whole into a
+:class:`Answer` (method, path, status, headers, body) and ``fn(answer)`` may return another
+Answer to send instead (its ``body`` may be an iterable of chunks, streamed; the bytes actually
+written before the client hung up are counted in ``FaultProxy.sent``), or None to pass it on.
+
 Every request is logged as :class:`LogEntry` (method, path with query, status, fault).
 ``bearer=(user, password)`` puts a tiny token server in front: requests need
 ``Authorization: Bearer`` tokens from ``GET /token`` (basic auth checked) or ``POST /token``
@@ -33,9 +38,9 @@ import struct
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade", "trailer"}
@@ -48,6 +53,29 @@ class LogEntry:
     path: str
     status: int | None   # None when the connection was reset before an answer
     fault: str = ""
+
+
+@dataclass
+class Answer:
+    """One upstream answer as a ``rewrite`` hook sees it (and may return, changed). ``body``
+    is bytes, or an iterable of byte chunks to stream; Content-Length is ``length`` when set
+    (a lie, if you like), else the body's length (bytes) or none (chunks: the connection ends
+    the body)."""
+
+    method: str
+    path: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | Iterable[bytes]
+    length: int | None = None
+    request_headers: dict[str, str] = field(default_factory=dict)  # what the client sent
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    def without(self, *names: str) -> list[tuple[str, str]]:
+        drop = {n.lower() for n in names} | {"content-length"}
+        return [(k, v) for k, v in self.headers if k.lower() not in drop]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -168,6 +196,18 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 conn.send(piece)
             resp = conn.getresponse()
+            if srv.rewrite is not None:
+                data = resp.read()
+                ans = Answer(self.command, self.path, resp.status,
+                             [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP], data,
+                             request_headers=dict(self.headers.items()))
+                new = srv.rewrite(ans)
+                if new is not None:
+                    srv.record(LogEntry(self.command, self.path, new.status, "rewritten"))
+                    logged = True
+                    self._answer(srv, new)
+                    return
+                resp = _Replay(resp, data)
             if fault == "reset":
                 resp.read()
                 srv.record(LogEntry(self.command, self.path, None, "reset-after"))
@@ -212,6 +252,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
         finally:
             conn.close()
+
+    def _answer(self, srv: "_Server", ans: Answer) -> None:
+        self.send_response(ans.status)
+        for k, v in ans.without():
+            self.send_header(k, v)
+        if ans.length is not None:
+            self.send_header("Content-Length", str(ans.length))
+        elif isinstance(ans.body, (bytes, bytearray)):
+            self.send_header("Content-Length", str(len(ans.body)))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        chunks = [ans.body] if isinstance(ans.body, (bytes, bytearray)) else ans.body
+        for piece in chunks:
+            self.wfile.write(piece)
+            with srv.lock:
+                srv.sent += len(piece)
+        self.wfile.flush()
 
     # ---------------------------------------------------------------- bearer mode
     def _token(self, srv: "_Server", body: bytes) -> None:
@@ -270,13 +331,38 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
 
+class _Replay:
+    """An http.client response whose body was already read (by a rewrite hook that passed)."""
+
+    def __init__(self, resp: http.client.HTTPResponse, data: bytes) -> None:
+        self.status = resp.status
+        self._headers = [(k, v) for k, v in resp.getheaders() if k.lower() != "content-length"]
+        self._headers.append(("Content-Length", str(len(data))))
+        self._data = data
+
+    def getheaders(self) -> list[tuple[str, str]]:
+        return self._headers
+
+    def getheader(self, name: str) -> str | None:
+        return next((v for k, v in self._headers if k.lower() == name.lower()), None)
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = len(self._data)
+        out, self._data = self._data[:n], self._data[n:]
+        return out
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, upstream: str, seed: int, rate: float, max_faults: int, kinds: tuple[str, ...],
-                 bearer: tuple[str, str] | None) -> None:
+                 bearer: tuple[str, str] | None,
+                 rewrite: "Callable[[Answer], Answer | None] | None" = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.rewrite = rewrite
+        self.sent = 0  # body bytes written by rewritten answers
         self.upstream = upstream
         self.rng = random.Random(seed)
         self.rate = rate
@@ -319,8 +405,9 @@ class FaultProxy:
 
     def __init__(self, upstream: str, *, seed: int = 0, rate: float = 0.0, max_faults: int = 10,
                  kinds: tuple[str, ...] = ("500", "reset", "truncate"),
-                 bearer: tuple[str, str] | None = None, throttle: float = 0.0) -> None:
-        self._server = _Server(upstream, seed, rate, max_faults, kinds, bearer)
+                 bearer: tuple[str, str] | None = None, throttle: float = 0.0,
+                 rewrite: Callable[[Answer], Answer | None] | None = None) -> None:
+        self._server = _Server(upstream, seed, rate, max_faults, kinds, bearer, rewrite)
         self._server.throttle = throttle
         self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy", daemon=True)
 
@@ -332,6 +419,11 @@ class FaultProxy:
     def log(self) -> list[LogEntry]:
         with self._server.lock:
             return list(self._server.log)
+
+    @property
+    def sent(self) -> int:
+        """Body bytes rewritten answers managed to write before the client stopped reading."""
+        return self._server.sent
 
     @property
     def faults(self) -> int:

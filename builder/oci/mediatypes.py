@@ -87,3 +87,28 @@ def docker_layer_type(compression: str) -> str:
     if compression == "uncompressed":
         return DOCKER_LAYER_TAR
     raise ValueError(f"Docker schema 2 has no media type for {compression} layers")
+
+
+def contradiction(body: bytes, media_type: str) -> str | None:
+    """Why manifest/index ``body`` contradicts the ``media_type`` it was served or described
+    as (its own ``mediaType`` field differs, or its shape is the other kind), else None. Types
+    this module does not know as manifests or indexes are not judged."""
+    if not (is_manifest(media_type) or is_index(media_type)):
+        return None
+    import json
+
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return f"it is said to be {media_type} but is not JSON"
+    if not isinstance(doc, dict):
+        return f"it is said to be {media_type} but is not a JSON object"
+    own = doc.get("mediaType")
+    if isinstance(own, str) and own and own != media_type:
+        return f"it is said to be {media_type} but its mediaType field says {own}"
+    if is_index(media_type) and not isinstance(doc.get("manifests"), list):
+        return f"it is said to be an index ({media_type}) but has no manifests list"
+    if is_manifest(media_type) and ("manifests" in doc or not isinstance(doc.get("config"), dict)
+                                    or not isinstance(doc.get("layers"), list)):
+        return f"it is said to be a manifest ({media_type}) but lacks config and layers"
+    return None

@@ -374,6 +374,10 @@ class RegistryClient:
             media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
             if media_type not in MANIFEST_ACCEPT:
                 media_type = _media_type_of(body) or media_type
+            why = mt.contradiction(body, media_type)
+            if why is not None:
+                raise RegistryError(f"manifest {repository}:{reference} from {self.registry}: {why}",
+                                    method="GET", url=redact_url(self._url(path)))
             return body, media_type, got
         raise AssertionError("unreachable")  # pragma: no cover
 
