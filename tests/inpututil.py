@@ -50,13 +50,19 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def make_repo(path: Path, commits: Sequence[dict[str, str]], *, tags: dict[int, str] | None = None,
-              branches: dict[int, str] | None = None) -> list[str]:
+              branches: dict[int, str] | None = None, submodules: dict[str, tuple[str, str]] | None = None,
+              ) -> list[str]:
     """A bare repository at ``path`` whose ``main`` holds ``commits`` (each: relative path ->
     text; later commits add to earlier ones). ``tags``/``branches`` name commit indexes.
-    Returns the commit hashes in order."""
+    ``submodules`` (path -> (url, commit)) are recorded in the first commit (.gitmodules and
+    gitlinks; a relative url resolves against the superproject's remote). Returns the commit
+    hashes in order."""
     work = path.parent / (path.name + ".work")
     work.mkdir(parents=True)
     _git(work, "init", "-q", "-b", "main")
+    if submodules:
+        (work / ".gitmodules").write_text("".join(f'[submodule "{p}"]\n\tpath = {p}\n\turl = {u}\n'
+                                                  for p, (u, _c) in submodules.items()))
     hashes = []
     for i, files in enumerate(commits):
         for rel, text in files.items():
@@ -64,6 +70,8 @@ def make_repo(path: Path, commits: Sequence[dict[str, str]], *, tags: dict[int, 
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(text)
         _git(work, "add", "-A")
+        for sub, (_u, commit) in (submodules or {}).items() if i == 0 else ():
+            _git(work, "update-index", "--add", "--cacheinfo", f"160000,{commit},{sub}")
         _git(work, "commit", "-q", "-m", f"commit {i}")
         hashes.append(_git(work, "rev-parse", "HEAD"))
         for idx, name in (tags or {}).items():

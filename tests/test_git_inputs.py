@@ -235,3 +235,18 @@ def test_git_scp_form_url_over_ssh(tmp_path: Path, repos: tuple[Path, list[str]]
               "--output", f"type=local,dest={out}", env={"SSH_AUTH_SOCK": sock}).ok()
         assert (out / "src" / "a.txt").read_text() == "a1\n"
     assert_clean(root)
+
+
+def test_add_git_fetches_submodules(tmp_path: Path) -> None:
+    base = tmp_path / "repos"
+    base.mkdir()
+    lib = make_repo(base / "lib.git", [{"libfile": "from the submodule\n"}])
+    make_repo(base / "super.git", [{"top": "superproject\n"}], submodules={"vendor/lib": ("../lib.git", lib[0])})
+    root = new_store(tmp_path)
+    with git_daemon(base) as url:
+        ctx = make_context(tmp_path / "ctx", f"FROM localhost/busybox:latest\nADD {url}/super.git#main /src\n")
+        out = tmp_path / "out"
+        build(ctx, root, "--output", f"type=local,dest={out}").ok()
+    assert (out / "src" / "top").read_text() == "superproject\n"
+    assert (out / "src" / "vendor" / "lib" / "libfile").read_text() == "from the submodule\n"
+    assert not (out / "src" / "vendor" / "lib" / ".git").exists()

@@ -121,6 +121,12 @@ def fetch_git(spec: GitSpec, dest: Path, *, keep_git_dir: bool = False, ssh_sock
         _set_mtimes(dest, stamp)
     if not keep_git_dir:
         shutil.rmtree(dest / ".git")
+        for dirpath, dirnames, filenames in os.walk(dest):  # submodules' ".git" pointer files
+            if ".git" in filenames:
+                os.unlink(os.path.join(dirpath, ".git"))
+            if ".git" in dirnames:
+                shutil.rmtree(os.path.join(dirpath, ".git"))
+                dirnames.remove(".git")
     return Checkout(top=dest, commit=commit)
 
 
