@@ -8,7 +8,11 @@ name). :class:`NamedContexts` records which ones a build used (:meth:`unused` fo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..inputs.prepare import NamedContext
+    from .context import BuildContext
 
 
 def context_key(name: str) -> str:
@@ -25,23 +29,23 @@ def context_key(name: str) -> str:
 
 
 class NamedContexts:
-    """Lookup of the build's named contexts (values of :class:`builder.inputs.prepare.NamedContext`)."""
+    """Lookup of the build's named contexts."""
 
-    def __init__(self, items: tuple[Any, ...]) -> None:
-        self._by_key: dict[str, Any] = {}
+    def __init__(self, items: tuple[NamedContext, ...]) -> None:
+        self._by_key: dict[str, NamedContext] = {}
         for item in items:
             self._by_key[context_key(item.name)] = item
         self._used: set[str] = set()
-        self._contexts: dict[str, Any] = {}
+        self._contexts: dict[str, BuildContext] = {}
 
-    def lookup(self, name: str) -> Any | None:
+    def lookup(self, name: str) -> NamedContext | None:
         key = context_key(name)
         found = self._by_key.get(key)
         if found is not None:
             self._used.add(key)
         return found
 
-    def build_context(self, item: Any) -> Any:
+    def build_context(self, item: NamedContext) -> BuildContext:
         """The :class:`~builder.engine.context.BuildContext` of a directory context (its own
         .dockerignore applies), made once."""
         key = context_key(item.name)
@@ -49,6 +53,7 @@ class NamedContexts:
             from .context import BuildContext
             from .dockerignore import load_ignore
 
+            assert item.path is not None, "an image named context has no directory"
             self._contexts[key] = BuildContext(item.path, load_ignore(item.path))
         return self._contexts[key]
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UsageError
 
 if TYPE_CHECKING:
+    from ..inputs.prepare import NamedContext
     from ..outputspec import OutputSpec
 
 
@@ -60,7 +61,7 @@ class BuildOptions:
     insecure_registries: tuple[str, ...] = ()
     # issue 15: named contexts (builder.inputs.prepare.NamedContext), ssh agent sockets by id,
     # RUN's extra /etc/hosts lines, /dev/shm size, rlimits, --annotation values as given
-    named_contexts: tuple[Any, ...] = ()
+    named_contexts: tuple[NamedContext, ...] = ()
     ssh: tuple[tuple[str, str], ...] = ()
     add_hosts: tuple[tuple[str, str], ...] = ()
     shm_size: int | None = None

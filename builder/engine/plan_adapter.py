@@ -76,7 +76,7 @@ def _directory_base(session: Any, stage: Any, named: Any, config: Any) -> ImageS
     directory (its .dockerignore applied, owners 0:0), no config, as BuildKit's local source.
     The layer is cached by the directory's content digest."""
     from .copy import copy_entries
-    from .layers import MISS, CacheMiss, cache_lookup, cache_store
+    from .layers import CacheMiss, cache_lookup, cache_store
     from .state import History
 
     ctx = session.named_build_context(named)
@@ -84,7 +84,7 @@ def _directory_base(session: Any, stage: Any, named: Any, config: Any) -> ImageS
     key = base_key("context:" + digest, str(stage.platform))
     empty = ImageState(layers=(), history=(), config=None, platform=stage.platform, cache_key=key)
     hit = cache_lookup(session, key)
-    if isinstance(hit, CacheMiss) or hit is MISS:
+    if isinstance(hit, CacheMiss):
         from .layers import store_layer
 
         entries = copy_entries(sources=["."], dest="/", src_view=ctx.view, src_is_context=True, context=ctx,
