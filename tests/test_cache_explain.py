@@ -218,3 +218,16 @@ def test_fully_cached_rebuild_touches_no_explanation_record(store: Path, ctx: Pa
     assert touched == []
     # and the trace did see the store (the filter matches real paths)
     assert "/cache/records/" in log.read_text()
+
+
+@pytest.mark.root
+def test_first_step_after_a_changed_parent_stage(store: Path, ctx: Path) -> None:
+    (ctx / "Dockerfile").write_text(f"FROM {BASE_TAG} AS base\nRUN echo one > /one\n"
+                                    "FROM base AS app\nRUN echo two > /two\nRUN echo three > /three\n")
+    build(store, ctx)
+    (ctx / "Dockerfile").write_text(f"FROM {BASE_TAG} AS base\nRUN echo uno > /one\n"
+                                    "FROM base AS app\nRUN echo two > /two\nRUN echo three > /three\n")
+    b = build(store, ctx)
+    assert b.why("RUN echo uno") == "instruction changed (was: RUN echo one > /one)"
+    assert b.why("RUN echo two") == "parent stage changed"
+    assert b.why("RUN echo three") == "previous step changed"
