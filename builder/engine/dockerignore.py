@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..errors import PybuildError
 
@@ -72,11 +72,12 @@ def has_magic(pattern: str) -> bool:
 def _parse_class(pattern: str, i: int) -> tuple[str, int]:
     """Translate the class starting after ``[`` at ``pattern[i]`` to a Python regex class.
 
-    Returns (regex, index after ``]``). Raises BadPatternError like Go's ErrBadPattern.
+    Returns (regex, index after ``]``). Raises BadPatternError like Go's ErrBadPattern. A range
+    whose ends are reversed (``[b-a]``) is valid in Go and matches nothing.
     """
-    out = ["["]
-    if i < len(pattern) and pattern[i] == "^":
-        out.append("^")
+    out: list[str] = []
+    negated = i < len(pattern) and pattern[i] == "^"
+    if negated:
         i += 1
     first = True
     while True:
@@ -88,14 +89,14 @@ def _parse_class(pattern: str, i: int) -> tuple[str, int]:
         lo, i = _class_char(pattern, i)
         if i < len(pattern) and pattern[i] == "-":
             hi, i = _class_char(pattern, i + 1)
-            if hi < lo:
-                raise BadPatternError(f"syntax error in pattern {pattern!r}: bad range {lo}-{hi}")
-            out.append(re.escape(lo) + "-" + re.escape(hi))
+            if lo <= hi:  # Go: lo <= r && r <= hi; reversed ends match nothing
+                out.append(re.escape(lo) + "-" + re.escape(hi))
         else:
             out.append(re.escape(lo))
         first = False
-    out.append("]")
-    return "".join(out), i
+    if not out:  # only reversed ranges: nothing matches (negated: any one character does)
+        return ("[\\s\\S]" if negated else "(?!)"), i
+    return "[" + ("^" if negated else "") + "".join(out) + "]", i
 
 
 def _class_char(pattern: str, i: int) -> tuple[str, int]:
@@ -201,10 +202,8 @@ class IgnorePattern:
 
 
 def _strip_trailing_glob(text: str) -> str:
-    if text.endswith("/**"):
-        text = text[:-3]
-    if text.endswith("/*"):
-        text = text[:-2]
+    text = text.removesuffix("/**")
+    text = text.removesuffix("/*")
     return text
 
 
@@ -238,7 +237,7 @@ class IgnoreMatcher:
             for p in compiled)
 
     @classmethod
-    def from_text(cls, text: str) -> "IgnoreMatcher":
+    def from_text(cls, text: str) -> IgnoreMatcher:
         return cls(parse_ignore_text(text))
 
     def __bool__(self) -> bool:
