@@ -105,3 +105,21 @@ def test_stdin_inputs_same_as_buildkit(dockerd: Dockerd, dockerd_base: PeerBase,
     tar = _tar({"build/Dockerfile.alt" if k == "sub/Dockerfile" else k: v for k, v in FILES.items()}, "")
     ours = _our_listing(root, tmp_path / "o2", "-", "-f", "build/Dockerfile.alt", stdin=tar)
     assert ours == _peer_listing(dockerd, "-", "-f", "build/Dockerfile.alt", stdin=tar)
+
+
+def test_add_url_mode_and_mtime_same_as_buildkit(dockerd: Dockerd, dockerd_base: PeerBase, tmp_path: Path) -> None:
+    import os
+
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "file.bin").write_bytes(b"payload\n")
+    os.utime(www / "file.bin", (1500000000, 1500000000))
+    root = new_store(tmp_path)
+    with file_server(www) as url:
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(f"FROM localhost/busybox:latest\nADD {url}/file.bin /dl/\nADD {url}/file.bin /named\n"
+                                        "RUN stat -c '%n %a %u:%g %Y %s' /dl/file.bin /named > /listing && : > /sums\n")
+        ours = _our_listing(root, tmp_path / "out", str(ctx))
+        assert ours == _peer_listing(dockerd, str(ctx))
+    assert "/dl/file.bin 600 0:0 1500000000 8" in ours
