@@ -8,7 +8,12 @@ the image into an empty store, and ``pybuild push`` of it from there to a second
 registry (interpreter start, store writes and verification included). Prints medians
 (seconds, MB/s) and the peak RSS of this process (our client streams, so it should stay flat).
 
-    python3 bench/registry_bench.py [--rounds 3] [--layers 4] [--chunk-size MiB] [--uncompressed]
+    python3 bench/registry_bench.py [--rounds 3] [--layers 4] [--chunk-size MiB] [--uncompressed] [--recompress]
+
+``--recompress`` adds, per round, pushes that re-encode every layer, each against ``skopeo copy
+--dest-compress-format`` from local storage: the pulled gzip image pushed as zstd, and a
+plain-tar image of the same files (built once by pybuild, also written as an OCI dir) pushed as
+gzip.
 """
 
 from __future__ import annotations
@@ -152,11 +157,21 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--chunk-size", type=int, default=0, help="MiB; 0 = monolithic PUT")
     ap.add_argument("--uncompressed", action="store_true", help="plain tar layers (~240 MB) instead of gzip")
+    ap.add_argument("--recompress", action="store_true",
+                    help="also time pushes that re-compress (gzip->zstd, plain tar->gzip) against skopeo")
     args = ap.parse_args()
     chunk = args.chunk_size << 20 if args.chunk_size else None
     work = Path(tempfile.mkdtemp(prefix="registry-bench-"))
     try:
         layout, total = build_layout(work / "layout", args.layers, not args.uncompressed)
+        tar_store, tar_layout = work / "tar-store", work / "tar-layout"
+        if args.recompress:  # the same files as one plain-tar image, in a store and as an OCI dir
+            df = work / "tar.Dockerfile"
+            df.write_text("FROM scratch\nCOPY . /\n")
+            pybuild(tar_store, ["-q", "-t", "bench/tar:big", "-f", str(df), "-o",
+                                "type=image,compression=uncompressed", str(CTX)])
+            pybuild(tar_store, ["-q", "-t", "bench/tar:big", "-f", str(df), "-o",
+                                f"type=oci,dest={tar_layout},tar=false,compression=uncompressed,name=bench/tar:big", str(CTX)])
         mb = total / 1e6
         kind = "tar" if args.uncompressed else "gzip"
         print(f"image: {args.layers} {kind} layers, {mb:.1f} MB of blobs", flush=True)
@@ -187,6 +202,26 @@ def main() -> None:
                                       ("pybuild push", ["push", f"{host}/ours/big:big", f"{reg2.host}/cmd/big:big"])):
                         times[name].append(timed(pybuild, store, cmd))
                         print(f"  round {r}: {name}: {times[name][-1]:.2f}s", flush=True)
+                    if args.recompress:
+                        # push with re-compression, both from local storage: gzip -> zstd of
+                        # the pulled image; and a plain-tar image -> gzip (the ISA-L path)
+                        jobs = [
+                            ("pybuild push gzip->zstd", lambda: pybuild(store, [
+                                "push", "--compression", "zstd", f"{host}/ours/big:big", f"{reg2.host}/z/ours:big"])),
+                            ("skopeo push gzip->zstd", lambda: skopeo(
+                                "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-format", "zstd",
+                                f"oci:{layout}:big", f"docker://{reg2.host}/z/skopeo:big")),
+                            ("pybuild push tar->gzip", lambda: pybuild(tar_store, [
+                                "push", "--compression", "gzip", "bench/tar:big", f"{reg2.host}/g/ours:big"])),
+                            ("skopeo push tar->gzip", lambda: skopeo(
+                                "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-format", "gzip",
+                                f"oci:{tar_layout}:big", f"docker://{reg2.host}/g/skopeo:big")),
+                        ]
+                        if r % 2:
+                            jobs = [jobs[1], jobs[0], jobs[3], jobs[2]]
+                        for name, job in jobs:
+                            times.setdefault(name, []).append(timed(job))
+                            print(f"  round {r}: {name}: {times[name][-1]:.2f}s", flush=True)
                 finally:
                     stop(proc2)
                     shutil.rmtree(work / f"reg{r}-b", ignore_errors=True)

@@ -267,11 +267,12 @@ class Bench:
                         + ["-t", f"bench-{workload}", "-f", str(wl / "Dockerfile"), str(ctx_of.get(workload, wl))])
 
             def ours(workload: str, cached: bool) -> list[str]:
-                return self.build_cmd(workload, ctx_of.get(workload)) + ["--network", "none"] + \
-                    ([] if cached else ["--no-cache"])
+                cmd = self.build_cmd(workload, ctx_of.get(workload))
+                return cmd[:-1] + ["--network", "none"] + ([] if cached else ["--no-cache"]) + cmd[-1:]
 
             def theirs(workload: str, cached: bool) -> list[str]:
-                return self.buildah_cmd(workload, ctx_of.get(workload), cached=cached) + ["--network", "none"]
+                cmd = self.buildah_cmd(workload, ctx_of.get(workload), cached=cached)
+                return cmd[:-1] + ["--network", "none"] + cmd[-1:]
 
             def compare(label: str, workload: str, cached: bool, before: Any = None) -> None:
                 store = self.fresh_store(f"{workload}-versus")

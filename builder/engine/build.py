@@ -139,6 +139,9 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
             _export(store, top_digest, out, tags, session, [final for _, final in images])
         stage_keys = [(pb.graph, pb.stage_keys) for pb in builds]
         remotecache.export_caches(session, cache_exports, stage_keys)
+        from .layers import record_blobs
+
+        record_blobs(session)  # records of lazy layers that got a blob now name it
         on_event(ImageWritten(result.digest, result.config_digest, tags))
         return result
     finally:
@@ -202,6 +205,15 @@ def _lazy_stage(in_image: bool) -> bool:
     return not in_image
 
 
+def _background_blobs() -> bool:
+    """Whether a RUN layer of the target image gets its blob from the background worker
+    (snapshot and diff_id first, the blob overlapping the next steps): as root, unless
+    ``PYBUILD_LAZY_LAYERS=off`` (everything written at once, as before lazy layers)."""
+    import os
+
+    return os.geteuid() == 0 and os.environ.get("PYBUILD_LAZY_LAYERS", "auto").lower() != "off"
+
+
 def index_annotations(values: tuple[str, ...]) -> dict[str, str]:
     """The ``index:`` annotations of ``--annotation`` values (a multi-platform build's index)."""
     from ..inputs.flags import parse_annotation
@@ -239,6 +251,7 @@ def _build_stages(session: BuildSession, pb: PlatformBuild, df: Any) -> None:
         view = StageSession(session, stage.platform, pb.stages, pb.remote_caches,
                             stage_name=stage.name or "", platform_label=pb.label)
         view.lazy_layers = _lazy_stage(idx in in_image)
+        view.background_blobs = not view.lazy_layers and _background_blobs()
         pb.stages[idx] = StageBuilder(view, pb.graph, df, idx, n, len(needed)).run()
         pb.stage_keys[idx] = view.used_keys
 

@@ -162,22 +162,52 @@ def layer_to_record(layer: LayerRef | None) -> dict[str, Any] | None:
 def materialize(session: Any, layer: LayerRef) -> LayerRef:
     """``layer`` with a blob: itself when it has one; else the blob is made from its snapshot
     (the overlay-format directory, walked as a RUN's upper dir is: same entries, same tar) in
-    the build's compression, its diff_id checked against the recorded one, and every cache
-    record of this build naming the lazy layer is rewritten to name the blob (kept for later
-    builds). Raises StoreError when the snapshot is gone or no longer gives the same tar."""
+    the build's compression, its diff_id checked against the recorded one (or the blob
+    :func:`materialize_soon` started is waited for). :func:`record_blobs` later rewrites the
+    build's cache records to name it. Raises StoreError when the snapshot is gone or no longer
+    gives the same tar. Thread-safe (stages may run in threads): two callers of one layer may
+    both make the blob, which is content-addressed: the same bytes land once."""
     if layer.digest is not None:
         return layer
-    done = session.materialized.get(layer.diff_id)
+    with session.lock:
+        done = session.materialized.get(layer.diff_id)
+        job = session.blob_jobs.get(layer.diff_id) if done is None else None
     if done is None:
-        done = _make_blob(session, layer)
-        session.materialized[layer.diff_id] = done
-        from ..store.cache import CacheRecord
+        done = job.result() if job is not None else _make_blob(session, layer)
+        with session.lock:
+            session.materialized[layer.diff_id] = done
+            session.blob_jobs.pop(layer.diff_id, None)
+    return done
 
-        for key in session.lazy_keys.pop(layer.diff_id, ()):
+
+def materialize_soon(session: Any, layer: LayerRef) -> None:
+    """Start making ``layer``'s blob on the build's one background worker (a RUN layer of the
+    target image: its blob is certainly needed, and making it overlaps the next steps). Its
+    outcome, or error, is collected by :func:`materialize`; the session's ``close`` waits for
+    a running job."""
+    if layer.digest is not None:
+        return
+    with session.lock:
+        if layer.diff_id in session.materialized or layer.diff_id in session.blob_jobs:
+            return
+        session.blob_jobs[layer.diff_id] = session.blob_executor().submit(_make_blob, session, layer)
+
+
+def record_blobs(session: Any) -> None:
+    """Rewrite every cache record this build used or made that names a lazy layer whose blob
+    now exists, so later builds find the blob (records are atomic files; a crash before this
+    leaves valid lazy records). Called once all stages are done."""
+    from ..store.cache import CacheRecord
+
+    for diff_id, keys in list(session.lazy_keys.items()):
+        done = session.materialized.get(diff_id)
+        if done is None:
+            continue
+        for key in keys:
             rec = session.cache.get(key)
             if rec is not None and rec.layer is not None and not rec.layer.get("digest"):
                 session.cache.put(CacheRecord(key, layer_to_record(done), rec.extra))
-    return done
+        del session.lazy_keys[diff_id]
 
 
 def _make_blob(session: Any, layer: LayerRef) -> LayerRef:
@@ -210,7 +240,8 @@ def materialize_state(session: Any, state: Any) -> Any:
 
 def _note_lazy(session: Any, key: str, layer: LayerRef | None) -> None:
     if layer is not None and layer.digest is None:
-        session.lazy_keys.setdefault(layer.diff_id, []).append(key)
+        with session.lock:
+            session.lazy_keys.setdefault(layer.diff_id, []).append(key)
 
 
 class CacheMiss:

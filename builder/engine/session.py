@@ -64,20 +64,40 @@ class BuildSession:
         self._images: dict[str, Any] = {}
         self.git_checkouts: dict[Any, Any] = {}  # ADD GITURL sources fetched (builder.engine.gitsource)
         # lazy layers (see builder.engine.layers): the cache keys naming each lazy layer, the
-        # blobs made for them so far (whether a stage makes them is the StageSession's)
+        # blobs made for them so far (whether a stage makes them is the StageSession's), the
+        # blobs being made by the background worker (diff_id -> Future)
         self.lazy_keys: dict[Any, list[str]] = {}
         self.materialized: dict[Any, LayerRef] = {}
+        self.blob_jobs: dict[Any, Any] = {}
+        self.blob_worker: Any = None
         self._lock = threading.RLock()  # guards the lazily made parts and the emit sink
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        """Remove the build's temp directory (mounts are released by their owners first)."""
+        """Wait for a layer blob being made in the background (pending ones are dropped), then
+        remove the build's temp directory (mounts are released by their owners first)."""
+        if self.blob_worker is not None:
+            self.blob_worker.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def emit(self, event: Event) -> None:
         """Hand ``event`` to the build's sink, one event at a time (stages run in threads)."""
         with self._emit_lock:
             self._sink(event)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The build's lock for its lazily made shared parts (lazy layers' blobs included)."""
+        return self._lock
+
+    def blob_executor(self) -> Any:
+        """The one worker thread making layer blobs in the background (made on first use;
+        :meth:`close` waits for its running job). Call with :attr:`lock` held."""
+        if self.blob_worker is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.blob_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-blob")
+        return self.blob_worker
 
     def note(self, text: str) -> None:
         self.emit(Message("info", text))
@@ -212,6 +232,7 @@ class StageSession:
         self.misses: list[str] = []  # keys of this stage's steps that were built (not cached), in order
         self.unpack_layers = False
         self.lazy_layers = False  # whether this stage's new layers are lazy (builder.engine.layers)
+        self.background_blobs = False  # whether its RUN layers' blobs are made by the background worker
 
     # -- the shared parts -----------------------------------------------------------------
     @property
@@ -261,6 +282,17 @@ class StageSession:
     @property
     def materialized(self) -> dict[Any, LayerRef]:
         return self.shared.materialized
+
+    @property
+    def blob_jobs(self) -> dict[Any, Any]:
+        return self.shared.blob_jobs
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self.shared.lock
+
+    def blob_executor(self) -> Any:
+        return self.shared.blob_executor()
 
     def named_context(self, name: str) -> Any | None:
         return self.shared.named_context(name)

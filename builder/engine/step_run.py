@@ -211,19 +211,23 @@ def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: 
     if not entries:
         return None
     mapped = getattr(result, "userxattr", False) or getattr(result, "uidmap", ()) or getattr(result, "gidmap", ())
-    if session.lazy_layers and not mapped:
+    if (session.lazy_layers or session.background_blobs) and not mapped:
         # lazy: the upper dir becomes the snapshot, the tar is only hashed (its diff_id); the
-        # blob is made from the snapshot if an output ever needs it. A rootless run's upper
-        # holds host ids, so its layer is written now instead.
-        from .layers import hash_only
+        # blob is made from the snapshot if an output ever needs it, or at once by the
+        # background worker for a layer of the target image. A rootless run's upper holds host
+        # ids, so its layer is written now instead.
+        from .layers import hash_only, materialize_soon
 
         layer = hash_only(session, entries)
         try:
             session.snapshots.adopt(layer.diff_id, upper)
-            return layer
         except Exception:
             if not upper.is_dir():  # moved, then failed: the snapshot store has it or nothing does
                 raise
+        else:
+            if not session.lazy_layers:
+                materialize_soon(session, layer)
+            return layer
     layer = store_layer(session, entries)
     try:
         session.snapshots.adopt(layer.diff_id, upper)

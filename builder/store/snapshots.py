@@ -29,7 +29,6 @@ from typing import BinaryIO, Callable
 
 from ..digest import Digest
 from ..errors import NoSpaceError, StoreError, no_space
-from ..layer.extract import DEFAULT_SIZE_LIMIT, extract_layer
 
 _KEY_LENGTHS = (12, 24, 64)
 
@@ -42,10 +41,10 @@ class Snapshots:
     name the same store).
     """
 
-    def __init__(self, root: Path, *, size_limit: int = DEFAULT_SIZE_LIMIT, userxattr: bool = False) -> None:
+    def __init__(self, root: Path, *, size_limit: int | None = None, userxattr: bool = False) -> None:
         root = Path(root)
         self.dir = root if root.name == "snapshots" else root / "snapshots"
-        self.size_limit = size_limit
+        self.size_limit = size_limit  # None: extract_layer's default (64 GiB)
         self.userxattr = userxattr
 
     # -- lookup
@@ -114,6 +113,9 @@ class Snapshots:
         found = self.get(diff_id)
         if found is not None:
             return found
+        from ..layer.extract import DEFAULT_SIZE_LIMIT, extract_layer  # not for a cached build
+
+        limit = DEFAULT_SIZE_LIMIT if self.size_limit is None else self.size_limit
         try:
             tmp = self._tmp()
         except OSError as exc:
@@ -122,7 +124,7 @@ class Snapshots:
             fs = tmp / "fs"
             fs.mkdir()
             with open_blob() as blob:
-                stats = extract_layer(blob, fs, mode="overlay", size_limit=self.size_limit,
+                stats = extract_layer(blob, fs, mode="overlay", size_limit=limit,
                                       compression=compression or "auto", userxattr=self.userxattr)
             if stats.diff_id != diff_id:
                 raise StoreError(f"layer content does not match its diff_id: expected {diff_id}, "
