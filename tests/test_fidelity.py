@@ -13,7 +13,15 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from ocireader import Image, Member, check_invariants, flatten, read_layout
+from ocireader import (
+    Image,
+    Member,
+    check_invariants,
+    flatten,
+    gzip_bytes,
+    make_layer_tar,
+    read_layout,
+)
 from runutil import assert_clean, build, layer_names, make_context, new_store, pybuild
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
@@ -145,6 +153,57 @@ def test_every_layer_writer_keeps_parent_metadata(tmp_path: Path) -> None:
             if name in ("p", "p/q"):
                 assert (m.uid, m.gid, m.mode & 0o7777) == (1000, 1000, 0o700), (name, m)
     assert {"p/q/f1", "p/q/f2", "p/q/f", "p/q/f3", "p/q/new"} <= set(fs)
+    assert_clean(root)
+
+
+def _append_foreign_layer(layout: Path, tar: bytes) -> None:
+    """Add ``tar`` (gzipped) as the top layer of the single image of OCI layout ``layout``,
+    as a tool that writes no parent directory entries would (manifest, config, index
+    rewritten; the tag annotation kept)."""
+    import hashlib
+    import json
+
+    def put(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(data)
+        return digest
+
+    def get(digest: str) -> dict:
+        return json.loads((layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes())
+
+    index = json.loads((layout / "index.json").read_text())
+    desc = index["manifests"][0]
+    manifest = get(desc["digest"])
+    config = get(manifest["config"]["digest"])
+    gz = gzip_bytes(tar)
+    manifest["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                               "digest": put(gz), "size": len(gz)})
+    config["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(tar).hexdigest())
+    config["history"].append({"created_by": "a layer without parent entries"})
+    raw_config = json.dumps(config).encode()
+    manifest["config"] = {**manifest["config"], "digest": put(raw_config), "size": len(raw_config)}
+    raw_manifest = json.dumps(manifest).encode()
+    desc.update(digest=put(raw_manifest), size=len(raw_manifest))
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def test_a_foreign_layer_without_parent_entries_keeps_lower_dirs(tmp_path: Path) -> None:
+    """A base layer holding ``a/b/f`` but no ``a`` (tools other than BuildKit write such
+    tars): containerd applies it with ``a`` keeping the lower layers' owner, mode and xattrs
+    (archive mkparent copies them from the parent snapshots), so a RUN above sees /a as the
+    lower layer made it, and so does the next layer a RUN writes below /a."""
+    root = new_store(tmp_path)
+    base = make_context(tmp_path / "base", BASE + "RUN mkdir -p /a/keep && chown 1000:1000 /a && chmod 700 /a"
+                        " && chown 7:7 /a/keep && chmod 750 /a/keep\n")
+    layout = tmp_path / "layout"
+    build(base, root, "--output", f"type=oci,dest={layout},tar=false", tag="base:latest").ok()
+    _append_foreign_layer(layout, make_layer_tar({"a/keep/deep/f": "x", "new/dir/g": "y"}))
+    ctx = make_context(tmp_path / "ctx", f"FROM oci-layout://{layout}:latest\n"
+                       "RUN stat -c '%n %u:%g %a' /a /a/keep /a/keep/deep /new > /report && touch /a/keep/t\n")
+    fs = _fs(ctx, root, tmp_path)
+    assert _text(fs, "report").splitlines() == ["/a 1000:1000 700", "/a/keep 7:7 750", "/a/keep/deep 0:0 755",
+                                                "/new 0:0 755"]
+    assert (fs["a"].uid, fs["a"].mode & 0o7777) == (1000, 0o700)
     assert_clean(root)
 
 

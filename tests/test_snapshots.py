@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
+import tarfile
 import threading
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from builder.digest import Digest
 from builder.errors import StoreError
-from builder.layer.entries import Entry
+from builder.layer.entries import Entry, EntryType
 from builder.layer.extract import UnsafeArchiveError
 from builder.layer.tar import write_layer
 from builder.layer.walk import dir_entry, file_entry, symlink_entry
@@ -260,3 +262,35 @@ def test_rootview_matches_a_real_overlay_mount(tmp_path: Path) -> None:
         assert checked >= 10
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.root
+def test_implied_parents_take_the_lower_layers_attributes(tmp_path: Path) -> None:
+    """A layer naming ``a/b/f`` but not ``a`` or ``a/b`` (as some tools write them) must not
+    hide the lower layer's ``a`` once stacked: containerd's apply copies the attributes of
+    missing parents from the lower snapshots (pkg/archive mkparent); Snapshots.stack puts a
+    fixup dir with those attributes right above the layer. Removing the layer removes it."""
+    snaps = Snapshots(tmp_path)
+    low_blob, low_id = layer([Entry("a", EntryType.DIR, mode=0o700, uid=1000, gid=1001, mtime=5),
+                              Entry("a/k", EntryType.DIR, mode=0o750, uid=7, gid=7, mtime=6)])
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as t:
+        info = tarfile.TarInfo("a/k/b/f")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    high_id = Digest.parse("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
+    low_fs = snaps.ensure(low_id, Opener(low_blob), "gzip")
+    high_fs = snaps.ensure(high_id, Opener(raw.getvalue()), None)
+    assert snaps.implied(high_fs) == ("a", "a/k", "a/k/b")
+    assert snaps.implied(low_fs) == ()
+    dirs = snaps.stack([low_id, high_id], [low_fs, high_fs])
+    assert len(dirs) == 3 and dirs[1:] == [high_fs, low_fs]
+    view = RootView(dirs)
+    got = {p: view.lstat(p) for p in ("/a", "/a/k", "/a/k/b")}
+    assert {p: (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) for p, st in got.items() if st} == {
+        "/a": (1000, 1001, 0o700), "/a/k": (7, 7, 0o750), "/a/k/b": (0, 0, 0o755)}
+    assert got["/a"] is not None and int(got["/a"].st_mtime) == 5
+    assert snaps.stack([low_id, high_id], [low_fs, high_fs]) == dirs  # made once, reused
+    assert snaps.stack([low_id], [low_fs]) == [low_fs]
+    snaps.remove(high_id)
+    assert not dirs[0].exists() and snaps.list() == [low_id]

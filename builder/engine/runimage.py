@@ -39,7 +39,7 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
     snaps = Snapshots(store.root / "snapshots")
     lowers = [snaps.ensure(l.diff_id, (lambda l=l: store.blobs.open(l.digest)),
                            compression_for_media_type(l.media_type)) for l in base.layers]
-    lowers.reverse()
+    lowers = snaps.stack([l.diff_id for l in base.layers], lowers)  # top-most first, implied dirs fixed up
     view = RootView(lowers)
     host = host_platform()
     arch = str(base.config.get("architecture") or host.architecture)

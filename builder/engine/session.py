@@ -175,8 +175,7 @@ class BuildSession:
         dirs = [self.snapshots.ensure(l.diff_id, self._open_blob(l),
                                       compression_for_media_type(l.media_type) if l.digest is not None else None)
                 for l in state.layers]
-        dirs.reverse()
-        return dirs
+        return self.snapshots.stack([l.diff_id for l in state.layers], dirs)  # implied dirs fixed up
 
     def view(self, state: ImageState) -> Any:
         from ..store.rootview import RootView

@@ -56,7 +56,10 @@ class SizeLimitError(ExtractError):
 
 @dataclass(slots=True)
 class ExtractStats:
-    """Counts of what an extraction did. ``diff_id`` is the sha256 of the uncompressed tar."""
+    """Counts of what an extraction did. ``diff_id`` is the sha256 of the uncompressed tar.
+    ``implied``: directories the layer does not list but had to be created for its members
+    (0755, root), as paths relative to ``dest``, sorted; only in ``"overlay"`` mode, where such
+    a directory would hide a lower layer's own (see :meth:`Snapshots.stack`)."""
 
     files: int = 0
     dirs: int = 0
@@ -70,6 +73,7 @@ class ExtractStats:
     xattrs_skipped: int = 0
     bytes: int = 0
     diff_id: Digest | None = None
+    implied: list[str] = field(default_factory=list)
     _dirs: list[tuple[str, int, int]] = field(default_factory=list, repr=False)
 
 
@@ -99,6 +103,7 @@ class _Tree:
         self.root_fd = os.open(dest, _DIRFLAGS)
         self._cache_key: tuple[str, ...] | None = None
         self._cache_fd = -1
+        self.created: set[str] = set()  # directories made for members' paths (resolved names)
 
     def close(self) -> None:
         self.invalidate()
@@ -128,6 +133,7 @@ class _Tree:
     def _walk(self, parts: list[str], member: str, create: bool) -> int:
         todo = list(reversed(parts))
         stack: list[int] = []  # fds of the directories walked, root excluded
+        names: list[str] = []  # their names, from the root
         hops = 0
         cur = self.root_fd
         try:
@@ -138,6 +144,7 @@ class _Tree:
                 if comp == "..":
                     if stack:
                         os.close(stack.pop())
+                        names.pop()
                     cur = stack[-1] if stack else self.root_fd
                     continue
                 try:
@@ -146,6 +153,7 @@ class _Tree:
                     if not create:
                         raise
                     os.mkdir(comp, 0o755, dir_fd=cur)
+                    self.created.add("/".join(names + [comp]))
                     st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
                 if stat.S_ISLNK(st.st_mode):
                     hops += 1
@@ -155,6 +163,7 @@ class _Tree:
                     if target.startswith("/"):
                         while stack:
                             os.close(stack.pop())
+                        names.clear()
                         cur = self.root_fd
                     todo.extend(reversed([c for c in target.split("/") if c]))
                     continue
@@ -162,6 +171,7 @@ class _Tree:
                     raise ExtractError(f"layer member {member!r}: {comp!r} in its path is not a directory")
                 nfd = os.open(comp, _DIRFLAGS, dir_fd=cur)
                 stack.append(nfd)
+                names.append(comp)
                 cur = nfd
         except BaseException:
             for fd in stack:
@@ -435,8 +445,12 @@ class _Extractor:
                     os.close(sub)
 
     def finish(self) -> None:
-        """Directory modes and mtimes, deepest first (after their children were written)."""
+        """Directory modes and mtimes, deepest first (after their children were written);
+        the implied directories (made for a path, never listed) into ``stats.implied``."""
         self.tree.invalidate()
+        if self.mode == "overlay":
+            listed = {path for path, _mode, _mtime in self.stats._dirs}
+            self.stats.implied = sorted(self.tree.created - listed)
         for path, mode, mtime in sorted(self.stats._dirs, key=lambda d: d[0].count("/") + (d[0] != ""),
                                         reverse=True):
             parts = path.split("/") if path else []

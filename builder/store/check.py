@@ -265,6 +265,8 @@ def _scan_snapshots(scan: _Scan, report: CheckReport) -> set[str]:
     for name in names:
         if name.startswith("tmp-"):
             continue  # temp dirs are judged by their owner's liveness (stale entries)
+        if name == "fixups":
+            continue  # implied-directory fixups (Snapshots.stack), removed with their layer
         path = sdir / name
         report.snapshots += 1
         reason = None

@@ -4,6 +4,10 @@ Layout under ``<store root>/snapshots``::
 
     <key>/fs          the layer's files in overlay format (0/0 char whiteouts, opaque xattrs)
     <key>/diff_id     the full diff_id, "sha256:<hex>"
+    <key>/implied     (only when there are some) directories the layer's tar does not list but
+                      its members need: created 0755 root by the extraction, one path a line
+    fixups/<chain>/fs directories only: the implied ones of one layer *on a given lower chain*,
+                      with the attributes the lower layers give them (see :meth:`stack`)
     tmp-<pid>-<rand>  work in progress (extraction, adoption, removal)
 
 ``<key>`` is the first 12 hex digits of the diff_id (longer only on a collision), so a lower dir
@@ -21,6 +25,7 @@ deleting, so a half-deleted snapshot is never visible.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -46,6 +51,7 @@ class Snapshots:
         self.dir = root if root.name == "snapshots" else root / "snapshots"
         self.size_limit = size_limit  # None: extract_layer's default (64 GiB)
         self.userxattr = userxattr
+        self._implied: dict[str, tuple[str, ...]] = {}
 
     # -- lookup
     def _find(self, diff_id: Digest) -> Path | None:
@@ -129,6 +135,8 @@ class Snapshots:
             if stats.diff_id != diff_id:
                 raise StoreError(f"layer content does not match its diff_id: expected {diff_id}, "
                                  f"got {stats.diff_id}")
+            if stats.implied:
+                (tmp / "implied").write_text("".join(p + "\n" for p in stats.implied))
         except NoSpaceError as exc:
             _rmtree(tmp)
             raise NoSpaceError(f"{exc.args[0]} (layer {diff_id})") from exc
@@ -143,6 +151,94 @@ class Snapshots:
         except OSError as exc:
             _rmtree(tmp)
             raise no_space(exc, f"unpacking layer {diff_id}", self.dir) or exc
+
+    def implied(self, fs: Path) -> tuple[str, ...]:
+        """The implied directories recorded for the snapshot whose ``fs`` dir is ``fs``."""
+        key = os.fspath(fs)
+        found = self._implied.get(key)
+        if found is None:
+            try:
+                text = (Path(fs).parent / "implied").read_text()
+            except FileNotFoundError:
+                text = ""
+            except OSError as exc:
+                raise StoreError(f"snapshot {Path(fs).parent}: cannot read its implied dirs: {exc.strerror}") from exc
+            found = tuple(line for line in text.split("\n") if line)
+            self._implied[key] = found
+        return found
+
+    def stack(self, diff_ids: list[Digest], fs_dirs: list[Path]) -> list[Path]:
+        """The lower dirs of an image whose layers (bottom first) are ``diff_ids``, unpacked at
+        ``fs_dirs`` (same order): top-most first, ready for ``lowerdir=``.
+
+        A layer that names ``a/b`` but not ``a`` got a plain 0755 root ``a`` when unpacked;
+        stacked as is, it would hide the owner, mode and xattrs of the ``a`` of the layers
+        below (overlay takes a directory's attributes from its top-most copy). containerd
+        gives such a directory the lower layers' attributes when it applies the layer (its
+        ``mkparent`` copies them from the parent snapshots); a snapshot here is shared by every
+        chain the layer appears in, so instead a *fixup* dir is stacked right above it, holding
+        those directories (and their ancestors, as that layer has them) with the attributes
+        the layers below give them. A fixup is made once per chain and kept.
+        Raises StoreError when a fixup cannot be published."""
+        out: list[Path] = []  # bottom first while building
+        chain = hashlib.sha256()
+        for diff_id, fs in zip(diff_ids, fs_dirs):
+            chain.update(str(diff_id).encode() + b"\n")
+            implied = self.implied(fs)
+            fix = self._fixup(chain.hexdigest()[:32], diff_id, fs, implied, out[::-1]) if implied else None
+            out.append(fs)
+            if fix is not None:
+                out.append(fix)
+        out.reverse()
+        return out
+
+    def _fixup(self, key: str, diff_id: Digest, fs: Path, implied: tuple[str, ...], below: list[Path]) -> Path:
+        """The fixup dir of layer ``diff_id`` (at ``fs``) on the lower dirs ``below`` (top-most
+        first). Its ``layer`` file names the layer: :meth:`remove` takes it away with it."""
+        from .rootview import RootView
+
+        done = self.dir / "fixups" / key
+        if (done / "fs").is_dir():
+            return done / "fs"
+        lower = RootView(below)
+        wanted: dict[str, bool] = {}  # path -> implied (else the layer lists it itself)
+        for path in implied:
+            parts = path.split("/")
+            for i in range(1, len(parts)):
+                wanted.setdefault("/".join(parts[:i]), False)
+            wanted[path] = True
+        tmp = self._tmp()
+        try:
+            root = tmp / "fs"
+            root.mkdir()
+            made: list[tuple[Path, os.stat_result]] = []
+            for path in sorted(wanted, key=lambda p: (p.count("/"), p)):
+                here = fs / path
+                own = _lstat(here)
+                if own is None or not stat.S_ISDIR(own.st_mode) or not (root / path).parent.is_dir():
+                    continue  # gone or replaced inside the layer
+                src, st = here, own
+                if wanted[path]:
+                    below_st = lower.lstat("/" + path)
+                    host = lower.host_path("/" + path) if below_st is not None else None
+                    if below_st is not None and stat.S_ISDIR(below_st.st_mode) and host is not None:
+                        src, st = Path(host), below_st
+                _copy_dir_attrs(src, st, root / path)
+                made.append((root / path, st))
+            for path, st in reversed(made):  # children written: now the times
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            (tmp / "layer").write_text(str(diff_id) + "\n")
+            done.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(tmp, done)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise StoreError(f"cannot publish snapshot fixup {done}: {exc.strerror}") from exc
+                _rmtree(tmp)  # another build made the same one
+        except BaseException:
+            _rmtree(tmp)
+            raise
+        return done / "fs"
 
     def adopt(self, diff_id: Digest, path: Path) -> Path:
         """Move the overlay-format directory ``path`` into the store as ``diff_id``'s snapshot.
@@ -196,7 +292,26 @@ class Snapshots:
         except FileNotFoundError:
             return False
         _rmtree(doomed)
+        self._remove_fixups(diff_id)
         return True
+
+    def _remove_fixups(self, diff_id: Digest) -> None:
+        """Delete the fixup dirs made for layer ``diff_id`` (renamed away first)."""
+        fixups = self.dir / "fixups"
+        if not fixups.is_dir():
+            return
+        for d in fixups.iterdir():
+            try:
+                if (d / "layer").read_text().strip() != str(diff_id):
+                    continue
+            except OSError:
+                continue
+            doomed = self.dir / f"tmp-{os.getpid()}-{os.urandom(4).hex()}"
+            try:
+                os.rename(d, doomed)
+            except FileNotFoundError:
+                continue
+            _rmtree(doomed)
 
     def list(self) -> list[Digest]:
         """The diff_ids of every complete snapshot, sorted."""
@@ -248,6 +363,36 @@ class Snapshots:
             _rmtree(d)
             n += 1
         return n
+
+
+_OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _copy_dir_attrs(src: Path, st: os.stat_result, dest: Path) -> None:
+    """Make directory ``dest`` with the owner and mode of ``st`` and the xattrs of ``src``
+    (overlay's own left out); the caller sets its times once its children exist."""
+    os.mkdir(dest, 0o700)
+    if os.geteuid() == 0:
+        os.lchown(dest, st.st_uid, st.st_gid)
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        names = []
+    for name in names:
+        if name.startswith(_OVERLAY_XATTR_PREFIXES):
+            continue
+        try:
+            os.setxattr(dest, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+        except OSError:
+            continue
+    os.chmod(dest, stat.S_IMODE(st.st_mode))
 
 
 def _alive(pid: int) -> bool:
