@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
     lines: list[str] = ["# syntax=docker/dockerfile:1", "ARG BASE=debian:12-slim", ""]
     i = 0
     while len(lines) < 300:
-        lines.extend(l.format(i=i) for l in BLOCK)
+        lines.extend(line.format(i=i) for line in BLOCK)
         i += 1
     out.write_text("\n".join(lines[:300]) + "\n")
     return 0

@@ -148,7 +148,7 @@ class StepFailed(PybuildError):
         elif self.exit_status is not None:
             head += f": exit code {self.exit_status}"
         if self.output_tail:
-            head += "\n" + "\n".join("    " + l for l in self.output_tail)
+            head += "\n" + "\n".join("    " + line for line in self.output_tail)
         return head
 
 

@@ -33,7 +33,7 @@ from .oci import mediatypes as mt
 from .oci.models import (Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json, parse_json,
                          select_manifest)
 from .oci.transport import ImageDestination, ImageSource
-from .outputspec import OutputSpec, parse_output
+from .outputspec import OutputSpec, parse_output  # noqa: F401 - parse_output re-exported
 from .store.blobs import CHUNK, BlobStore, VerifyingReader
 
 if TYPE_CHECKING:

@@ -265,7 +265,7 @@ def layer_names(layer: Sequence[object]) -> list[str]:
     """Member names of one ocireader layer, ``./`` and trailing ``/`` stripped."""
     out = []
     for m in layer:
-        name = getattr(m, "name").lstrip("/")
+        name = m.name.lstrip("/")
         while name.startswith("./"):
             name = name[2:]
         out.append(name.rstrip("/"))

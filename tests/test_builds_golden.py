@@ -363,7 +363,7 @@ def test_output_types(simple: tuple[Path, Path], tmp_path: Path) -> None:
         cfg = json.load(t.extractfile(manifest[0]["Config"]))  # type: ignore[arg-type]
         assert cfg["config"]["Cmd"] == ["/bin/cat", "/data/f.txt"]
         assert len(manifest[0]["Layers"]) == len(cfg["rootfs"]["diff_ids"]) == 2
-        for member, diff_id in zip(manifest[0]["Layers"], cfg["rootfs"]["diff_ids"]):
+        for member, diff_id in zip(manifest[0]["Layers"], cfg["rootfs"]["diff_ids"], strict=True):
             data = t.extractfile(member).read()  # type: ignore[union-attr]
             if data[:2] == b"\x1f\x8b":
                 import gzip

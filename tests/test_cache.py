@@ -26,7 +26,7 @@ from builder.engine import context as ctxmod
 class Built:
     def __init__(self, err: str, tag: str) -> None:
         self.tag = "docker.io/" + tag
-        self.events = [json.loads(l) for l in err.splitlines() if l.startswith("{")]
+        self.events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
         written = [e for e in self.events if e["type"] == "ImageWritten"]
         assert len(written) == 1, err
         self.digest: str = written[0]["digest"]

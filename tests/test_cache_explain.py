@@ -26,7 +26,7 @@ class Build:
     """One rawjson build: its StepFinished events by step text."""
 
     def __init__(self, err: str) -> None:
-        self.events = [json.loads(l) for l in err.splitlines() if l.startswith("{")]
+        self.events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
         self.err = err
 
     def why(self, prefix: str) -> str:
@@ -97,7 +97,7 @@ def test_changed_context_file_is_named(store: Path, ctx: Path) -> None:
     (ctx / "b.txt").unlink()
     r = run_cli(["build", "--progress=plain", str(ctx)], store).ok()
     lines = r.err.splitlines()
-    i = next(n for n, l in enumerate(lines) if "COPY . /app" in l)
+    i = next(n for n, line in enumerate(lines) if "COPY . /app" in line)
     assert lines[i + 1] == "  cache miss: context files changed: b.txt (removed)"
 
 
@@ -213,8 +213,8 @@ def test_fully_cached_rebuild_touches_no_explanation_record(store: Path, ctx: Pa
     subprocess.run([strace, "-f", "-qq", "-e", "trace=%file,%desc", "-o", str(log), sys.executable, "-m",
                     "builder.cli", "build", "--progress=quiet", str(ctx)], env=env, check=True,
                    capture_output=True)
-    touched = [l for l in log.read_text().splitlines()
-               if "/cache/explain" in l or "/cache/mount-exports" in l]
+    touched = [line for line in log.read_text().splitlines()
+               if "/cache/explain" in line or "/cache/mount-exports" in line]
     assert touched == []
     # and the trace did see the store (the filter matches real paths)
     assert "/cache/records/" in log.read_text()

@@ -40,7 +40,7 @@ class Built:
         self.store = store
         self.err = err
         self.tag = "docker.io/" + tag
-        self.events = [json.loads(l) for l in err.splitlines() if l.startswith("{")]
+        self.events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
         self.messages = [e["text"] for e in self.events if e["type"] == "Message"]
 
     def runs(self) -> list[bool]:

@@ -52,7 +52,7 @@ def age(path: Path, seconds: float) -> None:
 @pytest.mark.root
 def test_du_verbose_lists_records_and_mounts(store: Path) -> None:
     out = run_cli(["du", "--verbose"], store).ok().out
-    rows = [l.split() for l in out.splitlines() if l.strip()]
+    rows = [line.split() for line in out.splitlines() if line.strip()]
     mount = next(r for r in rows if r[:2] == ["mount", "apt"])
     assert mount[2].endswith("kB") and float(mount[2][:-2]) >= 200   # the 200 kB file, on disk
     assert mount[3:5] == ["just", "now"]

@@ -174,7 +174,7 @@ def test_symbolic_chmod_agrees_with_gnu_chmod(tmp_path: Path, start: int, kind: 
         path = tmp_path / f"{kind}-{abs(hash(text))}"
         path.mkdir() if kind == "dir" else path.write_text("")
         os.chmod(path, start)
-        subprocess.run(["sh", "-c", f'umask 0; chmod -- "$1" "$2"', "sh", text, str(path)], check=True)
+        subprocess.run(["sh", "-c", 'umask 0; chmod -- "$1" "$2"', "sh", text, str(path)], check=True)
         want = os.stat(path).st_mode & 0o7777
         got = parse_chmod(text).apply(start, kind == "dir")
         assert got == want, f"{text} on {kind} {start:04o}: got {got:04o}, chmod gives {want:04o}"

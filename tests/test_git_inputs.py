@@ -161,7 +161,8 @@ def test_http_tarball_contexts_and_credentials_found_nowhere(tmp_path: Path, rep
     log = []
     out = tmp_path / "out"
     with file_server(www, (user, password)) as plain_url, git_http(base, (user, password)) as (git_url, seen):
-        cred = lambda u: u.replace("http://", f"http://{user}:{password}@")
+        def cred(u: str) -> str:
+            return u.replace("http://", f"http://{user}:{password}@")
         r = build(cred(f"{plain_url}/ctx.tar.gz"), root, "--output", f"type=local,dest={out / 'tar'}")  # type: ignore[arg-type]
         log.append(r.ok())
         assert (out / "tar" / "ctx" / "hello.txt").read_text() == "hello from a tarball\n"

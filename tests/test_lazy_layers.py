@@ -45,7 +45,7 @@ def blobs(root: Path) -> set[str]:
 def image_blobs(root: Path, tag: str) -> set[str]:
     img = read_layout(root, tag)
     manifest = json.loads(img.manifest_raw)
-    return {img.manifest_digest, manifest["config"]["digest"]} | {l["digest"] for l in manifest["layers"]}
+    return {img.manifest_digest, manifest["config"]["digest"]} | {layer["digest"] for layer in manifest["layers"]}
 
 
 def records(root: Path) -> list[dict]:
@@ -55,7 +55,7 @@ def records(root: Path) -> list[dict]:
 
 def build(root: Path, ctx: Path, tag: str, *args: str, env: dict[str, str] | None = None) -> str:
     r = run_cli(["build", "--progress=rawjson", "-t", tag, *args, str(ctx)], root, env={**EPOCH, **(env or {})}).ok()
-    events = [json.loads(l) for l in r.err.splitlines() if l.startswith("{")]
+    events = [json.loads(line) for line in r.err.splitlines() if line.startswith("{")]
     written = [e for e in events if e["type"] == "ImageWritten"]
     assert len(written) == 1, r.err
     return str(written[0]["digest"])
@@ -67,7 +67,7 @@ def snapshot_diff_ids(root: Path) -> set[str]:
 
 
 def layer_digests(root: Path, tag: str) -> list[str]:
-    return [l["digest"] for l in json.loads(read_layout(root, tag).manifest_raw)["layers"]]
+    return [layer["digest"] for layer in json.loads(read_layout(root, tag).manifest_raw)["layers"]]
 
 
 def test_unneeded_stage_writes_no_blob_until_its_target_is_exported(tmp_path: Path) -> None:
@@ -144,6 +144,6 @@ def test_cache_export_makes_the_blobs_of_lazy_layers(tmp_path: Path) -> None:
     manifest = json.loads((dest / "blobs" / "sha256" / man_digest).read_bytes())
     # the final layer and the build stage's three, each blob present in the exported layout
     assert len(manifest["layers"]) == 4
-    for l in manifest["layers"]:
-        assert (dest / "blobs" / "sha256" / l["digest"].split(":")[1]).is_file()
+    for layer in manifest["layers"]:
+        assert (dest / "blobs" / "sha256" / layer["digest"].split(":")[1]).is_file()
     assert all("digest" in r["layer"] for r in records(root) if r["layer"] is not None)

@@ -70,7 +70,7 @@ def test_fork_bomb_stops_at_the_pids_limit(tmp_path: Path) -> None:
     bomb, calm = _with_concurrent_build(tmp_path, root, ctx, "--pids-limit", "64")
     assert bomb.rc == 1, bomb.err  # type: ignore[attr-defined]
     assert "pids limit 64 reached" in bomb.err.splitlines()[-1] or \
-        any(l.endswith("pids limit 64 reached") for l in bomb.err.splitlines())  # type: ignore[attr-defined]
+        any(line.endswith("pids limit 64 reached") for line in bomb.err.splitlines())  # type: ignore[attr-defined]
     calm.ok()  # type: ignore[attr-defined]
     assert subprocess.run(["true"]).returncode == 0
     assert _step_cgroups() == []
@@ -88,7 +88,7 @@ def test_limits_and_nofile_default_reach_the_step(tmp_path: Path) -> None:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     want = 1048576 if hard == resource.RLIM_INFINITY else min(hard, 1048576)
     assert f"nofile={want}" in out
-    assert any(l.split()[-1] == "0" for l in out.splitlines() if "Cpus_allowed_list" in l), out
+    assert any(line.split()[-1] == "0" for line in out.splitlines() if "Cpus_allowed_list" in line), out
     # an explicit --ulimit nofile wins over the default
     out = build(ctx, root, "--no-cache", "--ulimit", "nofile=1000:2000").ok().err
     assert "nofile=1000" in out

@@ -108,5 +108,5 @@ def test_zstd_output_is_accepted_by_skopeo(image: tuple[Store, Digest], tmp_path
     out = tmp_path / "z"
     export_image(store, "app:1", parse_output(f"type=oci,dest={out},tar=false,compression=zstd"))
     info = json.loads(run("skopeo", "inspect", "--raw", f"oci:{out}:1"))
-    assert {l["mediaType"] for l in info["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert {layer_["mediaType"] for layer_ in info["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
     check_invariants(read_layout(out, "1"))

@@ -27,7 +27,7 @@ RUN cat /drop.bin /drop.bin > /twice
 def build(store: Path, ctx: Path, dockerfile: str, tag: str, *args: str) -> str:
     (ctx / "Dockerfile").write_text(dockerfile)
     r = run_cli(["build", "--progress=rawjson", "-t", tag, *args, str(ctx)], store).ok()
-    events = [json.loads(l) for l in r.err.splitlines() if l.startswith("{")]
+    events = [json.loads(line) for line in r.err.splitlines() if line.startswith("{")]
     return next(e["digest"] for e in events if e["type"] == "ImageWritten")
 
 
@@ -38,7 +38,7 @@ def blob_set(store: Path) -> set[str]:
 def manifest_layers(store: Path, digest: str) -> set[str]:
     """Layer digests of a manifest blob of the store (empty when the blob is gone)."""
     p = store / "blobs" / "sha256" / digest.split(":", 1)[1]
-    return {l["digest"] for l in json.loads(p.read_bytes())["layers"]} if p.exists() else set()
+    return {layer["digest"] for layer in json.loads(p.read_bytes())["layers"]} if p.exists() else set()
 
 
 def records(store: Path) -> list[dict]:
@@ -100,7 +100,7 @@ def test_prune_all_keeps_tagged_images_and_frees_the_rest(tmp_path: Path, setup)
     assert "reclaimed" in r.out
 
     after = blob_set(store)
-    base_layers = {l["digest"] for l in read_layout(store, "localhost/busybox:latest").manifest["layers"]}
+    base_layers = {layer["digest"] for layer in read_layout(store, "localhost/busybox:latest").manifest["layers"]}
     assert not ((drop_img_layers - base_layers) & after), "the untagged image's layers were kept"
     assert digests["drop"] not in after
     assert records(store) == []
@@ -119,7 +119,7 @@ def test_prune_all_keeps_tagged_images_and_frees_the_rest(tmp_path: Path, setup)
     # a rebuild after prune --all reruns the steps (no stale record survives)
     (ctx / "Dockerfile").write_text(KEEP)
     r = run_cli(["build", "--progress=rawjson", "-t", "app/keep:again", str(ctx)], store).ok()
-    steps = [json.loads(l) for l in r.err.splitlines() if l.startswith("{")]
+    steps = [json.loads(line) for line in r.err.splitlines() if line.startswith("{")]
     assert any(e["type"] == "StepFinished" and e["text"].startswith("RUN") and not e["cached"] for e in steps)
 
 

@@ -123,7 +123,7 @@ def test_push_zstd_layers(registry, tmp_path: Path, docker_config: Path) -> None
     with RegistryDestination(f"{registry.host}/test/zstd") as dest:
         push(dest, img, ("z",))
     raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/test/zstd:z"))
-    assert [l["mediaType"] for l in raw["layers"]] == [OCI_LAYER_ZSTD] * 2
+    assert [layer["mediaType"] for layer in raw["layers"]] == [OCI_LAYER_ZSTD] * 2
     out = tmp_path / "oci"
     skopeo("copy", "--src-tls-verify=false", f"docker://{registry.host}/test/zstd:z", f"oci:{out}:z")
     assert verify_layout_blobs(out) == 4

@@ -70,7 +70,7 @@ def test_push_command_and_zstd(registry, tmp_path: Path) -> None:  # noqa: F811
     ref = f"{registry.host}/app/zstd:1"
     pushed = pybuild("push", "--compression", "zstd", "local-app", ref, store=store).stdout.strip()
     raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{ref}"))
-    assert raw["layers"] and all(l["mediaType"].endswith("tar+zstd") for l in raw["layers"])
+    assert raw["layers"] and all(layer["mediaType"].endswith("tar+zstd") for layer in raw["layers"])
     assert json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{ref}"))["Digest"] == pushed
     # a fresh store can build FROM the zstd image
     store2 = tmp_path / "store2"

@@ -39,7 +39,7 @@ _COUNTER = itertools.count()
 class Built:
     def __init__(self, err: str, tag: str) -> None:
         self.tag = "docker.io/" + tag
-        self.events = [json.loads(l) for l in err.splitlines() if l.startswith("{")]
+        self.events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
         self.digest = next(e["digest"] for e in self.events if e["type"] == "ImageWritten")
         self.messages = [e["text"] for e in self.events if e["type"] == "Message"]
 
@@ -137,7 +137,7 @@ def test_registry_cache_max_mode_reuses_every_step(tmp_path: Path, ctx: Path, re
     manifest = json.loads(raw)
     assert manifest["config"]["mediaType"] == CACHE_CONFIG_MEDIA_TYPE
     image_a = read_layout(a, built_a.tag)
-    assert {l["digest"] for l in image_a.manifest["layers"][1:]} <= {l["digest"] for l in manifest["layers"]}
+    assert {layer["digest"] for layer in image_a.manifest["layers"][1:]} <= {layer["digest"] for layer in manifest["layers"]}
 
     b = fresh_store(tmp_path, "b")
     built_b = build(b, ctx, "--cache-from", f"type=registry,ref={ref}")
@@ -159,10 +159,10 @@ def test_registry_cache_min_mode_holds_only_the_target_chain(tmp_path: Path, ctx
     ref = f"{registry.host}/cache/app:min"
     a = fresh_store(tmp_path, "a")
     built_a = build(a, ctx, "--cache-to", f"type=registry,ref={ref}")   # mode=min is the default
-    image_layers = [l["digest"] for l in read_layout(a, built_a.tag).manifest["layers"]]
+    image_layers = [layer["digest"] for layer in read_layout(a, built_a.tag).manifest["layers"]]
     raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
                          check=True, capture_output=True, text=True).stdout
-    assert [l["digest"] for l in json.loads(raw)["layers"]] == image_layers[1:]   # base layer excluded
+    assert [layer_["digest"] for layer_ in json.loads(raw)["layers"]] == image_layers[1:]   # base layer excluded
 
     b = fresh_store(tmp_path, "b")
     built_b = build(b, ctx, "--cache-from", f"type=registry,ref={ref}")

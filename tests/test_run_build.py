@@ -133,13 +133,13 @@ def test_whiteouts_through_builds(tmp_path: Path) -> None:
     check_invariants(img)
 
     # base (1 layer) + three RUNs that changed something; the last two RUNs change nothing
-    assert len(img.layers) == 4, [layer_names(l) for l in img.layers]
+    assert len(img.layers) == 4, [layer_names(layer) for layer in img.layers]
     history = img.config["history"]
     runs = [h for h in history if h.get("created_by", "").startswith("RUN")]
     assert len(runs) == 5
     assert [bool(h.get("empty_layer")) for h in runs] == [False, False, False, True, True]
 
-    first, second, third = (dict(zip(layer_names(l), l)) for l in img.layers[1:])
+    first, second, third = (dict(zip(layer_names(layer), layer, strict=True)) for layer in img.layers[1:])
     assert {"gone-file", "gone-dir/sub/x", "opq/old/y", "opq/z", "keep/k", "swap"} <= set(first)
 
     # deletions become .wh.NAME, the recreated directory is opaque, the new dir replaces the file

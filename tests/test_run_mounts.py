@@ -45,7 +45,7 @@ def test_cache_mount_persists_between_builds_and_stays_out_of_layers(tmp_path: P
         names = _names(img)
         assert not any(n.startswith("var/cache/pbtest/") for n in names), names
         assert "var/cache/pbtest" not in names, "the cache mount point stub reached the layer"
-        holders = {n for layer in img.layers for n, m in zip(layer_names(layer), layer)
+        holders = {n for layer in img.layers for n, m in zip(layer_names(layer), layer, strict=True)
                    if m.data and content.encode() in m.data}
         assert holders <= {"seen"}, f"cache content reached a layer in {holders}"
     assert "first-ran" in _names(read_layout(oci1))

@@ -372,7 +372,7 @@ def test_mount_through_image_symlink_leaves_no_stub(step: Step, tmp_path: Path) 
 
 def test_parallel_steps_do_not_mix(rootfs: Path, tmp_path: Path) -> None:
     steps = [Step(rootfs, tmp_path / f"p{i}") for i in range(4)]
-    for i, st in enumerate(steps):
+    for st in steps:
         st.base.mkdir()
     results: dict[int, RunResult] = {}
 
@@ -508,7 +508,7 @@ def test_proc_masks_and_readonly_sys(step: Step) -> None:
     assert r.exit_code == 0, step.out
     lines = step.out.splitlines()
     n = len(masked)
-    assert lines[:n] == ["0"] * n, list(zip(masked, lines))
+    assert lines[:n] == ["0"] * n, list(zip(masked, lines, strict=False))
     assert lines[n:n + 2] == ["procsys-ro", "sys-ro"]
     mounts = lines[n + 2:]
     assert len(mounts) == 2 and all("(ro," in line for line in mounts), mounts

@@ -69,7 +69,7 @@ def _dead_pid() -> int:
 
 def _cache_only_layer(root: Path) -> str:
     """A layer blob referenced only by a cache record (the scratchpad stage's RUN)."""
-    tagged = {l["digest"] for ref in (APP, TOOL) for l in _manifest(root, ref)["layers"]}
+    tagged = {layer["digest"] for ref in (APP, TOOL) for layer in _manifest(root, ref)["layers"]}
     for p in (root / "cache" / "records").glob("*.json"):
         layer = json.loads(p.read_text())["layer"]
         if layer and layer["digest"] not in tagged and _blob(root, layer["digest"]).exists():

@@ -125,7 +125,7 @@ def test_recompression_keeps_diff_ids(src: tuple[Store, Digest], tmp_path: Path)
     zd = Digest.of_bytes(raw)
     assert mtype == mt.OCI_MANIFEST and zd != d
     man = json.loads(raw)
-    assert {l["mediaType"] for l in man["layers"]} == {mt.OCI_LAYER_ZSTD}
+    assert {layer["mediaType"] for layer in man["layers"]} == {mt.OCI_LAYER_ZSTD}
     assert man["config"]["digest"] == img.manifest.config.digest
     validate_image(store, zd)
     store.tag("app:zstd", Descriptor(mediaType=mtype, digest=str(zd), size=len(raw)))
@@ -272,7 +272,7 @@ def test_docker_archive_contents(src: tuple[Store, Digest], tmp_path: Path) -> N
     img = store.image("app:1")
     assert manifest == [{"Config": f"blobs/sha256/{img.manifest.config.digest_value.hex}",
                          "RepoTags": ["app:1"],
-                         "Layers": [f"blobs/sha256/{l.digest_value.hex}" for l in img.manifest.layers]}]
+                         "Layers": [f"blobs/sha256/{layer.digest_value.hex}" for layer in img.manifest.layers]}]
     assert {"oci-layout", "index.json", "repositories", f"blobs/sha256/{d.hex}"} <= names
     check_invariants(read_layout(path, "1"))
     w = DockerArchiveWriter(io.BytesIO())

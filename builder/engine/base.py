@@ -66,8 +66,8 @@ def load_from_store(store: Any, manifest_digest: Digest, platform: Any, name: st
     layers_json = doc.get("layers", [])
     if len(diff_ids) != len(layers_json):
         raise StoreError(f"{name}: manifest has {len(layers_json)} layers but config has {len(diff_ids)} diff_ids")
-    layers = tuple(LayerRef(Digest.parse(l["digest"]), Digest.parse(d), int(l["size"]), l["mediaType"])
-                   for l, d in zip(layers_json, diff_ids))
+    layers = tuple(LayerRef(Digest.parse(layer["digest"]), Digest.parse(d), int(layer["size"]), layer["mediaType"])
+                   for layer, d in zip(layers_json, diff_ids, strict=True))
     history = tuple(History.from_json(h) for h in config.get("history", []))
     return BaseImage(manifest_digest=str(manifest_digest), layers=layers, history=history, config=config, name=name)
 

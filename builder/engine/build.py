@@ -125,7 +125,7 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
 
         first = images[0][0]
         if multi:
-            index = write_index(store, [(w, pb.platform) for (w, _), pb in zip(images, builds)],
+            index = write_index(store, [(w, pb.platform) for (w, _), pb in zip(images, builds, strict=True)],
                                 index_annotations(opts.annotations),
                                 [manifest_annotations(opts.annotations, pb.platform, multi=True,
                                                       level="manifest-descriptor") for pb in builds])

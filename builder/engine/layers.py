@@ -231,11 +231,11 @@ def _make_blob(session: Any, layer: LayerRef) -> LayerRef:
 
 def materialize_state(session: Any, state: Any) -> Any:
     """``state`` with every lazy layer given its blob (:func:`materialize`)."""
-    if all(l.digest is not None for l in state.layers):
+    if all(layer.digest is not None for layer in state.layers):
         return state
     from dataclasses import replace
 
-    return replace(state, layers=tuple(materialize(session, l) for l in state.layers))
+    return replace(state, layers=tuple(materialize(session, layer) for layer in state.layers))
 
 
 def _note_lazy(session: Any, key: str, layer: LayerRef | None) -> None:

@@ -39,7 +39,7 @@ def _tagged_layers(store: Any) -> tuple[set[str], set[str]]:
             continue
         manifest = json.loads(img.manifest_raw)
         config = json.loads(img.config_raw)
-        blobs.update(l["digest"] for l in manifest.get("layers", []))
+        blobs.update(layer["digest"] for layer in manifest.get("layers", []))
         diff_ids.update(config.get("rootfs", {}).get("diff_ids", []))
     return blobs, diff_ids
 

@@ -295,7 +295,7 @@ def _records_from_manifest(source: Any, manifest: bytes, origin: str) -> CacheCo
         man = json.loads(manifest)
         cfg = man["config"]
         cfg_digest, cfg_size, cfg_type = Digest.parse(cfg["digest"]), int(cfg["size"]), str(cfg.get("mediaType", ""))
-        allowed = {str(Digest.parse(l["digest"])) for l in man.get("layers") or []}
+        allowed = {str(Digest.parse(layer["digest"])) for layer in man.get("layers") or []}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise StoreError(f"{origin}: not an image manifest") from None
     data = _read_small(source, cfg_digest, cfg_size, origin)
@@ -505,7 +505,7 @@ def with_inline_cache(state: Any, records: list[CacheRecord] | None) -> Any:
 
     extra = tuple((k, v) for k, v in state.extra if k != INLINE_FIELD)
     if records is not None:
-        in_image = {str(l.digest) for l in state.layers}
+        in_image = {str(layer.digest) for layer in state.layers}
         keep = [r for r in records if r.layer is None or r.layer["digest"] in in_image]
         items = json.loads(records_config(keep))["records"]
         extra = extra + ((INLINE_FIELD, items),)

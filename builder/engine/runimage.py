@@ -37,9 +37,9 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
     if not argv:
         raise UsageError(f"{image}: no command given and the image has no Entrypoint or Cmd")
     snaps = Snapshots(store.root / "snapshots")
-    lowers = [snaps.ensure(l.diff_id, (lambda l=l: store.blobs.open(l.digest)),
-                           compression_for_media_type(l.media_type)) for l in base.layers]
-    lowers = snaps.stack([l.diff_id for l in base.layers], lowers)  # top-most first, implied dirs fixed up
+    lowers = [snaps.ensure(layer.diff_id, (lambda layer=layer: store.blobs.open(layer.digest)),
+                           compression_for_media_type(layer.media_type)) for layer in base.layers]
+    lowers = snaps.stack([layer.diff_id for layer in base.layers], lowers)  # top-most first, implied dirs fixed up
     view = RootView(lowers)
     host = host_platform()
     arch = str(base.config.get("architecture") or host.architecture)

@@ -171,11 +171,11 @@ class BuildSession:
         """Unpacked layer directories of ``state``, top-most first (unpacking once per layer)."""
         from ..layer.compress import compression_for_media_type
 
-        self.store.pin([str(x) for l in state.layers for x in (l.digest, l.diff_id) if x is not None])
-        dirs = [self.snapshots.ensure(l.diff_id, self._open_blob(l),
-                                      compression_for_media_type(l.media_type) if l.digest is not None else None)
-                for l in state.layers]
-        return self.snapshots.stack([l.diff_id for l in state.layers], dirs)  # implied dirs fixed up
+        self.store.pin([str(x) for layer in state.layers for x in (layer.digest, layer.diff_id) if x is not None])
+        dirs = [self.snapshots.ensure(layer.diff_id, self._open_blob(layer),
+                                      compression_for_media_type(layer.media_type) if layer.digest is not None else None)
+                for layer in state.layers]
+        return self.snapshots.stack([layer.diff_id for layer in state.layers], dirs)  # implied dirs fixed up
 
     def view(self, state: ImageState) -> Any:
         from ..store.rootview import RootView
@@ -185,7 +185,7 @@ class BuildSession:
     def flatten(self, state: ImageState) -> Path:
         """A plain directory holding ``state``'s root filesystem (layers applied in order),
         made once per build and removed with the build's temp dir. Used by bind mounts."""
-        key = ",".join(str(l.diff_id) for l in state.layers)
+        key = ",".join(str(layer.diff_id) for layer in state.layers)
         with self._lock:  # one flattening at a time: a second stage asking waits and reuses it
             return self._flatten_locked(key, state)
 
@@ -199,8 +199,8 @@ class BuildSession:
             state = materialize_state(self, state)
             dest = self.tmp / f"flat-{len(self._flattened)}"
             dest.mkdir()
-            streams = [(self.store.blobs.open(l.digest), compression_for_media_type(l.media_type))
-                       for l in state.layers]
+            streams = [(self.store.blobs.open(layer.digest), compression_for_media_type(layer.media_type))
+                       for layer in state.layers]
             try:
                 extract_layers(streams, dest)
             finally:

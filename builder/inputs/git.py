@@ -66,7 +66,7 @@ class _Git:
         return p
 
     def error(self, what: str, stderr: str) -> GitError:
-        lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
         detail = self._clean(lines[-1] if lines else f"git {what} failed")
         ref = f" (ref {self.spec.ref!r})" if self.spec.ref else ""
         return GitError(f"git source {self.spec.shown}{ref}: {detail}")

@@ -16,7 +16,6 @@ On any error the extraction stops and ``dest`` is left partially written: the ca
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import shutil

@@ -175,7 +175,7 @@ class GzipWriter:
     :class:`GzipEncoder`. ``close()`` writes the end of the member; ``sink`` is not closed."""
 
     def __init__(self, sink: object, level: int | None = None) -> None:
-        self._sink: Callable[[bytes], object] = getattr(sink, "write")
+        self._sink: Callable[[bytes], object] = sink.write
         self._enc = GzipEncoder(level)
         self.closed = False
 

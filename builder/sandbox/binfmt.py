@@ -56,7 +56,7 @@ class Handler:
         if len(part) < len(self.magic):
             return False
         mask = self.mask or b"\xff" * len(self.magic)
-        return all((h & m) == (g & m) for h, g, m in zip(part, self.magic, mask))
+        return all((h & m) == (g & m) for h, g, m in zip(part, self.magic, mask, strict=False))
 
 
 def elf_header(architecture: str) -> bytes | None:

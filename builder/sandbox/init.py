@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import marshal
 import os
-import resource  # imported before the new root hides the host's lib-dynload (rlimits)
+import resource  # noqa: F401 - imported before the new root hides the host's lib-dynload (rlimits)
 import signal
 import struct
 import sys

@@ -38,16 +38,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pydantic models are imported lazily: a fully cached rebuild never needs them
     from ..oci.models import Descriptor, ImageConfig, Index, Manifest, Platform
 
-
-def _m():  # noqa: ANN202 - the builder.oci.models module, imported on first use
-    from ..oci import models
-
-    return models
 from ..oci.reference import parse_reference
 from .blobs import BlobStore, fsync_dir
 from .lease import Lease, LiveLeases, gc_lock, live_leases
 from .lock import FileLock
 from .stale import owned_prefix
+
+
+def _m():  # noqa: ANN202 - the builder.oci.models module, imported on first use
+    from ..oci import models
+
+    return models
+
 
 _HEX_PREFIX_RE = re.compile(r"^[a-f0-9]{1,64}$")
 MIN_SHORT_ID = 4

@@ -182,7 +182,7 @@ class Snapshots:
         Raises StoreError when a fixup cannot be published."""
         out: list[Path] = []  # bottom first while building
         chain = hashlib.sha256()
-        for diff_id, fs in zip(diff_ids, fs_dirs):
+        for diff_id, fs in zip(diff_ids, fs_dirs, strict=True):
             chain.update(str(diff_id).encode() + b"\n")
             implied = self.implied(fs)
             fix = self._fixup(chain.hexdigest()[:32], diff_id, fs, implied, out[::-1]) if implied else None
