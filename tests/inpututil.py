@@ -22,7 +22,7 @@ from pathlib import Path
 
 from buildutil import CliResult, _QuietHandler, http_server
 from registry_fixture import free_port
-from runutil import REPO, pybuild_env
+from runutil import REPO, make_context, pybuild_env
 
 GIT_DATE = "2021-02-03T04:05:06Z"
 
@@ -268,3 +268,21 @@ def sshd(workdir: Path, authorized_key: Path, *, host: str = "127.0.0.1", port: 
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def ssh_add_context(dest: Path, dockerfile_tail: str) -> Path:
+    """A context whose image holds the host's ssh-add and the libraries it loads (``ldd``)."""
+    ssh_add = shutil.which("ssh-add")
+    assert ssh_add, "openssh-client is needed (apt-get install openssh-client)"
+    root = dest / "sshroot"
+    files = [ssh_add]
+    for line in subprocess.run(["ldd", ssh_add], capture_output=True, text=True, check=True).stdout.splitlines():
+        parts = line.split()
+        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+        if path.startswith("/"):
+            files.append(path)
+    for f in files:
+        target = root / f.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(f), target)
+    return make_context(dest, "FROM localhost/busybox:latest\nCOPY sshroot/ /\n" + dockerfile_tail)

@@ -81,3 +81,26 @@ def test_flag_parsers() -> None:
             parse_add_host(bad)
     with pytest.raises(UsageError):
         parse_ssh("id=")
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "rsa", "ecdsa"])
+def test_key_files_join_the_agent_without_comment(tmp_path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """``--ssh ID=KEYFILE``: pybuild's private agent holds the key with an empty comment, as
+    BuildKit's key-file agent does (the key file's comment is not shown by ``ssh-add -l``)."""
+    import os
+    import subprocess
+
+    from builder.inputs.ssh import SshAgents, SshSpec
+
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "comment-of-the-file", "-f", str(key)],
+                   check=True)
+    with SshAgents((SshSpec("k", (str(key),)),)) as agents:
+        sock = agents.socket("k")
+        assert sock is not None
+        listed = subprocess.run(["ssh-add", "-l"], env=dict(os.environ, SSH_AUTH_SOCK=sock), capture_output=True,
+                                text=True, check=True).stdout
+    fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", str(key)], capture_output=True, text=True,
+                                 check=True).stdout.split()[1]
+    assert fingerprint in listed and "comment-of-the-file" not in listed and str(tmp_path) not in listed
+    assert not os.path.exists(sock), "the agent and its socket are gone after the build"

@@ -123,3 +123,19 @@ def test_add_url_mode_and_mtime_same_as_buildkit(dockerd: Dockerd, dockerd_base:
         ours = _our_listing(root, tmp_path / "out", str(ctx))
         assert ours == _peer_listing(dockerd, str(ctx))
     assert "/dl/file.bin 600 0:0 1500000000 8" in ours
+
+
+def test_ssh_mount_same_as_buildkit(dockerd: Dockerd, dockerd_base: PeerBase, tmp_path: Path) -> None:
+    from inpututil import ssh_add_context, ssh_agent
+
+    root = new_store(tmp_path)
+    ctx = ssh_add_context(tmp_path / "ctx", (
+        "RUN --mount=type=ssh ssh-add -l > /listing && echo \"$SSH_AUTH_SOCK\" >> /listing && "
+        "stat -c '%a %u %g' $SSH_AUTH_SOCK >> /listing && : > /sums\n"
+        "RUN --mount=type=ssh,id=deploy,target=/tmp/a.sock,mode=0640,uid=12,gid=34 "
+        "stat -c '%a %u %g' /tmp/a.sock >> /listing && SSH_AUTH_SOCK=/tmp/a.sock ssh-add -l >> /listing\n"))
+    with ssh_agent(tmp_path / "agent") as (sock, key, fingerprint):
+        flags = ("--ssh", f"default={sock}", "--ssh", f"deploy={key}")
+        ours = _our_listing(root, tmp_path / "out", str(ctx), *flags)
+        assert ours == _peer_listing(dockerd, str(ctx), *flags)
+    assert ours.count(fingerprint) == 2 and "/run/buildkit/ssh_agent.0\n600 0 0\n640 12 34\n" in ours

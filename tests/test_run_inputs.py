@@ -11,29 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from inpututil import ssh_agent
+from inpututil import ssh_add_context, ssh_agent
 from ocireader import read_layout
 from runutil import assert_clean, build, files_containing, make_context, new_store
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
-
-
-def _ssh_add_context(dest: Path, dockerfile_tail: str) -> Path:
-    """A context whose image holds the host's ssh-add and the libraries it loads (``ldd``)."""
-    ssh_add = shutil.which("ssh-add")
-    assert ssh_add, "openssh-client is needed (apt-get install openssh-client)"
-    root = dest / "sshroot"
-    files = [ssh_add]
-    for line in subprocess.run(["ldd", ssh_add], capture_output=True, text=True, check=True).stdout.splitlines():
-        parts = line.split()
-        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
-        if path.startswith("/"):
-            files.append(path)
-    for f in files:
-        target = root / f.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(os.path.realpath(f), target)
-    return make_context(dest, "FROM localhost/busybox:latest\nCOPY sshroot/ /\n" + dockerfile_tail)
 
 
 def _agents_running(token: str) -> list[str]:
@@ -52,7 +34,7 @@ def _agents_running(token: str) -> list[str]:
 
 def test_ssh_mount_forwards_the_agent_and_leaves_nothing(tmp_path: Path) -> None:
     root = new_store(tmp_path)
-    ctx = _ssh_add_context(tmp_path / "ctx", (
+    ctx = ssh_add_context(tmp_path / "ctx", (
         "RUN --mount=type=ssh ssh-add -l > /default-keys; echo \"sock=$SSH_AUTH_SOCK\" > /sock\n"
         "RUN --mount=type=ssh,id=deploy,target=/tmp/agent.sock,mode=0640,uid=12,gid=34 "
         "stat -c '%a %u %g' /tmp/agent.sock > /sockstat && SSH_AUTH_SOCK=/tmp/agent.sock ssh-add -l > /deploy-keys\n"))

@@ -47,6 +47,79 @@ def _is_socket(path: str) -> bool:
         return False
 
 
+_AGENTC_ADD_IDENTITY = 17
+_AGENT_SUCCESS = 6
+# fields after the key type in both the OpenSSH private key format and the agent protocol
+_KEY_FIELDS = {b"ssh-ed25519": 2, b"ssh-rsa": 6, b"ssh-dss": 5}
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def uint32(self) -> int:
+        if self.pos + 4 > len(self.data):
+            raise ValueError("truncated")
+        value = int.from_bytes(self.data[self.pos:self.pos + 4], "big")
+        self.pos += 4
+        return value
+
+    def string(self) -> bytes:
+        n = self.uint32()
+        if self.pos + n > len(self.data):
+            raise ValueError("truncated")
+        value = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return value
+
+
+def add_identity(sock: str, key_path: str) -> bool:
+    """Add the unencrypted OpenSSH private key at ``key_path`` to the agent at ``sock`` with an
+    empty comment (SSH2_AGENTC_ADD_IDENTITY). False when the file is not such a key (PEM,
+    encrypted, several keys, a security-key type) or the agent refused it: the caller falls
+    back to ssh-add. Never raises for bad content; the key bytes are never logged."""
+    import base64
+
+    try:
+        text = Path(key_path).read_text(errors="replace")
+        if "-----BEGIN OPENSSH PRIVATE KEY-----" not in text:
+            return False
+        data = base64.b64decode("".join(l for l in text.splitlines() if l and not l.startswith("-----")))
+        magic = b"openssh-key-v1\0"
+        if not data.startswith(magic):
+            return False
+        r = _Reader(data[len(magic):])
+        cipher, _kdf, _kdfopts, count = r.string(), r.string(), r.string(), r.uint32()
+        if cipher != b"none" or count != 1:
+            return False
+        r.string()  # the public key
+        priv = _Reader(r.string())
+        if priv.uint32() != priv.uint32():
+            return False
+        start = priv.pos
+        ktype = priv.string()
+        fields = _KEY_FIELDS.get(ktype) or (3 if ktype.startswith(b"ecdsa-sha2-") else 0)
+        if not fields:
+            return False
+        for _ in range(fields):
+            priv.string()
+        msg = bytes([_AGENTC_ADD_IDENTITY]) + priv.data[start:priv.pos] + (0).to_bytes(4, "big")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(sock)
+            s.sendall(len(msg).to_bytes(4, "big") + msg)
+            reply = b""
+            while len(reply) < 5:
+                chunk = s.recv(5 - len(reply))
+                if not chunk:
+                    return False
+                reply += chunk
+        return reply[4] == _AGENT_SUCCESS
+    except (OSError, ValueError):
+        return False
+
+
 class SshAgents:
     """The agent socket of each ``--ssh`` id (see the module docstring)."""
 
@@ -91,9 +164,12 @@ class SshAgents:
             raise HostError(f"{shown}: ssh-agent did not start")
         env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "DISPLAY", "SSH_ASKPASS")}
         env["SSH_AUTH_SOCK"] = sock
-        added = subprocess.run(["ssh-add", *spec.paths], env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                               text=True, errors="replace", check=False)
-        if added.returncode != 0:
+        # BuildKit's key-file agent holds the keys without their comments: unencrypted OpenSSH
+        # keys are added so (agent protocol); anything else goes through ssh-add
+        rest = [p for p in spec.paths if not add_identity(sock, p)]
+        added = subprocess.run(["ssh-add", *rest], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, errors="replace", check=False) if rest else None
+        if added is not None and added.returncode != 0:
             raise UsageError(f"{shown}: cannot load the key file(s) into an agent "
                              f"(a key with a passphrase needs a running agent: --ssh {spec.id}=$SSH_AUTH_SOCK)")
         return sock
