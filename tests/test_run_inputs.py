@@ -6,8 +6,6 @@ of the agent or its key reaches a layer, the history, the cache or the printed l
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest

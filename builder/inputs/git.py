@@ -59,7 +59,7 @@ class _Git:
         self.env = env
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(["git", "-C", str(self.dest), *args], env=self.env, capture_output=True,
+        p = subprocess.run(["git", "-C", str(self.dest), *args], env=self.env, capture_output=True, check=False,
                            text=True, errors="replace", stdin=subprocess.DEVNULL)
         if check and p.returncode != 0:
             raise self.error(args[0], p.stderr)
