@@ -139,3 +139,15 @@ def test_ssh_mount_same_as_buildkit(dockerd: Dockerd, dockerd_base: PeerBase, tm
         ours = _our_listing(root, tmp_path / "out", str(ctx), *flags)
         assert ours == _peer_listing(dockerd, str(ctx), *flags)
     assert ours.count(fingerprint) == 2 and "/run/buildkit/ssh_agent.0\n600 0 0\n640 12 34\n" in ours
+
+
+def test_add_host_same_as_buildkit(dockerd: Dockerd, dockerd_base: PeerBase, tmp_path: Path) -> None:
+    root = new_store(tmp_path)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM localhost/busybox:latest\n"
+                                    "RUN cat /etc/hosts > /listing && ls /etc > /sums\n")
+    flags = ("--add-host", "db.internal:10.11.12.13", "--add-host", "v6:fd00::1")
+    ours = _our_listing(root, tmp_path / "out", str(ctx), *flags)
+    assert ours == _peer_listing(dockerd, str(ctx), *flags)
+    assert "10.11.12.13\tdb.internal\n" in ours

@@ -85,7 +85,7 @@ def add_identity(sock: str, key_path: str) -> bool:
         text = Path(key_path).read_text(errors="replace")
         if "-----BEGIN OPENSSH PRIVATE KEY-----" not in text:
             return False
-        data = base64.b64decode("".join(l for l in text.splitlines() if l and not l.startswith("-----")))
+        data = base64.b64decode("".join(x for x in text.splitlines() if x and not x.startswith("-----")))
         magic = b"openssh-key-v1\0"
         if not data.startswith(magic):
             return False
