@@ -25,10 +25,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
-from buildutil import BASE_TAG, BUSYBOX, MAKE_BASE, REPO  # noqa: F401  (shared test constants)
+from buildutil import BASE_TAG, BUSYBOX, MAKE_BASE, REPO
 from buildutil import CliResult as Result  # one pybuild invocation: rc, out, err, .ok()
 
 RUN_DATA = REPO / "testdata" / "run"
@@ -103,6 +103,18 @@ def tag_digest(root: Path, ref: str) -> str | None:
         if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == ref:
             return m["digest"]
     return None
+
+
+def export_digest(root: Path, ref: str, dest: Path) -> str:
+    """Export the stored image ``ref`` of store ``root`` as an OCI archive at ``dest`` (the
+    library's export: no CLI command writes a stored image to a file); the manifest digest."""
+    code = ("import sys\nfrom pathlib import Path\nfrom builder.store.layout import Store\n"
+            "from builder.outputspec import parse_output\nfrom builder.transfer import export_image\n"
+            "print(export_image(Store(Path(sys.argv[1])), sys.argv[2], parse_output('type=oci,dest=' + sys.argv[3])))\n")
+    p = subprocess.run([sys.executable, "-c", code, str(root), ref, str(dest)], cwd=REPO, env=pybuild_env(root),
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
 
 
 # ---- contexts ----------------------------------------------------------------------------------

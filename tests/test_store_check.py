@@ -13,7 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from runutil import REPO, build, make_context, new_store, pybuild, tag_digest
+from runutil import (
+    REPO,
+    build,
+    export_digest,
+    make_context,
+    new_store,
+    pybuild,
+    tag_digest,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -165,19 +173,6 @@ CORRUPTIONS: list[Callable[[Path], tuple[str, set[str]]]] = [
 ]
 
 
-def _export_digest(root: Path, ref: str, dest: Path) -> str:
-    """Export the stored ``ref`` as an OCI archive (the library's export; no CLI command
-    exports a stored image to a file) and return the manifest digest written."""
-    code = ("import sys\nfrom pathlib import Path\nfrom builder.store.layout import Store\n"
-            "from builder.outputspec import parse_output\nfrom builder.transfer import export_image\n"
-            "s = Store(Path(sys.argv[1]))\n"
-            "print(export_image(s, sys.argv[2], parse_output('type=oci,dest=' + sys.argv[3])))\n")
-    p = subprocess.run([sys.executable, "-c", code, str(root), ref, str(dest)], cwd=REPO, capture_output=True,
-                       text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert p.returncode == 0, p.stderr
-    return p.stdout.strip()
-
-
 @pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__)
 def test_check_finds_and_repair_fixes(built: tuple[Path, Path], tmp_path: Path,
                                       corrupt: Callable[[Path], tuple[str, set[str]]]) -> None:
@@ -203,7 +198,7 @@ def test_check_finds_and_repair_fixes(built: tuple[Path, Path], tmp_path: Path,
             assert tag_digest(root, ref) is None
             continue
         assert tag_digest(root, ref) == digest
-        assert _export_digest(root, ref, tmp_path / f"{ref.rsplit('/', 1)[1]}.tar") == digest
+        assert export_digest(root, ref, tmp_path / f"{ref.rsplit('/', 1)[1]}.tar") == digest
     # and the next build succeeds (rebuilding what repair removed), leaving the store clean
     # eager layers: the scratchpad stage's RUN must leave a blob only a cache record names
     # (by default that stage is lazy: a snapshot and a record without a blob)
