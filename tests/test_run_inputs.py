@@ -6,6 +6,7 @@ of the agent or its key reaches a layer, the history, the cache or the printed l
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,12 @@ def test_ssh_mount_forwards_the_agent_and_leaves_nothing(tmp_path: Path) -> None
         "RUN --mount=type=ssh ssh-add -l > /default-keys; echo \"sock=$SSH_AUTH_SOCK\" > /sock\n"
         "RUN --mount=type=ssh,id=deploy,target=/tmp/agent.sock,mode=0640,uid=12,gid=34 "
         "stat -c '%a %u %g' /tmp/agent.sock > /sockstat && SSH_AUTH_SOCK=/tmp/agent.sock ssh-add -l > /deploy-keys\n"))
+    import glob
+
+    def ssh_dirs() -> set[str]:
+        return set(glob.glob("/tmp/pybuild-ssh-*")) | set(glob.glob("/tmp/pybuild-sshfw-*"))
+
+    before = ssh_dirs()
     with ssh_agent(tmp_path / "agent") as (sock, key, fingerprint):
         out, oci = tmp_path / "out", tmp_path / "oci"
         r = build(ctx, root, "--ssh", "default", "--ssh", f"deploy={key}",
@@ -48,6 +55,7 @@ def test_ssh_mount_forwards_the_agent_and_leaves_nothing(tmp_path: Path) -> None
         names = {m.name.rstrip("/") for layer in read_layout(oci).layers for m in layer}
         assert "run/buildkit/ssh_agent.0" not in names and "tmp/agent.sock" not in names
         assert _agents_running("pybuild-ssh-") == [], "the private ssh-agent was stopped"
+        assert ssh_dirs() <= before, "the agent's and the forwarding sockets' directories are gone"
         private = key.read_text().splitlines()[1].encode()  # a line of the private key
         public = key.with_suffix(".pub").read_text().split()[1].encode()
         for needle in (private, public, sock.encode()):
@@ -72,6 +80,14 @@ def test_required_ssh_mount_without_ssh_flag_is_an_error(tmp_path: Path) -> None
     build(optional, root).ok()
     bad = build(optional, root, "--ssh", "x=/does/not/exist")
     assert bad.rc == 2 and "--ssh x=/does/not/exist" in bad.err
+    # a failing step with a key-file agent: the agent is stopped all the same
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    failing = make_context(tmp_path / "fail", "FROM localhost/busybox:latest\n"
+                                              "RUN --mount=type=ssh,id=deploy test -S $SSH_AUTH_SOCK && exit 7\n")
+    r = build(failing, root, "--ssh", f"deploy={key}")
+    assert r.rc == 1 and "exit code 7" in r.err, r.err
+    assert _agents_running("pybuild-ssh-") == []
     assert_clean(root)
 
 
