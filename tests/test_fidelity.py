@@ -457,3 +457,24 @@ def test_cache_mount_from_stage_is_seeded_from_its_source(tmp_path: Path) -> Non
     assert _text(fs, "fourth").split() == ["f", "sub"]
     assert "c" not in fs or not [p for p in fs if p.startswith("c/")]
     assert_clean(root)
+
+
+def test_run_resolv_conf_off_the_host_network_as_buildkit(tmp_path: Path) -> None:
+    """BuildKit executor/oci/resolvconf.go: off the host network, the host's nameservers
+    without loopback ones (Google's public servers when none is left), no comments."""
+    def servers_of(path: Path) -> list[str]:
+        text = path.read_text() if path.exists() else ""
+        return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver") and len(line.split()) > 1]
+
+    servers = servers_of(Path("/etc/resolv.conf"))
+    if servers == ["127.0.0.53"]:  # systemd-resolved's stub: BuildKit reads its upstream file
+        servers = servers_of(Path("/run/systemd/resolve/resolv.conf"))
+    kept = [s for s in servers if not s.startswith("127.") and s != "::1"]
+    want = kept or ["8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844"]
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", BASE + "RUN --network=none cat /etc/resolv.conf > /rc\n")
+    fs = _fs(ctx, root, tmp_path)
+    lines = _text(fs, "rc").splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("nameserver")] == want
+    assert not [line for line in lines if line.startswith(("#", ";"))]
+    assert_clean(root)

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 from ..errors import HostError
 from . import namespaces as ns
 from .probe import probe_host
+from .resolvconf import resolv_conf
 from .spec import HostCaps, ProcessSpec, RunResult
 
 if TYPE_CHECKING:
@@ -67,21 +68,6 @@ _copy_note_given = False
 def _hosts(hostname: str, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
     text = f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     return (text + "".join(f"{ip}\t{name}\n" for name, ip in extra)).encode()
-
-
-def _resolv(network: str) -> bytes:
-    if network != "host":
-        return b""
-    src = Path("/etc/resolv.conf")
-    try:
-        data = src.read_bytes()
-    except OSError:
-        return b""
-    if b"nameserver 127.0.0.53" in data:  # systemd-resolved stub: unreachable from a container
-        alt = Path("/run/systemd/resolve/resolv.conf")
-        if alt.exists():
-            return alt.read_bytes()
-    return data
 
 
 def write_new_file(path: Path, data: bytes, mode: int) -> None:
@@ -158,7 +144,7 @@ def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None
     mounts: list[dict] = []
     files = tmp / "f"
     files.mkdir()
-    etc = [("hosts", _hosts(hostname, spec.extra_hosts)), ("resolv.conf", _resolv(spec.network))]
+    etc = [("hosts", _hosts(hostname, spec.extra_hosts)), ("resolv.conf", resolv_conf(spec.network))]
     if spec.etc_hostname:
         etc.append(("hostname", (hostname + "\n").encode()))
     for name, data in etc:
