@@ -45,6 +45,17 @@ def _kv(values: list[str], what: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _build_parser(cls: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = cls(prog="pybuild [build]", description="Build an image from a Dockerfile and a context.")
     _common(p)
@@ -71,6 +82,8 @@ def _build_parser(cls: type[argparse.ArgumentParser]) -> argparse.ArgumentParser
     p.add_argument("--target", help="build this stage")
     p.add_argument("--platform", help="os/arch[/variant][,...]: one image per platform, several make an "
                                       "image index (default: the host's)")
+    p.add_argument("--jobs", "-j", type=_positive, metavar="N",
+                   help="build up to N independent stages (and platforms) at once (default: the CPU count)")
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
     p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE")
     p.add_argument("--pull", action="store_true", help="always look for newer base images")
@@ -139,7 +152,7 @@ def _run_build(ns: argparse.Namespace, store: Store, context: Path, dockerfile: 
         outputs.append("type=registry")
     opts = BuildOptions(
         context=context, dockerfile=dockerfile, tags=tuple(ns.tag),
-        build_args=build_args, target=ns.target, platform=ns.platform,
+        build_args=build_args, target=ns.target, platform=ns.platform, jobs=ns.jobs,
         no_cache=ns.no_cache, no_cache_filter=tuple(ns.no_cache_filter), pull=ns.pull,
         network="host" if ns.network == "default" else ns.network, secrets=tuple(secrets),
         source_date_epoch=int(sde) if sde and sde.strip().isdigit() else None,

@@ -7,11 +7,13 @@ written after every stage succeeded, so a failed build changes no tag.
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import DockerfileError, PybuildError
+from ..errors import DockerfileError, Interrupted, PybuildError
 from .events import EventSink, ImageWritten, StepFinished, StepStarted
 from .options import BuildOptions
 from .session import BuildSession, StageResult, StageSession
@@ -114,10 +116,8 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
         for pb in builds:
             pb.remote_caches = remotecache.import_caches(session, pb.platform)
             session.remote_caches.extend(pb.remote_caches)
-        images = []
-        for pb in builds:
-            _build_stages(session, pb, df)
-            images.append(_write_platform_image(session, pb, cache_exports))
+        _build_stages(session, builds, df)
+        images = [_write_platform_image(session, pb, cache_exports) for pb in builds]
         for name in session.named.unused():
             session.warn_once(f"build context {name!r} was given with --build-context but is not used "
                               f"by the Dockerfile")
@@ -242,18 +242,34 @@ def _preflight_emulation(pb: PlatformBuild, opts: BuildOptions) -> None:
                                             host, problem, stage.platform.architecture))
 
 
-def _build_stages(session: BuildSession, pb: PlatformBuild, df: Any) -> None:
-    """Build the stages ``pb``'s target needs, dependencies first, into ``pb.stages``."""
-    needed = list(pb.graph.needed)
-    in_image = set(pb.graph.base_chain(pb.graph.target))
-    for n, idx in enumerate(needed, 1):
-        stage = pb.graph.stages[idx]
-        view = StageSession(session, stage.platform, pb.stages, pb.remote_caches,
-                            stage_name=stage.name or "", platform_label=pb.label)
-        view.lazy_layers = _lazy_stage(idx in in_image)
-        view.background_blobs = not view.lazy_layers and _background_blobs()
-        pb.stages[idx] = StageBuilder(view, pb.graph, df, idx, n, len(needed)).run()
-        pb.stage_keys[idx] = view.used_keys
+def _build_stages(session: BuildSession, builds: list[PlatformBuild], df: Any) -> None:
+    """Build the stages each platform's target needs into ``pb.stages``: one graph over every
+    platform, a stage starting once the stages it reads are done, up to ``--jobs`` at once
+    (builder.engine.scheduler). A failure stops the others and is raised."""
+    from .scheduler import Task, run_graph
+
+    tasks: dict[tuple[int, int], Task[tuple[int, int], None]] = {}
+    for p, pb in enumerate(builds):
+        needed = list(pb.graph.needed)
+        in_image = set(pb.graph.base_chain(pb.graph.target))
+        for n, idx in enumerate(needed, 1):
+            deps = tuple((p, d) for d in pb.graph.stages[idx].deps)
+            tasks[(p, idx)] = Task(deps, functools.partial(_build_stage, session, pb, df, idx, n, len(needed),
+                                                           idx in in_image))
+    run_graph(tasks, session.opts.jobs or os.cpu_count() or 1, session.cancel)
+
+
+def _build_stage(session: BuildSession, pb: PlatformBuild, df: Any, idx: int, number: int, count: int,
+                 in_image: bool) -> None:
+    """Build stage ``idx`` of ``pb`` (its dependencies are done) and record its result."""
+    stage = pb.graph.stages[idx]
+    view = StageSession(session, stage.platform, pb.stages, pb.remote_caches,
+                        stage_name=stage.name or "", platform_label=pb.label)
+    view.lazy_layers = _lazy_stage(in_image)
+    view.background_blobs = not view.lazy_layers and _background_blobs()
+    result = StageBuilder(view, pb.graph, df, idx, number, count).run()
+    pb.stage_keys[idx] = view.used_keys
+    pb.stages[idx] = result  # read only by stages that start after this one ended
 
 
 def _write_platform_image(session: BuildSession, pb: PlatformBuild, cache_exports: list[Any]) -> tuple[Any, ImageState]:
@@ -346,6 +362,8 @@ class StageBuilder:
         kinds = [getattr(i, "kind", "") for i in self.stage.instructions]
         self.session.unpack_layers = "RUN" in kinds or sum(k in ("COPY", "ADD") for k in kinds) > 1
         for step_no, step in enumerate(stage_steps(self.df, lowering, base_onbuild), 1):
+            if self.session.cancel.is_set():  # another stage failed (or the build was interrupted)
+                raise Interrupted(f"stage {self.stage.display_name} stopped: the build is being cancelled")
             state = self._apply(state, step, step_no)
         return StageResult(self.index, self.stage.name, state, lowering.scope)
 

@@ -41,7 +41,10 @@ def git_checkout(session: Any, url: str, *, keep_git_dir: bool, checksum: str | 
     key = (url, keep, spec.checksum)
     if key in memo:
         return memo[key]
-    dest = Path(session.tmp) / f"git-{len(memo)}"
+    import tempfile
+
+    # a fresh name: ADDs of stages running concurrently fetch side by side (fetch_git makes it)
+    dest = Path(tempfile.mkdtemp(prefix="git-", dir=session.tmp)) / "src"
     ssh = dict(session.opts.ssh).get("default")
     mtime = spec.mtime or ("commit" if session.opts.source_date_epoch is not None else "checkout")
     from ..inputs.git import GitError

@@ -46,6 +46,7 @@ class BuildOptions:
     build_args: tuple[tuple[str, str], ...] = ()
     target: str | None = None
     platform: str | None = None
+    jobs: int | None = None               # stages built at once (None: the CPU count)
     no_cache: bool = False
     no_cache_filter: tuple[str, ...] = ()
     pull: bool = False

@@ -71,6 +71,7 @@ class BuildSession:
         self.blob_jobs: dict[Any, Any] = {}
         self.blob_worker: Any = None
         self._lock = threading.RLock()  # guards the lazily made parts and the emit sink
+        self._key_locks: dict[str, threading.Lock] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
@@ -79,6 +80,12 @@ class BuildSession:
         if self.blob_worker is not None:
             self.blob_worker.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def key_lock(self, key: str) -> threading.Lock:
+        """The lock of one thing made once per build (an image resolved, a layer's blob, a
+        flattened root): concurrent stages asking for the same ``key`` wait for the first."""
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
 
     def emit(self, event: Event) -> None:
         """Hand ``event`` to the build's sink, one event at a time (stages run in threads)."""
@@ -134,12 +141,12 @@ class BuildSession:
     def resolve_image(self, ref_text: str, platform: Any) -> Any:
         """The stored base image ``ref_text`` names for ``platform``, after named-context
         substitution (an image named context; a directory one raises DockerfileError here).
-        Resolved once per build and platform (under the session's lock: stages run in threads)."""
-        with self._lock:
-            return self._resolve_image_locked(ref_text, platform)
+        Resolved once per build and platform (stages asking at once wait for the first)."""
+        key = f"{ref_text}\0{platform}"
+        with self.key_lock("image\0" + key):
+            return self._resolve_image_locked(ref_text, platform, key)
 
-    def _resolve_image_locked(self, ref_text: str, plat: Any) -> Any:
-        key = f"{ref_text}\0{plat}"
+    def _resolve_image_locked(self, ref_text: str, plat: Any, key: str) -> Any:
         if key not in self._images:
             from .base import resolve_base
 
@@ -186,7 +193,7 @@ class BuildSession:
         """A plain directory holding ``state``'s root filesystem (layers applied in order),
         made once per build and removed with the build's temp dir. Used by bind mounts."""
         key = ",".join(str(layer.diff_id) for layer in state.layers)
-        with self._lock:  # one flattening at a time: a second stage asking waits and reuses it
+        with self.key_lock("flat\0" + key):  # a second stage asking waits and reuses it
             return self._flatten_locked(key, state)
 
     def _flatten_locked(self, key: str, state: ImageState) -> Path:
@@ -197,8 +204,7 @@ class BuildSession:
             from .layers import materialize_state
 
             state = materialize_state(self, state)
-            dest = self.tmp / f"flat-{len(self._flattened)}"
-            dest.mkdir()
+            dest = Path(tempfile.mkdtemp(prefix="flat-", dir=self.tmp))
             streams = [(self.store.blobs.open(layer.digest), compression_for_media_type(layer.media_type))
                        for layer in state.layers]
             try:
@@ -302,6 +308,9 @@ class StageSession:
     def resolve_image(self, ref_text: str, platform: Any = None) -> Any:
         """:meth:`BuildSession.resolve_image` for ``platform`` (default: this stage's)."""
         return self.shared.resolve_image(ref_text, platform if platform is not None else self.platform)
+
+    def key_lock(self, key: str) -> threading.Lock:
+        return self.shared.key_lock(key)
 
     def note(self, text: str) -> None:
         self.shared.note(text)

@@ -86,9 +86,12 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
         return commit_step(session, state, step, hit, key), True
 
     check_emulation(session, state, step)
-    workspace = Path(session.tmp) / f"run-{stage_no}-{step_no}"
+    import tempfile
+
+    # unique: stages (and platforms) run concurrently and share the numbering
+    workspace = Path(tempfile.mkdtemp(prefix=f"run-{stage_no}-{step_no}-", dir=session.tmp))
     upper, work = workspace / "u", workspace / "w"
-    upper.mkdir(parents=True)
+    upper.mkdir()
     work.mkdir()
     try:
         layer = _execute(session, state, step, upper, work, workspace, stage_no, step_no)
@@ -253,8 +256,9 @@ def _out_of_space(upper: Path) -> str | None:
 def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]],
             proxies: list[Any]) -> tuple[list[Any], list[Any]]:
     """Lower RUN --mount specs to sandbox mounts and secret files. Secrets never reach the
-    cache key, the layer, the config or the history. An ssh mount gets a forwarding socket
-    appended to ``proxies`` (the caller closes them after the step)."""
+    cache key, the layer, the config or the history. An ssh mount gets a forwarding socket and
+    a ``locked``/``private`` cache mount its lock appended to ``proxies`` (the caller closes
+    them after the step)."""
     from ..sandbox.spec import MountSpec
 
     mounts: list[Any] = []
@@ -264,7 +268,7 @@ def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]]
         kind = m.type
         target = m.target
         if kind == "cache":
-            host = _cache_dir(session, m)
+            host = _cache_dir(session, m, workspace / f"cache{i}", proxies)
             mounts.append(MountSpec(target=target, kind="bind", source=host, readonly=False))
         elif kind == "tmpfs":
             mounts.append(MountSpec(target=target, kind="tmpfs", size=int(m.size or 0)))
@@ -346,33 +350,63 @@ class _DirOwner:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _cache_dir(session: Any, m: Any) -> Path:
+class _MountLock:
+    """An exclusive flock on a cache mount's ``.<name>.lock`` file (released by :meth:`close`;
+    also by the kernel if the process dies). Works across threads and processes."""
+
+    def __init__(self, path: Path, *, wait: bool) -> None:
+        import fcntl
+
+        self._fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _cache_dir(session: Any, m: Any, scratch: Path, holds: list[Any]) -> Path:
     """The host directory of a cache mount: the store's, restored from a ``--cache-from``
     source that exported it when the store has none (cachemounts.restore_mount).
 
     With ``from=`` (BuildKit: "build stage, context, or image name to use as a base of the
     cache mount"), the cache is a different one for each base (BuildKit keys it by id and the
     base's chain) and starts as a copy of the base's ``source`` directory; afterwards it
-    persists like any cache mount of that id and base."""
+    persists like any cache mount of that id and base.
+
+    Sharing (stages run concurrently, and so may other builds): ``shared`` uses it as is;
+    ``locked`` waits until no other step holds it; ``private`` gets ``scratch`` (a new empty
+    directory, discarded) when another step holds it. The lock taken is appended to ``holds``
+    (the caller closes it after the step)."""
     from .cachemounts import mount_dir, remember_id, restore_mount
 
     cid = m.id or m.target
-    if m.from_stage is not None or m.from_image:
+    seeded = m.from_stage is not None or m.from_image
+    if seeded:
         source = "/" + (m.source or "").strip("/")
         path = mount_dir(session.store.root, f"{cid}\n{_bind_source_key(session, m)}\n{source}")
+    else:
+        path = mount_dir(session.store.root, cid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sharing = (m.sharing or "shared").lower()
+    if sharing in ("locked", "private"):
+        try:
+            holds.append(_MountLock(path, wait=sharing == "locked"))
+        except BlockingIOError:  # private, and in use: a directory of its own
+            _new_mount_dir(scratch, m)
+            return scratch
+    if seeded:
         if not path.exists():
             _seed_cache(session, m, path)
         remember_id(path, cid)
         return path
-    path = mount_dir(session.store.root, cid)
     if not path.exists() and getattr(session, "remote_caches", None):
         restore_mount(session, cid, path)
     if not path.exists():
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, m.mode if m.mode is not None else 0o755)
-        uid, gid = m.uid, m.gid
-        if (uid is not None or gid is not None) and os.geteuid() == 0:
-            os.chown(path, int(uid or 0), int(gid or 0))
+        _new_mount_dir(path, m)
     remember_id(path, cid)
     return path
 
@@ -401,6 +435,14 @@ def _seed_cache(session: Any, m: Any, path: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _new_mount_dir(path: Path, m: Any) -> None:
+    """Make a cache mount's directory with its ``mode``/``uid``/``gid`` options."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, m.mode if m.mode is not None else 0o755)
+    if (m.uid is not None or m.gid is not None) and os.geteuid() == 0:
+        os.chown(path, int(m.uid or 0), int(m.gid or 0))
 
 
 def _mount_source_host(session: Any, m: Any) -> tuple[Path, str, Any]:
