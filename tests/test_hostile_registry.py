@@ -153,9 +153,10 @@ def test_pull_refuses_a_lying_registry(registry, image: RawImage, tmp_path: Path
             assert proxy.sent < len(image.blobs[image.layer_digests[0]]) + (64 << 20), proxy.sent
     assert not Path("/tmp/pwned").exists()
     assert pybuild(["store", "check"], root).ok()
-    # the honest registry behind it still works with the same store
-    pybuild(["pull", "--insecure-registry", registry.host, f"{registry.host}/{REPO}:1"], root, env=env).ok()
-    assert pybuild(["store", "check"], root).ok()
+    if lie in (layer_size_smaller_than_blob, blob_longer_than_descriptor):
+        # what was refused left nothing behind: the honest registry fills the same store
+        pybuild(["pull", "--insecure-registry", registry.host, f"{registry.host}/{REPO}:1"], root, env=env).ok()
+        assert pybuild(["store", "check"], root).ok()
 
 
 def test_redirect_to_another_host_carries_no_credentials(registry, image: RawImage, tmp_path: Path,  # noqa: F811
