@@ -27,19 +27,17 @@ def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None,
     if not plain:
         return "heredoc"
     ctx = context if context is not None else session.context
-    from ..inputs.urls import is_git_url, redact
-
     paths: list[str] = []
     git: list[str] = []
     for pattern in plain:
-        if step.kind == "ADD" and is_git_url(pattern):
+        if step.kind == "ADD" and _remote_like(pattern) and _is_git(pattern):
             from .gitsource import git_checkout
 
             co = git_checkout(session, pattern, keep_git_dir=step.keep_git_dir, checksum=step.checksum)
             git.append(f"git:{co.commit}:{co.subdir}:{int(co.keep_git_dir)}")
             continue
         if "://" in pattern:
-            paths.append(redact(pattern))
+            paths.append(_redact(pattern))
             continue
         paths.extend(ctx.match_sources(pattern, allow_empty_wildcard=True))
     local = [p for p in paths if "://" not in p]
@@ -53,12 +51,29 @@ def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None,
     return ctx.content_digest(local, owners=False) + ("|" + "|".join(remote) if remote else "")
 
 
-def copy_meaning(step: Any) -> dict[str, Any]:
-    heredocs = [{"name": h.name, "content": h.content} for h in step.sources if not isinstance(h, str)]
+def _remote_like(source: str) -> bool:
+    """Cheap test before :mod:`builder.inputs.urls` is imported (a cached COPY never needs it)."""
+    return "://" in source or "@" in source or source.startswith("github.com/")
+
+
+def _is_git(source: str) -> bool:
+    from ..inputs.urls import is_git_url
+
+    return is_git_url(source)
+
+
+def _redact(source: str) -> str:
+    if "@" not in source:
+        return source
     from ..inputs.urls import redact
 
+    return redact(source)
+
+
+def copy_meaning(step: Any) -> dict[str, Any]:
+    heredocs = [{"name": h.name, "content": h.content} for h in step.sources if not isinstance(h, str)]
     return {  # URL credentials never enter a key: they do not change what is fetched
-        "kind": step.kind, "sources": [redact(s) for s in step.sources if isinstance(s, str)], "heredocs": heredocs,
+        "kind": step.kind, "sources": [_redact(s) for s in step.sources if isinstance(s, str)], "heredocs": heredocs,
         "dest": step.dest, "chown": step.chown, "chmod": step.chmod, "link": step.link,
         "parents": step.parents, "excludes": list(step.excludes), "checksum": step.checksum,
         "from_image": step.from_image,
@@ -209,11 +224,10 @@ def _add_entries(session: Any, step: Any, sources: list[str], heredocs: list[tup
                  chown: Any, chmod: Any) -> list[Any]:
     """ADD from the context: URLs fetched, local archives extracted, the rest copied like COPY.
     Temporary content lives under the build's temp dir (removed with the build)."""
-    from ..inputs.urls import is_git_url
     from .archive import add_entries
 
-    git = [s for s in sources if is_git_url(s)]
-    rest = [s for s in sources if not is_git_url(s)]
+    git = [s for s in sources if _remote_like(s) and _is_git(s)]
+    rest = [s for s in sources if s not in git]
     merged: dict[str, Any] = {}
     if git:
         from .copy import copy_entries

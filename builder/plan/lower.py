@@ -515,9 +515,13 @@ class StageLowering:
             created.append("--chown=" + chown)
         if chmod:
             created.append("--chmod=" + chmod)
-        from ..inputs.urls import redact
+        if any("@" in p for p in paths):  # URL credentials never in history
+            from ..inputs.urls import redact
 
-        created.extend(redact(p) if "@" in p else p for p in paths)  # URL credentials never in history
+            paths_shown = [redact(p) for p in paths]
+        else:
+            paths_shown = paths
+        created.extend(paths_shown)
         created.extend("<<" + h.name for h in contents)
         created.append(dest_raw)
         return CopyStep(node=ins.node, kind=ins.kind, sources=tuple(paths) + tuple(contents),
