@@ -130,6 +130,11 @@ def test_copy_only_foreign_stage_builds_without_emulation(tmp_path: Path) -> Non
     check_invariants(img)
     assert img.config["architecture"] == "s390x"
     assert _file(img, "f-s390x") == b"data"
+    # running it needs emulation too: refused before anything runs, with the fix
+    r = pybuild(["run", "--platform", NO_HANDLER_PLATFORM, "localhost/copy:1", "/bin/true"], root)
+    assert r.rc == 3 and "cannot run s390x binaries" in r.err and "qemu-s390x.conf" in r.err, r
+    assert "Traceback" not in r.err
+    assert_clean(root)
 
 
 CROSS_DF = """\
