@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import BinaryIO
 
 _DIGEST_RE = re.compile(r"^(sha256):([a-f0-9]{64})$|^(sha512):([a-f0-9]{128})$")
 
@@ -35,3 +36,16 @@ class Digest:
     @property
     def short(self) -> str:
         return self.hex[:12]
+
+
+def hash_stream(stream: BinaryIO, algorithm: str = "sha256", chunk: int = 1 << 20) -> tuple[str, int]:
+    """(hex digest, bytes read) of everything left in ``stream`` (read in bounded chunks, not
+    closed)."""
+    h = hashlib.new(algorithm)
+    n = 0
+    while True:
+        piece = stream.read(chunk)
+        if not piece:
+            return h.hexdigest(), n
+        h.update(piece)
+        n += len(piece)

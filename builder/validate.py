@@ -15,10 +15,9 @@ checked entry by entry):
 
 from __future__ import annotations
 
-import hashlib
 from typing import BinaryIO
 
-from .digest import Digest
+from .digest import Digest, hash_stream
 from .errors import PybuildError, StoreError
 from .oci import mediatypes as mt
 from .oci.models import ImageConfig, Index, Manifest, parse_json
@@ -28,14 +27,7 @@ _CHUNK = 1 << 20
 
 
 def _hash_stream(stream: BinaryIO, algorithm: str = "sha256") -> tuple[str, int]:
-    h = hashlib.new(algorithm)
-    n = 0
-    while True:
-        chunk = stream.read(_CHUNK)
-        if not chunk:
-            return h.hexdigest(), n
-        h.update(chunk)
-        n += len(chunk)
+    return hash_stream(stream, algorithm, _CHUNK)
 
 
 def _read_all(source: ImageSource, d: Digest, limit: int = 16 << 20) -> bytes:

@@ -52,8 +52,15 @@ def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None
     prune does), then unreferenced blobs, snapshots and explanation records.
     Returns the bytes freed. Runs under the store's ``gc.lock``: what a running command
     pinned or wrote since it started (its lease) is kept. A record's last use is when it was
-    written (a cache hit writes nothing); a mount's is when a RUN last mounted it."""
+    written (a cache hit writes nothing); a mount's is when a RUN last mounted it. What dead
+    processes left (temp dirs, mounts, leases) goes first."""
+    from ..store.stale import sweep
+
     with store.collecting() as leases:
+        try:
+            sweep(store.root)
+        except OSError:
+            pass  # best effort: `pybuild store check --repair` reports what is left
         return _prune(store, leases, all_cache=all_cache, keep_storage=keep_storage, until=until)
 
 

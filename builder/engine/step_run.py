@@ -421,7 +421,9 @@ def _seed_cache(session: Any, m: Any, path: Path) -> None:
     if not host.is_dir() or host.is_symlink():
         raise DockerfileError(f"RUN --mount=type=cache: source {m.source or '/'!r} of {m.from_} is not a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="seed-", dir=path.parent))
+    from ..store.stale import owned_prefix
+
+    tmp = Path(tempfile.mkdtemp(prefix=owned_prefix("seed"), dir=path.parent))
     try:
         proc = subprocess.run(["cp", "-a", "--", str(host) + "/.", str(tmp)], capture_output=True, text=True)
         if proc.returncode != 0:

@@ -24,7 +24,6 @@ store's own files become problems, never exceptions (OSErrors of removals propag
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -33,7 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..digest import Digest
+from ..digest import Digest, hash_stream
 from ..oci import mediatypes as mt
 
 if TYPE_CHECKING:
@@ -89,15 +88,8 @@ class _Scan:
 
 
 def _hash_file(path: Path, algorithm: str) -> tuple[str, int]:
-    h = hashlib.new(algorithm)
-    n = 0
     with open(path, "rb") as f:
-        while True:
-            chunk = f.read(_HASH_CHUNK)
-            if not chunk:
-                return h.hexdigest(), n
-            h.update(chunk)
-            n += len(chunk)
+        return hash_stream(f, algorithm, _HASH_CHUNK)
 
 
 _HEX_LEN = {"sha256": 64, "sha512": 128}

@@ -58,7 +58,7 @@ UNOWNED_AGE = 3600.0  # a temp entry without a PID in its name is stale only whe
 def _temp_dirs(root: Path) -> list[tuple[Path, str | None]]:
     """(directory, prefix its temp entries have; None: every entry is temporary)."""
     return [(root / "tmp", None), (root / "snapshots", "tmp-"), (root / "cache" / "records", "w-"),
-            (root / "cache" / "filehash", "w-")]
+            (root / "cache" / "filehash", "w-"), (root / "cache" / "mounts", "seed-")]
 
 
 def stale_entries(root: Path, *, unowned_age: float = UNOWNED_AGE) -> Iterator[StaleEntry]:
