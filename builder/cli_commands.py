@@ -136,7 +136,7 @@ def _cmd_build(ns: argparse.Namespace) -> int:
         main = inputs.main(ns.context, ns.file)
         named = tuple(inputs.named(v) for v in ns.build_context)
         return _run_build(ns, store, main.context, main.dockerfile, build_args, named_contexts=named,
-                          ssh=agents.sockets(), **run_flags)
+                          ssh=agents.sockets(), dockerfile_name=main.shown, **run_flags)
 
 
 def _run_build(ns: argparse.Namespace, store: Store, context: Path, dockerfile: Path,

@@ -102,3 +102,16 @@ def test_corrupt_tar_on_stdin_names_stdin(tmp_path: Path) -> None:
     assert r.rc != 0
     assert "stdin" in r.err and "Traceback" not in r.err
     assert_clean(root)
+
+
+def test_errors_in_a_dockerfile_from_stdin_name_it_dockerfile(tmp_path: Path) -> None:
+    root = new_store(tmp_path)
+    bad = b"FROM localhost/busybox:latest\nFORM x\n"
+    for args in (["-"], ["-f", "-", str(tmp_path)]):
+        r = run_script(args, root, stdin=bad)
+        assert r.rc == 1 and r.err.startswith("Dockerfile:2:1: unknown instruction: FORM"), r.err
+        assert str(root) not in r.err, "no temp path in the message"
+    failing = b"FROM localhost/busybox:latest\nRUN exit 4\n"
+    r = run_script(["--progress=plain", "-"], root, stdin=failing)
+    assert r.rc == 1 and "Dockerfile:2: RUN exit 4: exit code 4" in r.err
+    assert_clean(root)

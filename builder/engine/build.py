@@ -46,7 +46,7 @@ def run_build(opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResul
     changes and the build's temporary files are removed."""
     from ..syntax.parser import parse_file
 
-    df = parse_file(str(opts.dockerfile))
+    df = parse_file(str(opts.dockerfile), name=opts.dockerfile_name)
     try:
         return _build(df, opts, store, on_event)
     except DockerfileError as exc:

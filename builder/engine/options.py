@@ -63,6 +63,7 @@ class BuildOptions:
     # issue 15: named contexts (builder.inputs.prepare.NamedContext), ssh agent sockets by id,
     # RUN's extra /etc/hosts lines, /dev/shm size, rlimits, --annotation values as given
     named_contexts: tuple[NamedContext, ...] = ()
+    dockerfile_name: str | None = None    # how messages name a Dockerfile read from stdin / a remote context
     ssh: tuple[tuple[str, str], ...] = ()
     add_hosts: tuple[tuple[str, str], ...] = ()
     shm_size: int | None = None

@@ -27,11 +27,13 @@ from .urls import is_git_url, is_http_url, parse_git_url, redact
 
 @dataclass(frozen=True, slots=True)
 class MainInputs:
-    """The main context directory and the Dockerfile to read; ``git_commit`` for a git context."""
+    """The main context directory and the Dockerfile to read; ``git_commit`` for a git context;
+    ``shown`` names a Dockerfile that is not the user's file (stdin, fetched) in messages."""
 
     context: Path
     dockerfile: Path
     git_commit: str | None = None
+    shown: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,7 @@ class Inputs:
             ctx = self._new("stdin")
             df_path = self._new("df") / "Dockerfile"
             if not unpack_stream(self._read_stdin(), ctx, df_path, "stdin"):
-                return MainInputs(ctx, df_path)
+                return MainInputs(ctx, df_path, shown="Dockerfile")
             remote = True
         elif is_git_url(context):
             ctx, commit = self._git(context, "build context")
@@ -114,7 +116,7 @@ class Inputs:
         elif is_http_url(context):
             ctx, df = self._http(context, "build context")
             if df is not None:
-                return MainInputs(ctx, df)
+                return MainInputs(ctx, df, shown="Dockerfile")
             remote = True
         else:
             ctx = Path(context)
@@ -129,7 +131,7 @@ class Inputs:
                 raise UsageError(f"-f -: the Dockerfile on stdin is larger than {MAX_DOCKERFILE >> 20} MiB")
             df_path.parent.mkdir(parents=True)
             df_path.write_bytes(data)
-            return MainInputs(ctx, df_path, commit)
+            return MainInputs(ctx, df_path, commit, shown="Dockerfile")
         if file is None:
             df_path = ctx / "Dockerfile"
         elif remote and not Path(file).is_absolute():
@@ -138,7 +140,7 @@ class Inputs:
             df_path = Path(file)
         if remote and not df_path.is_file():
             raise UsageError(f"Dockerfile {file or 'Dockerfile'!r} not found in the build context {redact(context)}")
-        return MainInputs(ctx, df_path, commit)
+        return MainInputs(ctx, df_path, commit, shown=(file or "Dockerfile") if remote else None)
 
     # -- named contexts -----------------------------------------------------------------------
     def named(self, spec: str) -> NamedContext:

@@ -79,11 +79,13 @@ def parse_text(text: str, name: str = "Dockerfile") -> Dockerfile:
                       warnings=tuple(reader.warnings))
 
 
-def parse_file(path: str, *, cache: bool = True) -> Dockerfile:
+def parse_file(path: str, *, cache: bool = True, name: str | None = None) -> Dockerfile:
     """Read and parse the Dockerfile at ``path`` (UTF-8; invalid bytes are kept as
     surrogate escapes). Raises PybuildError naming the path when it cannot be read, and
     DockerfileError for bad content. With ``cache``, a text parsed before comes from the parse
-    cache (:mod:`builder.syntax.parsecache`) without running the grammar."""
+    cache (:mod:`builder.syntax.parsecache`) without running the grammar. ``name`` is what
+    messages call the file (default ``path``; a Dockerfile read from stdin or fetched into a
+    temp dir is shown by its name in the context)."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -92,9 +94,10 @@ def parse_file(path: str, *, cache: bool = True) -> Dockerfile:
     from . import parsecache
 
     text = data.decode("utf-8", "surrogateescape")
-    df = parsecache.load(text, path) if cache else None
+    shown = name or path
+    df = parsecache.load(text, shown) if cache else None
     if df is None:
-        df = parse_text(text, name=path)
+        df = parse_text(text, name=shown)
         if cache:
-            parsecache.save(text, path, df)
+            parsecache.save(text, shown, df)
     return df
