@@ -51,6 +51,12 @@ class _Blob:
     done: int = 0
 
 
+def _who(platform: str, stage_name: str) -> str:
+    """``linux/arm64 build`` (the platform only in a multi-platform build), ``stage`` unnamed."""
+    name = stage_name or "stage"
+    return f"{platform} {name}" if platform else name
+
+
 def fit(head: str, tail: str, width: int, *, style: str = "", tail_style: str = "") -> Text:
     """``head  tail`` in ``width`` cells: ``head`` is cut (with an ellipsis) so that ``tail``
     (a time, CACHED) always shows."""
@@ -84,7 +90,7 @@ class LiveRenderer:
         self.console = Console(file=out, highlight=False, markup=False, emoji=False, soft_wrap=False,
                                _environ=environ)
         self._lock = threading.Lock()
-        self._steps: dict[tuple[int, int], _Step] = {}
+        self._steps: dict[tuple[str, int, int], _Step] = {}
         self._blobs: dict[tuple[str, str], _Blob] = {}
         self._started = time.monotonic()
         self._count = 0
@@ -153,17 +159,17 @@ class LiveRenderer:
     def _handle(self, event: Event) -> None:
         now = time.monotonic()
         if isinstance(event, StepStarted):
-            label = f"[{event.stage_name or 'stage'} {event.stage}/{event.stages}]"
-            self._steps[event.stage, event.step] = _Step(label, event.text, now)
-        elif isinstance(event, StepOutput):
-            step = self._steps.get((event.stage, event.step))
+            label = f"[{_who(event.platform, event.stage_name)} {event.stage}/{event.stages}]"
+            self._steps[event.platform, event.stage, event.step] = _Step(label, event.text, now)
+        elif isinstance(event, StepOutput):  # stage numbers repeat per platform: the platform tells them apart
+            step = self._steps.get((event.platform, event.stage, event.step))
             if step is not None:
                 step.tail.append(event.line.decode("utf-8", "replace").rstrip().replace("\t", "    "))
         elif isinstance(event, StepFinished):
-            self._steps.pop((event.stage, event.step), None)
+            self._steps.pop((event.platform, event.stage, event.step), None)
             self._count += 1
             self._cached += event.cached
-            self._print(fit(f"[{event.stage_name or 'stage'} {event.stage}/{event.stages}] {event.text}",
+            self._print(fit(f"[{_who(event.platform, event.stage_name)} {event.stage}/{event.stages}] {event.text}",
                             "CACHED" if event.cached else f"{event.seconds:.1f}s", self.console.size.width,
                             tail_style="cyan" if event.cached else "green"))
             if event.miss_reason:

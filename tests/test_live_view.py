@@ -172,3 +172,25 @@ def test_plain_and_piped_runs_never_import_rich(tmp_path: Path) -> None:
                               capture_output=True, text=True, env={**os.environ, "PYBUILD_ROOT": str(tmp_path / "s")},
                               check=True)
         assert proc.stdout.split() == ["False", "False", "0"], (progress, proc.stdout, proc.stderr)
+
+
+@pytest.mark.root
+@pytest.mark.overlay
+def test_live_view_tells_platforms_apart(tmp_path: Path) -> None:
+    """Two platforms build the same stage at once (stage and step numbers repeat per platform):
+    each running step has its own line, labelled with its platform."""
+    store = busybox_store(tmp_path)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM --platform=$BUILDPLATFORM {BASE_TAG} AS tool\nARG TARGETARCH\n"
+        "RUN echo for-$TARGETARCH; sleep 3; echo done > /out\n"
+        "FROM scratch\nCOPY --from=tool /out /out\n")
+    cmd = f"{PYBUILD} --jobs 2 --platform linux/amd64,linux/s390x {ctx}"
+    with terminal(tmp_path, cmd, _env(store)) as screen:
+        running = screen.wait_for("both platforms' RUN at once",
+                                  lambda s: "for-amd64" in s and "for-s390x" in s and "EXIT=" not in s)
+        assert "[linux/amd64 tool 1/2] RUN" in running and "[linux/s390x tool 1/2] RUN" in running, running
+        final = screen.wait_for("the end", lambda s: "EXIT=" in s)
+    assert "EXIT=0" in final, final
+    assert re.search(r"^\[linux/s390x stage 2/2\] COPY --from=tool /out /out  \d+\.\ds$", final, re.M), final
