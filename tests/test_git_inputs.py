@@ -251,3 +251,19 @@ def test_add_git_fetches_submodules(tmp_path: Path) -> None:
     assert (out / "src" / "top").read_text() == "superproject\n"
     assert (out / "src" / "vendor" / "lib" / "libfile").read_text() == "from the submodule\n"
     assert not (out / "src" / "vendor" / "lib" / ".git").exists()
+
+
+def test_add_git_in_a_two_platform_build(tmp_path: Path, repos: tuple[Path, list[str]]) -> None:
+    """Both platforms' stages ask for the same git source (at once when they run in parallel):
+    it is fetched once and both images hold the tree."""
+    base, _ = repos
+    root = new_store(tmp_path)
+    with git_daemon(base) as url:
+        ctx = make_context(tmp_path / "ctx", f"FROM scratch\nADD {url}/app.git#v1 /src\n")
+        oci = tmp_path / "oci"
+        build(ctx, root, "--platform", "linux/amd64,linux/arm64", "--output", f"type=oci,dest={oci},tar=false").ok()
+    for plat in ("linux/amd64", "linux/arm64"):
+        img = read_layout(oci, platform=plat)
+        check_invariants(img)
+        assert "src/README" in {m.name for layer in img.layers for m in layer}
+    assert_clean(root)

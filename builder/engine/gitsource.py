@@ -29,9 +29,7 @@ def git_checkout(session: Any, url: str, *, keep_git_dir: bool, checksum: str | 
     by the engine) when the fetch fails, the checksum differs or the sub-directory is missing."""
     from dataclasses import replace
 
-    from ..inputs.git import fetch_git
     from ..inputs.urls import parse_git_url
-    from .context import CopyError
 
     spec = parse_git_url(url)
     if checksum:
@@ -39,16 +37,21 @@ def git_checkout(session: Any, url: str, *, keep_git_dir: bool, checksum: str | 
     keep = spec.keep_git_dir if spec.keep_git_dir is not None else keep_git_dir
     memo: dict[tuple[str, bool, str | None], GitCheckout] = session.git_checkouts
     key = (url, keep, spec.checksum)
-    if key in memo:
+    with session.key_lock(f"git\0{url}\0{keep}\0{spec.checksum}"):  # stages of several platforms at once
+        if key not in memo:
+            memo[key] = _fetch(session, spec, keep)
         return memo[key]
+
+
+def _fetch(session: Any, spec: Any, keep: bool) -> GitCheckout:
     import tempfile
 
-    # a fresh name: ADDs of stages running concurrently fetch side by side (fetch_git makes it)
-    dest = Path(tempfile.mkdtemp(prefix="git-", dir=session.tmp)) / "src"
+    from ..inputs.git import GitError, fetch_git
+    from .context import CopyError
+
+    dest = Path(tempfile.mkdtemp(prefix="git-", dir=session.tmp)) / "tree"
     ssh = dict(session.opts.ssh).get("default")
     mtime = spec.mtime or ("commit" if session.opts.source_date_epoch is not None else "checkout")
-    from ..inputs.git import GitError
-
     try:
         co = fetch_git(spec, dest, keep_git_dir=keep, ssh_sock=ssh, mtime=mtime)
     except GitError as exc:  # located at the ADD by the engine
@@ -56,5 +59,4 @@ def git_checkout(session: Any, url: str, *, keep_git_dir: bool, checksum: str | 
     path = co.top / spec.subdir if spec.subdir else co.top
     if not path.is_dir() or path.is_symlink():
         raise CopyError(f"ADD {spec.shown}: sub-directory {spec.subdir!r} not found in the repository")
-    memo[key] = GitCheckout(path=path, commit=co.commit, subdir=spec.subdir, keep_git_dir=keep)
-    return memo[key]
+    return GitCheckout(path=path, commit=co.commit, subdir=spec.subdir, keep_git_dir=keep)
