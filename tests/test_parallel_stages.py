@@ -121,3 +121,16 @@ def test_locked_cache_mount_is_used_by_one_stage_at_a_time(tmp_path: Path) -> No
     assert sorted((mount / "users").read_text().split()) == ["a", "b", "c"]
     assert not (mount / "overlapped").exists()
     assert_clean(root)
+
+
+def test_a_build_platform_stage_shared_by_two_targets_runs_once(tmp_path: Path) -> None:
+    """Both target platforms need the same native stage: built concurrently, its RUN runs once
+    and the other platform's identical step takes the result from the cache."""
+    root = new_store(tmp_path)
+    df = (f"FROM --platform=$BUILDPLATFORM {BASE_TAG} AS gen\nRUN echo generating && sleep 1 && echo gen > /g\n"
+          "FROM scratch\nCOPY --from=gen /g /g\n")
+    r = build(make_context(tmp_path / "ctx", df), root, "--jobs", "2", "--platform", "linux/amd64,linux/s390x",
+              tag=None).ok()
+    assert r.err.count("| generating") == 1, r.err
+    runs = [line for line in r.err.splitlines() if "] RUN echo generating" in line]
+    assert len(runs) == 2 and sum(line.endswith("CACHED") for line in runs) == 1, runs

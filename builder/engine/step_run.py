@@ -81,10 +81,19 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
         note_used(session, step)
     inputs = _context_bind_inputs(session, step)
     key = step_key(state.cache_key, "RUN", run_meaning(step, session), inputs)
-    hit = cache_lookup(session, key) if use_cache else MISS
-    if not isinstance(hit, CacheMiss):
-        return commit_step(session, state, step, hit, key), True
+    if not use_cache:
+        return _run_step(session, state, step, key, stage_no, step_no), False
+    # the same step in two stages at once (a FROM --platform=$BUILDPLATFORM stage of every
+    # target platform): the second waits for the first and takes its result from the cache
+    with session.key_lock("run\0" + key):
+        hit = cache_lookup(session, key)
+        if not isinstance(hit, CacheMiss):
+            return commit_step(session, state, step, hit, key), True
+        return _run_step(session, state, step, key, stage_no, step_no), False
 
+
+def _run_step(session: Any, state: ImageState, step: Any, key: str, stage_no: int, step_no: int) -> ImageState:
+    """Run the step (a cache miss), record its outcome under ``key``; the new state."""
     check_emulation(session, state, step)
     import tempfile
 
@@ -97,7 +106,7 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
         layer = _execute(session, state, step, upper, work, workspace, stage_no, step_no)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
-    return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
+    return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key)
 
 
 def check_emulation(session: Any, state: ImageState, step: Any) -> None:
