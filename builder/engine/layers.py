@@ -163,7 +163,7 @@ def materialize(session: Any, layer: LayerRef) -> LayerRef:
     """``layer`` with a blob: itself when it has one; else the blob is made from its snapshot
     (the overlay-format directory, walked as a RUN's upper dir is: same entries, same tar) in
     the build's compression, its diff_id checked against the recorded one (or the blob
-    :func:`materialize_soon` started is waited for). :func:`record_blobs` later rewrites the
+    :func:`store_layer_soon` started is waited for). :func:`record_blobs` later rewrites the
     build's cache records to name it. Raises StoreError when the snapshot is gone or no longer
     gives the same tar. Thread-safe (stages may run in threads): two callers of one layer may
     both make the blob, which is content-addressed: the same bytes land once."""
@@ -180,17 +180,51 @@ def materialize(session: Any, layer: LayerRef) -> LayerRef:
     return done
 
 
-def materialize_soon(session: Any, layer: LayerRef) -> None:
-    """Start making ``layer``'s blob on the build's one background worker (a RUN layer of the
-    target image: its blob is certainly needed, and making it overlaps the next steps). Its
-    outcome, or error, is collected by :func:`materialize`; the session's ``close`` waits for
-    a running job."""
-    if layer.digest is not None:
-        return
+_PENDING_LIMIT = 4  # layers whose blob is still being finished (each holds a few MiB of buffers)
+
+
+def store_layer_soon(session: Any, entries: Iterable[Any]) -> LayerRef:
+    """:func:`store_layer` whose end runs in the background: returns a lazy LayerRef (its
+    diff_id) once every member is framed, hashed and read, while a helper thread still
+    compresses and writes the blob; the build's background worker then commits it (fsync,
+    rename) and :func:`materialize` collects it. Once this returns no source file is read
+    again (a RUN's upper dir may be adopted as the snapshot). At most ``_PENDING_LIMIT`` are
+    pending: a further one waits for the oldest."""
+    import sys
+
+    from ..layer.tar import write_layer_detached
+
     with session.lock:
-        if layer.diff_id in session.materialized or layer.diff_id in session.blob_jobs:
-            return
-        session.blob_jobs[layer.diff_id] = session.blob_executor().submit(_make_blob, session, layer)
+        pending = list(session.blob_jobs.values())
+    if len(pending) >= _PENDING_LIMIT:
+        pending[0].result()
+    opts = session.opts
+    ingest = session.store.blobs.ingest()
+    w = ingest.__enter__()
+    try:
+        diff_id, finish = write_layer_detached(entries, w, compression=opts.compression, level=opts.compression_level,
+                                               mtime_clamp=opts.source_date_epoch)
+    except BaseException:
+        if not ingest.__exit__(*sys.exc_info()):
+            raise
+        raise
+
+    def complete() -> LayerRef:
+        try:
+            info = finish()
+        except BaseException:
+            ingest.__exit__(*sys.exc_info())  # the temporary blob is removed
+            raise
+        ingest.__exit__(None, None, None)     # verified, fsynced, renamed into place
+        return _layer_ref(info)
+
+    layer = LayerRef(digest=None, diff_id=Digest.parse(str(diff_id)), size=0, media_type="")
+    with session.lock:
+        if layer.diff_id not in session.blob_jobs and layer.diff_id not in session.materialized:
+            session.blob_jobs[layer.diff_id] = session.blob_executor().submit(complete)
+            return layer
+    complete()  # the same layer is already on its way: finish this copy here (same bytes)
+    return layer
 
 
 def record_blobs(session: Any) -> None:

@@ -75,10 +75,10 @@ class BuildSession:
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        """Wait for a layer blob being made in the background (pending ones are dropped), then
+        """Wait for the layer blobs being finished in the background, then
         remove the build's temp directory (mounts are released by their owners first)."""
         if self.blob_worker is not None:
-            self.blob_worker.shutdown(wait=True, cancel_futures=True)
+            self.blob_worker.shutdown(wait=True)  # pending blobs are finished (their data is read)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def key_lock(self, key: str) -> threading.Lock:

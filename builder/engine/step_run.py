@@ -223,23 +223,30 @@ def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: 
     if not entries:
         return None
     mapped = getattr(result, "userxattr", False) or getattr(result, "uidmap", ()) or getattr(result, "gidmap", ())
-    if (session.lazy_layers or session.background_blobs) and not mapped:
+    if session.lazy_layers and not mapped:
         # lazy: the upper dir becomes the snapshot, the tar is only hashed (its diff_id); the
-        # blob is made from the snapshot if an output ever needs it, or at once by the
-        # background worker for a layer of the target image. A rootless run's upper holds host
-        # ids, so its layer is written now instead.
-        from .layers import hash_only, materialize_soon
+        # blob is made from the snapshot if an output ever needs it. A rootless run's upper
+        # holds host ids, so its layer is written now instead.
+        from .layers import hash_only
 
         layer = hash_only(session, entries)
         try:
             session.snapshots.adopt(layer.diff_id, upper)
+            return layer
         except Exception:
             if not upper.is_dir():  # moved, then failed: the snapshot store has it or nothing does
                 raise
-        else:
-            if not session.lazy_layers:
-                materialize_soon(session, layer)
-            return layer
+    if session.background_blobs and not mapped:
+        # a layer of the target image: the tar is framed and hashed now, its compression, write
+        # and commit finish in the background while the next steps run
+        from .layers import materialize, store_layer_soon
+
+        layer = store_layer_soon(session, entries)
+        try:
+            session.snapshots.adopt(layer.diff_id, upper)
+        except Exception:
+            return materialize(session, layer)  # the snapshot is made again from the blob
+        return layer
     layer = store_layer(session, entries)
     try:
         session.snapshots.adopt(layer.diff_id, upper)

@@ -475,9 +475,28 @@ def write_records(records: Iterable[Record], out: BinaryIO, *, compression: str 
     that frame members themselves (the streamed COPY). ``compression``, ``level``, ``tee`` and
     ``out`` as for :func:`write_layer`; a source file that is shorter than its record's size or
     unreadable raises LayerError."""
+    return write_records_detached(records, out, compression=compression, level=level, tee=tee)[1]()
+
+
+def write_layer_detached(entries: Iterable[Entry], out: BinaryIO, *, compression: str = GZIP,
+                         mtime_clamp: int | None = None,
+                         level: int | None = None) -> tuple[Digest, Callable[[], LayerInfo]]:
+    """:func:`write_layer` in two halves: returns as soon as every member is framed and read
+    (the tar's digest, the diff_id, is then known and no source file is read any more) with a
+    ``finish()`` that waits for the helper thread to compress and write the rest to ``out``
+    and returns the LayerInfo (or raises its error). Call ``finish()`` exactly once, from any
+    thread; until then ``out`` is being written."""
+    return write_records_detached(entry_records(_order(entries), mtime_clamp), out, compression=compression,
+                                  level=level)
+
+
+def write_records_detached(records: Iterable[Record], out: BinaryIO, *, compression: str = GZIP,
+                           level: int | None = None,
+                           tee: BinaryIO | None = None) -> tuple[Digest, Callable[[], LayerInfo]]:
+    """:func:`write_records` in two halves, as :func:`write_layer_detached`."""
     media_type = media_type_for(compression)
     sink = _Sink(out, compression, level, tee)
-    ok = False
+    produced = False
     try:
         buf = sink.take()
         mv = memoryview(buf)
@@ -553,11 +572,15 @@ def write_records(records: Iterable[Record], out: BinaryIO, *, compression: str 
         pos += len(_ZERO_BLOCKS)
         mv.release()
         sink.give(buf, pos)
-        sink.finish()
-        ok = True
+        produced = True
     finally:
-        if not ok:
+        if not produced:
             sink.abort()
-    return LayerInfo(digest=Digest("sha256", sink.blob_hexdigest()),
-                     diff_id=Digest("sha256", sink.diff.hexdigest()),
-                     size=sink.size, media_type=media_type, compression=compression)
+    diff_id = Digest("sha256", sink.diff.hexdigest())
+
+    def finish() -> LayerInfo:
+        sink.finish()
+        return LayerInfo(digest=Digest("sha256", sink.blob_hexdigest()), diff_id=diff_id,
+                         size=sink.size, media_type=media_type, compression=compression)
+
+    return diff_id, finish
