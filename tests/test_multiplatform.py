@@ -8,6 +8,7 @@ by skopeo and umoci.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import tarfile
@@ -258,3 +259,27 @@ def test_base_index_and_automatic_args_agree(tmp_path: Path) -> None:
         assert _file(img, "tool-busybox")[18] == 62  # e_machine EM_X86_64
         # the final stage's base is the target's: its busybox matches the platform
         assert _file(img, "bin/busybox")[18] == (62 if plat == "linux/amd64" else 0xb7)
+
+
+@pytest.mark.registry
+@pytest.mark.interop
+def test_push_of_an_index_recompresses_each_platform(tmp_path: Path, registry) -> None:  # noqa: F811
+    root = multi_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", "FROM localhost/busybox-multi:latest\nARG TARGETARCH\n"
+                                         "COPY f /f-$TARGETARCH\n", {"f": "x"})
+    build(ctx, root, "--platform", PLATFORMS, tag="localhost/z:1").ok()
+    name = f"{registry.host}/multi/z:zstd"
+    pushed = pybuild(["push", "--compression", "zstd", "localhost/z:1", name], root).ok().out.strip()
+    text = _run("skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{name}")
+    assert pushed == "sha256:" + hashlib.sha256(text.encode()).hexdigest()  # the index as pushed
+    raw = json.loads(text)
+    assert pushed != tag_digest(root, "localhost/z:1")  # new child manifests, so a new index
+    assert _index_platforms(raw) == ["linux/amd64", "linux/arm64"]
+    for entry in raw["manifests"]:
+        man = json.loads(_run("skopeo", "inspect", "--raw", "--tls-verify=false",
+                              f"docker://{registry.host}/multi/z@{entry['digest']}"))
+        assert {layer["mediaType"] for layer in man["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    # the store's own index is untouched (gzip); the pushed one pulls back per platform
+    fresh = tmp_path / "fresh"
+    arm = pybuild(["pull", "--platform", "linux/arm64", name], fresh).ok().out.strip()
+    assert arm == raw["manifests"][1]["digest"]
