@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import DockerfileError, StepFailed
 from .cachekey import step_key
 from .events import StepOutput
-from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, store_layer
+from .layers import CacheMiss, cache_lookup, cache_store, commit_step, store_layer
 from .state import ImageState
 
 PROXY_VARS = frozenset(n for v in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
