@@ -116,6 +116,11 @@ def _cmd_build(ns: argparse.Namespace) -> int:
                          shm_size=parse_shm_size(ns.shm_size) if ns.shm_size else None)
         for value in ns.annotation:
             parse_annotation(value)  # bad syntax is a usage error before anything is fetched
+    if any(v is not None for v in (ns.memory, ns.memory_swap, ns.pids_limit, ns.cpu_shares, ns.cpuset_cpus)):
+        from .engine.limits import parse_limits  # (without flags RUN gets the defaults)
+
+        run_flags["limits"] = parse_limits(memory=ns.memory, memory_swap=ns.memory_swap, pids=ns.pids_limit,
+                                           cpu_shares=ns.cpu_shares, cpuset_cpus=ns.cpuset_cpus)
     store = _store(ns)
     local = (ns.context != "-" and ns.file != "-" and not ns.build_context and not ns.ssh
              and "://" not in ns.context and "@" not in ns.context and not ns.context.startswith("github.com/"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from runutil import build, make_context, new_store, pybuild
+from test_sandbox import rootfs  # noqa: F401  (the busybox root of the sandbox tests)
 
 from builder.sandbox.cgroups import detect, human, layout
 
@@ -156,3 +157,25 @@ def test_detect_this_host() -> None:
 
 def test_human_sizes() -> None:
     assert [human(n) for n in (256 << 20, 1 << 30, 1536 << 10, 1000)] == ["256MiB", "1GiB", "1536KiB", "1000B"]
+
+
+@pytest.mark.root
+@pytest.mark.overlay
+def test_default_limits_are_skipped_when_the_host_refuses_a_cgroup(rootfs: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defaults never break a RUN (a v2 host that will not delegate, a read-only cgroupfs);
+    limits the user asked for do: HostError naming cgroups."""
+    from builder.errors import HostError
+    from builder.sandbox import cgroups
+    from builder.sandbox.spec import ResourceLimits
+    from test_sandbox import Step
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setattr(cgroups, "_layout", cgroups.Layout("v1", {"pids": blocker}))
+    (tmp_path / "steps").mkdir()
+    step = Step(rootfs, tmp_path / "steps")
+    r = step.sh("echo ok", limits=ResourceLimits(pids=100))
+    assert r.exit_code == 0 and step.out == "ok\n"
+    with pytest.raises(HostError, match="cgroups"):
+        step.sh("echo ok", limits=ResourceLimits(pids=100, explicit=True))

@@ -314,6 +314,17 @@ class StepCgroup:
                 except (OSError, ValueError):
                     pass
 
+    def abandon(self) -> None:
+        """Give the cgroups up without killing anything (an attach failed): empty ones are
+        removed, the others are left to :func:`sweep`; limits no longer apply."""
+        self._stop.set()
+        for key, d in list(self.dirs.items()):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+            del self.dirs[key]
+
     def close(self) -> None:
         """Stop watching, kill what is left and remove the directories (retrying while the
         kernel finishes tearing down exited tasks)."""

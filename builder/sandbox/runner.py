@@ -331,13 +331,22 @@ def _supervise(spec: ProcessSpec, cfg: dict, tmp: Path, cancel: threading.Event 
     if cgroup is not None:
         try:
             cgroup.attach(proc.pid)
+        except HostError:
+            if cgroup.limits.explicit:
+                _kill(proc.pid)
+                proc.wait()
+                for fd in (cfg_w, st_r, go_w):
+                    os.close(fd)
+                raise
+            cgroup.abandon()  # defaults only: run without them
         except BaseException:
             _kill(proc.pid)
             proc.wait()
             for fd in (cfg_w, st_r, go_w):
                 os.close(fd)
             raise
-        cgroup.watch(cgroup.kill_all)
+        else:
+            cgroup.watch(cgroup.kill_all)
     status["cancelled"] = False
     pid1 = _Pid1()
     feeder: threading.Thread | None = None
@@ -493,7 +502,12 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     cgroup = cgroups.for_limits(spec.limits)
     if cgroup is not None:
         _sweep_cgroups()
-        cgroup.create()
+        try:
+            cgroup.create()
+        except HostError:
+            if spec.limits is not None and spec.limits.explicit:
+                raise
+            cgroup = None  # only defaults were asked for: a host that refuses runs without them
     tmp = Path(tempfile.mkdtemp(prefix=f"pbsb-{os.getpid()}-", dir=temp_base()))
     copy_state = None
     status: dict = {}
