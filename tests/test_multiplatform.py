@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from multiarch import (NO_HANDLER_PLATFORM, PLATFORMS, assert_no_handler, ensure_aarch64_handler,
+from multiarch import (MULTI_TAG as MULTI, NO_HANDLER_PLATFORM, PLATFORMS, assert_no_handler, ensure_aarch64_handler,
                        multi_store)
 from ocireader import check_invariants, flatten, read_layout
 from registry_fixture import registry  # noqa: F401  (fixture)
@@ -283,3 +283,28 @@ def test_push_of_an_index_recompresses_each_platform(tmp_path: Path, registry) -
     fresh = tmp_path / "fresh"
     arm = pybuild(["pull", "--platform", "linux/arm64", name], fresh).ok().out.strip()
     assert arm == raw["manifests"][1]["digest"]
+
+
+@pytest.mark.registry
+def test_base_index_from_a_registry_and_an_oci_layout(tmp_path: Path, registry) -> None:  # noqa: F811
+    """FROM an index that is not in the store: from a registry and from an OCI layout, each
+    platform's build starts from that platform's manifest."""
+    root = multi_store(tmp_path)
+    layout = tmp_path / "layout"
+    base = f"{registry.host}/multi/base:1"
+    build(make_context(tmp_path / "b", f"FROM {MULTI}\n"), root, "--platform", PLATFORMS, "--push",
+          "--output", f"type=oci,dest={layout},tar=false", tag=base).ok()
+    for source in (base, f"oci-layout://{layout}:1"):
+        fresh = tmp_path / f"fresh-{len(source)}"
+        out = tmp_path / f"out-{len(source)}"
+        ctx = make_context(tmp_path / f"c-{len(source)}", f"FROM {source}\nARG TARGETARCH\nCOPY f /f-$TARGETARCH\n",
+                           {"f": "x"})
+        build(ctx, fresh, "--platform", "linux/arm64,linux/amd64", "--output", f"type=local,dest={out}",
+              tag=None).ok()
+        for plat, machine in (("linux_arm64", 0xb7), ("linux_amd64", 62)):
+            assert (out / plat / "bin" / "busybox").read_bytes()[18] == machine, (source, plat)
+            assert (out / plat / f"f-{plat.split('_')[1]}").read_text() == "x"
+    # a platform the index lacks is an error naming the image and the platforms it has
+    r = build(make_context(tmp_path / "bad", f"FROM {base}\n"), tmp_path / "fresh-bad", "--platform", "linux/s390x")
+    assert r.rc != 0 and "Traceback" not in r.err
+    assert "linux/s390x" in r.err and "linux/amd64" in r.err and "linux/arm64" in r.err, r.err
