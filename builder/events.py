@@ -76,7 +76,11 @@ class BlobProgress:
     """Bytes of one blob moving: ``action`` is ``pull``, ``push``, ``export`` or ``copy``.
     Sent when the copy starts (``done`` 0), as it goes (at most about 100 times per blob) and
     when it ends (``done == total``, ``finished`` True). ``skipped``: the destination already
-    had the blob, nothing was sent."""
+    had the blob, nothing was sent.
+
+    ``action`` ``layer``: a large layer being written by a step (COPY, ADD, RUN) — ``digest``
+    is then a name for it (``layer-N``, the digest is not known yet), ``total`` 0 until the
+    finished report; layers under 8 MiB send none."""
 
     action: str
     digest: str

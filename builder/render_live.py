@@ -57,6 +57,13 @@ def _who(platform: str, stage_name: str) -> str:
     return f"{platform} {name}" if platform else name
 
 
+def _blob_label(action: str, digest: str) -> str:
+    """``push 3f2a9c1b0d4e`` (a digest's first 12 hex digits); a layer being written has no
+    digest yet: ``layer``."""
+    hexpart = digest.partition(":")[2]
+    return f"{action} {hexpart[:12]}" if hexpart else action
+
+
 def fit(head: str, tail: str, width: int, *, style: str = "", tail_style: str = "") -> Text:
     """``head  tail`` in ``width`` cells: ``head`` is cut (with an ellipsis) so that ``tail``
     (a time, CACHED) always shows."""
@@ -191,13 +198,13 @@ class LiveRenderer:
         if not event.finished:
             return
         del self._blobs[key]
-        short = event.digest.partition(":")[2][:12]
+        what = _blob_label(event.action, event.digest)
         if event.skipped:
-            self._print(Text(f"{event.action} {short}  exists", style="dim"))
+            self._print(Text(f"{what}  exists", style="dim"))
             return
         self._moved[event.action] = self._moved.get(event.action, 0) + event.total
         took = max(now - blob.started, 1e-3)
-        self._print(Text(f"{event.action} {short}  {human_bytes(event.total)}  {took:.1f}s"))
+        self._print(Text(f"{what}  {human_bytes(event.total)}  {took:.1f}s"))
 
     # -- drawing ------------------------------------------------------------------------------
     def _render(self) -> RenderableType:
@@ -227,10 +234,13 @@ class LiveRenderer:
         table.add_column(no_wrap=True, justify="right")
         for blob in self._blobs.values():
             speed = blob.done / max(now - blob.started, 1e-3)
+            size = f"{human_bytes(blob.done)}/{human_bytes(blob.total)}" if blob.total else human_bytes(blob.done)
             table.add_row(
-                Text(f"{blob.action} {blob.digest.partition(':')[2][:12]}"),
-                ProgressBar(total=max(blob.total, 1), completed=blob.done),
-                Text(f"{human_bytes(blob.done)}/{human_bytes(blob.total)}  {human_bytes(speed)}/s"),
+                Text(_blob_label(blob.action, blob.digest)),
+                # a layer being written does not know its size yet: a pulsing bar
+                ProgressBar(total=blob.total or None, completed=blob.done, pulse=not blob.total,
+                            animation_time=now),
+                Text(f"{size}  {human_bytes(speed)}/s"),
             )
         return table
 

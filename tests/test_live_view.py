@@ -194,3 +194,19 @@ def test_live_view_tells_platforms_apart(tmp_path: Path) -> None:
         final = screen.wait_for("the end", lambda s: "EXIT=" in s)
     assert "EXIT=0" in final, final
     assert re.search(r"^\[linux/s390x stage 2/2\] COPY --from=tool /out /out  \d+\.\ds$", final, re.M), final
+
+
+@pytest.mark.root
+def test_large_copy_reports_its_layer_bytes(tmp_path: Path) -> None:
+    """A layer past 8 MiB shows a byte bar while it is written; it collapses to one line."""
+    store = busybox_store(tmp_path)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "big.bin").write_bytes(os.urandom(20 << 20))  # random: compresses to about its size
+    (ctx / "Dockerfile").write_text(f"FROM {BASE_TAG}\nCOPY big.bin /big.bin\n")
+    with terminal(tmp_path, f"{PYBUILD} -t big {ctx}", _env(store)) as screen:
+        final = screen.wait_for("the end", lambda s: "EXIT=" in s)
+    lines = _lines(final)
+    assert "EXIT=0" in lines, final
+    assert any(re.fullmatch(r"layer  2\d\.\dMB  \d+\.\ds", line) for line in lines), final
+    assert re.search(r"^built in \d+\.\ds: 2 steps, 0 cached; layer 2\d\.\dMB$", final, re.M), final

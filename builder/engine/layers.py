@@ -14,10 +14,12 @@ blob digests, so they are the same whichever way a layer was made.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ..digest import Digest
+from ..events import BlobProgress
 from .state import LayerRef
 
 
@@ -69,12 +71,49 @@ def hash_only(session: Any, entries: Iterable[Any]) -> LayerRef:
     return LayerRef(digest=None, diff_id=Digest.parse(str(info.diff_id)), size=0, media_type="")
 
 
+LAYER_PROGRESS_FROM = 8 << 20   # a layer reports its bytes once it is this large
+LAYER_PROGRESS_EVERY = 4 << 20
+
+
+class _Reporting:
+    """The layer writer's output, forwarded (every attribute) to ``inner``; the bytes written
+    are reported as ``BlobProgress`` (action ``layer``, total 0: not known before the end) once
+    the layer passes :data:`LAYER_PROGRESS_FROM`, then every :data:`LAYER_PROGRESS_EVERY`;
+    :meth:`finish` sends the last report. Small layers send nothing."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, inner: Any, emit: Callable[[BlobProgress], None]) -> None:
+        self._inner = inner
+        self._emit = emit
+        self._id = f"layer-{next(self._ids)}"
+        self.done = 0
+        self._next = LAYER_PROGRESS_FROM
+
+    def write(self, data: Any) -> Any:
+        n = self._inner.write(data)
+        self.done += len(data)
+        if self.done >= self._next:
+            self._next = self.done + LAYER_PROGRESS_EVERY
+            self._emit(BlobProgress("layer", self._id, "", self.done, 0))
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def finish(self) -> None:
+        if self._next > LAYER_PROGRESS_FROM:  # reported at least once
+            self._emit(BlobProgress("layer", self._id, "", self.done, self.done, finished=True))
+
+
 def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool, lazy: bool = False) -> LayerRef:
     """Run ``write(blob_writer, tee)`` into a new store blob (tee None unless ``unpack``); with
     ``lazy``, into nothing, the tee being the only output (StoreError if it fails)."""
     if not unpack:
         with session.store.blobs.ingest() as w:
-            info = write(w, None)
+            out = _Reporting(w, session.emit)
+            info = write(out, None)
+        out.finish()
         return _layer_ref(info)
     import os
     import shutil
@@ -108,10 +147,13 @@ def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool, lazy: b
     thread.start()
     try:
         if lazy:
-            info = write(_Discard(), writer)
+            out = _Reporting(_Discard(), session.emit)
+            info = write(out, writer)
         else:
             with session.store.blobs.ingest() as w:
-                info = write(w, writer)
+                out = _Reporting(w, session.emit)
+                info = write(out, writer)
+        out.finish()
     finally:
         writer.close()
         thread.join()
