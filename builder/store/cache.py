@@ -25,6 +25,7 @@ class CacheStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root / "cache" / "records"
+        self._tmp = root / "tmp"  # temp files of record writes (same file system; swept by PID)
 
     def _path(self, key: str) -> Path:
         return self.root / (key.split(":", 1)[-1] + ".json")
@@ -42,7 +43,7 @@ class CacheStore:
         body = json.dumps({"key": record.key, "layer": record.layer, "extra": record.extra},
                           sort_keys=True).encode()
         self.root.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(self._path(record.key), body, self.root, durable=False)
+        write_file_atomic(self._path(record.key), body, self._tmp, durable=False)
 
     def records(self) -> Iterator[CacheRecord]:
         if not self.root.is_dir():

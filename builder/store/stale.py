@@ -57,13 +57,13 @@ UNOWNED_AGE = 3600.0  # a temp entry without a PID in its name is stale only whe
 
 def _temp_dirs(root: Path) -> list[tuple[Path, str | None]]:
     """(directory, prefix its temp entries have; None: every entry is temporary)."""
-    return [(root / "tmp", None), (root / "snapshots", "tmp-"), (root / "cache" / "records", "w-"),
-            (root / "cache" / "filehash", "w-"), (root / "cache" / "mounts", "seed-")]
+    return [(root / "tmp", None), (root / "snapshots", "tmp-"), (root / "cache" / "filehash", "w-"),
+            (root / "cache" / "mounts", "seed-")]  # (cache records write their temps in tmp/)
 
 
 def stale_entries(root: Path, *, unowned_age: float = UNOWNED_AGE) -> Iterator[StaleEntry]:
     """Temp entries of dead processes (``root/tmp/*``, ``root/snapshots/tmp-*``, half-written
-    ``w-*`` files beside cache records) and every mount below the store whose owning entry is
+    ``w-*`` hash memos, ``seed-*`` cache-mount copies) and every mount below the store whose owning entry is
     stale or that no live entry owns. An entry without a PID counts once ``unowned_age`` old."""
     import time
 
