@@ -105,7 +105,7 @@ def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> Buil
         for span, text in pb.graph.warnings:
             where = f"{opts.dockerfile.name}:{span.line}: " if span is not None else ""
             session.warn_once(where + text)
-    from . import remotecache  # --cache-from / --cache-to (issue 6)
+    remotecache = _cache_module(opts)  # --cache-from / --cache-to (issue 6)
     from .context import close_hash_memo, memo_path, open_hash_memo
 
     open_hash_memo(memo_path(store.root, opts.context), [opts.context])
@@ -205,6 +205,51 @@ def _lazy_stage(in_image: bool) -> bool:
     return not in_image
 
 
+class _NoCaches:
+    """Stands in for :mod:`builder.engine.remotecache` in a build without ``--cache-from`` or
+    ``--cache-to``, so that such a build (a fully cached rebuild above all) does not load it."""
+
+    @staticmethod
+    def export_specs(opts: BuildOptions) -> list[Any]:
+        return []
+
+    @staticmethod
+    def import_caches(session: Any, platform: Any) -> list[Any]:
+        return []
+
+    @staticmethod
+    def inline_records(*args: Any) -> None:
+        return None
+
+    @staticmethod
+    def with_inline_cache(state: ImageState, records: None) -> ImageState:
+        from .state import INLINE_FIELD
+
+        if not any(k == INLINE_FIELD for k, _ in state.extra):
+            return state
+        from .remotecache import with_inline_cache  # a base image's inline cache is dropped
+
+        return with_inline_cache(state, None)
+
+    @staticmethod
+    def export_caches(*args: Any) -> None:
+        return None
+
+    @staticmethod
+    def close_caches(caches: list[Any]) -> None:
+        return None
+
+
+def _cache_module(opts: BuildOptions) -> Any:
+    """:mod:`builder.engine.remotecache`, or :class:`_NoCaches` when no cache is imported or
+    exported."""
+    if not opts.cache_from and not opts.cache_to:
+        return _NoCaches
+    from . import remotecache
+
+    return remotecache
+
+
 def _background_blobs() -> bool:
     """Whether a RUN layer of the target image gets its blob from the background worker
     (snapshot and diff_id first, the blob overlapping the next steps): as root, unless
@@ -225,16 +270,17 @@ def _preflight_emulation(pb: PlatformBuild, opts: BuildOptions) -> None:
     """Fail before any step runs when a needed stage of a foreign platform has a RUN that no
     binfmt_misc handler could run (handlers needing their interpreter inside the image are
     given the benefit of the doubt here; the step checks again with the image at hand)."""
-    from ..errors import HostError
     from ..platform import host_platform
-    from ..sandbox.binfmt import emulation_error, emulation_problem
 
     host = host_platform()
     for idx in pb.graph.needed:
         stage = pb.graph.stages[idx]
         run = next((i for i in stage.instructions if getattr(i, "kind", "") == "RUN"), None)
-        if run is None:
-            continue
+        if run is None or stage.platform.architecture == host.architecture:
+            continue  # (a host-architecture RUN needs no emulation: binfmt is not even loaded)
+        from ..errors import HostError
+        from ..sandbox.binfmt import emulation_error, emulation_problem
+
         problem = emulation_problem(stage.platform.architecture, host.architecture, exists_in_root=lambda _p: True)
         if problem is not None:
             text = " ".join(run.node.original.split())
@@ -275,11 +321,11 @@ def _build_stage(session: BuildSession, pb: PlatformBuild, df: Any, idx: int, nu
 def _write_platform_image(session: BuildSession, pb: PlatformBuild, cache_exports: list[Any]) -> tuple[Any, ImageState]:
     """Write ``pb``'s target image (inline cache records and ``--label`` applied) into the
     store; returns it and its final state."""
-    from . import remotecache
     from .image import timestamp, write_image
     from .layers import materialize_state
 
     opts = session.opts
+    remotecache = _cache_module(opts)
     # the image's layers need blobs (a cache hit may have brought a lazy one)
     target_state = materialize_state(session, pb.stages[pb.graph.target].state)
     final = remotecache.with_inline_cache(target_state,

@@ -56,7 +56,7 @@ from ..store.cache import CacheRecord
 
 CACHE_CONFIG_MEDIA_TYPE = "application/vnd.pybuild.cache.config.v1+json"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
-INLINE_FIELD = "pybuild.cache.v1"
+from .state import INLINE_FIELD  # noqa: E402 - defined beside ImageState (a plain build reads it)
 LOCAL_TAG = "cache"
 _CONFIG_LIMIT = 64 << 20
 _KEY_RE = re.compile(r"sha256:[0-9a-f]{64}")

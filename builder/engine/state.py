@@ -29,6 +29,7 @@ class LayerRef:
 
 
 STEP_COMMENT = "buildkit.dockerfile.v0"  # what BuildKit writes in each step's history comment
+INLINE_FIELD = "pybuild.cache.v1"  # the image config field of an inline cache (builder.engine.remotecache)
 
 
 @dataclass(frozen=True, slots=True)
