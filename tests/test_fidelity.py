@@ -13,6 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import PeerBase
 from ocireader import (
     Image,
     Member,
@@ -22,6 +23,7 @@ from ocireader import (
     make_layer_tar,
     read_layout,
 )
+from peers import Dockerd
 from runutil import assert_clean, build, layer_names, make_context, new_store, pybuild
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
@@ -477,4 +479,63 @@ def test_run_resolv_conf_off_the_host_network_as_buildkit(tmp_path: Path) -> Non
     lines = _text(fs, "rc").splitlines()
     assert [line.split()[1] for line in lines if line.startswith("nameserver")] == want
     assert not [line for line in lines if line.startswith(("#", ";"))]
+    assert_clean(root)
+
+
+# ---- the same cases in real BuildKit (dockerd 20.10's, the v0.8 line) -------------------------
+# Each case ends with a /report file (or fails); pybuild and dockerd must agree on it. Only
+# cases where the v0.8 line already behaves as current BuildKit are here (it has no heredocs,
+# and it unpacks layers with moby's graphdriver, not containerd: see the foreign-layer test).
+
+PEER_CASES: dict[str, tuple[str, dict[str, str]]] = {
+    "scratch-run": (BASE + "FROM scratch\nCOPY --from=0 /bin/busybox /bin/busybox\n"
+                    'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox id > /report"]\n', {}),
+    "workdir-parent": (BASE + "RUN mkdir /a && chown 1000:1000 /a && chmod 700 /a\nWORKDIR /a/b\n"
+                       "RUN stat -c '%n %u:%g %a' /a /a/b > /report\n", {}),
+    "workdir-user": (BASE + "USER 1234\nWORKDIR /w/x/y\nUSER nosuchuser\nWORKDIR /v\nUSER root\n"
+                     "RUN stat -c '%n %u:%g %a' /w /w/x /w/x/y /v > /report\n", {}),
+    "workdir-symlink": (BASE + "RUN mkdir -p /real/sub && ln -s /real /link\nWORKDIR /link/sub\n"
+                        "RUN (readlink /link; pwd -P; stat -c %F /link) > /report\n", {}),
+    "empty-wildcard": (BASE + "COPY foo nomatch* /\nCOPY nomatch* /d/\n"
+                       "RUN (cat /foo; test -e /d && echo d || echo no-d) > /report\n", {"foo": "x\n"}),
+    "several-no-slash": (BASE + "COPY *.txt /dest\nCOPY dir a.txt /made\n"
+                         "RUN (cat /dest; stat -c %F /dest; find /made | sort) > /report\n",
+                         {"a.txt": "A\n", "b.txt": "B\n", "dir/in": "i\n"}),
+    "duplicate-stage": (BASE.rstrip("\n") + " AS x\nRUN echo 1 > /v\n" + BASE.rstrip("\n") + " AS x\n"
+                        "RUN echo 2 > /v\n" + BASE + "COPY --from=x /v /report\n", {}),
+    "empty-run": (BASE + "RUN\nRUN echo ran > /report\n", {}),
+    "chown-fallback": (BASE + "COPY --chown=: f /f\nCOPY --chown=nosuchuser:nosuchgroup f /g\n"
+                       "RUN stat -c '%n %u:%g' /f /g > /report\n", {"f": "x"}),
+    "sandbox-hosts": (BASE + "RUN rm -f /etc/hostname\n"
+                      "RUN (hostname; cat /etc/hosts; test -e /etc/hostname && echo yes || echo no) > /report\n", {}),
+    "cache-from": (BASE.rstrip("\n") + " AS s\nRUN mkdir -p /seed/sub && echo hi > /seed/f && chown -R 1000:1000 /seed"
+                   " && chmod 700 /seed\n" + BASE + "RUN --mount=type=cache,target=/c,from=s,source=/seed"
+                   " (stat -c '%n %u:%g %a' /c /c/sub; cat /c/f) > /report\n", {}),
+    "fails-user-root-on-scratch": (BASE + "FROM scratch\nCOPY --from=0 /bin/busybox /bin/busybox\nUSER root\n"
+                                   'RUN ["/bin/busybox", "true"]\n', {}),
+    "fails-workdir-on-file": (BASE + "WORKDIR /etc/passwd\n", {}),
+    "fails-dir-onto-copied-file": (BASE + "COPY a.txt dir /made\n", {"a.txt": "A\n", "dir/in": "i\n"}),
+}
+
+
+@pytest.mark.dockerd
+@pytest.mark.parametrize("name", sorted(PEER_CASES))
+def test_dockerd_agrees(name: str, dockerd: Dockerd, dockerd_base: PeerBase, tmp_path: Path) -> None:
+    """pybuild and real BuildKit build the case to the same /report (or both fail)."""
+    dockerfile, files = PEER_CASES[name]
+    ctx = make_context(tmp_path / "ctx", dockerfile, files)
+    root = new_store(tmp_path)
+    oci = tmp_path / "oci"
+    mine = build(ctx, root, "--output", f"type=oci,dest={oci},tar=false")
+    tag = f"fidelity-{name}:1"
+    peer = dockerd.build(ctx, tag=tag)
+    if name.startswith("fails-"):
+        assert peer.rc != 0, peer.log
+        assert mine.rc == 1 and "Traceback" not in mine.err, mine.err
+        return
+    peer.ok()
+    mine.ok()
+    theirs = dockerd.docker("run", "--rm", "--network", "none", "--entrypoint", "/bin/busybox",
+                            tag, "cat", "/report").stdout
+    assert _text(flatten(read_layout(oci).layers), "report") == theirs
     assert_clean(root)
