@@ -179,3 +179,31 @@ def test_default_limits_are_skipped_when_the_host_refuses_a_cgroup(rootfs: Path,
     assert r.exit_code == 0 and step.out == "ok\n"
     with pytest.raises(HostError, match="cgroups"):
         step.sh("echo ok", limits=ResourceLimits(pids=100, explicit=True))
+
+
+def test_v2_limits_are_written_and_a_busy_own_cgroup_falls_back_to_a_sibling(tmp_path: Path) -> None:
+    """On a v2 tree (plain files here) the limits land in memory.max / memory.swap.max /
+    pids.max / cpu.weight / cpuset.cpus; when our own cgroup cannot delegate (it holds
+    processes) the step's cgroup is made beside it."""
+    from builder.sandbox.cgroups import Layout, StepCgroup
+    from builder.sandbox.spec import ResourceLimits
+
+    parent = tmp_path / "slice"
+    own = parent / "job"
+    own.mkdir(parents=True)
+    for d in (parent, own):
+        (d / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (parent / "cgroup.subtree_control").write_text("")
+    (own / "cgroup.subtree_control").mkdir()  # writing it fails, as EBUSY would
+    (own / "memory.swap.max").touch()
+    lay = Layout("v2", v2=own, v2_controllers=frozenset({"memory", "pids", "cpu", "cpuset"}))
+    cg = StepCgroup(ResourceLimits(memory=256 << 20, memory_swap=512 << 20, pids=64, cpu_shares=1024,
+                                   cpuset_cpus="0"), lay)
+    cg.create()
+    d = cg.dirs["v2"]
+    assert d.parent == parent and d.name.startswith(f"pybuild-{os.getpid()}-")
+    assert (parent / "cgroup.subtree_control").read_text().split() == ["+memory", "+pids", "+cpu", "+cpuset"]
+    assert (d / "memory.max").read_text() == str(256 << 20)
+    assert (d / "pids.max").read_text() == "64"
+    assert (d / "cpu.weight").read_text() == str(1 + (1024 - 2) * 9999 // 262142)
+    assert (d / "cpuset.cpus").read_text() == "0"

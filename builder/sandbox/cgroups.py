@@ -154,6 +154,14 @@ def _kv(text: str) -> dict[str, int]:
     return out
 
 
+def _delegate(parent: Path, controllers: list[str]) -> None:
+    """Enable ``controllers`` for the children of the v2 cgroup ``parent`` (HostError if refused)."""
+    current = set(_read(parent / "cgroup.subtree_control").split())
+    missing = [c for c in controllers if c not in current]
+    if missing:
+        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+
+
 def human(n: int) -> str:
     """Bytes as docker prints limits: 256MiB, 1GiB, 1536KiB."""
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
@@ -194,11 +202,22 @@ class StepCgroup:
                             f"(cgroup layout: {self.layout.mode})")
         if any(self.layout.where(c) == "v2" for c in wanted):
             assert self.layout.v2 is not None
+            need = [c for c in wanted if self.layout.where(c) == "v2"]
             parent = self.layout.v2
-            need = " ".join(f"+{c}" for c in wanted if self.layout.where(c) == "v2")
-            current = set(_read(parent / "cgroup.subtree_control").split())
-            if not all(n[1:] in current for n in need.split()):
-                _write(parent / "cgroup.subtree_control", need)
+            try:
+                _delegate(parent, need)
+            except HostError as exc:
+                # v2's "no internal processes" rule: our own cgroup holds us, so it cannot hand
+                # controllers to children (EBUSY). Its parent usually holds no process: make the
+                # step's cgroup a sibling of ours there, as runc does under a systemd slice.
+                alt = parent.parent
+                if not (alt / "cgroup.controllers").exists():
+                    raise
+                try:
+                    _delegate(alt, need)
+                except HostError:
+                    raise exc from None
+                parent = alt
             d = parent / self.name
             self._mkdir(d)
             self.dirs["v2"] = d
@@ -354,7 +373,9 @@ def sweep() -> int:
     from ..owners import alive, owner_pid
 
     lay = layout()
-    parents = set(lay.v1.values()) | ({lay.v2} if lay.v2 is not None else set())
+    parents = set(lay.v1.values())
+    if lay.v2 is not None:  # v2 step cgroups may be siblings of ours (see StepCgroup._create)
+        parents |= {lay.v2, lay.v2.parent}
     n = 0
     for parent in parents:
         try:
