@@ -108,9 +108,8 @@ def test_live_view_run_tail_push_bar_and_final_screen(registry: RunningRegistry,
             assert re.search(r"  \d+\.\ds$", run_line), run_line   # its timer
             assert "line 6 of 7" in running and "after-sleep" not in running
             assert "line 1 of 7" not in running  # only the last few lines
-            bar = screen.wait_for("a push bar", lambda s: re.search(r"^push [0-9a-f]{12} .*━.*/s$", s, re.M)
-                                  is not None)
-            assert re.search(r"\d+(\.\d)?[kM]?B/\d+\.\dMB", bar), bar
+            big_bar = re.compile(r"^push [0-9a-f]{12} .*━.* \d+(\.\d)?[kM]?B/[1-9]\.\dMB  \d+(\.\d)?[kMG]?B/s$", re.M)
+            screen.wait_for("a push bar of a MB-sized layer", lambda s: big_bar.search(s) is not None)
             final = screen.wait_for("the end", lambda s: "EXIT=" in s)
     lines = _lines(final)
     assert "EXIT=0" in lines, final
