@@ -109,3 +109,31 @@ def test_builds_pushes_pulls_prune_and_tags_at_once(registry, tmp_path: Path) ->
     # and every build's image still runs
     r = pybuild(["run", "stress3", "cat", "/both"], root).ok()
     assert r.out == "build 3\nshared\n"
+
+
+@pytest.mark.root
+@pytest.mark.overlay
+def test_prune_keeps_what_a_running_build_uses(tmp_path: Path) -> None:
+    """While a build sits in a RUN, its base image is untagged and ``prune -a`` runs: the base's
+    blobs and snapshot are pinned by the build's lease, so the build still writes a whole image."""
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", "FROM localhost/busybox:latest\nRUN sleep 2 && echo slept > /slept\n"
+                       "COPY f /f\n", {"f": "after the prune\n"})
+    p = _spawn(["--progress=plain", "-t", "survivor", str(ctx)], root)
+    deadline = 100
+    while not any(n.startswith("build-") for n in os.listdir(root / "tmp")) and deadline:
+        deadline -= 1
+        p.poll()
+        threading.Event().wait(0.05)
+    threading.Event().wait(0.8)  # inside the RUN by now
+    pybuild(["rmi", "localhost/busybox:latest"], root).ok()
+    pybuild(["prune", "-a"], root).ok()
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err.decode()
+    assert tag_digest(root, "docker.io/library/survivor:latest") is not None
+    assert pybuild(["store", "check"], root).ok()
+    assert pybuild(["run", "survivor", "cat", "/slept", "/f"], root).ok().out == "slept\nafter the prune\n"
+    # once the build is over nothing is pinned any more: the old cache goes, the image stays
+    pybuild(["prune", "-a"], root).ok()
+    assert pybuild(["store", "check"], root).ok()
+    assert pybuild(["run", "survivor", "cat", "/f"], root).ok().out == "after the prune\n"
