@@ -222,6 +222,33 @@ def test_workdir_onto_a_file_fails_at_its_line(tmp_path: Path) -> None:
     assert_clean(root)
 
 
+def test_copy_link_writes_onto_scratch(tmp_path: Path) -> None:
+    """The exception to "parents keep their metadata": BuildKit's COPY --link (without
+    --chmod, dockerfile2llb/convert_copy.go) copies onto scratch and merges that layer, so its
+    parent directories are new 0755 ones (owned by --chown) that replace the image's, the
+    destination is not resolved through the image (an existing directory or symlink there is
+    replaced), and a --chown name is looked up in scratch (id 0). Its reference docs say so
+    ("Incompatibilities with --link=false")."""
+    root = new_store(tmp_path)
+    ctx = make_context(tmp_path / "ctx", BASE +
+                       "RUN mkdir -p /a /a2 /d /real && chown 1000:1000 /a /a2 && chmod 700 /a /a2"
+                       " && ln -s /real /sl && echo 'app:x:1000:1000::/:/bin/sh' >> /etc/passwd\n"
+                       "COPY --link f /a/f\nCOPY --link --chown=1000:1000 f /b/c/f\n"
+                       "COPY --link --chmod=600 f /a2/f\nCOPY --link --chown=app f /n\n"
+                       "COPY --link f /d\nCOPY --link f /sl/f\n", {"f": "x"})
+    fs = _fs(ctx, root, tmp_path)
+    meta = {p: (fs[p].type, fs[p].uid, fs[p].gid, fs[p].mode & 0o7777)
+            for p in ("a", "a/f", "b", "b/c", "b/c/f", "a2", "a2/f", "n", "d", "sl", "sl/f")}
+    assert meta == {"a": ("dir", 0, 0, 0o755), "a/f": ("file", 0, 0, 0o644),
+                    "b": ("dir", 1000, 1000, 0o755), "b/c": ("dir", 1000, 1000, 0o755),
+                    "b/c/f": ("file", 1000, 1000, 0o644),
+                    "a2": ("dir", 1000, 1000, 0o700), "a2/f": ("file", 0, 0, 0o600),  # --chmod: no link
+                    "n": ("file", 0, 0, 0o644), "d": ("file", 0, 0, 0o644),
+                    "sl": ("dir", 0, 0, 0o755), "sl/f": ("file", 0, 0, 0o644)}
+    assert "real/f" not in fs
+    assert_clean(root)
+
+
 # ---- 3. a symlink in a written path is followed inside the image, never replaced ----------------
 
 def test_symlink_in_workdir_path_is_followed(tmp_path: Path) -> None:

@@ -113,7 +113,7 @@ def _single_source(session: Any, state: ImageState, step: Any) -> Any | None:
     except NotSingleSource:
         return None
     try:
-        dest_view = session.view(state)
+        dest_view = _dest_view(session, state, step)
         chmod, chown = _chmod_chown(step, dest_view)
         return SingleSourceCopy(match=match, dest=step.dest, context=session.context, dest_view=dest_view,
                                 chown=chown, chmod=chmod, mtime_clamp=session.opts.source_date_epoch)
@@ -171,6 +171,21 @@ def _store_nonempty(session: Any, records: Any, *, unpack: bool) -> Any:
     return store_records(session, itertools.chain((first,), records), unpack=unpack, lazy=session.lazy_layers)
 
 
+def _dest_view(session: Any, state: ImageState, step: Any) -> Any:
+    """The file system a COPY/ADD writes onto: the image's, or for ``--link`` (without
+    ``--chmod``) an empty one. BuildKit copies a --link source onto scratch and merges that
+    layer on top (dockerfile2llb/convert_copy.go: ``link && chmod == ""``): missing parent
+    directories are made 0755 (owned by --chown) and, stacked, replace the image's own (its
+    docs: --link creates parent directories with the default settings); the destination is
+    not resolved through the image's symlinks nor taken as an existing directory; a --chown
+    *name* is looked up in scratch, so it is id 0."""
+    if getattr(step, "link", False) and not step.chmod:
+        from ..store.rootview import RootView
+
+        return RootView([])
+    return session.view(state)
+
+
 def _chmod_chown(step: Any, dest_view: Any) -> tuple[Any, Any]:
     """The step's parsed --chmod and resolved --chown (None where not given)."""
     from .chmod import parse_chmod
@@ -197,7 +212,7 @@ def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_vie
                        context: Any = None) -> list[Any]:
     from .copy import copy_entries
 
-    dest_view = session.view(state)
+    dest_view = _dest_view(session, state, step)
     heredocs = [(h.name, h.content) for h in step.sources if not isinstance(h, str)]
     sources = [s for s in step.sources if isinstance(s, str)]
     try:
