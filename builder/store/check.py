@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -366,8 +366,4 @@ def _reset_index(root: Path) -> None:
     init_layout(root, root / "tmp")
 
 
-def render(problems: Iterable[Problem]) -> list[str]:
-    return [p.render() for p in problems]
-
-
-__all__ = ["CheckReport", "Problem", "check_store", "render"]
+__all__ = ["CheckReport", "Problem", "check_store"]
