@@ -136,11 +136,13 @@ def rmtree(path: Path) -> None:
 
 
 def sweep(root: Path) -> list[StaleEntry]:
-    """Remove every stale entry of the store ``root`` (mounts first); returns what went.
-    Also drops the lease files of dead processes (:mod:`builder.store.lease`)."""
+    """Remove the stale entries of the store ``root`` that a dead process provably left (mounts
+    first); returns what went. A mount no entry of ours owns is left for ``store check
+    --repair`` (someone may have mounted it there on purpose). Also drops the lease files of
+    dead processes (:mod:`builder.store.lease`)."""
     from .lease import sweep_leases
 
-    entries = list(stale_entries(root))
+    entries = [e for e in stale_entries(root) if e.kind != "mount" or e.pid is not None]
     for e in sorted(entries, key=lambda e: e.kind != "mount"):
         if e.kind == "temp" and any(m == e.path or e.path in m.parents for m in mounts_under(e.path.parent)):
             continue  # a mount we could not release: never delete through it
