@@ -24,6 +24,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,6 +170,7 @@ class Store:
         self.blobs = BlobStore(self.root, self.tmp_dir)
         self._lease: Lease | None = None
         self._leases_depth = 0
+        self._lease_guard = threading.Lock()
         self._collecting: LiveLeases | None = None  # set while this process holds gc.lock
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -183,26 +185,30 @@ class Store:
 
     @contextmanager
     def lease(self) -> Iterator[Lease]:
-        """Hold a lease on this store for the ``with`` block (nested calls share one). The
-        first one also sweeps what dead processes left (temp dirs, mounts, leases)."""
-        if self._lease is None:
-            from .stale import sweep
+        """Hold a lease on this store for the ``with`` block (nested and concurrent calls on
+        this object share one). The first one also sweeps what dead processes left (temp dirs,
+        mounts, leases)."""
+        with self._lease_guard:
+            if self._lease is None:
+                from .stale import sweep
 
-            try:
-                sweep(self.root)
-            except OSError:
-                pass  # best effort: `pybuild store check --repair` reports what is left
-            self._lease = Lease(self.root)
-            self.blobs.on_reuse = lambda d: self.pin([str(d)])
-        self._leases_depth += 1
+                try:
+                    sweep(self.root)
+                except OSError:
+                    pass  # best effort: `pybuild store check --repair` reports what is left
+                self._lease = Lease(self.root)
+                self.blobs.on_reuse = lambda d: self.pin([str(d)])
+            self._leases_depth += 1
+            lease = self._lease
         try:
-            yield self._lease
+            yield lease
         finally:
-            self._leases_depth -= 1
-            if self._leases_depth == 0:
-                lease, self._lease = self._lease, None
-                self.blobs.on_reuse = None
-                lease.close()
+            with self._lease_guard:
+                self._leases_depth -= 1
+                if self._leases_depth == 0:
+                    self._lease = None
+                    self.blobs.on_reuse = None
+                    lease.close()
 
     def pin(self, items: Iterable[str]) -> None:
         """Pin digests / diff_ids in this process's lease (no-op without one). Afterwards
