@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -39,7 +40,8 @@ from builder.registry.destination import RegistryDestination  # noqa: E402
 from builder.registry.source import RegistrySource  # noqa: E402
 from registry_fixture import start_registry, stop  # noqa: E402
 
-GEN = REPO.parent / "shared" / "bench" / "workloads" / "bigcopy" / "gen-context.sh"
+GEN = (Path(os.environ.get("PYBUILD_SHARED", REPO.parent / "shared")) / "bench" / "workloads" / "bigcopy"
+       / "gen-context.sh")
 CTX = Path("/tmp/bigcopy-ctx")
 
 
@@ -136,7 +138,6 @@ def skopeo(*args: str) -> None:
 
 def pybuild(store: Path, args: list[str]) -> None:
     """A whole ``pybuild`` command (installed, else from this tree) with its own store."""
-    import os
 
     exe = shutil.which("pybuild")
     cmd = [exe] if exe else [sys.executable, "-m", "builder.cli"]
