@@ -98,6 +98,8 @@ class Inputs:
 
     # -- the main context ---------------------------------------------------------------------
     def main(self, context: str, file: str | None) -> MainInputs:
+        """The main context (a directory, ``-``, a git or http(s) URL) and ``-f`` made local;
+        see the module docstring for the rules. Reads stdin at most once."""
         if context == "-" and file == "-":
             raise UsageError("invalid argument: can't use stdin for both build context and dockerfile")
         commit = None
@@ -135,6 +137,8 @@ class Inputs:
         if file is None:
             df_path = ctx / "Dockerfile"
         elif remote and not Path(file).is_absolute():
+            if ".." in Path(file).parts:
+                raise UsageError(f"-f {file!r}: the Dockerfile must be inside the build context {redact(context)}")
             df_path = ctx / file
         else:
             df_path = Path(file)
