@@ -284,7 +284,7 @@ def recompress(src: BinaryIO, src_compression: str, dst_compression: str, sink: 
     elif dst_compression == "gzip":
         from .layer.gz import GzipWriter
 
-        comp = GzipWriter(sink, level)
+        comp = GzipWriter(sink, level)  # type: ignore[arg-type]
     elif dst_compression == "zstd":
         import zstandard
 

@@ -211,11 +211,13 @@ def materialize(session: Any, layer: LayerRef) -> LayerRef:
     both make the blob, which is content-addressed: the same bytes land once."""
     if layer.digest is not None:
         return layer
+    done: LayerRef | None
     with session.lock:
         done = session.materialized.get(layer.diff_id)
         job = session.blob_jobs.get(layer.diff_id) if done is None else None
     if done is None:
-        done = job.result() if job is not None else _make_blob(session, layer)
+        done = _make_blob(session, layer) if job is None else job.result()
+        assert isinstance(done, LayerRef)
         with session.lock:
             session.materialized[layer.diff_id] = done
             session.blob_jobs.pop(layer.diff_id, None)

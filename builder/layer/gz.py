@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Callable, Protocol, Union
 
 from ..errors import PybuildError
 
@@ -170,11 +170,15 @@ class GzipEncoder:
         return tail
 
 
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
 class GzipWriter:
     """A write-only stream compressing into ``sink`` (anything with ``write``) through a
     :class:`GzipEncoder`. ``close()`` writes the end of the member; ``sink`` is not closed."""
 
-    def __init__(self, sink: object, level: int | None = None) -> None:
+    def __init__(self, sink: "_Writable", level: int | None = None) -> None:
         self._sink: Callable[[bytes], object] = sink.write
         self._enc = GzipEncoder(level)
         self.closed = False
