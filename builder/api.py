@@ -291,12 +291,32 @@ def tag(source: str, target: str, *, store: Store | None = None) -> None:
     st.tag(str(parse_reference(target)), st.resolve(source))
 
 
-def untag(name: str, *, store: Store | None = None) -> None:
-    """Remove the tag ``name`` (the image's content stays until :func:`prune`)."""
+def untag(name: str, *, store: Store | None = None) -> list[str]:
+    """Remove the tag ``name`` (the image's content stays until :func:`prune`); returns the
+    names removed. ``name`` may also be an image ID or digest (prefix) with one tag, which is
+    removed (as ``docker rmi ID``); an ID with several tags raises ReferenceError_ naming them.
+    ImageNotFound (a StoreError and ReferenceError_) when nothing matches."""
+    from .errors import ReferenceError_
     from .oci.reference import parse_reference
 
-    full = str(parse_reference(name)) if not name.startswith("sha256:") else name
-    _store(store).untag(full)
+    st = _store(store)
+    try:
+        full = str(parse_reference(name)) if not name.startswith("sha256:") else name
+        st.untag(full)
+        return [full]
+    except ReferenceError_ as exc:
+        try:
+            digest = st.resolve(name).digest
+        except ReferenceError_:
+            raise exc from None
+        names = [n for n, d in st.tags() if d.digest == digest]
+        if not names:
+            raise exc from None
+        if len(names) > 1:
+            raise ReferenceError_(f"image {name} is tagged {len(names)} times ({', '.join(names)}): "
+                                  "remove the tags by name") from None
+        st.untag(names[0])
+        return names
 
 
 def parse_size(text: str) -> int:

@@ -226,9 +226,22 @@ def _cmd_rmi(ns: argparse.Namespace) -> int:
     from .api import untag
 
     for name in ns.names:
-        untag(name, store=_store(ns))
-        print(f"Untagged: {name}")
+        for removed in untag(name, store=_store(ns)):
+            print(f"Untagged: {_short_name(name, removed)}")
     return 0
+
+
+def _short_name(given: str, removed: str) -> str:
+    """The tag removed by ``rmi given``, as the user wrote it when they named it."""
+    from .errors import PybuildError
+    from .oci.reference import parse_reference
+
+    try:
+        if str(parse_reference(given)) == removed:
+            return given
+    except PybuildError:
+        pass
+    return removed.removeprefix("docker.io/library/")
 
 
 def _cmd_prune(ns: argparse.Namespace) -> int:

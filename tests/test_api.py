@@ -182,8 +182,13 @@ def test_images_tag_untag_prune_without_root(tmp_path: Path) -> None:
     details = builder.inspect("api/two:2", store=store)
     assert details.env["B"] == "two words" and details.labels == {"k": "v"} and details.cmd == ("/x",)
     assert details.as_json()["Digest"] == result.digest
-    builder.untag("api/one:1", store=store)
-    builder.untag("api/two:2", store=store)
+    assert builder.untag("api/one:1", store=store) == ["docker.io/api/one:1"]
+    with pytest.raises(builder.StoreError):  # gone already
+        builder.untag("api/one:1", store=store)
+    # the IMAGE ID images() shows names the image, as docker's: run, inspect, untag of its one tag
+    image_id = rows["api/two", "2"].id[:12]
+    assert builder.inspect(image_id, store=store).as_json()["Digest"] == result.digest
+    assert builder.untag(image_id, store=store) == ["docker.io/api/two:2"]
     assert builder.images(store=store) == []
     assert builder.prune(store=store) > 0
 

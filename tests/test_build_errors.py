@@ -48,6 +48,8 @@ CASES = [
     ("FROM scratch\nEXPOSE 80/xyz\n", [], "Dockerfile:2"),
     ("FROM scratch\nHEALTHCHECK --interval=5parsecs CMD true\n", [], "Dockerfile:2"),
     ("FROM scratch\nCOPY --from=0 /f /f\n", [], "Dockerfile:2"),
+    # an image that cannot be pulled for COPY --from / RUN --mount from= is located like FROM's
+    ("FROM scratch\nCOPY --from=127.0.0.1:1/no/such:1 /f /f\n", [], "Dockerfile:2:1: "),
 ]
 
 
@@ -73,6 +75,11 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     proc = run(["-t", "x", str(tmp_path / "no-such-dir")], store)
     assert proc.returncode == 2 and "no-such-dir" in proc.stderr
+    # a --secret file that does not exist is refused before building, as buildx does
+    proc = run(["-t", "x", "--secret", f"id=s,src={tmp_path / 'no-such-file'}", str(context(tmp_path, "FROM scratch\n"))],
+               store)
+    assert proc.returncode == 2 and "--secret" in proc.stderr and "no-such-file" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_bad_reference_names_it(tmp_path: Path) -> None:

@@ -65,6 +65,17 @@ def test_redaction() -> None:
     assert redact_text("ADD https://u:p@h/a /b && http://x@y/z") == "ADD https://h/a /b && http://y/z"
 
 
+def test_git_errors_lose_credentials_but_keep_their_words(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from builder.inputs.git import _Git
+
+    spec = parse_git_url("https://u:tok3n@127.0.0.1:1/x.git#main")
+    err = _Git(spec, tmp_path, {}).error("fetch", "fatal: unable to access 'https://u:tok3n@127.0.0.1:1/x.git/': "
+                                                  "Couldn't connect to server (user u, token tok3n)")
+    text = str(err)
+    assert "tok3n" not in text and "u:" not in text and "(user ***, token ***)" in text
+    assert "unable to access 'https://127.0.0.1:1/x.git/'" in text and "Couldn't connect" in text
+
+
 def test_flag_parsers() -> None:
     assert parse_add_host("db:10.0.0.1") == ("db", "10.0.0.1")
     assert parse_add_host("v6=::1") == ("v6", "::1")

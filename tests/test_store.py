@@ -123,6 +123,10 @@ def test_tags_resolve_and_untag(store: Store) -> None:
                  str(d1), d1.hex[:12], "sha256:" + d1.hex[:8], f"app@{d1}"):
         assert store.resolve(text).digest == str(d1), text
     assert store.resolve("other:2").digest == str(d2)
+    # the IMAGE ID `pybuild images` shows (the config digest, as docker) names the image too
+    config_hex = store.image("other:2").manifest.config.digest_value.hex
+    for text in (config_hex[:12], "sha256:" + config_hex[:8]):
+        assert store.resolve(text).digest == str(d2), text
     index = json.loads((store.root / "index.json").read_text())
     assert {m["annotations"][mt.ANNOTATION_REF_NAME] for m in index["manifests"]} == set(names)
     assert index["manifests"][0]["platform"] == {"architecture": "amd64", "os": "linux"}

@@ -24,7 +24,8 @@ class SecretSource:
     @classmethod
     def parse(cls, text: str) -> SecretSource:
         """A ``--secret`` value (``id=X[,src=FILE|,env=VAR]``; with neither, an environment
-        variable named X if set, else the file X). UsageError when ``id`` is missing."""
+        variable named X if set, else the file X). UsageError when ``id`` is missing or the file
+        cannot be found (as buildx, which stats every secret file before building)."""
         import os
 
         fields = dict(f.partition("=")[::2] for f in text.split(","))
@@ -35,6 +36,11 @@ class SecretSource:
         if not src and not env:
             env = fields["id"] if fields["id"] in os.environ else None
             src = None if env else fields["id"]
+        if src:
+            try:
+                os.stat(src)
+            except OSError as exc:
+                raise UsageError(f"--secret {text!r}: cannot read {src}: {exc.strerror}") from None
         return cls(id=fields["id"], src=src, env=env)
 
 

@@ -306,8 +306,17 @@ class StageSession:
         return self.shared.named_build_context(item)
 
     def resolve_image(self, ref_text: str, platform: Any = None) -> Any:
-        """:meth:`BuildSession.resolve_image` for ``platform`` (default: this stage's)."""
-        return self.shared.resolve_image(ref_text, platform if platform is not None else self.platform)
+        """:meth:`BuildSession.resolve_image` for ``platform`` (default: this stage's). A pull or
+        store failure becomes a DockerfileError (no span: the step that asked, FROM, COPY --from
+        or RUN --mount from=, sets its own line), as it is for FROM; a full disk stays itself."""
+        from ..errors import DockerfileError, NoSpaceError, ReferenceError_, RegistryError, StoreError
+
+        try:
+            return self.shared.resolve_image(ref_text, platform if platform is not None else self.platform)
+        except NoSpaceError:
+            raise
+        except (RegistryError, ReferenceError_, StoreError) as exc:
+            raise DockerfileError(exc.render()) from exc
 
     def key_lock(self, key: str) -> threading.Lock:
         return self.shared.key_lock(key)

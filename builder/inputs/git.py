@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HostError
-from .urls import GitSpec, InputError, is_commit_like
+from .urls import GitSpec, InputError, is_commit_like, redact_text
 
 
 class GitError(InputError):
@@ -72,9 +73,14 @@ class _Git:
         return GitError(f"git source {self.spec.shown}{ref}: {detail}")
 
     def _clean(self, text: str) -> str:
+        """git's message without credentials: the userinfo of every URL goes, then any other
+        occurrence of the password or user name (a token). A short one is replaced only where it
+        stands alone, so that user ``u`` does not turn "unable" into "***nable"."""
+        text = redact_text(text)
         for secret in (self.spec.password, self.spec.username):
             if secret:
-                text = text.replace(secret, "***")
+                word = re.escape(secret)
+                text = re.sub(word if len(secret) >= 8 else rf"(?<![A-Za-z0-9]){word}(?![A-Za-z0-9])", "***", text)
         return text
 
 

@@ -338,7 +338,9 @@ class Store:
 
     def resolve(self, name_or_digest: str) -> Descriptor:
         """Descriptor for a familiar/full name, ``name@sha256:..``, ``sha256:<hex>``, or a unique
-        (at least 4 hex digits) prefix of a tagged manifest digest, with or without ``sha256:``."""
+        (at least 4 hex digits) prefix of a tagged manifest digest, with or without ``sha256:``,
+        else of a tagged image's config digest (the IMAGE ID ``pybuild images`` shows, as docker
+        does; for an index, that of one of its manifests, whose descriptor is returned)."""
         text = name_or_digest.strip()
         tags = self.tags()
         if text.startswith("sha256:") and len(text) == 71:
@@ -365,11 +367,41 @@ class Store:
             found = {d.digest: d for _, d in tags if d.digest.startswith("sha256:" + prefix)}
             if len(found) == 1:
                 return next(iter(found.values()))
+            if not found:
+                found = self._by_config_prefix("sha256:" + prefix, tags)
             if len(found) > 1:
                 raise ReferenceError_(f"ambiguous image id {text!r}: matches {len(found)} images")
+            if found:
+                return next(iter(found.values()))
         if parse_error is not None:
             raise parse_error
         raise ImageNotFound(f"no such image: {text}")
+
+    def _by_config_prefix(self, prefix: str, tags: list[tuple[str, Descriptor]]) -> dict[str, Descriptor]:
+        """Manifests (tagged, or in a tagged index) whose config digest starts with ``prefix``,
+        by manifest digest. Unreadable blobs are skipped (store check reports them)."""
+        found: dict[str, Descriptor] = {}
+        todo = [d for _, d in tags]
+        while todo:
+            desc = todo.pop()
+            try:
+                data = json.loads(self.blobs.read_bytes(desc.digest_value, limit=_JSON_LIMIT))
+            except (OSError, ValueError, StoreError):
+                continue
+            if not isinstance(data, dict):
+                continue
+            if mt.is_index(desc.mediaType):
+                children = data.get("manifests")
+                for child in children if isinstance(children, list) else []:
+                    try:
+                        todo.append(_m().Descriptor.model_validate(child))
+                    except ValueError:
+                        continue
+            elif mt.is_manifest(desc.mediaType):
+                config = data.get("config")
+                if isinstance(config, dict) and str(config.get("digest", "")).startswith(prefix):
+                    found[desc.digest] = desc.model_copy(update={"annotations": None})
+        return found
 
     def _by_digest(self, d: Digest, tags: list[tuple[str, Descriptor]], text: str) -> Descriptor:
         for _, desc in tags:
