@@ -102,19 +102,25 @@ class _StderrWatch:
         return self.data.decode("utf-8", "replace")
 
 
+@pytest.mark.parametrize("stages", [1, 2], ids=["one-stage", "two-parallel-stages"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_during_run_cleans_up(tmp_path: Path, sig: signal.Signals) -> None:
+def test_signal_during_run_cleans_up(tmp_path: Path, sig: signal.Signals, stages: int) -> None:
     root = new_store(tmp_path)
     token = _token()
-    ctx = make_context(tmp_path / "ctx", BASE + f"ENV {token}\nRUN echo step-started-marker && sleep 100\n")
-    proc = subprocess.Popen(pybuild_argv(["-t", "interrupted:latest", "--progress=plain", str(ctx)]),
+    names = "ab"[:stages]
+    df = "".join(BASE.rstrip("\n") + f" AS {n}\nENV {token}\nRUN echo step-started-{n} && sleep {100 + i}\n"
+                 for i, n in enumerate(names))
+    df += "FROM scratch\n" + "".join(f"COPY --from={n} /etc/passwd /{n}\n" for n in names)
+    ctx = make_context(tmp_path / "ctx", df)
+    proc = subprocess.Popen(pybuild_argv(["-t", "interrupted:latest", "--progress=plain", "--jobs", "2", str(ctx)]),
                             cwd=REPO, env=pybuild_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     watch = _StderrWatch(proc)
     try:
-        assert watch.wait_for(b"step-started-marker", 120), f"the step never started:\n{watch.text()}"
-        # positive control: the scan used by assert_clean does see the running step
+        for n in names:  # every stage's RUN is running (at once, with two)
+            assert watch.wait_for(f"step-started-{n}".encode(), 120), f"stage {n} never started:\n{watch.text()}"
+        # positive control: the scan used by assert_clean does see the running steps
         running = leftover_processes([root, sandbox_tmp(root)], [token])
-        assert any("sleep 100" in p for p in running), running
+        assert all(any(f"sleep {100 + i}" in p for p in running) for i in range(stages)), running
         proc.send_signal(sig)
         try:
             rc = proc.wait(timeout=60)  # a hang guard, not a speed assertion

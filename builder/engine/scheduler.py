@@ -21,9 +21,11 @@ Raises ValueError for a dependency cycle (the plan never makes one).
 
 from __future__ import annotations
 
+import functools
+import queue
 import threading
 from collections.abc import Callable, Hashable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -47,7 +49,10 @@ def run_graph(tasks: Mapping[K, Task[K, R]], jobs: int, cancel: threading.Event,
     jobs = max(1, jobs)
     waiting = {k: {d for d in t.deps if d in tasks and d != k} for k, t in tasks.items()}
     results: dict[K, R] = {}
-    running: dict[Future[R], K] = {}
+    running: dict[K, Future[R]] = {}
+    # finished tasks arrive here (put by the worker); the calling thread blocks only in get(),
+    # where a signal's KeyboardInterrupt leaves no lock held (concurrent.futures.wait could)
+    finished: queue.SimpleQueue[tuple[K, Future[R]]] = queue.SimpleQueue()
     failure: BaseException | None = None
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix=name) as pool:
         try:
@@ -57,29 +62,36 @@ def run_graph(tasks: Mapping[K, Task[K, R]], jobs: int, cancel: threading.Event,
                         if len(running) >= jobs:
                             break
                         del waiting[key]
-                        running[pool.submit(tasks[key].run)] = key
+                        fut = pool.submit(tasks[key].run)
+                        running[key] = fut
+                        fut.add_done_callback(functools.partial(_report, finished, key))
                 if not running:
                     if waiting and failure is None and not cancel.is_set():
                         raise ValueError(f"dependency cycle among {sorted(map(str, waiting))}")
                     break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    key = running.pop(fut)
-                    exc = fut.exception()
-                    if exc is None:
-                        results[key] = fut.result()
-                        for deps in waiting.values():
-                            deps.discard(key)
-                        continue
-                    cancel.set()
-                    if failure is None or (isinstance(failure, Interrupted) and not isinstance(exc, Interrupted)):
-                        failure = exc
+                key, fut = finished.get()
+                del running[key]
+                exc = fut.exception()
+                if exc is None:
+                    results[key] = fut.result()
+                    for deps in waiting.values():
+                        deps.discard(key)
+                    continue
+                cancel.set()
+                if failure is None or (isinstance(failure, Interrupted) and not isinstance(exc, Interrupted)):
+                    failure = exc
         except BaseException:
             cancel.set()
-            wait(list(running))  # every started task ends before the caller cleans up
+            while running:  # every started task ends before the caller cleans up
+                running.pop(finished.get()[0], None)
             raise
     if failure is not None:
         raise failure
     if waiting:  # cancelled from outside before these could start
         raise Interrupted("build cancelled")
     return results
+
+
+def _report(finished: queue.SimpleQueue[tuple[K, Future[R]]], key: K, fut: Future[R]) -> None:
+    """A done-callback: hand the finished task to the scheduling thread."""
+    finished.put((key, fut))
