@@ -1,8 +1,12 @@
-"""The stage loop: parse, plan, build each needed stage step by step, write the image.
+"""The build: parse, plan one stage graph per target platform, build every needed stage step
+by step, write each platform's image (and, for several platforms, the OCI index naming them).
 
 Traversal lives here; each step kind has its own handler module (step_run, step_copy,
-step_config). Cleanup is guaranteed: the build's temp dir goes in ``finally``; tags are only
-written after every stage succeeded, so a failed build changes no tag.
+step_config). Stages of every platform form one graph run by builder.engine.scheduler (up to
+``--jobs`` at once, each stage seeing the build through its own StageSession); a failing
+stage cancels the others. Cleanup is guaranteed: the build's temp dir goes in ``finally``;
+tags are only written after every stage of every platform succeeded, so a failed build
+changes no tag.
 """
 
 from __future__ import annotations
