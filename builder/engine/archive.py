@@ -29,7 +29,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import IO, BinaryIO, Sequence, TypedDict
 
 from ..layer.entries import Entry, EntryType
 from .chmod import Chmod
@@ -50,6 +50,17 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
 class ArchiveError(CopyError):
     """An archive given to ADD is corrupt or holds a hostile member."""
 
+
+
+class _Common(TypedDict):
+    """What every entry made from an archive member carries."""
+
+    name: str
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    xattrs: tuple[tuple[str, bytes], ...]
 
 def detect_compression(head: bytes) -> str | None:
     """Compression of a stream from its first bytes: gzip, bzip2, xz, zstd or None."""
@@ -74,7 +85,7 @@ def _decompressing_reader(raw: BinaryIO, compression: str | None) -> BinaryIO:
         return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":
         import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
     raise ValueError(compression)
 
 
@@ -115,7 +126,7 @@ def is_archive(path: Path) -> str | None:
     return compression or "none"
 
 
-def _read_exact(reader: BinaryIO, n: int) -> bytes:
+def _read_exact(reader: IO[bytes], n: int) -> bytes:
     buf = b""
     while len(buf) < n:
         chunk = reader.read(n - len(buf))
@@ -203,8 +214,8 @@ def archive_entries(archive: Path, dest: str, *, dest_view: FsView, scratch: Pat
                         xattrs = tuple(sorted(
                             (k[len("SCHILY.xattr."):], v.encode("utf-8", "surrogateescape"))
                             for k, v in member.pax_headers.items() if k.startswith("SCHILY.xattr.")))
-                        common = dict(name=name, mode=member.mode & 0o7777, uid=member.uid,
-                                      gid=member.gid, mtime=clamp(member.mtime), xattrs=xattrs)
+                        common = _Common(name=name, mode=member.mode & 0o7777, uid=member.uid,
+                                         gid=member.gid, mtime=clamp(member.mtime), xattrs=xattrs)
                         symlinks.discard(rel)
                         if member.isreg():
                             size = member.size
@@ -260,7 +271,7 @@ def archive_entries(archive: Path, dest: str, *, dest_view: FsView, scratch: Pat
     return result
 
 
-def _copy_stream(src: BinaryIO, host: Path, size: int, shown: str, member: str) -> None:
+def _copy_stream(src: IO[bytes], host: Path, size: int, shown: str, member: str) -> None:
     left = size
     with open(host, "wb") as out:
         while left > 0:

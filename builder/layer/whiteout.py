@@ -18,12 +18,22 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypedDict
 
 from .walk import layer_xattrs
 from .entries import Entry, EntryType
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
+
+
+class _Owner(TypedDict):
+    """The metadata every entry of the upper dir carries (ids mapped back to the image's)."""
+
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
 
 
 def _norm_drop(drop: Iterable[str]) -> set[str]:
@@ -85,8 +95,8 @@ def upper_entries(upper: Path, *, drop: Iterable[str] = frozenset(), userxattr: 
                 continue
             st = de.stat(follow_symlinks=False)
             mode = st.st_mode
-            common = dict(mode=stat.S_IMODE(mode), uid=_translate(uidmap, st.st_uid),
-                          gid=_translate(gidmap, st.st_gid), mtime=int(st.st_mtime))
+            common = _Owner(mode=stat.S_IMODE(mode), uid=_translate(uidmap, st.st_uid),
+                            gid=_translate(gidmap, st.st_gid), mtime=int(st.st_mtime))
             if stat.S_ISCHR(mode) and st.st_rdev == 0:
                 yield Entry(name=_wh(rel_dir, de.name), type=EntryType.FILE, **common)
                 continue
@@ -115,8 +125,8 @@ def upper_entries(upper: Path, *, drop: Iterable[str] = frozenset(), userxattr: 
     for group in links.values():
         group.sort(key=lambda g: g[0])
         first, path, st = group[0]
-        common = dict(mode=stat.S_IMODE(st.st_mode), uid=_translate(uidmap, st.st_uid),
-                      gid=_translate(gidmap, st.st_gid), mtime=int(st.st_mtime))
+        common = _Owner(mode=stat.S_IMODE(st.st_mode), uid=_translate(uidmap, st.st_uid),
+                        gid=_translate(gidmap, st.st_gid), mtime=int(st.st_mtime))
         xattrs = layer_xattrs(path)
         yield Entry(name=first, type=EntryType.FILE, size=st.st_size, source=path, xattrs=xattrs, **common)
         for rel, _, _ in group[1:]:

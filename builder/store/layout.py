@@ -29,12 +29,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator
 
 from ..digest import Digest
 from ..errors import ReferenceError_, StoreError, no_space
 from ..oci import mediatypes as mt
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pydantic models are imported lazily: a fully cached rebuild never needs them
     from ..oci.models import Descriptor, ImageConfig, Index, Manifest, Platform
@@ -44,12 +43,6 @@ from .blobs import BlobStore, fsync_dir
 from .lease import Lease, LiveLeases, gc_lock, live_leases
 from .lock import FileLock
 from .stale import owned_prefix
-
-
-def _m():  # noqa: ANN202 - the builder.oci.models module, imported on first use
-    from ..oci import models
-
-    return models
 
 
 _HEX_PREFIX_RE = re.compile(r"^[a-f0-9]{1,64}$")
@@ -114,16 +107,18 @@ def init_layout(root: Path, tmp_dir: Path) -> None:
 
 def read_index_file(path: Path) -> Index:
     """Parse an OCI ``index.json``; StoreError when missing or malformed."""
+    from ..oci import models
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise StoreError(f"{path}: missing (not an OCI image layout)") from None
-    return _m().parse_json(_m().Index, data, origin=str(path))
+    return models.parse_json(models.Index, data, origin=str(path))
 
 
 def sniff_media_type(data: bytes) -> str:
     """Media type of manifest/index bytes, from its ``mediaType`` field or its shape."""
-    mtype = _m().media_type_of(data)
+    from ..oci import models
+    mtype = models.media_type_of(data)
     if mtype is None:
         raise StoreError("blob is not a manifest or index")
     return mtype
@@ -131,11 +126,12 @@ def sniff_media_type(data: bytes) -> str:
 
 def children(data: bytes, media_type: str, *, subject: bool = True) -> list[Descriptor]:
     """Descriptors a manifest (config, layers[, subject]) or index (manifests[, subject]) points to."""
+    from ..oci import models
     if mt.is_index(media_type):
-        idx = _m().parse_json(_m().Index, data, origin="index")
+        idx = models.parse_json(models.Index, data, origin="index")
         return list(idx.manifests) + ([idx.subject] if idx.subject and subject else [])
     if mt.is_manifest(media_type):
-        man = _m().parse_json(_m().Manifest, data, origin="manifest")
+        man = models.parse_json(models.Manifest, data, origin="manifest")
         return [man.config, *man.layers] + ([man.subject] if man.subject and subject else [])
     return []
 
@@ -243,7 +239,8 @@ class Store:
         return read_index_file(self.index_path)
 
     def _write_index(self, index: Index) -> None:
-        write_file_atomic(self.index_path, _m().canonical_json(index), self.tmp_dir)
+        from ..oci import models
+        write_file_atomic(self.index_path, models.canonical_json(index), self.tmp_dir)
 
     @staticmethod
     def _full_name(name: str) -> str:
@@ -269,7 +266,7 @@ class Store:
             self._write_index(index.model_copy(update={"manifests": kept}))
         return full
 
-    def lookup_tag(self, name: str) -> dict | None:
+    def lookup_tag(self, name: str) -> dict[str, Any] | None:
         """Fast path without pydantic: the raw index.json entry (a dict with mediaType, digest,
         size) that the tag ``name`` points at, or None when there is no such tag."""
         full = self._full_name(name)
@@ -279,12 +276,13 @@ class Store:
             raise StoreError(f"{self.index_path}: unreadable ({exc})") from None
         for entry in data.get("manifests", []):
             if (entry.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == full:
-                return entry
+                return dict(entry)
         return None
 
     def tag_digest(self, name: str, media_type: str, digest: str, size: int) -> str:
         """Point ``name`` at a stored manifest; a no-op (no lock, no write) when the tag already
         points there, so a fully cached rebuild writes nothing. Returns the full name."""
+        from ..oci import models
         current = self.lookup_tag(name)
         full = self._full_name(name)
         if current is not None and current.get("digest") == digest:
@@ -312,7 +310,7 @@ class Store:
                 write_file_atomic(self.index_path,
                                   json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(), self.tmp_dir)
         if not plain:
-            return self.tag(name, _m().Descriptor(mediaType=media_type, digest=digest, size=size))
+            return self.tag(name, models.Descriptor(mediaType=media_type, digest=digest, size=size))
         return full
 
     def untag(self, name: str) -> Descriptor:
@@ -359,9 +357,9 @@ class Store:
                 if ref.digest is not None:
                     return self._by_digest(ref.digest, tags, text)
                 full = str(ref)
-                for name, d in tags:
+                for name, desc in tags:
                     if name == full:
-                        return d
+                        return desc
         prefix = text[len("sha256:"):] if text.startswith("sha256:") else text
         if _HEX_PREFIX_RE.match(prefix) and (len(prefix) >= MIN_SHORT_ID or text.startswith("sha256:")):
             found = {d.digest: d for _, d in tags if d.digest.startswith("sha256:" + prefix)}
@@ -404,6 +402,7 @@ class Store:
         return found
 
     def _by_digest(self, d: Digest, tags: list[tuple[str, Descriptor]], text: str) -> Descriptor:
+        from ..oci import models
         for _, desc in tags:
             if desc.digest == str(d):
                 return desc.model_copy(update={"annotations": None})
@@ -414,20 +413,21 @@ class Store:
             mtype = sniff_media_type(data)
         except StoreError:
             raise ImageNotFound(f"{text} is not a manifest or index") from None
-        return _m().Descriptor(mediaType=mtype, digest=str(d), size=len(data))
+        return models.Descriptor(mediaType=mtype, digest=str(d), size=len(data))
 
     def image(self, name: str, platform: Platform | None = None) -> StoredImage:
         """The image ``name`` (resolved as :meth:`resolve`); an index is resolved to ``platform``
         (default: the host's). StoreError when blobs are missing or malformed."""
+        from ..oci import models
         desc = self.resolve(name)
         raw = self.blobs.read_bytes(desc.digest_value, limit=_JSON_LIMIT)
         if mt.is_index(desc.mediaType):
-            index = _m().parse_json(_m().Index, raw, origin=f"index of {name}")
-            desc = _m().select_manifest(index, platform, origin=name)
+            index = models.parse_json(models.Index, raw, origin=f"index of {name}")
+            desc = models.select_manifest(index, platform, origin=name)
             raw = self.blobs.read_bytes(desc.digest_value, limit=_JSON_LIMIT)
-        manifest = _m().parse_json(_m().Manifest, raw, origin=f"manifest of {name}")
+        manifest = models.parse_json(models.Manifest, raw, origin=f"manifest of {name}")
         config_raw = self.blobs.read_bytes(manifest.config.digest_value, limit=_JSON_LIMIT)
-        config = _m().parse_json(_m().ImageConfig, config_raw, origin=f"config of {name}")
+        config = models.parse_json(models.ImageConfig, config_raw, origin=f"config of {name}")
         return StoredImage(desc.model_copy(update={"annotations": None}), manifest, raw, config, config_raw)
 
     # ---- garbage collection ------------------------------------------------------------------
@@ -435,10 +435,11 @@ class Store:
     def reachable(self, roots: Iterable[Digest | Descriptor]) -> set[Digest]:
         """Digests reachable from ``roots`` (manifests and indexes are followed; other blobs
         are leaves). Missing blobs are included but not followed."""
+        from ..oci import models
         seen: set[Digest] = set()
         todo: list[tuple[Digest, str | None]] = []
         for r in roots:
-            if isinstance(r, _m().Descriptor):
+            if isinstance(r, models.Descriptor):
                 todo.append((r.digest_value, r.mediaType))
             else:
                 todo.append((r, None))
@@ -458,12 +459,13 @@ class Store:
         return seen
 
     def _sniff(self, d: Digest) -> str | None:
+        from ..oci import models
         with self.blobs.open(d) as f:
             if f.read(1) != b"{":
                 return None
         if self.blobs.size(d) > _JSON_LIMIT:
             return None
-        return _m().media_type_of(self.blobs.read_bytes(d, limit=_JSON_LIMIT))
+        return models.media_type_of(self.blobs.read_bytes(d, limit=_JSON_LIMIT))
 
     def gc(self, keep: set[Digest] | frozenset[Digest] = frozenset(), *, tmp_age: float = 3600.0) -> int:
         """Delete blobs reachable neither from tags, ``keep`` nor live leases' pins (all
@@ -472,13 +474,13 @@ class Store:
         (see :meth:`collecting`) and the index lock."""
         freed = 0
         with self.collecting() as leases, self._lock():
-            pinned = []
-            for p in leases.pinned:
+            roots: list[Digest | Descriptor] = [d for _, d in self.tags()]
+            for pin in leases.pinned:
                 try:
-                    pinned.append(Digest.parse(p))
+                    roots.append(Digest.parse(pin))
                 except ValueError:
                     continue
-            live = self.reachable([d for _, d in self.tags()] + list(keep) + pinned)
+            live = self.reachable(roots + list(keep))
             for d in list(self.blobs):
                 if d in live:
                     continue
@@ -532,6 +534,7 @@ class Store:
     def put_manifest(self, data: bytes, media_type: str, tags: tuple[str, ...]) -> Digest:
         """Store manifest/index bytes as given (every blob they name must be present, else
         StoreError) and tag them. A manifest's descriptor carries the config's platform."""
+        from ..oci import models
         refs = children(data, media_type, subject=False)
         for child in refs:
             if not self.blobs.has(child.digest_value):
@@ -539,20 +542,20 @@ class Store:
         digest = self.blobs.put_bytes(data)
         platform = None
         if mt.is_manifest(media_type):
-            man = _m().parse_json(_m().Manifest, data, origin="manifest")
+            man = models.parse_json(models.Manifest, data, origin="manifest")
             try:
-                cfg = _m().parse_json(_m().ImageConfig, self.blobs.read_bytes(man.config.digest_value, limit=_JSON_LIMIT),
+                cfg = models.parse_json(models.ImageConfig, self.blobs.read_bytes(man.config.digest_value, limit=_JSON_LIMIT),
                                  origin="config")
                 platform = cfg.platform
             except StoreError:
                 platform = None  # artifact or foreign config: no platform
-        desc = _m().Descriptor(mediaType=media_type, digest=str(digest), size=len(data), platform=platform)
+        desc = models.Descriptor(mediaType=media_type, digest=str(digest), size=len(data), platform=platform)
         for t in tags:
             self.tag(t, desc)
         return digest
 
 
-def load_json_blob(blobs: BlobStore, digest: Digest) -> dict:
+def load_json_blob(blobs: BlobStore, digest: Digest) -> dict[str, Any]:
     """A small JSON blob as a dict (StoreError on bad JSON)."""
     try:
         obj = json.loads(blobs.read_bytes(digest, limit=_JSON_LIMIT))
