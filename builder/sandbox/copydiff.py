@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..layer.walk import layer_xattrs
 
@@ -39,7 +40,7 @@ def _xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
     return tuple(x for x in layer_xattrs(path) if not x[0].startswith(_MARK))
 _OPAQUE = "trusted.overlay.opaque"
 
-Meta = tuple  # (fmt, mode, uid, gid, size, mtime_ns, ctime_ns, ino, xattrs)
+Meta = tuple[Any, ...]  # (fmt, mode, uid, gid, size, mtime_ns, ctime_ns, ino, xattrs)
 
 
 @dataclass

@@ -35,11 +35,15 @@ import sys
 
 from . import namespaces as ns
 
+MYPY = False
+if MYPY:  # for the type checker only: the init starts every RUN and imports no more than it needs
+    from typing import Any
+
 STATUS_FD = -1  # set from argv[2]
 SETUP_FAILED = 125
 
 
-def _status(msg: dict) -> None:
+def _status(msg: dict[str, Any]) -> None:
     data = marshal.dumps(msg)
     frame = struct.pack("<I", len(data)) + data
     try:
@@ -77,7 +81,7 @@ def _user_error(msg: str, code: int) -> None:
     os._exit(code)
 
 
-def _child(cfg: dict, alive_r: int) -> None:
+def _child(cfg: dict[str, Any], alive_r: int) -> None:
     """PID 1 of the step's PID namespace: set up the root, then exec the command. Never returns."""
     stubs = None
     try:
@@ -206,8 +210,9 @@ def main() -> None:
     signal.signal(signal.SIGINT, forward)
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
-        sig: int | None = os.WTERMSIG(status)
-        code = 128 + sig
+        signum = os.WTERMSIG(status)
+        sig: int | None = signum
+        code = 128 + signum
     else:
         sig, code = None, os.waitstatus_to_exitcode(status)
     _status({"exit": code, "signal": sig})

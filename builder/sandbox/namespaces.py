@@ -94,7 +94,7 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl({option}): {os.strerror(err)}")
-    return ret
+    return int(ret)
 
 
 def libc() -> ctypes.CDLL:

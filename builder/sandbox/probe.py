@@ -91,8 +91,8 @@ def probe_host(where: Path | None = None) -> HostCaps:
                              else "overlay in a user namespace needs Linux 5.11")
         # with userxattr the kernel refuses redirect_dir=off (it means "follow" when the module's
         # redirect_always_follow is on); nofollow neither creates nor follows redirects
-        opts = [o.replace("redirect_dir=off", "redirect_dir=nofollow") for o in _known_options()]
-        caps = HostCaps(root=False, overlay=ok, overlay_options=",".join(opts + ["userxattr"]),
+        known = [o.replace("redirect_dir=off", "redirect_dir=nofollow") for o in _known_options()]
+        caps = HostCaps(root=False, overlay=ok, overlay_options=",".join(known + ["userxattr"]),
                         userns=userns, reason=why)
     else:
         try:

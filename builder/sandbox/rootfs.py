@@ -18,6 +18,10 @@ import stat
 
 from . import namespaces as ns
 
+MYPY = False
+if MYPY:  # for the type checker only: the sandbox init imports this module in every RUN
+    from typing import Any
+
 # Docker's masked and read-only paths (moby oci/defaults.go)
 MASKED_PATHS = (
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -171,7 +175,7 @@ def mask_paths(root: str) -> None:
             ns.mount("/dev/null", host, None, ns.MS_BIND)
 
 
-def user_mount(root: str, m: dict, stubs: Stubs) -> None:
+def user_mount(root: str, m: dict[str, Any], stubs: Stubs) -> None:
     """One entry of the init config's ``mounts``: ``{"kind": "bind"|"tmpfs", "target", "src",
     "ro", "size"}``."""
     if m["kind"] == "tmpfs":
@@ -184,7 +188,7 @@ def user_mount(root: str, m: dict, stubs: Stubs) -> None:
     bind(src, host, bool(m.get("ro", True)))
 
 
-def populate(root: str, mounts: list[dict], stubs: Stubs, shm_size: int | None = None) -> None:
+def populate(root: str, mounts: list[dict[str, Any]], stubs: Stubs, shm_size: int | None = None) -> None:
     """Mount /proc, /dev, /sys (masked as Docker does) and ``mounts`` under ``root``; what had
     to be created is recorded in ``stubs`` as it happens (also when this raises)."""
     mount_proc(root, stubs)

@@ -45,7 +45,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import HostError
 from . import namespaces as ns
@@ -137,11 +137,11 @@ def _check_target(path: str, what: str) -> str:
     return path
 
 
-def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None) -> dict:
+def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None) -> dict[str, Any]:
     """Fill ``tmp`` and return the init config."""
     hostname = spec.hostname or _secrets.token_hex(6)
     (tmp / "root").mkdir()
-    mounts: list[dict] = []
+    mounts: list[dict[str, Any]] = []
     files = tmp / "f"
     files.mkdir()
     etc = [("hosts", _hosts(hostname, spec.extra_hosts)), ("resolv.conf", resolv_conf(spec.network))]
@@ -169,7 +169,7 @@ def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None
                 raise HostError(f"sandbox: extra file source {src} for {target} is not a file")
         mounts.append({"kind": "bind", "target": target, "src": str(src.resolve()), "ro": True})
 
-    cfg: dict = {
+    cfg: dict[str, Any] = {
         "ppid": os.getpid(),
         "flags": ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC | ns.CLONE_NEWPID
         | (ns.CLONE_NEWNET if spec.network == "none" else 0),
@@ -302,7 +302,8 @@ def _kill(pid: int | None) -> None:
             pass
 
 
-def _supervise(spec: ProcessSpec, cfg: dict, tmp: Path, cancel: threading.Event | None, status: dict,
+def _supervise(spec: ProcessSpec, cfg: dict[str, Any], tmp: Path, cancel: threading.Event | None,
+               status: dict[str, Any],
                plan: "MapPlan | None" = None, cgroup: "StepCgroup | None" = None) -> None:
     """Start the init, relay output, wait. Merges the init's messages into ``status`` as they
     arrive (so the caller sees the stubs even when this raises) and sets ``cancelled`` and
@@ -510,7 +511,7 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
             cgroup = None  # only defaults were asked for: a host that refuses runs without them
     tmp = Path(tempfile.mkdtemp(prefix=f"pbsb-{os.getpid()}-", dir=temp_base()))
     copy_state = None
-    status: dict = {}
+    status: dict[str, Any] = {}
     try:
         bindroot = None
         if use_copy:
@@ -522,7 +523,7 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
             cfg["userns"] = True
             cfg["nogroups"] = not plan.helpers
         _supervise(spec, cfg, tmp, cancel, status, plan, cgroup)
-        extra: dict = {} if plan is None else {"userxattr": True, "uidmap": plan.uidmap, "gidmap": plan.gidmap}
+        extra: dict[str, Any] = {} if plan is None else {"userxattr": True, "uidmap": plan.uidmap, "gidmap": plan.gidmap}
         breach = cgroup.breach() if cgroup is not None else None
         if breach is not None and status.get("exit", 0) != 0:
             extra["limit"] = cgroup.describe(breach)  # type: ignore[union-attr]
