@@ -143,8 +143,8 @@ def open_decompressed(stream: BinaryIO, compression: str | None) -> BinaryIO:
     """
     if compression == "auto":
         if not hasattr(stream, "peek"):
-            stream = io.BufferedReader(stream)  # type: ignore[arg-type]
-        compression = detect_compression(stream.peek(8)[:8]) or UNCOMPRESSED  # type: ignore[attr-defined]
+            stream = io.BufferedReader(stream)  # type: ignore[type-var]
+        compression = detect_compression(stream.peek(8)[:8]) or UNCOMPRESSED
     if compression in (None, UNCOMPRESSED):
         return stream
     if compression == GZIP:
@@ -156,7 +156,7 @@ def open_decompressed(stream: BinaryIO, compression: str | None) -> BinaryIO:
         import zstandard
 
         inner = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True,
-                                                           closefd=True)  # type: ignore[assignment]
+                                                           closefd=True)
         owned = False
     elif compression == BZIP2:
         import bz2
@@ -171,7 +171,7 @@ def open_decompressed(stream: BinaryIO, compression: str | None) -> BinaryIO:
     else:
         raise CompressionError(f"unknown compression {compression!r}")
     guarded = _GuardedReader(_ClosingPair(inner, stream) if owned else inner, compression)  # type: ignore[arg-type]
-    return io.BufferedReader(guarded, buffer_size=1 << 20)  # type: ignore[return-value]
+    return io.BufferedReader(guarded, buffer_size=1 << 20)
 
 
 class _ClosingPair:
@@ -209,7 +209,7 @@ class HashingReader(ReadThrough):
         self.count += len(data)
         return data
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, n: int = -1) -> bytes:
         return self._read(n)
 
     def drain(self) -> None:

@@ -511,7 +511,7 @@ def extract_layer(stream: BinaryIO, dest: Path, *, mode: Literal["overlay", "fla
                 if m is None:
                     break
                 ex.member(tf, m)
-                tf.members.clear()  # stream mode: keep memory flat whatever the member count
+                tf.members.clear()  # type: ignore[attr-defined]  # stream mode: memory flat whatever the count
             hashed.drain()
         except (tarfile.TarError, EOFError) as exc:
             raise ExtractError(f"corrupt layer tar: {exc}") from exc

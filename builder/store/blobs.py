@@ -41,7 +41,7 @@ def _sync_file_range(fd: int, offset: int, nbytes: int) -> bool:
             _SFR = False
     if _SFR is False:
         return False
-    return _SFR(fd, offset, nbytes, 2) == 0  # 2: SYNC_FILE_RANGE_WRITE
+    return bool(_SFR(fd, offset, nbytes, 2) == 0)  # 2: SYNC_FILE_RANGE_WRITE
 
 
 _SFR: Any = None  # the libc function once looked up; False when there is none

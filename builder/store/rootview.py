@@ -159,14 +159,16 @@ class RootView:
             host = layer
             blocked = False
             opaque_above = False
+            st: os.stat_result | None = None
             for comp in parts:
                 host = host + "/" + comp
                 try:
-                    st = os.lstat(host)
+                    here = os.lstat(host)
                 except (FileNotFoundError, NotADirectoryError):
                     st = None
                     break
-                if not stat.S_ISDIR(st.st_mode):
+                st = here
+                if not stat.S_ISDIR(here.st_mode):
                     blocked = True
                     break
             else:

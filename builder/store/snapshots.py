@@ -225,8 +225,8 @@ class Snapshots:
                         src, st = Path(host), below_st
                 _copy_dir_attrs(src, st, root / path)
                 made.append((root / path, st))
-            for path, st in reversed(made):  # children written: now the times
-                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            for made_path, st in reversed(made):  # children written: now the times
+                os.utime(made_path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
             (tmp / "layer").write_text(str(diff_id) + "\n")
             done.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -315,7 +315,7 @@ class Snapshots:
 
     def list(self) -> list[Digest]:
         """The diff_ids of every complete snapshot, sorted."""
-        out = []
+        out: list[Digest] = []
         if not self.dir.is_dir():
             return out
         for d in self.dir.iterdir():
