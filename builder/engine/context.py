@@ -159,10 +159,10 @@ class HashMemo:
     def __init__(self, path: Path, roots: Sequence[str | Path] = ()) -> None:
         self.path = Path(path)
         self.roots = tuple(os.path.join(os.path.abspath(r), "") for r in roots)
-        self._files: dict[str, tuple] | None = None
+        self._files: dict[str, tuple[Any, ...]] | None = None
         self._dirty = False
 
-    def _load(self) -> dict[str, tuple]:
+    def _load(self) -> dict[str, tuple[Any, ...]]:
         if self._files is None:
             import marshal
 

@@ -250,8 +250,8 @@ def _expand(sources: Sequence[str], *, src_view: FsView, context: BuildContext |
             if parents:
                 if path != pivot and not path.startswith(pivot.rstrip("/") + "/"):
                     raise CopyError(f"{src}: source is outside its --parents pivot")
-                rel = _rel_to(path, pivot) or None
-                items.append(_Item(path, display, pivot, rel, rel))
+                parent_rel = _rel_to(path, pivot) or None
+                items.append(_Item(path, display, pivot, parent_rel, parent_rel))
             else:
                 top_rel = _rel_to(path, base) if base is not None else None
                 items.append(_Item(path, display, path, top_rel or None))
@@ -517,7 +517,7 @@ class SingleSourceCopy:
                     mtime = clamp
                 if isdir:
                     hdr = plain_header(key + b"/", b"5", perm, uid, gid, 0, mtime)
-                    record = (hdr, 0, None, None, name)
+                    record: tuple[bytes | None, int, str | None, None, str] = (hdr, 0, None, None, name)
                 else:
                     hdr = plain_header(key, b"0", perm, uid, gid, pst.st_size, mtime)
                     record = (hdr, pst.st_size, host, None, name)

@@ -151,7 +151,8 @@ def host_str(view: FsView, path: str) -> str | None:
     (DirView), else ``str(view.host_path(path))``; None when the view has no host file."""
     fast = getattr(view, "host_str", None)
     if fast is not None:
-        return fast(path)
+        found: str | None = fast(path)
+        return found
     host = view.host_path(path)
     return None if host is None else str(host)
 

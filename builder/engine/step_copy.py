@@ -22,7 +22,7 @@ def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None,
     if source_state is not None:
         return "stage:" + source_state.cache_key
     if getattr(step, "from_image", None) and context is None:
-        return "image:" + step.from_image
+        return "image:" + str(step.from_image)
     plain = [s for s in step.sources if isinstance(s, str)]
     if not plain:
         return "heredoc"
@@ -48,7 +48,8 @@ def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None,
 
         remote.append(f"fetched-at:{time.time()}")
     # COPY from the context always writes 0:0, so host ownership is not part of the meaning
-    return ctx.content_digest(local, owners=False) + ("|" + "|".join(remote) if remote else "")
+    digest: str = ctx.content_digest(local, owners=False)
+    return digest + ("|" + "|".join(remote) if remote else "")
 
 
 def _remote_like(source: str) -> bool:

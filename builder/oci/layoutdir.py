@@ -31,7 +31,7 @@ from ..errors import ReferenceError_, StoreError
 from ..store.blobs import BlobStore, VerifyingReader
 from ..store.layout import ImageNotFound, init_layout, read_index_file, sniff_media_type, write_file_atomic
 from . import mediatypes as mt
-from .models import Descriptor, ImageConfig, Index, Manifest, OciLayout, canonical_json, parse_json
+from .models import Descriptor, ImageConfig, Index, Manifest, OciLayout, Platform, canonical_json, parse_json
 from .reference import parse_reference
 
 _JSON_LIMIT = 16 << 20
@@ -128,7 +128,7 @@ def _merge_entry(entries: list[Descriptor], new: Descriptor) -> list[Descriptor]
     return kept + [new]
 
 
-def _platform_of(config_raw: bytes | None):
+def _platform_of(config_raw: bytes | None) -> Platform | None:
     if config_raw is None:
         return None
     try:
@@ -324,7 +324,7 @@ class TarBlobWriter:
         self._dirs(digest.algorithm)
         reader = VerifyingReader(stream, digest, size)
         try:
-            self._tar.addfile(self._info(f"blobs/{digest.algorithm}/{digest.hex}", size), reader)  # type: ignore[arg-type]
+            self._tar.addfile(self._info(f"blobs/{digest.algorithm}/{digest.hex}", size), reader)
         except (OSError, tarfile.TarError) as e:
             raise StoreError(f"writing blob {digest} to the tar failed: {e}") from e
         reader.verify()
@@ -341,7 +341,7 @@ class TarBlobWriter:
 
     def abort(self) -> None:
         """Give up after an error: nothing more is written (the output is to be discarded)."""
-        self._tar.closed = True
+        self._tar.closed = True  # type: ignore[attr-defined]  # TarFile.close() then writes nothing
         stream = getattr(self._tar, "fileobj", None)
         if stream is not None and hasattr(stream, "closed"):
             stream.closed = True

@@ -151,7 +151,7 @@ class ImageConfig(_Model):
     @property
     def platform(self) -> Platform:
         return Platform(architecture=self.architecture, os=self.os, variant=self.variant,
-                        **({"os.version": self.os_version} if self.os_version else {}))
+                        **({"os.version": self.os_version} if self.os_version else {}))  # type: ignore[arg-type]
 
 
 class OciLayout(_Model):
@@ -213,7 +213,7 @@ def media_type_of(data: bytes) -> str | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     if isinstance(obj, dict) and isinstance(obj.get("mediaType"), str):
-        return obj["mediaType"]
+        return str(obj["mediaType"])
     if isinstance(obj, dict) and "manifests" in obj:
         from .mediatypes import OCI_INDEX
         return OCI_INDEX

@@ -507,7 +507,7 @@ class RegistryClient:
         if not loc:
             raise RegistryError(f"registry {self.registry} opened an upload without a Location",
                                 method="POST", url=redact_url(self._url(path)), status=resp.status_code)
-        return urljoin(self._url(path), loc)
+        return urljoin(self._url(path), str(loc))
 
     def _guard(self, fn: Callable[[], Any], method: str, url: str, what: str) -> Any:
         """Run one non-idempotent request, turning stray stream errors into RegistryConnectionError."""
@@ -589,7 +589,7 @@ def _media_type_of(body: bytes) -> str | None:
     if not isinstance(data, dict):
         return None
     if isinstance(data.get("mediaType"), str):
-        return data["mediaType"]
+        return str(data["mediaType"])
     if "manifests" in data:
         return mt.OCI_INDEX
     if "layers" in data:

@@ -12,7 +12,8 @@ from typing import BinaryIO, Iterable
 from ..digest import Digest
 from ..errors import RegistryError
 from ._reference import ImageRef
-from .client import BLOB_LOCATIONS, RegistryClient, note_blob_location
+from .client import RegistryClient
+from .locations import BLOB_LOCATIONS, note_blob_location
 from .endpoint import RepositoryEndpoint
 
 

@@ -11,7 +11,7 @@ from ..digest import Digest
 from ..errors import RegistryError, UsageError
 from ..oci import mediatypes as mt
 from ..platform import Platform, host_platform, match_score, normalize_arch
-from .client import note_blob_location
+from .locations import note_blob_location
 from .endpoint import RepositoryEndpoint
 
 PlatformSpec = Platform  # the registry's name for the project-wide platform value type

@@ -83,7 +83,7 @@ def parser(which: tuple[str, str, str], escape: str = "\\") -> "Lark":
     """The compiled LALR parser for ``which`` (INSTRUCTION, WORDS or JSON_ARRAY) with ``@E@``
     bound to ``escape`` (a backslash or a backtick). Built once per process, tables loaded from
     the on-disk cache when present."""
-    Lark, lark_version = _import_lark()
+    lark_class, lark_version = _import_lark()
 
     filename, start, lexer = which
     text = grammar_text(filename).replace("@E@", _ESCAPE_ATOMS[escape])
@@ -92,5 +92,5 @@ def parser(which: tuple[str, str, str], escape: str = "\\") -> "Lark":
     if directory is not None:
         key = hashlib.sha256(f"{lark_version}\0{start}\0{lexer}\0{text}".encode()).hexdigest()[:24]
         cache = str(directory / f"lark-{filename.removesuffix('.lark')}-{key}.cache")
-    return Lark(text, parser="lalr", lexer=lexer, start=start, cache=cache,
-                maybe_placeholders=False)
+    made: Lark = lark_class(text, parser="lalr", lexer=lexer, start=start, cache=cache, maybe_placeholders=False)
+    return made

@@ -78,13 +78,16 @@ def split_instruction(text: str, escape: str) -> tuple[str, list[tuple[str, int]
     stripped = text.rstrip(SPACES)
     lead = len(stripped) - len(stripped.lstrip(SPACES))
     stripped = stripped[lead:]
+    from lark import Token, Tree
+
     tree = grammar.parser(grammar.INSTRUCTION, escape).parse(stripped)
     keyword = ""
     flags: list[tuple[str, int]] = []
     rest, rest_at = "", len(text)
-    tokens = list(tree.children[0:1])
-    if len(tree.children) > 1:
-        tokens.extend(tree.children[1].children)
+    children = list(tree.children[0:1])
+    if len(tree.children) > 1 and isinstance(tree.children[1], Tree):
+        children.extend(tree.children[1].children)
+    tokens = [t for t in children if isinstance(t, Token)]
     for tok in tokens:
         kind = tok.type
         if kind == "KEYWORD":
@@ -92,13 +95,14 @@ def split_instruction(text: str, escape: str) -> tuple[str, list[tuple[str, int]
         elif kind == "FLAG":
             value = unquote_flag(str(tok), escape)
             if value == "--":
-                tail = stripped[tok.end_pos:]
+                end = tok.end_pos or 0
+                tail = stripped[end:]
                 rest = tail.strip(SPACES)
-                rest_at = lead + tok.end_pos + (len(tail) - len(tail.lstrip(SPACES)))
+                rest_at = lead + end + (len(tail) - len(tail.lstrip(SPACES)))
                 break
-            flags.append((value, lead + tok.start_pos))
+            flags.append((value, lead + (tok.start_pos or 0)))
         elif kind == "REST":
-            rest, rest_at = str(tok), lead + tok.start_pos
+            rest, rest_at = str(tok), lead + (tok.start_pos or 0)
     return keyword, flags, rest, rest_at
 
 
