@@ -24,10 +24,10 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Generator, Iterator
 
 from .digest import Digest
-from .errors import PybuildError, StoreError, UsageError
+from .errors import StoreError, UsageError
 from .events import BlobProgress
 from .oci import mediatypes as mt
 from .oci.models import (Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json, parse_json,
@@ -254,7 +254,7 @@ def open_decompressed(stream: BinaryIO, compression: str) -> BinaryIO:
         import zstandard
 
         return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True,
-                                                          closefd=False)  # type: ignore[return-value]
+                                                          closefd=False)
     raise StoreError(f"unknown compression {compression!r}")
 
 
@@ -490,7 +490,7 @@ def _with_output(dest: str, stdout: BinaryIO | None, write: Callable[[BinaryIO],
     except OSError as exc:
         raise no_space(exc, f"writing {dest}", Path(dest).parent) or exc
     try:
-        write(out.f)  # type: ignore[arg-type]
+        write(out.f)
         out.commit()
     except BaseException as exc:
         out.abort()
@@ -516,7 +516,7 @@ class _Closing(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, n: int = -1) -> bytes:
         return self._inner.read(n)
 
     def readinto(self, b: bytearray) -> int:  # type: ignore[override]
@@ -649,7 +649,7 @@ def _export_index(store: "Store", name: str, top: Descriptor, output: OutputSpec
                 with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tw:
                     for sub, man in mans:
                         openers = [_layer_reader(store.blobs, layer) for layer in man.layers]
-                        flatten_layers(lambda i, o=openers: o[i](), len(openers), tw, prefix=sub + "/")
+                        flatten_layers(_indexed(openers), len(openers), tw, prefix=sub + "/")
             _with_output(output.dest, stdout, write)
         return top.digest_value
     if output.compression is not None:
@@ -755,38 +755,28 @@ def _names_for(store: "Store", name: str) -> tuple[str, ...]:
     return (full,) if any(n == full for n, _ in store.tags()) else ()
 
 
+def _indexed(openers: list[Callable[[], BinaryIO]]) -> Callable[[int], BinaryIO]:
+    """``open_layer`` for :func:`flatten_layers` over a list of openers."""
+    return lambda i: openers[i]()
+
+
 def _export_local(blobs: BlobStore, man: Manifest, dest: Path) -> None:
-    """Unpack the root file system into ``dest`` with builder.layer.extract when present.
+    """Unpack the root file system into ``dest`` with :func:`builder.layer.extract.extract_layers`
+    (safe extraction, whiteouts applied), streaming one layer at a time."""
+    from .layer.extract import extract_layers
 
-    TODO(layer engineer): once builder.layer.extract.extract_layers exists it is used; until
-    then the flattened tar is unpacked with tarfile's ``tar`` filter (refuses paths and links
-    escaping ``dest``; drops setuid/setgid bits and device nodes fail without root)."""
     dest.mkdir(parents=True, exist_ok=True)
-    openers = [_layer_reader(blobs, layer) for layer in man.layers]
-    try:
-        from .layer.extract import extract_layers  # type: ignore[import-not-found]
-    except ImportError:
-        extract_layers = None
-    if extract_layers is not None:
-        def streams() -> Iterator[tuple[BinaryIO, str]]:
-            for layer in man.layers:  # one layer file open at a time
-                with blobs.open(layer.digest_value) as f:
-                    yield f, mt.layer_compression(layer.mediaType)
 
-        gen = streams()
-        try:
-            extract_layers(gen, dest)
-        finally:
-            gen.close()
-        return
-    with tempfile.TemporaryFile(dir=dest.parent) as tmp:
-        flatten_layers(lambda i: openers[i](), len(openers), tmp)  # type: ignore[arg-type]
-        tmp.seek(0)
-        with tarfile.open(fileobj=tmp, mode="r:") as tar:
-            try:
-                tar.extractall(dest, filter="tar", numeric_owner=True)
-            except (tarfile.TarError, OSError) as e:
-                raise PybuildError(f"cannot unpack the image into {dest}: {e}") from e
+    def streams() -> Generator[tuple[BinaryIO, str | None], None, None]:
+        for layer in man.layers:  # one layer file open at a time
+            with blobs.open(layer.digest_value) as f:
+                yield f, mt.layer_compression(layer.mediaType)
+
+    gen = streams()
+    try:
+        extract_layers(gen, dest)
+    finally:
+        gen.close()
 
 
 def iter_layer_members(blobs: BlobStore, layer: Descriptor) -> Iterator[tarfile.TarInfo]:
