@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from . import __version__
 from .errors import PybuildError, UsageError
@@ -29,7 +29,7 @@ _COMMANDS = ("build", "parse", "images", "inspect", "history", "tag", "rmi", "pr
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's default exits 2 with usage: keep that
+    def error(self, message: str) -> NoReturn:  # argparse's default exits 2 with usage: keep that
         raise UsageError(message)
 
 

@@ -274,8 +274,8 @@ def _cmd_du(ns: argparse.Namespace) -> int:
         print(f"{'KIND':<7} {'ID':<24} {'SIZE':>10} {'LAST USED':>14}  DESCRIPTION")
         for item in cache_items(store=store):
             ident = item.id.split(":", 1)[-1][:12] if item.kind == "record" else item.id
-            size = _human(item.size) + ("*" if item.shared else "")
-            print(f"{item.kind:<7} {ident:<24} {size:>10} {_ago(now - item.last_used):>14}  {_clip(item.description)}")
+            shown = _human(item.size) + ("*" if item.shared else "")
+            print(f"{item.kind:<7} {ident:<24} {shown:>10} {_ago(now - item.last_used):>14}  {_clip(item.description)}")
         print("(* the layer is also part of a tagged image)")
         print()
     for what, size in disk_usage(store=store).items():

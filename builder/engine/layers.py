@@ -213,7 +213,7 @@ def materialize(session: Any, layer: LayerRef) -> LayerRef:
         return layer
     done: LayerRef | None
     with session.lock:
-        done = session.materialized.get(layer.diff_id)
+        done: LayerRef | None = session.materialized.get(layer.diff_id)
         job = session.blob_jobs.get(layer.diff_id) if done is None else None
     if done is None:
         done = _make_blob(session, layer) if job is None else job.result()

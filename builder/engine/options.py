@@ -77,6 +77,6 @@ class BuildOptions:
     annotations: tuple[str, ...] = ()
     # issue 13: cgroup limits of every RUN (builder.engine.limits; None: the defaults)
     limits: Any = None
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
     # where ``--output ...,dest=-`` writes (the CLI passes its stdout); None refuses dest=-
     stdout: Any = field(default=None, compare=False)

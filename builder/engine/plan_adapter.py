@@ -55,7 +55,7 @@ def start_stage(session: Any, graph: Any, index: int) -> tuple[ImageState, Any, 
 
 def stage_steps(df: Any, lowering: Any, base_onbuild: tuple[str, ...]) -> Iterator[Any]:
     """The base image's ONBUILD triggers (parsed here), then the stage's own steps."""
-    triggers = []
+    triggers: list[Any] = []
     if base_onbuild:
         from ..syntax.parser import parse_text
         from ..syntax.typed import to_instructions

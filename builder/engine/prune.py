@@ -143,7 +143,7 @@ def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None
             records = [r for r in cache.records()]
     keep = {Digest.parse(r.layer["digest"]) for r in records if r.layer is not None and r.layer.get("digest")}
     freed_memo += ExplainStore(store.root).prune({r.key for r in records})
-    freed = store.gc(keep) + freed_memo
+    freed: int = store.gc(keep) + freed_memo
     # snapshots: keep those of tagged images and surviving cache records (for a lazy record,
     # one without a blob, the snapshot is the layer)
     _, tagged_diffs = _tagged_layers(store)
@@ -152,13 +152,13 @@ def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None
     snaps = Snapshots(store.root / "snapshots")
     for diff_id in list(snaps.list()):
         if str(diff_id) not in wanted:
-            path = snaps.get(diff_id)  # (Snapshots has no .path: the freed size was always 0)
+            snap = snaps.get(diff_id)  # (Snapshots has no .path: the freed size was always 0)
             try:
-                if path is not None and leases.protects_time(path.parent.stat().st_mtime):
+                if snap is not None and leases.protects_time(snap.parent.stat().st_mtime):
                     continue  # made while a command runs
             except FileNotFoundError:
                 continue
-            size = _tree_size(path) if path is not None and path.exists() else 0
+            size = _tree_size(snap) if snap is not None and snap.exists() else 0
             snaps.remove(diff_id)
             freed += size
     return freed

@@ -46,7 +46,8 @@ def push(store: Any, name: str, dest: str | None = None, *, compression: str | N
     """Push the stored image ``name`` to ``dest`` (default: ``name`` itself); returns the pushed
     manifest digest. Blobs the registry has are skipped; the manifest goes last."""
     from ..oci.reference import parse_reference
-    from ..transfer import OutputSpec, export_image, progress_sink
+    from ..outputspec import OutputSpec
+    from ..transfer import export_image, progress_sink
 
     target = str(parse_reference(dest or name))
     spec = OutputSpec(type="registry", names=(target,), push=True, compression=compression)

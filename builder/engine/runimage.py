@@ -37,7 +37,9 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
     if not argv:
         raise UsageError(f"{image}: no command given and the image has no Entrypoint or Cmd")
     snaps = Snapshots(store.root / "snapshots")
-    lowers = [snaps.ensure(layer.diff_id, (lambda layer=layer: store.blobs.open(layer.digest)),
+    from functools import partial
+
+    lowers = [snaps.ensure(layer.diff_id, partial(store.blobs.open, layer.digest),
                            compression_for_media_type(layer.media_type)) for layer in base.layers]
     lowers = snaps.stack([layer.diff_id for layer in base.layers], lowers)  # top-most first, implied dirs fixed up
     view = RootView(lowers)

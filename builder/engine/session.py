@@ -16,7 +16,8 @@ import tempfile
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from .events import Event, EventSink, Message, StepFinished, StepOutput, StepStarted
 from .options import BuildOptions
@@ -164,13 +165,14 @@ class BuildSession:
         return self._images[key]
 
     # -- layers on disk ---------------------------------------------------------------------
-    def _open_blob(self, layer: LayerRef):
-        def open_blob() -> Any:
+    def _open_blob(self, layer: LayerRef) -> Callable[[], BinaryIO]:
+        def open_blob() -> BinaryIO:
             if layer.digest is None:
                 from ..errors import StoreError
 
                 raise StoreError(f"the snapshot of lazy layer {layer.diff_id} is gone (the store was pruned)")
-            return self.store.blobs.open(layer.digest)
+            stream: BinaryIO = self.store.blobs.open(layer.digest)
+            return stream
 
         return open_blob
 

@@ -11,7 +11,7 @@ import collections
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import DockerfileError, StepFailed
 from .cachekey import step_key
@@ -58,14 +58,14 @@ def mount_meaning(session: Any, m: Any) -> dict[str, Any]:
 
 def _bind_source_key(session: Any, m: Any) -> str | None:
     if m.from_stage is not None:
-        return "stage:" + session.stages[m.from_stage].state.cache_key
+        return "stage:" + str(session.stages[m.from_stage].state.cache_key)
     if m.from_image:
         named = session.named_context(m.from_image)
         if named is not None and named.path is not None:
             src = (m.source or ".").lstrip("/") or "."
             ctx = session.named_build_context(named)
-            return "context:" + ctx.content_digest(ctx.match_sources(src))
-        return "image:" + session.resolve_image(m.from_image).manifest_digest
+            return "context:" + str(ctx.content_digest(ctx.match_sources(src)))
+        return "image:" + str(session.resolve_image(m.from_image).manifest_digest)
     return None
 
 
@@ -131,7 +131,7 @@ def check_emulation(session: Any, state: ImageState, step: Any) -> None:
                                     problem, plat.architecture))
 
 
-def _network(step: Any, session: Any) -> str:
+def _network(step: Any, session: Any) -> Literal["host", "none"]:
     """RUN --network wins; "default" (or none given) means the build's --network."""
     value = step.network
     if not value or value == "default":

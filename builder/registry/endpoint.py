@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from ._reference import ImageRef, parse_image_ref
 from .client import RegistryClient
@@ -26,7 +26,7 @@ class RepositoryEndpoint:
         if self._own_client:
             self.client.close()
 
-    def __enter__(self) -> "RepositoryEndpoint":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

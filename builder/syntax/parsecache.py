@@ -32,7 +32,7 @@ def _front_end_identity() -> bytes:
     here = Path(__file__).resolve().parent
     dirs = [here]
     try:
-        import builder.grammar as grammar_pkg
+        import builder.grammar as grammar_pkg  # type: ignore[import-not-found, unused-ignore]  # data (grammar/)
 
         dirs.append(Path(grammar_pkg.__file__).resolve().parent)
     except (ImportError, TypeError):
