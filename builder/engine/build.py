@@ -15,13 +15,16 @@ import functools
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DockerfileError, Interrupted, PybuildError
 from .events import EventSink, ImageWritten, StepFinished, StepStarted
 from .options import BuildOptions
 from .session import BuildSession, StageResult, StageSession
 from .state import ImageState
+
+if TYPE_CHECKING:
+    from ..store.layout import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ class BuildResult:
         return out
 
 
-def run_build(opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResult:
+def run_build(opts: BuildOptions, store: Store, on_event: EventSink) -> BuildResult:
     """Build per ``opts`` into ``store``. Raises PybuildError subclasses; on any failure no tag
     changes and the build's temporary files are removed."""
     from ..syntax.parser import parse_file
@@ -70,7 +73,7 @@ class PlatformBuild:
     remote_caches: list[Any] = field(default_factory=list)
 
 
-def _build(df: Any, opts: BuildOptions, store: Any, on_event: EventSink) -> BuildResult:
+def _build(df: Any, opts: BuildOptions, store: Store, on_event: EventSink) -> BuildResult:
     from ..oci.reference import parse_reference
     from ..platform import host_platform, parse_platforms
     from ..syntax.typed import to_instructions
@@ -353,7 +356,7 @@ def _parse_outputs(opts: BuildOptions) -> list[Any]:
     return [parse_output(o) if isinstance(o, str) else o for o in opts.outputs]
 
 
-def _export(store: Any, digest: str, output: Any, tags: tuple[str, ...], session: BuildSession,
+def _export(store: Store, digest: str, output: Any, tags: tuple[str, ...], session: BuildSession,
             finals: list[ImageState]) -> None:
     """Write one ``--output`` of the image (or index) ``digest``. ``compression=`` applies to
     the layers this build made; those inherited from the base image keep theirs unless

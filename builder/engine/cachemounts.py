@@ -31,9 +31,12 @@ import stat
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..digest import Digest
+
+if TYPE_CHECKING:
+    from ..store.layout import Store
 
 
 def mount_dir(store_root: Path, cache_id: str) -> Path:
@@ -212,7 +215,7 @@ class MountExport:
     entries: list[MountEntry]
     sources: dict[str, Any]
 
-    def fetch(self, store: Any, digest: Digest) -> None:
+    def fetch(self, store: Store, digest: Digest) -> None:
         """Bring the pass-through blob ``digest`` into ``store``; StoreError when unknown."""
         for e in self.entries:
             if e.layer["digest"] == str(digest) and str(digest) in self.sources:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..digest import Digest
 from .state import ImageState
+
+if TYPE_CHECKING:
+    from ..store.layout import Store
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -85,7 +88,7 @@ def manifest_json(config_digest: Digest, config_size: int, state: ImageState,
 EMPTY_LAYER_HISTORY = "pybuild: empty layer (an OCI image manifest lists at least one layer)"
 
 
-def with_empty_layer(store: Any, state: ImageState, created: str) -> ImageState:
+def with_empty_layer(store: Store, state: ImageState, created: str) -> ImageState:
     """``state`` itself when it has layers; else ``state`` with one empty layer (a gzip'd tar
     holding only its end-of-archive blocks, always the same blob) written into ``store`` and
     a history entry for it placed first. The OCI image-manifest schema requires at least one
@@ -107,7 +110,7 @@ def with_empty_layer(store: Any, state: ImageState, created: str) -> ImageState:
     return replace(state, layers=(layer,), history=(first,) + state.history)
 
 
-def write_image(store: Any, state: ImageState, created: str,
+def write_image(store: Store, state: ImageState, created: str,
                 annotations: dict[str, str] | None = None) -> WrittenImage:
     """Write config and manifest blobs into ``store``; layers must already be there (an image
     without any gets the empty layer of :func:`with_empty_layer`). ``annotations`` go into the
@@ -154,7 +157,7 @@ def index_json(images: list[tuple[WrittenImage, Any]], annotations: dict[str, st
     return _dumps(doc)
 
 
-def write_index(store: Any, images: list[tuple[WrittenImage, Any]],
+def write_index(store: Store, images: list[tuple[WrittenImage, Any]],
                 annotations: dict[str, str] | None = None,
                 descriptor_annotations: list[dict[str, str]] | None = None) -> WrittenIndex:
     """Write :func:`index_json` of ``images`` (already in ``store``) into ``store``."""

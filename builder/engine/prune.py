@@ -11,9 +11,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..digest import Digest
+
+if TYPE_CHECKING:
+    from ..store.layout import Store
 
 
 def _tree_size(path: Path) -> int:
@@ -28,7 +31,7 @@ def _tree_size(path: Path) -> int:
     return total
 
 
-def _tagged_layers(store: Any) -> tuple[set[str], set[str]]:
+def _tagged_layers(store: Store) -> tuple[set[str], set[str]]:
     """(blob digests, diff_ids) reachable from tags."""
     blobs: set[str] = set()
     diff_ids: set[str] = set()
@@ -44,7 +47,7 @@ def _tagged_layers(store: Any) -> tuple[set[str], set[str]]:
     return blobs, diff_ids
 
 
-def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None = None,
+def prune_store(store: Store, *, all_cache: bool = False, keep_storage: int | None = None,
                 until: float | None = None) -> int:
     """Remove cache records and ``RUN --mount=type=cache`` directories (all of them with
     ``all_cache``; else dangling records, those last used more than ``until`` seconds ago,
@@ -64,7 +67,7 @@ def prune_store(store: Any, *, all_cache: bool = False, keep_storage: int | None
         return _prune(store, leases, all_cache=all_cache, keep_storage=keep_storage, until=until)
 
 
-def _pinned_diff_ids(store: Any, pinned: frozenset[str]) -> set[str]:
+def _pinned_diff_ids(store: Store, pinned: frozenset[str]) -> set[str]:
     """diff_ids a live lease needs: those pinned directly and those of pinned manifests."""
     out = set(pinned)
     for p in pinned:
@@ -85,7 +88,7 @@ def _pinned_diff_ids(store: Any, pinned: frozenset[str]) -> set[str]:
     return out
 
 
-def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None, until: float | None) -> int:
+def _prune(store: Store, leases: Any, *, all_cache: bool, keep_storage: int | None, until: float | None) -> int:
     import time
 
     from ..store.cache import CacheRecord, CacheStore
@@ -164,7 +167,7 @@ def _prune(store: Any, leases: Any, *, all_cache: bool, keep_storage: int | None
     return freed
 
 
-def _layer_present(store: Any, snapshots: Any, layer: dict[str, Any]) -> bool:
+def _layer_present(store: Store, snapshots: Any, layer: dict[str, Any]) -> bool:
     """A record's layer is usable: its blob is stored, or it is lazy (no digest: not made
     yet) and its snapshot is there."""
     if layer.get("digest"):
@@ -172,7 +175,7 @@ def _layer_present(store: Any, snapshots: Any, layer: dict[str, Any]) -> bool:
     return snapshots.get(Digest.parse(layer["diff_id"])) is not None
 
 
-def usage(store: Any) -> dict[str, int]:
+def usage(store: Store) -> dict[str, int]:
     """Bytes used by tagged images' blobs, other blobs (cache), unpacked layers and temp files."""
     tagged_blobs, _ = _tagged_layers(store)
     images = other = 0
@@ -224,7 +227,7 @@ class CacheItem:
     shared: bool = False   # a record whose layer a tagged image also holds
 
 
-def cache_items(store: Any) -> list[CacheItem]:
+def cache_items(store: Store) -> list[CacheItem]:
     """Every cache record and cache mount of ``store``, newest use first."""
     from ..store.cache import CacheStore
     from .cachemounts import list_mounts

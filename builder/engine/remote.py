@@ -6,10 +6,13 @@ Pull and push are one ``copy_image`` between a registry and the store; the regis
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..digest import Digest
 from ..events import BlobProgress
+
+if TYPE_CHECKING:
+    from ..store.layout import Store
 
 ProgressSink = Callable[[BlobProgress], None]
 
@@ -21,7 +24,7 @@ def insecure_flag(registry: str, insecure: tuple[str, ...]) -> bool | None:
     return True if is_insecure(registry, insecure) else None
 
 
-def pull(store: Any, ref_text: str, *, platform: str | None = None, insecure: tuple[str, ...] = (),
+def pull(store: Store, ref_text: str, *, platform: str | None = None, insecure: tuple[str, ...] = (),
          on_progress: ProgressSink | None = None) -> str:
     """Copy ``ref_text`` from its registry into the store and tag it; returns the manifest digest.
     A platform-specific manifest is chosen from an index (default: the host's platform).
@@ -41,7 +44,7 @@ def pull(store: Any, ref_text: str, *, platform: str | None = None, insecure: tu
     return str(digest)
 
 
-def push(store: Any, name: str, dest: str | None = None, *, compression: str | None = None,
+def push(store: Store, name: str, dest: str | None = None, *, compression: str | None = None,
          insecure: tuple[str, ...] = (), on_progress: ProgressSink | None = None) -> str:
     """Push the stored image ``name`` to ``dest`` (default: ``name`` itself); returns the pushed
     manifest digest. Blobs the registry has are skipped; the manifest goes last."""

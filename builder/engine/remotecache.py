@@ -48,11 +48,14 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 
 from ..digest import Digest
 from ..errors import PybuildError, UsageError
 from ..store.cache import CacheRecord
+
+if TYPE_CHECKING:
+    from ..store.layout import Store
 
 CACHE_CONFIG_MEDIA_TYPE = "application/vnd.pybuild.cache.config.v1+json"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -251,7 +254,7 @@ class ImportedCache:
     def get(self, key: str) -> CacheRecord | None:
         return self.records.get(key)
 
-    def fetch_layer(self, store: Any, layer: dict[str, Any]) -> None:
+    def fetch_layer(self, store: Store, layer: dict[str, Any]) -> None:
         """Copy the layer blob into ``store`` unless present; StoreError/RegistryError when
         the bytes do not match the digest and size (nothing is stored then)."""
         digest = Digest.parse(layer["digest"])
@@ -401,7 +404,7 @@ class LazyCache:
         cache = self._open()
         return cache.mounts if cache is not None else {}
 
-    def fetch_layer(self, store: Any, layer: dict[str, Any]) -> None:
+    def fetch_layer(self, store: Store, layer: dict[str, Any]) -> None:
         cache = self._open()
         if cache is None:
             from ..errors import StoreError
@@ -512,7 +515,7 @@ def with_inline_cache(state: Any, records: list[CacheRecord] | None) -> Any:
     return replace(state, extra=extra)
 
 
-def write_cache(store: Any, records: list[CacheRecord], dest: Any, tag: str,
+def write_cache(store: Store, records: list[CacheRecord], dest: Any, tag: str,
                 extras: dict[str, Any] | None = None, extra_layers: Iterable[dict[str, Any]] = (),
                 current: Any = None, fetch: Any = None) -> Digest:
     """Push the layer blobs, the config and the manifest of ``records`` to ``dest`` (an

@@ -5,13 +5,16 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..digest import Digest
 from ..errors import UsageError
 
+if TYPE_CHECKING:
+    from ..store.layout import Store
 
-def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str = "host",
+
+def run_image(store: Store, image: str, command: tuple[str, ...], *, network: str = "host",
               env: tuple[tuple[str, str], ...] = (), user: str | None = None, workdir: str | None = None,
               on_output: Callable[[bytes], None] | None = None, platform: str | None = None) -> int:
     """Run ``image`` (its Entrypoint + ``command`` or Cmd); returns the exit code. The overlay
@@ -39,7 +42,7 @@ def run_image(store: Any, image: str, command: tuple[str, ...], *, network: str 
     snaps = Snapshots(store.root / "snapshots")
     from functools import partial
 
-    lowers = [snaps.ensure(layer.diff_id, partial(store.blobs.open, layer.digest),
+    lowers = [snaps.ensure(layer.diff_id, partial(store.blobs.open, layer.blob()),
                            compression_for_media_type(layer.media_type)) for layer in base.layers]
     lowers = snaps.stack([layer.diff_id for layer in base.layers], lowers)  # top-most first, implied dirs fixed up
     view = RootView(lowers)

@@ -17,11 +17,14 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .events import Event, EventSink, Message, StepFinished, StepOutput, StepStarted
 from .options import BuildOptions
 from .state import ImageState, LayerRef
+
+if TYPE_CHECKING:
+    from ..store.layout import Store
 
 
 @dataclass
@@ -36,7 +39,7 @@ class StageResult:
 
 
 class BuildSession:
-    def __init__(self, opts: BuildOptions, store: Any, on_event: EventSink) -> None:
+    def __init__(self, opts: BuildOptions, store: Store, on_event: EventSink) -> None:
         from ..store.cache import CacheStore
         from ..store.snapshots import Snapshots
 
@@ -207,7 +210,7 @@ class BuildSession:
 
             state = materialize_state(self, state)
             dest = Path(tempfile.mkdtemp(prefix="flat-", dir=self.tmp))
-            streams = [(self.store.blobs.open(layer.digest), compression_for_media_type(layer.media_type))
+            streams = [(self.store.blobs.open(layer.blob()), compression_for_media_type(layer.media_type))
                        for layer in state.layers]
             try:
                 extract_layers(streams, dest)

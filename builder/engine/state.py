@@ -27,6 +27,12 @@ class LayerRef:
             raise ValueError(f"layer {self.diff_id} has no blob yet")
         return {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
 
+    def blob(self) -> Digest:
+        """The blob's digest; ValueError for a lazy layer (materialize it first)."""
+        if self.digest is None:
+            raise ValueError(f"layer {self.diff_id} has no blob yet")
+        return self.digest
+
 
 STEP_COMMENT = "buildkit.dockerfile.v0"  # what BuildKit writes in each step's history comment
 INLINE_FIELD = "pybuild.cache.v1"  # the image config field of an inline cache (builder.engine.remotecache)
