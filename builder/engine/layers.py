@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 from ..digest import Digest
 from ..events import BlobProgress
-from .state import LayerRef
+from .state import ImageState, LayerRef
 
 
 def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
@@ -213,7 +213,7 @@ def materialize(session: Any, layer: LayerRef) -> LayerRef:
         return layer
     done: LayerRef | None
     with session.lock:
-        done: LayerRef | None = session.materialized.get(layer.diff_id)
+        done = session.materialized.get(layer.diff_id)
         job = session.blob_jobs.get(layer.diff_id) if done is None else None
     if done is None:
         done = _make_blob(session, layer) if job is None else job.result()
@@ -385,7 +385,7 @@ def cache_store(session: Any, key: str, layer: LayerRef | None, created_by: str)
     return StepOutcome(layer, now)
 
 
-def commit_step(session: Any, state: Any, step: Any, outcome: StepOutcome, key: str) -> Any:
+def commit_step(session: Any, state: ImageState, step: Any, outcome: StepOutcome, key: str) -> ImageState:
     """``state`` plus the outcome's layer and the step's history entry. History times are
     SOURCE_DATE_EPOCH when set, else when the step was first built."""
     from dataclasses import replace

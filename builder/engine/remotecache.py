@@ -55,6 +55,7 @@ from ..errors import PybuildError, UsageError
 from ..store.cache import CacheRecord
 
 if TYPE_CHECKING:
+    from .state import ImageState
     from ..store.layout import Store
 
 CACHE_CONFIG_MEDIA_TYPE = "application/vnd.pybuild.cache.config.v1+json"
@@ -501,7 +502,7 @@ def collect_records(session: Any, keys: Iterable[str]) -> list[CacheRecord]:
     return out
 
 
-def with_inline_cache(state: Any, records: list[CacheRecord] | None) -> Any:
+def with_inline_cache(state: ImageState, records: list[CacheRecord] | None) -> ImageState:
     """``state`` with :data:`INLINE_FIELD` set to ``records`` (only those whose layer is in
     the image), or removed when ``records`` is None."""
     from dataclasses import replace
