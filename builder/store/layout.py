@@ -392,7 +392,9 @@ class Store:
                 children = data.get("manifests")
                 for child in children if isinstance(children, list) else []:
                     try:
-                        todo.append(_m().Descriptor.model_validate(child))
+                        from ..oci.models import Descriptor as _Descriptor
+
+                        todo.append(_Descriptor.model_validate(child))
                     except ValueError:
                         continue
             elif mt.is_manifest(desc.mediaType):
