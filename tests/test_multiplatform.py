@@ -169,7 +169,7 @@ def test_single_platform_base_of_another_platform_is_an_error(tmp_path: Path) ->
     r = build(ctx, root, "--platform", "linux/arm64")
     assert r.rc == 1, r
     assert "Traceback" not in r.err
-    assert "Dockerfile:1:1: base image localhost/busybox:latest is for platform linux/amd64, " \
+    assert "Dockerfile:1:1: image localhost/busybox:latest is for platform linux/amd64, " \
            "not the wanted linux/arm64" in r.err, r.err
     assert fingerprint(root / "index.json") == before
     # the same base for its own platform, spelled another way, is fine
@@ -308,3 +308,19 @@ def test_base_index_from_a_registry_and_an_oci_layout(tmp_path: Path, registry) 
     r = build(make_context(tmp_path / "bad", f"FROM {base}\n"), tmp_path / "fresh-bad", "--platform", "linux/s390x")
     assert r.rc != 0 and "Traceback" not in r.err
     assert "linux/s390x" in r.err and "linux/amd64" in r.err and "linux/arm64" in r.err, r.err
+
+
+@pytest.mark.registry
+def test_pull_platform_refuses_a_single_platform_image_of_another(tmp_path: Path, registry) -> None:  # noqa: F811
+    """``pybuild pull --platform`` agrees with FROM: a single-platform image of another platform
+    is an error naming both (and no tag is written); the right platform pulls."""
+    root = new_store(tmp_path)
+    name = f"{registry.host}/single/bb:1"
+    pybuild(["push", BASE_TAG, name], root).ok()
+    fresh = tmp_path / "fresh"
+    r = pybuild(["pull", "--platform", "linux/arm64", name], fresh)
+    assert r.rc == 4 and "Traceback" not in r.err, r
+    assert f"image {name} is for platform linux/amd64, not the wanted linux/arm64" in r.err, r.err
+    assert tag_digest(fresh, name) is None
+    got = pybuild(["pull", "--platform", "linux/amd64", name], fresh).ok().out.strip()
+    assert tag_digest(fresh, name) == got

@@ -89,7 +89,7 @@ def check_platform(config: dict[str, Any], want: Any, name: str) -> None:
     have = Platform(os_name.lower(), *normalize_arch(arch, variant or ""))
     wanted = Platform(str(want.os), str(want.architecture), str(getattr(want, "variant", "") or ""))
     if match_score(wanted, have) is None:
-        raise StoreError(f"base image {name} is for platform {have}, not the wanted {wanted} "
+        raise StoreError(f"image {name} is for platform {have}, not the wanted {wanted} "
                          f"(use an image index that has {wanted}, or build with --platform {have})")
 
 

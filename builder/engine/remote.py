@@ -39,8 +39,17 @@ def pull(store: Store, ref_text: str, *, platform: str | None = None, insecure: 
     with RegistrySource(str(ref), insecure=insecure_flag(ref.registry, insecure)) as src:
         target = str(ref.digest) if ref.digest else (ref.tag or "latest")
         tags = (str(ref),) if not ref.digest else ()
-        digest = copy_image(src, target, store, tags=tags, platform=plat,
+        digest = copy_image(src, target, store, tags=(), platform=plat,
                             on_event=progress_sink(on_progress, "pull") if on_progress else None)
+    if platform:  # asked for one: a single-platform image of another is refused, as FROM does
+        from .base import load_from_store
+
+        load_from_store(store, digest, plat, str(ref))
+    if tags:
+        from ..store.layout import sniff_media_type
+
+        data = store.blobs.read_bytes(digest)
+        store.put_manifest(data, sniff_media_type(data), tags)
     return str(digest)
 
 
