@@ -5,6 +5,7 @@ snapshots, with the digests an eager build gives."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,21 @@ def test_cache_export_makes_the_blobs_of_lazy_layers(tmp_path: Path) -> None:
     for layer in manifest["layers"]:
         assert (dest / "blobs" / "sha256" / layer["digest"].split(":")[1]).is_file()
     assert all("digest" in r["layer"] for r in records(root) if r["layer"] is not None)
+
+
+def test_blob_made_from_an_eagerly_unpacked_snapshot_is_the_same(tmp_path: Path) -> None:
+    """An eager COPY followed by a RUN is unpacked while it is written (by GNU tar as root);
+    a later lazy build of the same layer reuses that snapshot and makes its blob from it: the
+    same digests (a context file named like a whiteout keeps that layer off the fast path)."""
+    ctx = context(tmp_path)
+    (ctx / "data" / "sub" / "link").symlink_to("b.bin")
+    os.link(ctx / "data" / "a.txt", ctx / "data" / "a-hard.txt")
+    os.chmod(ctx / "data" / "sub", 0o750)
+    root = busybox_store(tmp_path)
+    eager = build(root, ctx, "t/g:eager", "--target", "build", env={"PYBUILD_LAZY_LAYERS": "off"})
+    again = build(root, ctx, "t/g:lazy", "--target", "build", "--no-cache", env={"PYBUILD_LAZY_LAYERS": "all"})
+    assert again == eager
+    (ctx / "data" / ".wh.odd").write_text("not a whiteout in the context\n")
+    eager = build(root, ctx, "t/g:eager2", "--target", "build", env={"PYBUILD_LAZY_LAYERS": "off"})
+    again = build(root, ctx, "t/g:lazy2", "--target", "build", "--no-cache", env={"PYBUILD_LAZY_LAYERS": "all"})
+    assert again == eager

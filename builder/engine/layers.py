@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from ..digest import Digest
 from ..events import BlobProgress
@@ -38,9 +38,11 @@ def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False, l
 
     opts = session.opts
     compression = "uncompressed" if lazy else opts.compression
+    watch = _Marked()
+    entries = watch.names(entries, lambda e: str(e.name))
     return _store(session, lambda out, tee: write_layer(
         entries, out, compression=compression, level=opts.compression_level,
-        mtime_clamp=opts.source_date_epoch, tee=tee), unpack or lazy, lazy)
+        mtime_clamp=opts.source_date_epoch, tee=tee), unpack or lazy, lazy, watch)
 
 
 def store_records(session: Any, records: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
@@ -50,8 +52,31 @@ def store_records(session: Any, records: Iterable[Any], *, unpack: bool = False,
 
     compression = "uncompressed" if lazy else session.opts.compression
     level = session.opts.compression_level
+    watch = _Marked()
+    records = watch.names(records, lambda r: str(r[4]))
     return _store(session, lambda out, tee: write_records(records, out, compression=compression, level=level,
-                                                          tee=tee), unpack or lazy, lazy)
+                                                          tee=tee), unpack or lazy, lazy, watch)
+
+
+def whiteout_named(names: Iterable[str]) -> bool:
+    """Whether any of the layer paths ``names`` is named like a whiteout (``.wh.*``): such a
+    member becomes a whiteout when unpacked, so its layer cannot be kept as a snapshot alone."""
+    return any(str(n).rsplit("/", 1)[-1].startswith(".wh.") for n in names)
+
+
+class _Marked:
+    """Watches the member names going into a layer for whiteout-looking ones (``.wh.*``),
+    which the fast unpacker (GNU tar) would create as plain files where pybuild's extractor
+    makes whiteouts: a layer holding one gets no snapshot from it."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def names(self, items: Iterable[Any], name: Callable[[Any], str]) -> Iterator[Any]:
+        for item in items:
+            if not self.seen and whiteout_named((name(item),)):
+                self.seen = True
+            yield item
 
 
 class _Discard:
@@ -106,9 +131,23 @@ class _Reporting:
             self._emit(BlobProgress("layer", self._id, "", self.done, self.done, finished=True))
 
 
-def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool, lazy: bool = False) -> LayerRef:
+def _gnu_tar() -> str | None:
+    """GNU tar, when pybuild runs as root (it then restores owners, modes, times and xattrs
+    exactly as pybuild's extractor does, in C, without taking the GIL from the tar writer)."""
+    import os
+    import shutil
+
+    return shutil.which("tar") if os.geteuid() == 0 else None
+
+
+def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool, lazy: bool = False,
+           watch: _Marked | None = None) -> LayerRef:
     """Run ``write(blob_writer, tee)`` into a new store blob (tee None unless ``unpack``); with
-    ``lazy``, into nothing, the tee being the only output (StoreError if it fails)."""
+    ``lazy``, into nothing, the tee being the only output (StoreError if it fails).
+
+    The tee goes to pybuild's extractor (a thread) for a lazy layer, whose snapshot is the
+    layer; for an eager one, whose snapshot only saves the next RUN an extraction, to GNU tar
+    when it can be used (``_gnu_tar``), unless ``watch`` saw a whiteout-like name."""
     if not unpack:
         with session.store.blobs.ingest() as w:
             out = _Reporting(w, session.emit)
@@ -143,8 +182,28 @@ def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool, lazy: b
         finally:
             reader.close()
 
-    thread = threading.Thread(target=unpack_stream, name="layer-unpack", daemon=True)
-    thread.start()
+    tar = None if lazy else _gnu_tar()
+    proc = None
+    if tar is not None:
+        import subprocess
+
+        try:
+            proc = subprocess.Popen([tar, "-x", "-f", "-", "-C", str(dest), "--numeric-owner", "--same-owner",
+                                     "--preserve-permissions", "--xattrs", "--xattrs-include=*"],
+                                    stdin=reader, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    close_fds=True)
+        except OSError:
+            proc = None
+        reader.close()
+        if proc is None:
+            reader = None
+    if proc is None:
+        if reader is None:
+            rfd, wfd2 = os.pipe()  # tar could not start: a fresh pipe for the extractor
+            writer.close()
+            reader, writer = os.fdopen(rfd, "rb"), os.fdopen(wfd2, "wb", buffering=0)
+        thread = threading.Thread(target=unpack_stream, name="layer-unpack", daemon=True)
+        thread.start()
     try:
         if lazy:
             out = _Reporting(_Discard(), session.emit)
@@ -156,9 +215,16 @@ def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool, lazy: b
         out.finish()
     finally:
         writer.close()
-        thread.join()
+        if proc is not None:
+            rc = proc.wait()
+            if rc == 0 and not (watch is not None and watch.seen):
+                outcome["ok"] = True
+            else:
+                outcome["error"] = f"tar exited {rc}" if rc else "a whiteout-like name"
+        else:
+            thread.join()
     layer = _layer_ref(info, lazy)
-    error: BaseException | None = outcome.get("error")
+    error: Any = outcome.get("error")
     if outcome.get("ok"):
         try:
             session.snapshots.adopt(layer.diff_id, dest)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import DockerfileError, PybuildError
 from .cachekey import step_key
-from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, store_layer
+from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, store_layer, whiteout_named
 from .state import ImageState
 
 
@@ -96,7 +96,10 @@ def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: Imag
         return commit_step(session, state, step, hit, key), True
     entries = build_copy_entries(session, state, step, source_view=source_view, context=context)
     unpack = session.unpack_layers and not _snapshot_likely_exists(session, key)
-    layer = store_layer(session, entries, unpack=unpack, lazy=session.lazy_layers) if entries else None
+    # a layer with a whiteout-named file (".wh.x" from the context) cannot live as a snapshot
+    # alone (unpacked, it is a whiteout): it is written at once
+    lazy = session.lazy_layers and not whiteout_named(e.name for e in entries)
+    layer = store_layer(session, entries, unpack=unpack, lazy=lazy) if entries else None
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 
@@ -138,7 +141,7 @@ def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_c
     meaning = copy_meaning(step)
     clamp = session.opts.source_date_epoch
     try:
-        if not use_cache and (session.lazy_layers or not session.unpack_layers):
+        if not use_cache and not session.unpack_layers and not session.lazy_layers:
             layer = _store_nonempty(session, single.records(single.walk(digest), clamp), unpack=False)
             key = step_key(state.cache_key, step.kind, meaning, digest.hexdigest())
         else:
@@ -148,7 +151,8 @@ def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_c
             if not isinstance(hit, CacheMiss):
                 return commit_step(session, state, step, hit, key), True
             unpack = session.unpack_layers and not _snapshot_likely_exists(session, key)
-            layer = _store_nonempty(session, single.records(walked, clamp), unpack=unpack)
+            lazy = session.lazy_layers and not whiteout_named(path for path, _, _ in walked)
+            layer = _store_nonempty(session, single.records(walked, clamp), unpack=unpack, lazy=lazy)
     except DockerfileError:
         raise
     except PybuildError as exc:
@@ -160,7 +164,7 @@ def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_c
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 
-def _store_nonempty(session: Any, records: Any, *, unpack: bool) -> Any:
+def _store_nonempty(session: Any, records: Any, *, unpack: bool, lazy: bool = False) -> Any:
     """The layer of ``records`` (tar records in layer order), or None when there are none."""
     import itertools
 
@@ -169,7 +173,7 @@ def _store_nonempty(session: Any, records: Any, *, unpack: bool) -> Any:
     first = next(records, None)
     if first is None:
         return None
-    return store_records(session, itertools.chain((first,), records), unpack=unpack, lazy=session.lazy_layers)
+    return store_records(session, itertools.chain((first,), records), unpack=unpack, lazy=lazy)
 
 
 def _dest_view(session: Any, state: ImageState, step: Any) -> Any:
