@@ -19,6 +19,9 @@ examples:
   pybuild -t app .                         build ./Dockerfile, tag the image "app"
   pybuild -f ci/Dockerfile -t app:1 ctx    a Dockerfile elsewhere, context "ctx"
   pybuild -t app --output type=oci,dest=app.tar .
+  tar -czf - . | pybuild -t app -          a tar context (or a lone Dockerfile) on stdin
+  pybuild -t app https://host/org/app.git#v1:docker   a git context (also ssh://, git@host:...)
+  pybuild -t app --build-context base=docker-image://alpine:3 --ssh default .
   pybuild parse --format buildkit Dockerfile
   pybuild images | inspect app | history app | tag app app:2 | rmi app:2
   pybuild run app                          run the image's command in a sandbox
