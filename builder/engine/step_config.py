@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cachekey import step_key
 from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, store_layer
 from .state import ImageState
 
+if TYPE_CHECKING:
+    from ..plan.steps import ConfigStep
 
-def apply_config(session: Any, state: ImageState, step: Any, *, use_cache: bool) -> tuple[ImageState, bool]:
+
+def apply_config(session: Any, state: ImageState, step: ConfigStep, *, use_cache: bool) -> tuple[ImageState, bool]:
     """Apply a config step; returns the new state and whether a recorded outcome was reused.
 
     Pure config steps also keep a (layer-less) cache record so their history time, and with it

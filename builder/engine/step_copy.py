@@ -8,15 +8,18 @@ stage's cache key for ``--from=stage``, the image digest for ``--from=image``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DockerfileError, PybuildError
 from .cachekey import step_key
 from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, store_layer, whiteout_named
 from .state import ImageState
 
+if TYPE_CHECKING:
+    from ..plan.steps import CopyStep
 
-def copy_inputs_digest(session: Any, step: Any, source_state: ImageState | None, context: Any = None) -> str:
+
+def copy_inputs_digest(session: Any, step: CopyStep, source_state: ImageState | None, context: Any = None) -> str:
     """What the COPY reads, as a digest string (part of the cache key). ``context``: a named
     directory context read instead of the build context (``COPY --from=NAME``)."""
     if source_state is not None:
@@ -71,7 +74,7 @@ def _redact(source: str) -> str:
     return redact(source)
 
 
-def copy_meaning(step: Any) -> dict[str, Any]:
+def copy_meaning(step: CopyStep) -> dict[str, Any]:
     heredocs = [{"name": h.name, "content": h.content} for h in step.sources if not isinstance(h, str)]
     return {  # URL credentials never enter a key: they do not change what is fetched
         "kind": step.kind, "sources": [_redact(s) for s in step.sources if isinstance(s, str)], "heredocs": heredocs,
@@ -81,7 +84,7 @@ def copy_meaning(step: Any) -> dict[str, Any]:
     }
 
 
-def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: ImageState | None,
+def apply_copy(session: Any, state: ImageState, step: CopyStep, *, source_state: ImageState | None,
                source_view: Any | None, use_cache: bool, context: Any = None) -> tuple[ImageState, bool]:
     """Run one COPY/ADD; returns the new state and whether the cache was used. ``context``: a
     directory named context to read instead of the build context."""
@@ -103,7 +106,7 @@ def apply_copy(session: Any, state: ImageState, step: Any, *, source_state: Imag
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 
-def _single_source(session: Any, state: ImageState, step: Any) -> Any | None:
+def _single_source(session: Any, state: ImageState, step: CopyStep) -> Any | None:
     """A :class:`~builder.engine.copy.SingleSourceCopy` for a COPY of one context source
     without --parents/--exclude/heredocs/URLs, else None (the general path applies)."""
     if step.kind != "COPY" or step.parents or step.excludes or getattr(step, "from_image", None):
@@ -127,7 +130,7 @@ def _single_source(session: Any, state: ImageState, step: Any) -> Any | None:
         raise DockerfileError(f"{step.kind} failed: {exc.render()}", step.node.span) from exc
 
 
-def _apply_single(session: Any, state: ImageState, step: Any, single: Any, use_cache: bool) -> tuple[ImageState, bool]:
+def _apply_single(session: Any, state: ImageState, step: CopyStep, single: Any, use_cache: bool) -> tuple[ImageState, bool]:
     """COPY of one context source, its members framed as tar records as the context is
     walked (``SingleSourceCopy.records``).
 
@@ -176,7 +179,7 @@ def _store_nonempty(session: Any, records: Any, *, unpack: bool, lazy: bool = Fa
     return store_records(session, itertools.chain((first,), records), unpack=unpack, lazy=lazy)
 
 
-def _dest_view(session: Any, state: ImageState, step: Any) -> Any:
+def _dest_view(session: Any, state: ImageState, step: CopyStep) -> Any:
     """The file system a COPY/ADD writes onto: the image's, or for ``--link`` (without
     ``--chmod``) an empty one. BuildKit copies a --link source onto scratch and merges that
     layer on top (dockerfile2llb/convert_copy.go: ``link && chmod == ""``): missing parent
@@ -191,7 +194,7 @@ def _dest_view(session: Any, state: ImageState, step: Any) -> Any:
     return session.view(state)
 
 
-def _chmod_chown(step: Any, dest_view: Any) -> tuple[Any, Any]:
+def _chmod_chown(step: CopyStep, dest_view: Any) -> tuple[Any, Any]:
     """The step's parsed --chmod and resolved --chown (None where not given)."""
     from .chmod import parse_chmod
     from .userdb import resolve_chown
@@ -213,7 +216,7 @@ def _snapshot_likely_exists(session: Any, key: str) -> bool:
     return session.snapshots.get(Digest.parse(rec.layer["diff_id"])) is not None
 
 
-def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_view: Any | None,
+def build_copy_entries(session: Any, state: ImageState, step: CopyStep, *, source_view: Any | None,
                        context: Any = None) -> list[Any]:
     from .copy import copy_entries
 
@@ -240,7 +243,7 @@ def build_copy_entries(session: Any, state: ImageState, step: Any, *, source_vie
         raise DockerfileError(f"{step.kind} failed: {exc.render()}", step.node.span) from exc
 
 
-def _add_entries(session: Any, step: Any, sources: list[str], heredocs: list[tuple[str, str]], dest_view: Any,
+def _add_entries(session: Any, step: CopyStep, sources: list[str], heredocs: list[tuple[str, str]], dest_view: Any,
                  chown: Any, chmod: Any) -> list[Any]:
     """ADD from the context: URLs fetched, local archives extracted, the rest copied like COPY.
     Temporary content lives under the build's temp dir (removed with the build)."""

@@ -11,13 +11,16 @@ import collections
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import DockerfileError, StepFailed
 from .cachekey import step_key
 from .events import StepOutput
 from .layers import CacheMiss, cache_lookup, cache_store, commit_step, store_layer
 from .state import ImageState
+
+if TYPE_CHECKING:
+    from ..plan.steps import RunStep
 
 PROXY_VARS = frozenset(n for v in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
                        for n in (v, v.lower()))
@@ -26,7 +29,7 @@ OUTPUT_TAIL = 20
 SANDBOX_HOSTNAME = "buildkitsandbox"
 
 
-def run_meaning(step: Any, session: Any) -> dict[str, Any]:
+def run_meaning(step: RunStep, session: Any) -> dict[str, Any]:
     mounts = [mount_meaning(session, m) for m in step.mounts]
     env = [(k, v) for k, v in step.env if k not in PROXY_VARS]
     heredocs = [[h.name, h.content] for h in step.heredocs]
@@ -69,7 +72,7 @@ def _bind_source_key(session: Any, m: Any) -> str | None:
     return None
 
 
-def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step_no: int,
+def apply_run(session: Any, state: ImageState, step: RunStep, *, stage_no: int, step_no: int,
               use_cache: bool) -> tuple[ImageState, bool]:
     """Run one RUN step; returns the new state and whether the cache was used.
 
@@ -92,7 +95,7 @@ def apply_run(session: Any, state: ImageState, step: Any, *, stage_no: int, step
         return _run_step(session, state, step, key, stage_no, step_no), False
 
 
-def _run_step(session: Any, state: ImageState, step: Any, key: str, stage_no: int, step_no: int) -> ImageState:
+def _run_step(session: Any, state: ImageState, step: RunStep, key: str, stage_no: int, step_no: int) -> ImageState:
     """Run the step (a cache miss), record its outcome under ``key``; the new state."""
     check_emulation(session, state, step)
     import tempfile
@@ -109,7 +112,7 @@ def _run_step(session: Any, state: ImageState, step: Any, key: str, stage_no: in
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key)
 
 
-def check_emulation(session: Any, state: ImageState, step: Any) -> None:
+def check_emulation(session: Any, state: ImageState, step: RunStep) -> None:
     """Raise HostError (naming the Dockerfile line, the platform and the fix) when the step's
     platform is foreign and no usable binfmt_misc handler would run its binaries; checked
     before anything is mounted or started."""
@@ -131,7 +134,7 @@ def check_emulation(session: Any, state: ImageState, step: Any) -> None:
                                     problem, plat.architecture))
 
 
-def _network(step: Any, session: Any) -> Literal["host", "none"]:
+def _network(step: RunStep, session: Any) -> Literal["host", "none"]:
     """RUN --network wins; "default" (or none given) means the build's --network."""
     value = step.network
     if not value or value == "default":
@@ -139,7 +142,7 @@ def _network(step: Any, session: Any) -> Literal["host", "none"]:
     return "none" if value == "none" else "host"
 
 
-def _context_bind_inputs(session: Any, step: Any) -> str:
+def _context_bind_inputs(session: Any, step: RunStep) -> str:
     """Content digest of context files bind-mounted without ``from=`` (they are inputs)."""
     parts = []
     for m in step.mounts:
@@ -149,7 +152,7 @@ def _context_bind_inputs(session: Any, step: Any) -> str:
     return "|".join(parts)
 
 
-def _execute(session: Any, state: ImageState, step: Any, upper: Path, work: Path, workspace: Path,
+def _execute(session: Any, state: ImageState, step: RunStep, upper: Path, work: Path, workspace: Path,
              stage_no: int, step_no: int) -> Any:
     from .userdb import resolve_user
 
@@ -175,7 +178,7 @@ def _execute(session: Any, state: ImageState, step: Any, upper: Path, work: Path
             proxy.close()
 
 
-def _run_process(session: Any, state: ImageState, step: Any, upper: Path, work: Path, workspace: Path,
+def _run_process(session: Any, state: ImageState, step: RunStep, upper: Path, work: Path, workspace: Path,
                  stage_no: int, step_no: int, view: Any, lowers: Any, uid: int, gid: int, groups: Any,
                  cwd: str, env: list[tuple[str, str]], mounts: list[Any], extra_files: list[Any]) -> Any:
     from ..layer.whiteout import upper_entries
@@ -269,7 +272,7 @@ def _out_of_space(upper: Path) -> str | None:
             f"({free // 1024} KiB free of {st.f_blocks * st.f_frsize // 1024} KiB)")
 
 
-def _mounts(session: Any, step: Any, workspace: Path, env: list[tuple[str, str]],
+def _mounts(session: Any, step: RunStep, workspace: Path, env: list[tuple[str, str]],
             proxies: list[Any]) -> tuple[list[Any], list[Any]]:
     """Lower RUN --mount specs to sandbox mounts and secret files. Secrets never reach the
     cache key, the layer, the config or the history. An ssh mount gets a forwarding socket and
