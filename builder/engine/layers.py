@@ -196,7 +196,7 @@ def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool, lazy: b
             proc = None
         reader.close()
         if proc is None:
-            reader = None
+            reader = None  # type: ignore[assignment]  # closed: a fresh pipe is made below
     if proc is None:
         if reader is None:
             rfd, wfd2 = os.pipe()  # tar could not start: a fresh pipe for the extractor
