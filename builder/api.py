@@ -222,6 +222,10 @@ def images(*, store: Store | None = None, platform: str | None = None) -> list[I
     first) and ``digest`` is the index's; a tag without ``platform`` is left out."""
     from .errors import PybuildError
 
+    if platform:
+        from .oci.models import parse_platform
+
+        parse_platform(platform)  # a malformed value is a UsageError, not an empty list
     st = _store(store)
     rows = []
     for name, desc in st.tags():

@@ -16,6 +16,13 @@ _KNOWN_OS = {
     "nacl", "netbsd", "openbsd", "plan9", "solaris", "wasip1", "windows", "zos",
 }
 
+# containerd's known architectures (platforms/database.go): a one-word value must be one of these or an OS
+_KNOWN_ARCH = {
+    "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "ppc64", "ppc64le", "loong64", "mips",
+    "mipsle", "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc", "riscv", "riscv64", "s390", "s390x",
+    "sparc", "sparc64", "wasm",
+}
+
 # architecture alias -> (architecture, variant or None when the variant is kept as given)
 _ARCH_ALIASES: dict[str, tuple[str, str | None]] = {
     "x86_64": ("amd64", None), "x86-64": ("amd64", None), "amd64": ("amd64", None),
@@ -62,7 +69,8 @@ class Platform:
     def parse(cls, text: str) -> "Platform":
         """Parse ``linux/amd64``, ``linux/arm/v7``, ``arm64`` (host OS assumed) or ``linux`` (host arch).
 
-        Raises UsageError when the value is empty or has more than three parts.
+        Raises UsageError when the value is empty or has more than three parts, or is one word
+        that is neither a known OS nor a known architecture (containerd's rule).
         """
         value = text.strip()
         if not value:
@@ -76,6 +84,8 @@ class Platform:
                 host = host_platform()
                 return cls(word, host.architecture, host.variant)
             arch, variant = normalize_arch(word, "")
+            if arch not in _KNOWN_ARCH:  # as containerd: a lone word must be a known OS or architecture
+                raise UsageError(f"invalid platform {text!r}: unknown operating system or architecture")
             return cls(host_platform().os, arch, variant)
         os_name = parts[0].lower()
         if os_name == "macos":

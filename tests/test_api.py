@@ -178,6 +178,8 @@ def test_images_tag_untag_prune_without_root(tmp_path: Path) -> None:
     builder.tag("api/one:1", "api/two:2", store=store)
     rows = {(r.repository, r.tag): r for r in builder.images(store=store)}
     assert set(rows) == {("api/one", "1"), ("api/two", "2")}
+    with pytest.raises(builder.UsageError):  # not "no image of that platform"
+        builder.images(store=store, platform="foo")
     assert rows["api/one", "1"].digest == result.digest == rows["api/two", "2"].digest
     details = builder.inspect("api/two:2", store=store)
     assert details.env["B"] == "two words" and details.labels == {"k": "v"} and details.cmd == ("/x",)

@@ -21,6 +21,10 @@ def test_platform_list_keeps_order_and_drops_duplicates() -> None:
         parse_platforms("linux/amd64,,linux/arm64")
     # the old bug: the whole list parsed as one platform
     assert all("," not in p.architecture for p in parse_platforms("linux/amd64,linux/arm64"))
+    # one word: an OS (host arch) or an architecture (host OS); anything else is refused, as containerd
+    assert str(Platform.parse("arm64")).endswith("/arm64") and Platform.parse("linux").os == "linux"
+    with pytest.raises(UsageError, match="unknown operating system or architecture"):
+        Platform.parse("foo")
 
 
 @pytest.mark.parametrize("want,have,score", [

@@ -421,6 +421,7 @@ class StageBuilder:
         return StageResult(self.index, self.stage.name, state, lowering.scope)
 
     def _apply(self, state: ImageState, step: Any, step_no: int) -> ImageState:
+        from .dockerignore import BadPatternError
         from .step_config import apply_config
         from .step_copy import apply_copy
         from .step_run import apply_run
@@ -445,6 +446,8 @@ class StageBuilder:
             if exc.span is None:
                 exc.span = step.node.span
             raise
+        except BadPatternError as exc:  # a source or .dockerignore pattern Go would refuse
+            raise DockerfileError(exc.render(), step.node.span) from exc
         seconds = time.monotonic() - t0
         why = self._why(step, step_no, before) if len(self.session.misses) > misses else ""
         emit(StepFinished(self.number, self.count, step_no, text, seconds, cached, self.stage.name or "", why))
