@@ -24,6 +24,8 @@ from .options import BuildOptions
 from .state import ImageState, LayerRef
 
 if TYPE_CHECKING:
+    from ..store.cache import CacheStore
+    from ..store.snapshots import Snapshots
     from ..store.layout import Store
 
 
@@ -250,7 +252,7 @@ class StageSession:
         return self.shared.opts
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self.shared.store
 
     @property
@@ -258,11 +260,11 @@ class StageSession:
         return self.shared.cancel
 
     @property
-    def cache(self) -> Any:
+    def cache(self) -> CacheStore:
         return self.shared.cache
 
     @property
-    def snapshots(self) -> Any:
+    def snapshots(self) -> Snapshots:
         return self.shared.snapshots
 
     @property

@@ -15,10 +15,11 @@ from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, sto
 from .state import ImageState
 
 if TYPE_CHECKING:
+    from .session import StageSession
     from ..plan.steps import ConfigStep
 
 
-def apply_config(session: Any, state: ImageState, step: ConfigStep, *, use_cache: bool) -> tuple[ImageState, bool]:
+def apply_config(session: StageSession, state: ImageState, step: ConfigStep, *, use_cache: bool) -> tuple[ImageState, bool]:
     """Apply a config step; returns the new state and whether a recorded outcome was reused.
 
     Pure config steps also keep a (layer-less) cache record so their history time, and with it
@@ -43,7 +44,7 @@ def apply_config(session: Any, state: ImageState, step: ConfigStep, *, use_cache
     return commit_step(session, new, step, cache_store(session, key, layer, step.created_by), key), False
 
 
-def workdir_entries(session: Any, state: ImageState, path: str, user: str) -> list[Any]:
+def workdir_entries(session: StageSession, state: ImageState, path: str, user: str) -> list[Any]:
     """The layer of ``WORKDIR path`` (BuildKit: ``llb.Mkdir(path, 0755, WithParents,
     WithUser(USER))``): ``path`` is resolved inside the image root (a symlink on the way is
     followed, never replaced); every missing directory is created 0755, owned by USER under

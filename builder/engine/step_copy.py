@@ -16,10 +16,11 @@ from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, sto
 from .state import ImageState
 
 if TYPE_CHECKING:
+    from .session import StageSession
     from ..plan.steps import CopyStep
 
 
-def copy_inputs_digest(session: Any, step: CopyStep, source_state: ImageState | None, context: Any = None) -> str:
+def copy_inputs_digest(session: StageSession, step: CopyStep, source_state: ImageState | None, context: Any = None) -> str:
     """What the COPY reads, as a digest string (part of the cache key). ``context``: a named
     directory context read instead of the build context (``COPY --from=NAME``)."""
     if source_state is not None:
@@ -84,7 +85,7 @@ def copy_meaning(step: CopyStep) -> dict[str, Any]:
     }
 
 
-def apply_copy(session: Any, state: ImageState, step: CopyStep, *, source_state: ImageState | None,
+def apply_copy(session: StageSession, state: ImageState, step: CopyStep, *, source_state: ImageState | None,
                source_view: Any | None, use_cache: bool, context: Any = None) -> tuple[ImageState, bool]:
     """Run one COPY/ADD; returns the new state and whether the cache was used. ``context``: a
     directory named context to read instead of the build context."""
@@ -106,7 +107,7 @@ def apply_copy(session: Any, state: ImageState, step: CopyStep, *, source_state:
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 
-def _single_source(session: Any, state: ImageState, step: CopyStep) -> Any | None:
+def _single_source(session: StageSession, state: ImageState, step: CopyStep) -> Any | None:
     """A :class:`~builder.engine.copy.SingleSourceCopy` for a COPY of one context source
     without --parents/--exclude/heredocs/URLs, else None (the general path applies)."""
     if step.kind != "COPY" or step.parents or step.excludes or getattr(step, "from_image", None):
@@ -130,7 +131,7 @@ def _single_source(session: Any, state: ImageState, step: CopyStep) -> Any | Non
         raise DockerfileError(f"{step.kind} failed: {exc.render()}", step.node.span) from exc
 
 
-def _apply_single(session: Any, state: ImageState, step: CopyStep, single: Any, use_cache: bool) -> tuple[ImageState, bool]:
+def _apply_single(session: StageSession, state: ImageState, step: CopyStep, single: Any, use_cache: bool) -> tuple[ImageState, bool]:
     """COPY of one context source, its members framed as tar records as the context is
     walked (``SingleSourceCopy.records``).
 
@@ -167,7 +168,7 @@ def _apply_single(session: Any, state: ImageState, step: CopyStep, single: Any, 
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 
-def _store_nonempty(session: Any, records: Any, *, unpack: bool, lazy: bool = False) -> Any:
+def _store_nonempty(session: StageSession, records: Any, *, unpack: bool, lazy: bool = False) -> Any:
     """The layer of ``records`` (tar records in layer order), or None when there are none."""
     import itertools
 
@@ -179,7 +180,7 @@ def _store_nonempty(session: Any, records: Any, *, unpack: bool, lazy: bool = Fa
     return store_records(session, itertools.chain((first,), records), unpack=unpack, lazy=lazy)
 
 
-def _dest_view(session: Any, state: ImageState, step: CopyStep) -> Any:
+def _dest_view(session: StageSession, state: ImageState, step: CopyStep) -> Any:
     """The file system a COPY/ADD writes onto: the image's, or for ``--link`` (without
     ``--chmod``) an empty one. BuildKit copies a --link source onto scratch and merges that
     layer on top (dockerfile2llb/convert_copy.go: ``link && chmod == ""``): missing parent
@@ -204,7 +205,7 @@ def _chmod_chown(step: CopyStep, dest_view: Any) -> tuple[Any, Any]:
     return chmod, chown
 
 
-def _snapshot_likely_exists(session: Any, key: str) -> bool:
+def _snapshot_likely_exists(session: StageSession, key: str) -> bool:
     """True when this key was built before and that layer is still unpacked (a re-run with
     --no-cache): unpacking again while writing would only be thrown away. If the new layer turns
     out different, the next RUN unpacks it from its blob as usual."""
@@ -216,7 +217,7 @@ def _snapshot_likely_exists(session: Any, key: str) -> bool:
     return session.snapshots.get(Digest.parse(rec.layer["diff_id"])) is not None
 
 
-def build_copy_entries(session: Any, state: ImageState, step: CopyStep, *, source_view: Any | None,
+def build_copy_entries(session: StageSession, state: ImageState, step: CopyStep, *, source_view: Any | None,
                        context: Any = None) -> list[Any]:
     from .copy import copy_entries
 
@@ -243,7 +244,7 @@ def build_copy_entries(session: Any, state: ImageState, step: CopyStep, *, sourc
         raise DockerfileError(f"{step.kind} failed: {exc.render()}", step.node.span) from exc
 
 
-def _add_entries(session: Any, step: CopyStep, sources: list[str], heredocs: list[tuple[str, str]], dest_view: Any,
+def _add_entries(session: StageSession, step: CopyStep, sources: list[str], heredocs: list[tuple[str, str]], dest_view: Any,
                  chown: Any, chmod: Any) -> list[Any]:
     """ADD from the context: URLs fetched, local archives extracted, the rest copied like COPY.
     Temporary content lives under the build's temp dir (removed with the build)."""

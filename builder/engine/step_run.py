@@ -20,6 +20,7 @@ from .layers import CacheMiss, cache_lookup, cache_store, commit_step, store_lay
 from .state import ImageState
 
 if TYPE_CHECKING:
+    from .session import StageSession
     from ..plan.steps import RunStep
 
 PROXY_VARS = frozenset(n for v in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
@@ -29,7 +30,7 @@ OUTPUT_TAIL = 20
 SANDBOX_HOSTNAME = "buildkitsandbox"
 
 
-def run_meaning(step: RunStep, session: Any) -> dict[str, Any]:
+def run_meaning(step: RunStep, session: StageSession) -> dict[str, Any]:
     mounts = [mount_meaning(session, m) for m in step.mounts]
     env = [(k, v) for k, v in step.env if k not in PROXY_VARS]
     heredocs = [[h.name, h.content] for h in step.heredocs]
@@ -44,7 +45,7 @@ def run_meaning(step: RunStep, session: Any) -> dict[str, Any]:
     return meaning
 
 
-def mount_meaning(session: Any, m: Any) -> dict[str, Any]:
+def mount_meaning(session: StageSession, m: Any) -> dict[str, Any]:
     """What one ``--mount`` contributes to the RUN's cache key: every option as written (type,
     target, id, source, sharing, mode, uid, gid, readonly, required, env, size; BuildKit's exec
     op carries them all in its definition) and, for ``from=``, the source's identity (stage
@@ -59,7 +60,7 @@ def mount_meaning(session: Any, m: Any) -> dict[str, Any]:
     return item
 
 
-def _bind_source_key(session: Any, m: Any) -> str | None:
+def _bind_source_key(session: StageSession, m: Any) -> str | None:
     if m.from_stage is not None:
         return "stage:" + str(session.stages[m.from_stage].state.cache_key)
     if m.from_image:
@@ -72,7 +73,7 @@ def _bind_source_key(session: Any, m: Any) -> str | None:
     return None
 
 
-def apply_run(session: Any, state: ImageState, step: RunStep, *, stage_no: int, step_no: int,
+def apply_run(session: StageSession, state: ImageState, step: RunStep, *, stage_no: int, step_no: int,
               use_cache: bool) -> tuple[ImageState, bool]:
     """Run one RUN step; returns the new state and whether the cache was used.
 
@@ -95,7 +96,7 @@ def apply_run(session: Any, state: ImageState, step: RunStep, *, stage_no: int, 
         return _run_step(session, state, step, key, stage_no, step_no), False
 
 
-def _run_step(session: Any, state: ImageState, step: RunStep, key: str, stage_no: int, step_no: int) -> ImageState:
+def _run_step(session: StageSession, state: ImageState, step: RunStep, key: str, stage_no: int, step_no: int) -> ImageState:
     """Run the step (a cache miss), record its outcome under ``key``; the new state."""
     check_emulation(session, state, step)
     import tempfile
@@ -112,7 +113,7 @@ def _run_step(session: Any, state: ImageState, step: RunStep, key: str, stage_no
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key)
 
 
-def check_emulation(session: Any, state: ImageState, step: RunStep) -> None:
+def check_emulation(session: StageSession, state: ImageState, step: RunStep) -> None:
     """Raise HostError (naming the Dockerfile line, the platform and the fix) when the step's
     platform is foreign and no usable binfmt_misc handler would run its binaries; checked
     before anything is mounted or started."""
@@ -134,7 +135,7 @@ def check_emulation(session: Any, state: ImageState, step: RunStep) -> None:
                                     problem, plat.architecture))
 
 
-def _network(step: RunStep, session: Any) -> Literal["host", "none"]:
+def _network(step: RunStep, session: StageSession) -> Literal["host", "none"]:
     """RUN --network wins; "default" (or none given) means the build's --network."""
     value = step.network
     if not value or value == "default":
@@ -142,7 +143,7 @@ def _network(step: RunStep, session: Any) -> Literal["host", "none"]:
     return "none" if value == "none" else "host"
 
 
-def _context_bind_inputs(session: Any, step: RunStep) -> str:
+def _context_bind_inputs(session: StageSession, step: RunStep) -> str:
     """Content digest of context files bind-mounted without ``from=`` (they are inputs)."""
     parts = []
     for m in step.mounts:
@@ -152,7 +153,7 @@ def _context_bind_inputs(session: Any, step: RunStep) -> str:
     return "|".join(parts)
 
 
-def _execute(session: Any, state: ImageState, step: RunStep, upper: Path, work: Path, workspace: Path,
+def _execute(session: StageSession, state: ImageState, step: RunStep, upper: Path, work: Path, workspace: Path,
              stage_no: int, step_no: int) -> Any:
     from .userdb import resolve_user
 
@@ -178,7 +179,7 @@ def _execute(session: Any, state: ImageState, step: RunStep, upper: Path, work: 
             proxy.close()
 
 
-def _run_process(session: Any, state: ImageState, step: RunStep, upper: Path, work: Path, workspace: Path,
+def _run_process(session: StageSession, state: ImageState, step: RunStep, upper: Path, work: Path, workspace: Path,
                  stage_no: int, step_no: int, view: Any, lowers: Any, uid: int, gid: int, groups: Any,
                  cwd: str, env: list[tuple[str, str]], mounts: list[Any], extra_files: list[Any]) -> Any:
     from ..layer.whiteout import upper_entries
@@ -272,7 +273,7 @@ def _out_of_space(upper: Path) -> str | None:
             f"({free // 1024} KiB free of {st.f_blocks * st.f_frsize // 1024} KiB)")
 
 
-def _mounts(session: Any, step: RunStep, workspace: Path, env: list[tuple[str, str]],
+def _mounts(session: StageSession, step: RunStep, workspace: Path, env: list[tuple[str, str]],
             proxies: list[Any]) -> tuple[list[Any], list[Any]]:
     """Lower RUN --mount specs to sandbox mounts and secret files. Secrets never reach the
     cache key, the layer, the config or the history. An ssh mount gets a forwarding socket and
@@ -387,7 +388,7 @@ class _MountLock:
         os.close(self._fd)
 
 
-def _cache_dir(session: Any, m: Any, scratch: Path, holds: list[Any]) -> Path:
+def _cache_dir(session: StageSession, m: Any, scratch: Path, holds: list[Any]) -> Path:
     """The host directory of a cache mount: the store's, restored from a ``--cache-from``
     source that exported it when the store has none (cachemounts.restore_mount).
 
@@ -430,7 +431,7 @@ def _cache_dir(session: Any, m: Any, scratch: Path, holds: list[Any]) -> Path:
     return path
 
 
-def _seed_cache(session: Any, m: Any, path: Path) -> None:
+def _seed_cache(session: StageSession, m: Any, path: Path) -> None:
     """Make the cache directory ``path`` a copy (owners, modes, links, xattrs kept) of the
     ``from=`` base's ``source`` directory; it appears only complete (renamed into place)."""
     import subprocess
@@ -466,7 +467,7 @@ def _new_mount_dir(path: Path, m: Any) -> None:
         os.chown(path, int(m.uid or 0), int(m.gid or 0))
 
 
-def _mount_source_host(session: Any, m: Any) -> tuple[Path, str, Any]:
+def _mount_source_host(session: StageSession, m: Any) -> tuple[Path, str, Any]:
     """The host path of a ``from=``/context mount's ``source`` (resolved inside its root),
     the resolved path relative to that root, and the build context it lies in (or None)."""
     source = (m.source or "/").lstrip("/")
@@ -493,7 +494,7 @@ def _mount_source_host(session: Any, m: Any) -> tuple[Path, str, Any]:
     return host, resolved, ctx
 
 
-def _bind_source(session: Any, m: Any, scratch: Path) -> Path:
+def _bind_source(session: StageSession, m: Any, scratch: Path) -> Path:
     host, resolved, ctx = _mount_source_host(session, m)
     if ctx is not None and ctx.ignore:
         # a context is seen through its .dockerignore: bind a tree of the visible entries
