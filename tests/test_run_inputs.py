@@ -141,6 +141,8 @@ def test_annotations_on_the_manifest(tmp_path: Path) -> None:
                                            "org.opencontainers.image.title": "demo"}
     r = build(ctx, root, "--annotation", "index:com.example.i=1")
     assert r.rc == 2 and "index annotations not supported for single platform export" in r.err
+    r = build(ctx, root, "--annotation", "manifest-descriptor:com.example.d=1")
+    assert r.rc == 2 and "not supported yet" in r.err and "Traceback" not in r.err
 
 
 def test_build_arg_without_value_comes_from_the_environment(tmp_path: Path) -> None:

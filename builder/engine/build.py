@@ -179,8 +179,10 @@ def manifest_annotations(values: tuple[str, ...], platform: Any, *, multi: bool 
             if lv in ("index", "index-descriptor") and not multi:
                 raise UsageError(f"--annotation {value!r}: index annotations not supported for single platform export")
             if lv == "index-descriptor" or (lv == "manifest-descriptor" and not multi):
-                raise UsageError(f"--annotation {value!r}: {lv} annotations are not supported "
-                                 + ("yet" if multi else "for single platform export"))
+                # BuildKit writes these on the OCI layout's index.json entry, which ours lacks a way to carry
+                where = "an OCI layout's index.json entry" if lv == "index-descriptor" else \
+                    "the descriptor of a single-platform image"
+                raise UsageError(f"--annotation {value!r}: {lv} annotations on {where} are not supported yet")
         if level not in ann.levels:
             continue
         if ann.platform is not None:
