@@ -28,7 +28,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from .session import StageSession
 
 KEEP = 4              # keys remembered per position
 SHOW_FILES = 3        # changed paths named before "and N more"
@@ -277,7 +280,7 @@ def listing_digest(listing: dict[str, str]) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def step_inputs(session: Any, step: Any, *, key: str, position: str, parent: Any,
+def step_inputs(session: StageSession, step: Any, *, key: str, position: str, parent: Any,
                 listing: dict[str, str] | None) -> StepInputs:
     """The :class:`StepInputs` of ``step`` built after state ``parent``."""
     text = " ".join((getattr(step.node, "original", "") or step.created_by).split())
@@ -383,7 +386,7 @@ def describe(diff: Diff, *, first_step: bool) -> list[str]:
     return parts
 
 
-def explain_miss(session: Any, step: Any, *, key: str, position: str, parent: Any, step_no: int,
+def explain_miss(session: StageSession, step: Any, *, key: str, position: str, parent: Any, step_no: int,
                  forced: str | None) -> str:
     """Record the inputs of a step that was just built (a miss) and return why it missed, as
     one line ("" when nothing can be said). ``forced``: the flag that disabled the cache
@@ -416,7 +419,7 @@ def explain_miss(session: Any, step: Any, *, key: str, position: str, parent: An
     return "; ".join(describe(best[2], first_step=step_no == 1) + remote)
 
 
-def _imported(session: Any) -> list[ImportedWhy]:
+def _imported(session: StageSession) -> list[ImportedWhy]:
     out = []
     for cache in getattr(session, "remote_caches", ()):
         why = getattr(cache, "why", None)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .session import StageSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +27,7 @@ class GitCheckout:
     keep_git_dir: bool
 
 
-def git_checkout(session: Any, url: str, *, keep_git_dir: bool, checksum: str | None) -> GitCheckout:
+def git_checkout(session: StageSession, url: str, *, keep_git_dir: bool, checksum: str | None) -> GitCheckout:
     """Fetch (or reuse) ``url`` for this build. Raises CopyError (located at the instruction
     by the engine) when the fetch fails, the checksum differs or the sub-directory is missing."""
     from dataclasses import replace
@@ -43,7 +46,7 @@ def git_checkout(session: Any, url: str, *, keep_git_dir: bool, checksum: str | 
         return memo[key]
 
 
-def _fetch(session: Any, spec: Any, keep: bool) -> GitCheckout:
+def _fetch(session: StageSession, spec: Any, keep: bool) -> GitCheckout:
     import tempfile
 
     from ..inputs.git import GitError, fetch_git

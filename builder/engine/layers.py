@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..digest import Digest
 from ..events import BlobProgress
 from .state import ImageState, LayerRef
 
+if TYPE_CHECKING:
+    from .session import BuildSession, StageSession
 
-def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
+
+def store_layer(session: StageSession | BuildSession, entries: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
     """Write ``entries`` as one layer into the store (tar + compression + hashing in one pass).
 
     ``unpack``: also unpack the layer into the snapshot store while it is written (the tar
@@ -45,7 +48,7 @@ def store_layer(session: Any, entries: Iterable[Any], *, unpack: bool = False, l
         mtime_clamp=opts.source_date_epoch, tee=tee), unpack or lazy, lazy, watch)
 
 
-def store_records(session: Any, records: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
+def store_records(session: StageSession | BuildSession, records: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
     """:func:`store_layer` for members already framed as tar records (``write_records``; the
     producer applies the build's mtime clamp itself)."""
     from ..layer.tar import write_records
@@ -86,12 +89,12 @@ class _Discard:
         return len(data)
 
 
-def hash_only(session: Any, entries: Iterable[Any]) -> LayerRef:
+def hash_only(session: StageSession | BuildSession, entries: Iterable[Any]) -> LayerRef:
     """The lazy LayerRef of ``entries`` whose snapshot the caller provides (RUN adopts its
     upper dir): the tar is made only to be hashed (its diff_id), nothing is written."""
     from ..layer.tar import write_layer
 
-    info = write_layer(entries, _Discard(), compression="uncompressed",  # type: ignore[arg-type]
+    info = write_layer(entries, _Discard(), compression="uncompressed",
                        mtime_clamp=session.opts.source_date_epoch)
     return LayerRef(digest=None, diff_id=Digest.parse(str(info.diff_id)), size=0, media_type="")
 
@@ -140,7 +143,7 @@ def _gnu_tar() -> str | None:
     return shutil.which("tar") if os.geteuid() == 0 else None
 
 
-def _store(session: Any, write: Callable[[Any, Any], Any], unpack: bool, lazy: bool = False,
+def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any], unpack: bool, lazy: bool = False,
            watch: _Marked | None = None) -> LayerRef:
     """Run ``write(blob_writer, tee)`` into a new store blob (tee None unless ``unpack``); with
     ``lazy``, into nothing, the tee being the only output (StoreError if it fails).
@@ -267,7 +270,7 @@ def layer_to_record(layer: LayerRef | None) -> dict[str, Any] | None:
             "media_type": layer.media_type}
 
 
-def materialize(session: Any, layer: LayerRef) -> LayerRef:
+def materialize(session: StageSession | BuildSession, layer: LayerRef) -> LayerRef:
     """``layer`` with a blob: itself when it has one; else the blob is made from its snapshot
     (the overlay-format directory, walked as a RUN's upper dir is: same entries, same tar) in
     the build's compression, its diff_id checked against the recorded one (or the blob
@@ -293,7 +296,7 @@ def materialize(session: Any, layer: LayerRef) -> LayerRef:
 _PENDING_LIMIT = 4  # layers whose blob is still being finished (each holds a few MiB of buffers)
 
 
-def store_layer_soon(session: Any, entries: Iterable[Any]) -> LayerRef:
+def store_layer_soon(session: StageSession | BuildSession, entries: Iterable[Any]) -> LayerRef:
     """:func:`store_layer` whose end runs in the background: returns a lazy LayerRef (its
     diff_id) once every member is framed, hashed and read, while a helper thread still
     compresses and writes the blob; the build's background worker then commits it (fsync,
@@ -337,7 +340,7 @@ def store_layer_soon(session: Any, entries: Iterable[Any]) -> LayerRef:
     return layer
 
 
-def record_blobs(session: Any) -> None:
+def record_blobs(session: StageSession | BuildSession) -> None:
     """Rewrite every cache record this build used or made that names a lazy layer whose blob
     now exists, so later builds find the blob (records are atomic files; a crash before this
     leaves valid lazy records). Called once all stages are done."""
@@ -354,7 +357,7 @@ def record_blobs(session: Any) -> None:
         del session.lazy_keys[diff_id]
 
 
-def _make_blob(session: Any, layer: LayerRef) -> LayerRef:
+def _make_blob(session: StageSession | BuildSession, layer: LayerRef) -> LayerRef:
     from ..errors import StoreError
     from ..layer.tar import write_layer
     from ..layer.whiteout import upper_entries
@@ -373,7 +376,7 @@ def _make_blob(session: Any, layer: LayerRef) -> LayerRef:
     return _layer_ref(info)
 
 
-def materialize_state(session: Any, state: Any) -> Any:
+def materialize_state(session: StageSession | BuildSession, state: Any) -> Any:
     """``state`` with every lazy layer given its blob (:func:`materialize`)."""
     if all(layer.digest is not None for layer in state.layers):
         return state
@@ -382,7 +385,7 @@ def materialize_state(session: Any, state: Any) -> Any:
     return replace(state, layers=tuple(materialize(session, layer) for layer in state.layers))
 
 
-def _note_lazy(session: Any, key: str, layer: LayerRef | None) -> None:
+def _note_lazy(session: StageSession | BuildSession, key: str, layer: LayerRef | None) -> None:
     if layer is not None and layer.digest is None:
         with session.lock:
             session.lazy_keys.setdefault(layer.diff_id, []).append(key)
@@ -404,7 +407,7 @@ class StepOutcome:
     created: float
 
 
-def cache_lookup(session: Any, key: str) -> "StepOutcome | CacheMiss":
+def cache_lookup(session: StageSession | BuildSession, key: str) -> "StepOutcome | CacheMiss":
     """The outcome recorded for ``key``, or MISS. A record whose blob left the store is a miss;
     so is a lazy record (no blob yet) whose snapshot is gone.
     After a local miss, the imported caches (``session.remote_caches``) are asked: a hit there
@@ -429,13 +432,13 @@ def cache_lookup(session: Any, key: str) -> "StepOutcome | CacheMiss":
     return StepOutcome(layer, float(rec.extra.get("time", 0.0)))
 
 
-def _present(session: Any, layer: LayerRef) -> bool:
+def _present(session: StageSession | BuildSession, layer: LayerRef) -> bool:
     if layer.digest is not None:
         return bool(session.store.blobs.has(layer.digest))
     return session.snapshots.get(layer.diff_id) is not None
 
 
-def cache_store(session: Any, key: str, layer: LayerRef | None, created_by: str) -> StepOutcome:
+def cache_store(session: StageSession | BuildSession, key: str, layer: LayerRef | None, created_by: str) -> StepOutcome:
     """Record a freshly built step; returns its outcome (created now)."""
     import time
 
@@ -451,7 +454,7 @@ def cache_store(session: Any, key: str, layer: LayerRef | None, created_by: str)
     return StepOutcome(layer, now)
 
 
-def commit_step(session: Any, state: ImageState, step: Any, outcome: StepOutcome, key: str) -> ImageState:
+def commit_step(session: StageSession | BuildSession, state: ImageState, step: Any, outcome: StepOutcome, key: str) -> ImageState:
     """``state`` plus the outcome's layer and the step's history entry. History times are
     SOURCE_DATE_EPOCH when set, else when the step was first built."""
     from dataclasses import replace

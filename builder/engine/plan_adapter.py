@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..errors import DockerfileError
 from .cachekey import base_key, step_key
 from .options import BuildOptions
 from .state import ImageState
+
+if TYPE_CHECKING:
+    from .session import StageSession
 
 
 def make_graph(df: Any, instrs: Any, opts: BuildOptions, platform: Any) -> Any:
@@ -19,7 +22,7 @@ def make_graph(df: Any, instrs: Any, opts: BuildOptions, platform: Any) -> Any:
                        build_platform=host_platform(), escape=df.escape)
 
 
-def start_stage(session: Any, graph: Any, index: int) -> tuple[ImageState, Any, tuple[str, ...]]:
+def start_stage(session: StageSession, graph: Any, index: int) -> tuple[ImageState, Any, tuple[str, ...]]:
     """The stage's starting image state, its StageLowering (not yet iterated) and the base
     image's ONBUILD triggers (run right after FROM, not inherited further). A stage whose name
     is a named context's is that context alone: no instruction of its own runs."""
@@ -71,7 +74,7 @@ def stage_steps(df: Any, lowering: Any, base_onbuild: tuple[str, ...]) -> Iterat
     yield from lowering.steps(triggers)
 
 
-def _directory_base(session: Any, stage: Any, named: Any, config: Any) -> ImageState:
+def _directory_base(session: StageSession, stage: Any, named: Any, config: Any) -> ImageState:
     """``FROM NAME`` where NAME is a directory named context: an image of one layer holding the
     directory (its .dockerignore applied, owners 0:0), no config, as BuildKit's local source.
     The layer is cached by the directory's content digest."""

@@ -28,7 +28,7 @@ import queue
 import struct
 import threading
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
 
 from ..digest import Digest
 from ..errors import PybuildError
@@ -281,6 +281,13 @@ def _hardlink(e: Entry, name: str, target: str) -> Entry:
 # ---------------------------------------------------------------------------------------------
 # the sink: a compressor thread fed with filled buffers
 
+class LayerOutput(Protocol):
+    """Where a layer is written: anything with ``write(bytes)`` (a store BlobWriter, a file).
+    A ``sha256_hexdigest()`` method, when present, is used instead of hashing again."""
+
+    def write(self, data: bytes | memoryview, /) -> object: ...
+
+
 class _Sink:
     """Owns the buffer pool and the helper thread.
 
@@ -293,7 +300,7 @@ class _Sink:
     thread left it the bottleneck, with the producer waiting for buffers.
     """
 
-    def __init__(self, out: BinaryIO, compression: str, level: int | None, tee: BinaryIO | None = None) -> None:
+    def __init__(self, out: LayerOutput, compression: str, level: int | None, tee: BinaryIO | None = None) -> None:
         self.out = out
         self.tee = tee
         self.tee_error: BaseException | None = None
@@ -414,7 +421,7 @@ class _Sink:
 _TYPEFLAGS = {t: t.value.encode() for t in EntryType}
 
 
-def write_layer(entries: Iterable[Entry], out: BinaryIO, *, compression: str = GZIP,
+def write_layer(entries: Iterable[Entry], out: LayerOutput, *, compression: str = GZIP,
                 mtime_clamp: int | None = None, level: int | None = None,
                 tee: BinaryIO | None = None, presorted: bool = False) -> LayerInfo:
     """Write ``entries`` as a layer tar to ``out``, compressed, and return its digests.
@@ -468,7 +475,7 @@ def entry_records(ordered: Iterable[tuple[bytes, Entry]], mtime_clamp: int | Non
         yield _header_bytes(e, hname, _TYPEFLAGS[etype], size, mtime, linkname), size, e.source, e.data, e.name
 
 
-def write_records(records: Iterable[Record], out: BinaryIO, *, compression: str = GZIP,
+def write_records(records: Iterable[Record], out: LayerOutput, *, compression: str = GZIP,
                   level: int | None = None, tee: BinaryIO | None = None) -> LayerInfo:
     """Write ``records`` (members already in layer order, see :data:`Record`) as a layer tar to
     ``out``: what :func:`write_layer` does once its entries are ordered and framed, for callers
@@ -478,7 +485,7 @@ def write_records(records: Iterable[Record], out: BinaryIO, *, compression: str 
     return write_records_detached(records, out, compression=compression, level=level, tee=tee)[1]()
 
 
-def write_layer_detached(entries: Iterable[Entry], out: BinaryIO, *, compression: str = GZIP,
+def write_layer_detached(entries: Iterable[Entry], out: LayerOutput, *, compression: str = GZIP,
                          mtime_clamp: int | None = None,
                          level: int | None = None) -> tuple[Digest, Callable[[], LayerInfo]]:
     """:func:`write_layer` in two halves: returns as soon as every member is framed and read
@@ -490,7 +497,7 @@ def write_layer_detached(entries: Iterable[Entry], out: BinaryIO, *, compression
                                   level=level)
 
 
-def write_records_detached(records: Iterable[Record], out: BinaryIO, *, compression: str = GZIP,
+def write_records_detached(records: Iterable[Record], out: LayerOutput, *, compression: str = GZIP,
                            level: int | None = None,
                            tee: BinaryIO | None = None) -> tuple[Digest, Callable[[], LayerInfo]]:
     """:func:`write_records` in two halves, as :func:`write_layer_detached`."""
