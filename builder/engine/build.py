@@ -24,6 +24,7 @@ from .session import BuildSession, StageResult, StageSession
 from .state import ImageState
 
 if TYPE_CHECKING:
+    from .session import BuildSession, StageSession
     from ..store.layout import Store
 
 
@@ -223,7 +224,7 @@ class _NoCaches:
         return []
 
     @staticmethod
-    def import_caches(session: Any, platform: Any) -> list[Any]:
+    def import_caches(session: StageSession | BuildSession, platform: Any) -> list[Any]:
         return []
 
     @staticmethod

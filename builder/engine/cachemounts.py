@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ..digest import Digest
 
 if TYPE_CHECKING:
+    from .session import BuildSession, StageSession
     from ..store.layout import Store
 
 
@@ -90,7 +91,7 @@ def parse_mounts(items: Any, allowed_layers: set[str] | None) -> dict[str, Mount
     return out
 
 
-def note_used(session: Any, step: Any) -> None:
+def note_used(session: StageSession | BuildSession, step: Any) -> None:
     """Remember the cache mounts of a RUN of this build (hit or not), for export."""
     used = getattr(session, "cache_mounts", None)
     if used is None:
@@ -102,7 +103,7 @@ def note_used(session: Any, step: Any) -> None:
 
 # --------------------------------------------------------------------------------- restore
 
-def restore_mount(session: Any, cache_id: str, path: Path) -> bool:
+def restore_mount(session: StageSession | BuildSession, cache_id: str, path: Path) -> bool:
     """Fill the missing mount directory ``path`` from the first ``--cache-from`` source that
     exported ``cache_id``; True when restored. The layer blob is pulled into the store (digest
     verified) and extracted into a temp dir renamed into place, so a failure leaves no partial
@@ -167,7 +168,7 @@ def _memo_path(store_root: Path, cache_id: str) -> Path:
     return Path(store_root) / "cache" / "mount-exports" / (mount_dir(store_root, cache_id).name + ".json")
 
 
-def mount_layer(session: Any, cache_id: str, path: Path) -> tuple[dict[str, Any], int, int]:
+def mount_layer(session: StageSession | BuildSession, cache_id: str, path: Path) -> tuple[dict[str, Any], int, int]:
     """The layer of mount ``cache_id`` at ``path`` (reused when unchanged since the last
     export, else written into the store): (layer dict, files, bytes)."""
     from ..store.layout import write_file_atomic
@@ -194,7 +195,7 @@ def mount_layer(session: Any, cache_id: str, path: Path) -> tuple[dict[str, Any]
     return layer, files, total
 
 
-def selected(session: Any, wanted: tuple[str, ...]) -> list[tuple[str, Any]]:
+def selected(session: StageSession | BuildSession, wanted: tuple[str, ...]) -> list[tuple[str, Any]]:
     """The (id, MountSpec) of this build's cache mounts that ``wanted`` selects ("*": all;
     else ids or targets), in id order."""
     used: dict[str, Any] = getattr(session, "cache_mounts", None) or {}
@@ -226,7 +227,7 @@ class MountExport:
         raise StoreError(f"cache mount blob {digest} is not available")
 
 
-def export_entries(session: Any, wanted: tuple[str, ...], limit: int | None) -> MountExport:
+def export_entries(session: StageSession | BuildSession, wanted: tuple[str, ...], limit: int | None) -> MountExport:
     """Entries for the selected mounts: those in this store as layers written into it; one
     missing here but imported from a ``--cache-from`` source is passed through (its blob is
     pulled only if the destination lacks it). Mounts beyond ``limit`` file bytes are left

@@ -55,6 +55,7 @@ from ..errors import PybuildError, UsageError
 from ..store.cache import CacheRecord
 
 if TYPE_CHECKING:
+    from .session import BuildSession, StageSession
     from .state import ImageState
     from ..store.layout import Store
 
@@ -418,7 +419,7 @@ class LazyCache:
             self._cache.close()
 
 
-def import_caches(session: Any, platform: Any = None) -> list[LazyCache]:
+def import_caches(session: StageSession | BuildSession, platform: Any = None) -> list[LazyCache]:
     """The ``--cache-from`` sources of the build for ``platform`` (a build's StageSessions of
     that platform share the list), each opened lazily (see :class:`LazyCache`). UsageError for
     a malformed spec, before any build step."""
@@ -438,7 +439,7 @@ def close_caches(caches: Iterable[Any]) -> None:
             pass
 
 
-def lookup_remote(session: Any, key: str) -> CacheRecord | None:
+def lookup_remote(session: StageSession | BuildSession, key: str) -> CacheRecord | None:
     """After a local miss: the first imported record for ``key`` whose layer blob could be
     brought into the store (pulled now, digest-verified); it is also saved as a local record.
     A failed pull is a warning and the next source (or a miss) follows. On a miss, what each
@@ -481,7 +482,7 @@ def chain_keys(graph: Any, stage_keys: dict[int, list[str]], target: int) -> lis
     return out
 
 
-def collect_records(session: Any, keys: Iterable[str]) -> list[CacheRecord]:
+def collect_records(session: StageSession | BuildSession, keys: Iterable[str]) -> list[CacheRecord]:
     """Local records of ``keys`` (deduplicated, order kept); keys without a record are skipped.
     A lazy layer (no blob yet) gets its blob made now: an exported record names a blob."""
     from .layers import layer_to_record, materialize, record_to_layer
@@ -546,7 +547,7 @@ def write_cache(store: Store, records: list[CacheRecord], dest: Any, tag: str,
     return written
 
 
-def export_cache(session: Any, spec: CacheSpec, records: list[CacheRecord]) -> Digest | None:
+def export_cache(session: StageSession | BuildSession, spec: CacheSpec, records: list[CacheRecord]) -> Digest | None:
     """Write ``records`` per a registry/local ``spec`` (inline is handled before the image is
     written), with their explanation entries and the cache mounts ``spec`` selects.
     Raises PybuildError (RegistryError, StoreError, UsageError)."""
@@ -588,7 +589,7 @@ def export_cache(session: Any, spec: CacheSpec, records: list[CacheRecord]) -> D
         dst.close()
 
 
-def export_caches(session: Any, specs: list[CacheSpec], platforms: list[tuple[Any, dict[int, list[str]]]]) -> None:
+def export_caches(session: StageSession | BuildSession, specs: list[CacheSpec], platforms: list[tuple[Any, dict[int, list[str]]]]) -> None:
     """Export per each non-inline spec the records of every platform's build (each
     ``(graph, stage_keys)``; keys include the platform, so one cache holds each platform's
     records side by side): min mode the target chain, max mode every built step."""
@@ -604,7 +605,7 @@ def export_caches(session: Any, specs: list[CacheSpec], platforms: list[tuple[An
         session.note(f"exported {len(records)} cache records to {spec.ref or spec.path} ({digest})")
 
 
-def inline_records(session: Any, specs: list[CacheSpec], graph: Any,
+def inline_records(session: StageSession | BuildSession, specs: list[CacheSpec], graph: Any,
                    stage_keys: dict[int, list[str]]) -> list[CacheRecord] | None:
     """The records to embed in the image config (None without ``type=inline``)."""
     if not any(s.type == "inline" for s in specs):
