@@ -103,4 +103,25 @@ def parse_output(text: str) -> OutputSpec:
     return OutputSpec(typ, dest, names, push, tar, compression, level, force, extra)
 
 
-__all__ = ["OutputSpec", "parse_output"]
+def check_dest(spec: OutputSpec) -> None:
+    """UsageError, before anything is built, when ``spec.dest`` cannot be written: a file output
+    (``oci``/``docker``/``tar`` archives) whose dest is a directory, a directory output
+    (``local``, ``oci`` with ``tar=false``) whose dest is something else, or a path below a
+    non-directory. Missing parent directories are fine (they are made)."""
+    import os
+
+    if not spec.dest or spec.dest == "-" or spec.type in ("image", "registry"):
+        return
+    wants_dir = spec.type == "local" or (spec.type == "oci" and not spec.tar)
+    path = os.path.abspath(spec.dest)
+    what = f"--output type={spec.type},dest={spec.dest}"
+    if os.path.isdir(path) and not wants_dir:
+        raise UsageError(f"{what}: {spec.dest} is a directory (type={spec.type} writes one file)")
+    probe = path if wants_dir else os.path.dirname(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UsageError(f"{what}: {probe} exists and is not a directory")
+
+
+__all__ = ["OutputSpec", "check_dest", "parse_output"]

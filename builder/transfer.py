@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Generator, Iterator
 
 from .digest import Digest
-from .errors import StoreError, UsageError
+from .errors import HostError, StoreError, UsageError
 from .events import BlobProgress
 from .oci import mediatypes as mt
 from .oci.models import (Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json, parse_json,
@@ -488,7 +488,7 @@ def _with_output(dest: str, stdout: BinaryIO | None, write: Callable[[BinaryIO],
     try:
         out = _AtomicOut(Path(dest))
     except OSError as exc:
-        raise no_space(exc, f"writing {dest}", Path(dest).parent) or exc
+        raise no_space(exc, f"writing {dest}", Path(dest).parent) or HostError(f"cannot write {dest}: {exc.strerror}")
     try:
         write(out.f)
         out.commit()
@@ -765,7 +765,10 @@ def _export_local(blobs: BlobStore, man: Manifest, dest: Path) -> None:
     (safe extraction, whiteouts applied), streaming one layer at a time."""
     from .layer.extract import extract_layers
 
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HostError(f"cannot make the output directory {dest}: {exc.strerror}") from None
 
     def streams() -> Generator[tuple[BinaryIO, str | None], None, None]:
         for layer in man.layers:  # one layer file open at a time

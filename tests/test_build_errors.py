@@ -81,6 +81,13 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
                store)
     assert proc.returncode == 2 and "--secret" in proc.stderr and "no-such-file" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # an --output dest that cannot be written is refused before building (was an internal error after it)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep\n")
+    for output in (f"type=oci,dest={tmp_path}", f"type=local,dest={a_file}", f"type=tar,dest={a_file}/x.tar"):
+        proc = run(["-t", "x", "--output", output, str(context(tmp_path, "FROM scratch\nCOPY f.txt /\n"))], store)
+        assert proc.returncode == 2 and f"--output {output}" in proc.stderr and "Traceback" not in proc.stderr, output
+    assert a_file.read_text() == "keep\n"
 
 
 def test_bad_reference_names_it(tmp_path: Path) -> None:

@@ -354,9 +354,12 @@ def _write_platform_image(session: BuildSession, pb: PlatformBuild, cache_export
 def _parse_outputs(opts: BuildOptions) -> list[Any]:
     if not opts.outputs:
         return []
-    from ..outputspec import parse_output
+    from ..outputspec import check_dest, parse_output
 
-    return [parse_output(o) if isinstance(o, str) else o for o in opts.outputs]
+    outputs = [parse_output(o) if isinstance(o, str) else o for o in opts.outputs]
+    for out in outputs:
+        check_dest(out)
+    return outputs
 
 
 def _export(store: Store, digest: str, output: Any, tags: tuple[str, ...], session: BuildSession,
