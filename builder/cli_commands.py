@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .errors import UsageError
+from .errors import HostError, UsageError
 
 if TYPE_CHECKING:
     from .store.layout import Store
@@ -121,6 +121,12 @@ def _cmd_build(ns: argparse.Namespace) -> int:
 
         run_flags["limits"] = parse_limits(memory=ns.memory, memory_swap=ns.memory_swap, pids=ns.pids_limit,
                                            cpu_shares=ns.cpu_shares, cpuset_cpus=ns.cpuset_cpus)
+    if ns.iidfile or ns.metadata_file:
+        from .outputspec import check_path
+
+        for flag, value in (("--iidfile", ns.iidfile), ("--metadata-file", ns.metadata_file)):
+            if value:  # checked before building, not found unwritable after it
+                check_path(value, f"{flag} {value}", wants_dir=False, parents=False)
     store = _store(ns)
     local = (ns.context != "-" and ns.file != "-" and not ns.build_context and not ns.ssh
              and "://" not in ns.context and "@" not in ns.context and not ns.context.startswith("github.com/"))
@@ -167,10 +173,13 @@ def _run_build(ns: argparse.Namespace, store: Store, context: Path, dockerfile: 
     )
     with make_renderer("quiet" if ns.quiet else ns.progress) as renderer:
         result = build_with(opts, store=store, on_event=renderer)
-    if ns.iidfile:
-        Path(ns.iidfile).write_text(result.digest)
-    if ns.metadata_file:
-        Path(ns.metadata_file).write_text(json.dumps(result.metadata(), indent=2) + "\n")
+    for flag, value, text in (("--iidfile", ns.iidfile, result.digest),
+                              ("--metadata-file", ns.metadata_file, json.dumps(result.metadata(), indent=2) + "\n")):
+        if value:
+            try:
+                Path(value).write_text(text)
+            except OSError as exc:
+                raise HostError(f"{flag} {value}: cannot write it: {exc.strerror}") from None
     if ns.quiet:
         print(result.digest)
     return 0

@@ -108,20 +108,30 @@ def check_dest(spec: OutputSpec) -> None:
     (``oci``/``docker``/``tar`` archives) whose dest is a directory, a directory output
     (``local``, ``oci`` with ``tar=false``) whose dest is something else, or a path below a
     non-directory. Missing parent directories are fine (they are made)."""
-    import os
-
     if not spec.dest or spec.dest == "-" or spec.type in ("image", "registry"):
         return
     wants_dir = spec.type == "local" or (spec.type == "oci" and not spec.tar)
-    path = os.path.abspath(spec.dest)
-    what = f"--output type={spec.type},dest={spec.dest}"
+    check_path(spec.dest, f"--output type={spec.type},dest={spec.dest}", wants_dir=wants_dir,
+               why=f"type={spec.type} writes one file")
+
+
+def check_path(dest: str, what: str, *, wants_dir: bool, why: str = "a file is written there",
+               parents: bool = True) -> None:
+    """UsageError naming ``what`` (the flag and value) when ``dest`` cannot become the file
+    (``wants_dir`` False) or directory it should be: a file onto a directory, a directory onto a
+    file, a path below a non-directory, or (``parents`` False) a missing parent directory."""
+    import os
+
+    path = os.path.abspath(dest)
     if os.path.isdir(path) and not wants_dir:
-        raise UsageError(f"{what}: {spec.dest} is a directory (type={spec.type} writes one file)")
+        raise UsageError(f"{what}: {dest} is a directory ({why})")
     probe = path if wants_dir else os.path.dirname(path)
+    if not parents and not os.path.lexists(probe):
+        raise UsageError(f"{what}: no directory {probe}")
     while not os.path.lexists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         raise UsageError(f"{what}: {probe} exists and is not a directory")
 
 
-__all__ = ["OutputSpec", "check_dest", "parse_output"]
+__all__ = ["OutputSpec", "check_dest", "check_path", "parse_output"]

@@ -87,6 +87,9 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     for output in (f"type=oci,dest={tmp_path}", f"type=local,dest={a_file}", f"type=tar,dest={a_file}/x.tar"):
         proc = run(["-t", "x", "--output", output, str(context(tmp_path, "FROM scratch\nCOPY f.txt /\n"))], store)
         assert proc.returncode == 2 and f"--output {output}" in proc.stderr and "Traceback" not in proc.stderr, output
+    for flag in ("--iidfile", "--metadata-file"):
+        proc = run(["-t", "x", flag, str(tmp_path), str(context(tmp_path, "FROM scratch\nCOPY f.txt /\n"))], store)
+        assert proc.returncode == 2 and f"{flag} {tmp_path}" in proc.stderr and "Traceback" not in proc.stderr
     assert a_file.read_text() == "keep\n"
 
 
