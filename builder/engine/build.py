@@ -24,7 +24,6 @@ from .session import BuildSession, StageResult, StageSession
 from .state import ImageState
 
 if TYPE_CHECKING:
-    from .session import BuildSession, StageSession
     from ..store.layout import Store
 
 
