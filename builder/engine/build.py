@@ -24,6 +24,10 @@ from .session import BuildSession, StageResult, StageSession
 from .state import ImageState
 
 if TYPE_CHECKING:
+    from ..outputspec import OutputSpec
+    from ..plan.graph import BuildGraph
+    from ..platform import Platform
+    from ..syntax.ast import Dockerfile
     from ..store.layout import Store
 
 
@@ -65,15 +69,15 @@ class PlatformBuild:
     """One platform's part of a build: its stage graph, finished stages, imported caches and
     the cache keys each stage used (for ``--cache-to``)."""
 
-    platform: Any
-    graph: Any
+    platform: Platform
+    graph: BuildGraph
     label: str                                    # "" in a single-platform build
     stages: dict[int, StageResult] = field(default_factory=dict)
     stage_keys: dict[int, list[str]] = field(default_factory=dict)
     remote_caches: list[Any] = field(default_factory=list)
 
 
-def _build(df: Any, opts: BuildOptions, store: Store, on_event: EventSink) -> BuildResult:
+def _build(df: Dockerfile, opts: BuildOptions, store: Store, on_event: EventSink) -> BuildResult:
     from ..oci.reference import parse_reference
     from ..platform import host_platform, parse_platforms
     from ..syntax.typed import to_instructions
@@ -158,7 +162,7 @@ def _build(df: Any, opts: BuildOptions, store: Store, on_event: EventSink) -> Bu
         session.close()
 
 
-def manifest_annotations(values: tuple[str, ...], platform: Any, *, multi: bool = False,
+def manifest_annotations(values: tuple[str, ...], platform: Platform, *, multi: bool = False,
                          level: str = "manifest") -> dict[str, str]:
     """The annotations of ``--annotation`` values (buildx syntax) at ``level`` ("manifest":
     the image manifest; "manifest-descriptor": its descriptor in a multi-platform index) for
@@ -297,7 +301,7 @@ def _preflight_emulation(pb: PlatformBuild, opts: BuildOptions) -> None:
                                             host, problem, stage.platform.architecture))
 
 
-def _build_stages(session: BuildSession, builds: list[PlatformBuild], df: Any) -> None:
+def _build_stages(session: BuildSession, builds: list[PlatformBuild], df: Dockerfile) -> None:
     """Build the stages each platform's target needs into ``pb.stages``: one graph over every
     platform, a stage starting once the stages it reads are done, up to ``--jobs`` at once
     (builder.engine.scheduler). A failure stops the others and is raised."""
@@ -314,7 +318,7 @@ def _build_stages(session: BuildSession, builds: list[PlatformBuild], df: Any) -
     run_graph(tasks, session.opts.jobs or os.cpu_count() or 1, session.cancel)
 
 
-def _build_stage(session: BuildSession, pb: PlatformBuild, df: Any, idx: int, number: int, count: int,
+def _build_stage(session: BuildSession, pb: PlatformBuild, df: Dockerfile, idx: int, number: int, count: int,
                  in_image: bool) -> None:
     """Build stage ``idx`` of ``pb`` (its dependencies are done) and record its result."""
     stage = pb.graph.stages[idx]
@@ -361,7 +365,7 @@ def _parse_outputs(opts: BuildOptions) -> list[Any]:
     return outputs
 
 
-def _export(store: Store, digest: str, output: Any, tags: tuple[str, ...], session: BuildSession,
+def _export(store: Store, digest: str, output: OutputSpec, tags: tuple[str, ...], session: BuildSession,
             finals: list[ImageState]) -> None:
     """Write one ``--output`` of the image (or index) ``digest``. ``compression=`` applies to
     the layers this build made; those inherited from the base image keep theirs unless
@@ -385,7 +389,7 @@ def _export(store: Store, digest: str, output: Any, tags: tuple[str, ...], sessi
 class StageBuilder:
     """Builds one stage: resolves its base, then applies each lowered step in order."""
 
-    def __init__(self, session: StageSession, graph: Any, df: Any, index: int, number: int, count: int) -> None:
+    def __init__(self, session: StageSession, graph: BuildGraph, df: Dockerfile, index: int, number: int, count: int) -> None:
         self.session = session
         self.graph = graph
         self.df = df

@@ -24,6 +24,10 @@ from .options import BuildOptions
 from .state import ImageState, LayerRef
 
 if TYPE_CHECKING:
+    from ..platform import Platform
+    from ..store.rootview import RootView
+    from .base import BaseImage
+    from .context import BuildContext
     from ..store.cache import CacheStore
     from ..store.snapshots import Snapshots
     from ..store.layout import Store
@@ -57,7 +61,7 @@ class BuildSession:
         from ..store.stale import owned_prefix
 
         self.tmp = Path(tempfile.mkdtemp(prefix=owned_prefix("build"), dir=tmp_parent))
-        self._context: Any = None
+        self._context: BuildContext | None = None
         self._flattened: dict[str, Path] = {}
         self._warned: set[str] = set()
         self.remote_notes: dict[str, list[str]] = {}  # key -> what --cache-from sources lacked
@@ -67,7 +71,7 @@ class BuildSession:
         from .named import NamedContexts
 
         self.named = NamedContexts(opts.named_contexts)
-        self._images: dict[str, Any] = {}
+        self._images: dict[str, BaseImage] = {}
         self.git_checkouts: dict[Any, Any] = {}  # ADD GITURL sources fetched (builder.engine.gitsource)
         # lazy layers (see builder.engine.layers): the cache keys naming each lazy layer, the
         # blobs made for them so far (whether a stage makes them is the StageSession's), the
@@ -124,7 +128,7 @@ class BuildSession:
 
     # -- build context ----------------------------------------------------------------------
     @property
-    def context(self) -> Any:
+    def context(self) -> BuildContext:
         if self._context is None:
             with self._lock:
                 if self._context is None:
@@ -144,7 +148,7 @@ class BuildSession:
         """The BuildContext of a directory named context."""
         return self.named.build_context(item)
 
-    def resolve_image(self, ref_text: str, platform: Any) -> Any:
+    def resolve_image(self, ref_text: str, platform: Platform) -> BaseImage:
         """The stored base image ``ref_text`` names for ``platform``, after named-context
         substitution (an image named context; a directory one raises DockerfileError here).
         Resolved once per build and platform (stages asking at once wait for the first)."""
@@ -152,7 +156,7 @@ class BuildSession:
         with self.key_lock("image\0" + key):
             return self._resolve_image_locked(ref_text, platform, key)
 
-    def _resolve_image_locked(self, ref_text: str, plat: Any, key: str) -> Any:
+    def _resolve_image_locked(self, ref_text: str, plat: Platform, key: str) -> BaseImage:
         if key not in self._images:
             from .base import resolve_base
 
@@ -191,7 +195,7 @@ class BuildSession:
                 for layer in state.layers]
         return self.snapshots.stack([layer.diff_id for layer in state.layers], dirs)  # implied dirs fixed up
 
-    def view(self, state: ImageState) -> Any:
+    def view(self, state: ImageState) -> RootView:
         from ..store.rootview import RootView
 
         return RootView(self.lowerdirs(state))
@@ -232,7 +236,7 @@ class StageSession:
     Events emitted through it carry the stage name and ``platform_label`` ("" in a
     single-platform build)."""
 
-    def __init__(self, shared: BuildSession, platform: Any, stages: dict[int, StageResult],
+    def __init__(self, shared: BuildSession, platform: Platform, stages: dict[int, StageResult],
                  remote_caches: list[Any], *, stage_name: str = "", platform_label: str = "") -> None:
         self.shared = shared
         self.platform = platform
@@ -272,7 +276,7 @@ class StageSession:
         return self.shared.tmp
 
     @property
-    def context(self) -> Any:
+    def context(self) -> BuildContext:
         return self.shared.context
 
     @property
@@ -312,7 +316,7 @@ class StageSession:
     def named_build_context(self, item: Any) -> Any:
         return self.shared.named_build_context(item)
 
-    def resolve_image(self, ref_text: str, platform: Any = None) -> Any:
+    def resolve_image(self, ref_text: str, platform: Platform | None = None) -> BaseImage:
         """:meth:`BuildSession.resolve_image` for ``platform`` (default: this stage's). A pull or
         store failure becomes a DockerfileError (no span: the step that asked, FROM, COPY --from
         or RUN --mount from=, sets its own line), as it is for FROM; a full disk stays itself."""
@@ -337,7 +341,7 @@ class StageSession:
     def lowerdirs(self, state: ImageState) -> list[Path]:
         return self.shared.lowerdirs(state)
 
-    def view(self, state: ImageState) -> Any:
+    def view(self, state: ImageState) -> RootView:
         return self.shared.view(state)
 
     def flatten(self, state: ImageState) -> Path:
