@@ -30,15 +30,19 @@ def _store(ns: argparse.Namespace) -> Store:
 
 
 def _kv(values: list[str], what: str) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` flag values, as buildx/docker read them: a bare ``NAME`` is ``NAME=`` for
+    ``--label`` and takes ``$NAME`` (left out when unset) for ``--build-arg`` and ``--env``."""
     out = []
     for v in values:
+        if v.startswith("=") and what == "--env":
+            raise UsageError(f"{what} {v!r}: invalid environment variable (empty name)")
         if "=" not in v:
+            if what == "--label":
+                out.append((v, ""))
+                continue
             value = os.environ.get(v)
-            if value is None and what == "--build-arg":
-                continue  # docker: --build-arg NAME takes the value from the environment if set
-            if value is None:
-                raise UsageError(f"{what} {v!r}: expected KEY=VALUE")
-            out.append((v, value))
+            if value is not None:
+                out.append((v, value))
             continue
         k, _, val = v.partition("=")
         out.append((k, val))

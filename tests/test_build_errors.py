@@ -101,3 +101,16 @@ def test_bad_reference_names_it(tmp_path: Path) -> None:
 def test_debug_shows_traceback(tmp_path: Path) -> None:
     proc = run(["--debug", "-t", "x", str(context(tmp_path, "FROM scratch\nFORM x\n"))], tmp_path / "store")
     assert proc.returncode == 1 and "Traceback" in proc.stderr
+
+
+def test_bare_flag_names_follow_buildx(tmp_path: Path) -> None:
+    """``--label NAME`` is ``NAME=""`` (never the environment's value); ``--build-arg NAME``
+    takes ``$NAME`` only when set, as buildx's listToMap does."""
+    from buildutil import run_cli
+
+    ctx = context(tmp_path, "FROM scratch\nARG A=default\nLABEL a=$A\n")
+    store = tmp_path / "store"
+    run_cli(["-q", "-t", "lab:1", "--label", "PB_QA_VAR", "--build-arg", "A", str(ctx)], store,
+            env={"PB_QA_VAR": "from-env"}).ok()
+    config = json.loads(run_cli(["inspect", "lab:1"], store).ok().out)["Config"]["config"]
+    assert config["Labels"] == {"PB_QA_VAR": "", "a": "default"}
