@@ -16,6 +16,8 @@ from ..events import BlobProgress
 from .state import History, LayerRef
 
 if TYPE_CHECKING:
+    from ..oci.reference import Reference
+    from ..platform import Platform
     from ..store.layout import Store
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
@@ -36,7 +38,7 @@ class BaseImage:
 SCRATCH = BaseImage(manifest_digest="")
 
 
-def load_from_store(store: Store, manifest_digest: Digest, platform: Any, name: str, *,
+def load_from_store(store: Store, manifest_digest: Digest, platform: Platform | None, name: str, *,
                     strict: bool = True) -> BaseImage:
     """Read a stored manifest (or index, resolved to ``platform``) and its config. The manifest
     is pinned in the store's lease first (a concurrent prune keeps all it names). ``strict``:
@@ -93,7 +95,7 @@ def check_platform(config: dict[str, Any], want: Any, name: str) -> None:
                          f"(use an image index that has {wanted}, or build with --platform {have})")
 
 
-def resolve_base(ref_text: str, *, store: Store, platform: Any, pull: bool = False,
+def resolve_base(ref_text: str, *, store: Store, platform: Platform | None, pull: bool = False,
                  insecure: tuple[str, ...] = (), notify: Callable[[str], None] | None = None,
                  on_progress: Callable[[BlobProgress], None] | None = None) -> BaseImage:
     """Resolve ``ref_text`` (already expanded) to a stored base image. A pull reports its
@@ -120,7 +122,7 @@ def resolve_base(ref_text: str, *, store: Store, platform: Any, pull: bool = Fal
     return _pull(ref, store=store, platform=platform, insecure=insecure, notify=notify, on_progress=on_progress)
 
 
-def _from_oci_layout(spec: str, *, store: Store, platform: Any) -> BaseImage:
+def _from_oci_layout(spec: str, *, store: Store, platform: Platform | None) -> BaseImage:
     """Copy the image of a local OCI layout (directory or tar) into the store, then load it."""
     from ..oci.layoutdir import OciLayoutTarReader, open_layout, parse_layout_ref
     from ..transfer import copy_image
@@ -135,7 +137,7 @@ def _from_oci_layout(spec: str, *, store: Store, platform: Any) -> BaseImage:
     return load_from_store(store, digest, platform, f"oci-layout://{spec}")
 
 
-def _pull(ref: Any, *, store: Store, platform: Any, insecure: tuple[str, ...],
+def _pull(ref: Reference, *, store: Store, platform: Platform | None, insecure: tuple[str, ...],
           notify: Callable[[str], None] | None, on_progress: Callable[[BlobProgress], None] | None) -> BaseImage:
     try:
         from ..registry.source import RegistrySource

@@ -376,7 +376,7 @@ def _make_blob(session: StageSession | BuildSession, layer: LayerRef) -> LayerRe
     return _layer_ref(info)
 
 
-def materialize_state(session: StageSession | BuildSession, state: Any) -> Any:
+def materialize_state(session: StageSession | BuildSession, state: ImageState) -> ImageState:
     """``state`` with every lazy layer given its blob (:func:`materialize`)."""
     if all(layer.digest is not None for layer in state.layers):
         return state

@@ -11,10 +11,13 @@ from .options import BuildOptions
 from .state import ImageState
 
 if TYPE_CHECKING:
+    from ..plan.graph import BuildGraph
+    from ..platform import Platform
+    from ..syntax.ast import Dockerfile
     from .session import StageSession
 
 
-def make_graph(df: Any, instrs: Any, opts: BuildOptions, platform: Any) -> Any:
+def make_graph(df: Dockerfile, instrs: Any, opts: BuildOptions, platform: Platform) -> BuildGraph:
     from ..plan.graph import build_graph
     from ..plan.platform import host_platform
 
@@ -22,7 +25,7 @@ def make_graph(df: Any, instrs: Any, opts: BuildOptions, platform: Any) -> Any:
                        build_platform=host_platform(), escape=df.escape)
 
 
-def start_stage(session: StageSession, graph: Any, index: int) -> tuple[ImageState, Any, tuple[str, ...]]:
+def start_stage(session: StageSession, graph: BuildGraph, index: int) -> tuple[ImageState, Any, tuple[str, ...]]:
     """The stage's starting image state, its StageLowering (not yet iterated) and the base
     image's ONBUILD triggers (run right after FROM, not inherited further). A stage whose name
     is a named context's is that context alone: no instruction of its own runs."""
@@ -56,7 +59,7 @@ def start_stage(session: StageSession, graph: Any, index: int) -> tuple[ImageSta
     return state, lowering, tuple(onbuild_triggers(base_cfg))
 
 
-def stage_steps(df: Any, lowering: Any, base_onbuild: tuple[str, ...]) -> Iterator[Any]:
+def stage_steps(df: Dockerfile, lowering: Any, base_onbuild: tuple[str, ...]) -> Iterator[Any]:
     """The base image's ONBUILD triggers (parsed here), then the stage's own steps."""
     triggers: list[Any] = []
     if base_onbuild:

@@ -55,6 +55,8 @@ from ..errors import PybuildError, UsageError
 from ..store.cache import CacheRecord
 
 if TYPE_CHECKING:
+    from ..plan.graph import BuildGraph
+    from ..platform import Platform
     from .session import BuildSession, StageSession
     from .state import ImageState
     from ..store.layout import Store
@@ -419,7 +421,7 @@ class LazyCache:
             self._cache.close()
 
 
-def import_caches(session: StageSession | BuildSession, platform: Any = None) -> list[LazyCache]:
+def import_caches(session: StageSession | BuildSession, platform: Platform | None = None) -> list[LazyCache]:
     """The ``--cache-from`` sources of the build for ``platform`` (a build's StageSessions of
     that platform share the list), each opened lazily (see :class:`LazyCache`). UsageError for
     a malformed spec, before any build step."""
@@ -473,7 +475,7 @@ def export_specs(opts: Any) -> list[CacheSpec]:
     return [parse_cache_spec(t, export=True) for t in opts.cache_to]
 
 
-def chain_keys(graph: Any, stage_keys: dict[int, list[str]], target: int) -> list[str]:
+def chain_keys(graph: BuildGraph, stage_keys: dict[int, list[str]], target: int) -> list[str]:
     """Keys of ``target``'s steps and of the stages it is FROM, base-most first (min mode)."""
     chain = graph.base_chain(target)
     out: list[str] = []
@@ -605,7 +607,7 @@ def export_caches(session: StageSession | BuildSession, specs: list[CacheSpec], 
         session.note(f"exported {len(records)} cache records to {spec.ref or spec.path} ({digest})")
 
 
-def inline_records(session: StageSession | BuildSession, specs: list[CacheSpec], graph: Any,
+def inline_records(session: StageSession | BuildSession, specs: list[CacheSpec], graph: BuildGraph,
                    stage_keys: dict[int, list[str]]) -> list[CacheRecord] | None:
     """The records to embed in the image config (None without ``type=inline``)."""
     if not any(s.type == "inline" for s in specs):
