@@ -93,6 +93,18 @@ def test_fork_bomb_stops_at_the_pids_limit(tmp_path: Path) -> None:
 
 @pytest.mark.root
 @pytest.mark.overlay
+def test_pids_limit_one_fails_the_step_naming_it(tmp_path: Path) -> None:
+    """With ``--pids-limit 1`` the sandbox cannot even start the command: a step failure naming
+    the limit and line (was exit 3 'sandbox init ended without a status' and a traceback)."""
+    root = new_store(tmp_path)
+    res = build(make_context(tmp_path / "one", "FROM localhost/busybox:latest\nRUN true\n"), root,
+                "--pids-limit", "1")
+    assert res.rc == 1 and "Dockerfile:2: RUN true: exit 125: pids limit 1 reached" in res.err, res.err
+    assert "Traceback" not in res.err and _step_cgroups() == []
+
+
+@pytest.mark.root
+@pytest.mark.overlay
 def test_limits_and_nofile_default_reach_the_step(tmp_path: Path) -> None:
     root = new_store(tmp_path)
     ctx = make_context(tmp_path / "show", "FROM localhost/busybox:latest\n"

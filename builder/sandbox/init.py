@@ -192,7 +192,11 @@ def main() -> None:
         _status({"error": f"{type(e).__name__}: {e}"})
         os._exit(SETUP_FAILED)
     alive_r, alive_w = os.pipe()  # "g": go on; EOF: this process is gone
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as e:  # e.g. --pids-limit 1: the runner names the limit; never a traceback
+        os.write(2, f"pybuild sandbox: cannot start the command: {e.strerror}\n".encode())
+        os._exit(SETUP_FAILED)
     if pid == 0:
         os.close(alive_w)
         _child(cfg, alive_r)

@@ -525,7 +525,7 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
         _supervise(spec, cfg, tmp, cancel, status, plan, cgroup)
         extra: dict[str, Any] = {} if plan is None else {"userxattr": True, "uidmap": plan.uidmap, "gidmap": plan.gidmap}
         breach = cgroup.breach() if cgroup is not None else None
-        if breach is not None and status.get("exit", 0) != 0:
+        if breach is not None and status.get("exit", 1) != 0:
             extra["limit"] = cgroup.describe(breach)  # type: ignore[union-attr]
         if status["cancelled"]:
             return RunResult(exit_code=137, signal=signal.SIGKILL, cancelled=True, notes=tuple(notes),
@@ -533,6 +533,9 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
         if "error" in status:
             raise HostError(f"sandbox setup failed: {status['error']}")
         if "exit" not in status:
+            if "limit" in extra:  # e.g. --pids-limit 1: the init could not even start the command
+                return RunResult(exit_code=int(status.get("init_status") or 1), notes=tuple(notes),
+                                 warnings=tuple(warnings), **extra)
             raise HostError(f"sandbox init ended without a status (exit status {status.get('init_status')})")
         if copy_state is not None:
             from . import copydiff
