@@ -128,6 +128,7 @@ def test_limits_and_nofile_default_reach_the_step(tmp_path: Path) -> None:
     (["--pids-limit", "0"], "--pids-limit"),
     (["--cpu-shares", "1"], "--cpu-shares"),
     (["--cpuset-cpus", "zero"], "--cpuset-cpus"),
+    (["--cpuset-cpus", "0,4096"], "--cpuset-cpus"),   # no such CPU: refused before building
 ])
 def test_bad_limit_flags_name_the_flag(tmp_path: Path, args: list[str], flag: str) -> None:
     ctx = make_context(tmp_path / "ctx", "FROM scratch\n")

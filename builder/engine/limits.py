@@ -79,12 +79,37 @@ def parse_limits(*, memory: str | None = None, memory_swap: str | None = None, p
         if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", cpuset_cpus.strip()):
             raise UsageError(f"--cpuset-cpus {cpuset_cpus!r}: expected a list such as 0-3,5")
         cpuset_cpus = cpuset_cpus.strip()
+        _check_cpus_online(cpuset_cpus)
     explicit = any(v is not None for v in (memory, memory_swap, pids, cpu_shares, cpuset_cpus))
     return ResourceLimits(memory=mem, memory_swap=swap, pids=pid_limit, cpu_shares=shares,
                           cpuset_cpus=cpuset_cpus, explicit=explicit)
 
 
 DEFAULT_LIMITS = ResourceLimits(pids=DEFAULT_PIDS)
+
+
+def _cpu_list(text: str) -> set[int]:
+    """``0-3,5`` as a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if part:
+            first, _, last = part.partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def _check_cpus_online(cpuset: str) -> None:
+    """UsageError naming the flag when ``cpuset`` asks for CPUs this machine does not have
+    online (as docker: "Requested CPUs are not available"); unknown when sysfs is unreadable."""
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            online = f.read().strip()
+    except OSError:
+        return
+    missing = sorted(_cpu_list(cpuset) - _cpu_list(online))
+    if missing:
+        raise UsageError(f"--cpuset-cpus {cpuset!r}: CPU {','.join(map(str, missing))} not available "
+                         f"(online: {online})")
 
 
 def run_rlimits(ulimits: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, int, int], ...]:
