@@ -24,6 +24,7 @@ from .session import BuildSession, StageResult, StageSession
 from .state import ImageState
 
 if TYPE_CHECKING:
+    from ..plan.steps import CopyStep, Step
     from ..outputspec import OutputSpec
     from ..plan.graph import BuildGraph
     from ..platform import Platform
@@ -429,23 +430,23 @@ class StageBuilder:
             state = self._apply(state, step, step_no)
         return StageResult(self.index, self.stage.name, state, lowering.scope)
 
-    def _apply(self, state: ImageState, step: Any, step_no: int) -> ImageState:
+    def _apply(self, state: ImageState, step: Step, step_no: int) -> ImageState:
         from .dockerignore import BadPatternError
         from .step_config import apply_config
+        from ..plan.steps import CopyStep, RunStep
         from .step_copy import apply_copy
         from .step_run import apply_run
 
-        kind = type(step).__name__
         text = _step_text(step)
         emit = self.session.emit
         emit(StepStarted(self.number, self.count, step_no, 0, text, self.stage.name or ""))
         t0 = time.monotonic()
         before, misses = state, len(self.session.misses)
         try:
-            if kind == "RunStep":
+            if isinstance(step, RunStep):  # dispatch by step type (DESIGN.md)
                 state, cached = apply_run(self.session, state, step, stage_no=self.number, step_no=step_no,
                                           use_cache=self.use_cache)
-            elif kind == "CopyStep":
+            elif isinstance(step, CopyStep):
                 src_state, src_view, src_ctx = self._copy_source(step)
                 state, cached = apply_copy(self.session, state, step, source_state=src_state, source_view=src_view,
                                            use_cache=self.use_cache, context=src_ctx)
@@ -462,7 +463,7 @@ class StageBuilder:
         emit(StepFinished(self.number, self.count, step_no, text, seconds, cached, self.stage.name or "", why))
         return state
 
-    def _why(self, step: Any, step_no: int, before: ImageState) -> str:
+    def _why(self, step: Step, step_no: int, before: ImageState) -> str:
         """Why the step just built missed the cache (only called after a miss)."""
         from .explain import dockerfile_name, explain_miss, position_id
 
@@ -480,7 +481,7 @@ class StageBuilder:
         except Exception as exc:  # noqa: BLE001 - an explanation must never fail a build
             return f"(no explanation: {type(exc).__name__})"
 
-    def _copy_source(self, step: Any) -> tuple[ImageState | None, Any, Any]:
+    def _copy_source(self, step: CopyStep) -> tuple[ImageState | None, Any, Any]:
         """For COPY --from: the source stage's (or image's) state and a view of its filesystem,
         or for a directory named context its BuildContext."""
         from_stage = getattr(step, "from_stage", None)

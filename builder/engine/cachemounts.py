@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ..digest import Digest
 
 if TYPE_CHECKING:
+    from ..plan.steps import RunStep
     from .session import BuildSession, StageSession
     from ..store.layout import Store
 
@@ -91,7 +92,7 @@ def parse_mounts(items: Any, allowed_layers: set[str] | None) -> dict[str, Mount
     return out
 
 
-def note_used(session: StageSession | BuildSession, step: Any) -> None:
+def note_used(session: StageSession | BuildSession, step: RunStep) -> None:
     """Remember the cache mounts of a RUN of this build (hit or not), for export."""
     used = getattr(session, "cache_mounts", None)
     if used is None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
+    from ..plan.steps import Step
     from .session import StageSession
 
 KEEP = 4              # keys remembered per position
@@ -280,7 +281,7 @@ def listing_digest(listing: dict[str, str]) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def step_inputs(session: StageSession, step: Any, *, key: str, position: str, parent: Any,
+def step_inputs(session: StageSession, step: Step, *, key: str, position: str, parent: Any,
                 listing: dict[str, str] | None) -> StepInputs:
     """The :class:`StepInputs` of ``step`` built after state ``parent``."""
     text = " ".join((getattr(step.node, "original", "") or step.created_by).split())
@@ -386,7 +387,7 @@ def describe(diff: Diff, *, first_step: bool) -> list[str]:
     return parts
 
 
-def explain_miss(session: StageSession, step: Any, *, key: str, position: str, parent: Any, step_no: int,
+def explain_miss(session: StageSession, step: Step, *, key: str, position: str, parent: Any, step_no: int,
                  forced: str | None) -> str:
     """Record the inputs of a step that was just built (a miss) and return why it missed, as
     one line ("" when nothing can be said). ``forced``: the flag that disabled the cache
