@@ -370,6 +370,8 @@ def _cmd_login(ns: argparse.Namespace) -> int:
         import getpass
 
         password = getpass.getpass("Password: ")
+    if not password:  # as docker login ("Password Required"); nothing is stored
+        raise UsageError(f"login {ns.server}: password required" + (" (stdin was empty)" if ns.password_stdin else ""))
     login(ns.server, ns.username, password, insecure=tuple(ns.insecure_registry))
     print("Login Succeeded")
     return 0

@@ -131,6 +131,10 @@ def test_login_push_pull_with_basic_auth(auth_registry, tmp_path: Path) -> None:
                   stdin="wrong\n", check=False)
     assert bad.returncode == 4
     assert auth_registry.host in bad.stderr and "Traceback" not in bad.stderr
+    empty = pybuild("login", "-u", AUTH_USER, "--password-stdin", auth_registry.host, store=store, env=env,
+                    stdin="\n", check=False)
+    assert empty.returncode == 2 and "password required" in empty.stderr
+    assert not (tmp_path / "docker-config" / "config.json").exists()  # nothing stored
     denied = pybuild("-q", "-t", ref, "--push", str(ctx), store=store, env=env, check=False)
     assert denied.returncode == 4 and "Traceback" not in denied.stderr
     pybuild("login", "-u", AUTH_USER, "--password-stdin", auth_registry.host, store=store, env=env,

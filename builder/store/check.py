@@ -185,6 +185,8 @@ def _scan_tags(scan: _Scan, report: CheckReport, store: Store) -> None:
     index_path = scan.root / "index.json"
     try:
         data = json.loads(index_path.read_bytes())
+        if not isinstance(data, dict) or "manifests" not in data:
+            raise ValueError("no \"manifests\" list")
         entries = data["manifests"]
         if not isinstance(entries, list):
             raise ValueError("manifests is not a list")
