@@ -11,11 +11,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from peers import DOCKER, DOCKERD, Buildah, Dockerd
+from peers import DOCKER, DOCKERD, Buildah, Dockerd, PeerBase
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PYBUILD_SHARED", REPO.parent / "shared"))
@@ -85,41 +84,20 @@ def buildah() -> Iterator[Buildah]:
         yield b
 
 
-@dataclass(frozen=True)
-class PeerBase:
-    """The busybox base image, built by pybuild once, as the same bytes in every builder."""
-
-    tag: str            # the reference to use in FROM lines
-    archive: Path       # pybuild's --output type=docker tar of it
-    config_digest: str  # sha256:... of its config: the image ID docker shows
-
-
-def _base_archive(work: Path) -> Path:
-    """Build the busybox base with pybuild into a docker archive (the session store's cache)."""
-    from buildutil import BASE_TAG, busybox_context, run_cli
-
-    ctx = busybox_context(work / "base-ctx")
-    dest = work / "base.tar"
-    run_cli(["-t", BASE_TAG, "--progress=quiet", "--output", f"type=docker,dest={dest}", str(ctx)],
-            work / "store").ok()
-    return dest
-
-
 @pytest.fixture(scope="session")
 def peer_base(tmp_path_factory: pytest.TempPathFactory) -> PeerBase:
-    """The busybox base (``localhost/busybox:latest``) as a docker archive written by pybuild."""
-    import json
-    import tarfile
+    """The busybox base (``localhost/busybox:latest``) of the session's pybuild store
+    (buildutil.busybox_store), exported by pybuild as a docker archive: the same bytes every
+    builder starts from."""
+    from buildutil import BASE_TAG, _base_store
 
-    from buildutil import BASE_TAG
+    from builder.store.layout import Store
+    from builder.transfer import export_image, parse_output
 
-    archive = _base_archive(tmp_path_factory.mktemp("peer-base"))
-    with tarfile.open(archive) as t:
-        f = t.extractfile("manifest.json")
-        assert f is not None
-        config = json.load(f)[0]["Config"]
-    digest = "sha256:" + Path(config).name.removesuffix(".json").removeprefix("sha256:")
-    return PeerBase(BASE_TAG, archive, digest)
+    archive = tmp_path_factory.mktemp("peer-base") / "base.tar"
+    store = Store(_base_store())
+    export_image(store, BASE_TAG, parse_output(f"type=docker,dest={archive}"))
+    return PeerBase(BASE_TAG, archive, str(store.image(BASE_TAG).manifest.config.digest))
 
 
 @pytest.fixture(scope="session")

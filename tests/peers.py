@@ -67,6 +67,15 @@ class PeerBuild:
         return self
 
 
+@dataclass(frozen=True)
+class PeerBase:
+    """The busybox base image, built by pybuild once, as the same bytes in every builder."""
+
+    tag: str            # the reference to use in FROM lines
+    archive: Path       # pybuild's --output type=docker tar of it
+    config_digest: str  # sha256:... of its config: the image ID docker shows
+
+
 def _run(argv: Sequence[str], env: Mapping[str, str] | None, input: bytes | None, check: bool,
          timeout: float, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)

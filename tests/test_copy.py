@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine.context import BuildContext, OutsideContextError, SourceNotFoundError
+from builder.engine.context import BuildContext, SourceNotFoundError
 from builder.engine.copy import CopyError, copy_entries, parse_chmod
 from builder.engine.dockerignore import IgnoreMatcher
 from builder.engine.pathresolve import DirView
@@ -118,7 +118,13 @@ def test_missing_source_is_an_error(ctx_dir: Path, img: Path) -> None:
         run(ctx_dir, img, ["missing.txt"], "/d/")
     assert run(ctx_dir, img, ["nomatch*"], "/d/") == {}  # a wildcard may match nothing (BuildKit)
     assert set(run(ctx_dir, img, ["a.txt", "nomatch*"], "/d/")) == {"d", "d/a.txt"}
-    with pytest.raises(OutsideContextError, match=r"\.\./x"):
+
+
+def test_parent_navigation_stays_in_the_context(ctx_dir: Path, img: Path) -> None:
+    # BuildKit removes ``../`` from context sources instead of failing (Dockerfile reference)
+    assert set(run(ctx_dir, img, ["../a.txt"], "/d/")) == {"d", "d/a.txt"}
+    assert set(run(ctx_dir, img, ["../../src/../a.txt"], "/e")) == {"e"}
+    with pytest.raises(SourceNotFoundError, match=r'x": not found'):
         run(ctx_dir, img, ["../x"], "/d/")
 
 

@@ -7,8 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import PeerBase
-from peers import Buildah, Dockerd, _mounts_below, _processes_using
+from peers import Buildah, Dockerd, PeerBase, _mounts_below, _processes_using
 
 
 def _context(tmp_path: Path) -> Path:

@@ -34,7 +34,8 @@ class SourceNotFoundError(CopyError):
 
 
 class OutsideContextError(CopyError):
-    """A COPY/ADD source tries to leave the build context (``../x``)."""
+    """Kept for callers catching it; no longer raised: ``../x`` is clamped to the context
+    root, as BuildKit does (see :func:`check_inside`)."""
 
 
 def not_found(source: str) -> SourceNotFoundError:
@@ -45,15 +46,13 @@ def not_found(source: str) -> SourceNotFoundError:
 
 
 def check_inside(source: str) -> str:
-    """Clean a context source; raise OutsideContextError when it climbs out with ``..``.
+    """Clean a context source into a path relative to the context root (``.`` for the root).
 
-    Returns the cleaned relative path (``.`` for the context root).
+    ``..`` cannot climb out: as in BuildKit, a source such as ``../x`` is taken from the
+    context root ("automatically removes any parent directory navigation", Dockerfile
+    reference, COPY/ADD), so ``../x`` is ``x``. Never raises.
     """
-    cleaned = go_clean(source.strip())
-    rel = cleaned.lstrip("/") or "."
-    if rel == ".." or rel.startswith("../"):
-        raise OutsideContextError(f"forbidden path outside the build context: {source}")
-    return rel
+    return go_clean("/" + source.strip()).lstrip("/") or "."
 
 
 def walk_tree(view: FsView, top: str, st: os.stat_result, *,
@@ -438,7 +437,7 @@ class BuildContext:
     def match_sources(self, pattern: str, *, allow_empty_wildcard: bool = False) -> list[str]:
         """Context paths named by a COPY source ``pattern`` (Go filepath.Match per component).
 
-        Raises OutsideContextError for ``../`` escapes, SourceNotFoundError (naming the
+        ``../`` is clamped to the context root. Raises SourceNotFoundError (naming the
         source) when nothing visible matches, except that a pattern with wildcards matching
         nothing gives ``[]`` when ``allow_empty_wildcard`` (BuildKit's COPY/ADD set
         ``AllowEmptyWildcard``). Sorted; a non-wildcard source gives itself.

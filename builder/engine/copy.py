@@ -24,7 +24,8 @@ Rules (Docker/BuildKit):
 * Parents: every directory above a copied path is part of the layer. Directories that exist
   in ``dest_view`` are emitted with their existing metadata (as an overlay diff would carry
   them); missing ones are created ``0755`` owned by the ``--chown`` owner or root (BuildKit
-  chowns the directories its MkdirAll creates), mtime 0. A directory source copied into a
+  chowns the directories its MkdirAll creates), mtime the time of the step (MkdirAll stamps
+  them when made), clamped to ``mtime_clamp``. A directory source copied into a
   missing destination creates the destination the same way (not with the source dir's mode).
 * Metadata: permission bits kept (``--chmod`` sets them on files and directories, not on
   symlinks: an octal mode replaces them, a symbolic one transforms each entry's own, see
@@ -37,7 +38,8 @@ Rules (Docker/BuildKit):
 * ``--parents``: each match keeps its path relative to the context/root, or relative to the
   ``/./`` pivot when the source contains one (``a/./b/c`` -> ``dest/b/c``); its parent
   directories come with the source directories' metadata. The destination is a directory.
-* Heredoc files (``COPY <<EOF /path``): mode 0644 unless ``--chmod``, owner as above, mtime 0.
+* Heredoc files (``COPY <<EOF /path``): mode 0644 unless ``--chmod``, owner as above, mtime the
+  time of the step (BuildKit's Mkfile gets no created time), clamped to ``mtime_clamp``.
 
 Errors: :class:`~builder.engine.context.CopyError` subclasses, without a span.
 """
@@ -47,6 +49,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
@@ -107,6 +110,9 @@ class _Emitter:
         self.keep_owner = keep_owner
         self.keep_xattrs = keep_xattrs
         self.clamp = mtime_clamp
+        # what BuildKit's file op creates itself (missing parents, heredoc files) gets the
+        # time it is made, as fsutil's MkdirAll / Mkfile do (clamped by SOURCE_DATE_EPOCH)
+        self.now = self._mtime(time.time())
         self.entries: dict[str, Entry] = {}
         self.inodes: dict[tuple[int, int], str] = {}
 
@@ -141,7 +147,7 @@ class _Emitter:
             else:
                 uid, gid = self.chown if self.chown is not None else (0, 0)
                 self.put(Entry(name=name, type=EntryType.DIR, mode=0o755, uid=uid, gid=gid,
-                               mtime=self._mtime(0)))
+                               mtime=self.now))
 
     def source_entry(self, view: FsView, path: str, st: os.stat_result, target: str) -> None:
         """Emit the entry for source ``path`` (lstat ``st``) at image path ``target``."""
@@ -310,7 +316,7 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
     then supplies ignore rules and matching), else absolute paths of ``src_view``.
     ``dest``: absolute image path, a trailing ``/`` meaning "directory". ``heredocs``:
     (file name, body) pairs. Returns unsorted entries, at most one per layer name.
-    Raises CopyError / SourceNotFoundError / OutsideContextError (no span attached).
+    Raises CopyError / SourceNotFoundError (no span attached).
     """
     chmod = as_chmod(chmod)
     file_sources = [s for s in sources if not s.startswith("<<")]
@@ -346,7 +352,7 @@ def copy_entries(*, sources: Sequence[str], dest: str, src_view: FsView, src_is_
         uid, gid = chown if chown is not None else (0, 0)
         emit.put(Entry(name=target.strip("/"), type=EntryType.FILE,
                        mode=chmod.apply(HEREDOC_MODE, False) if chmod is not None else HEREDOC_MODE, uid=uid, gid=gid,
-                       mtime=0, size=len(data), data=data))
+                       mtime=emit.now, size=len(data), data=data))
     return list(emit.entries.values())
 
 
@@ -398,7 +404,7 @@ class SingleSourceCopy:
     heredocs, under ignore rules without exceptions: its entries can be produced in layer
     order while the context is walked, so the tar writer takes them as they come.
 
-    :meth:`find` matches the source (SourceNotFoundError, OutsideContextError as
+    :meth:`find` matches the source (SourceNotFoundError as
     :func:`copy_entries` raises them; :class:`NotSingleSource` when it cannot be streamed);
     the constructor places the match (CopyError). :meth:`walk` is the walk of the source, the
     same one :meth:`BuildContext.content_digest` hashes; :meth:`entries` turns what it gave

@@ -1,7 +1,7 @@
 """Turn layer entries into a stored layer, with cache records.
 
 One function both COPY-like steps and RUN use: entries in, :class:`LayerRef` out (or None when
-there is nothing to write).
+there is nothing to write; :func:`commit_step` then gives a layer step the empty layer).
 
 Lazy layers: a step whose layer no output may need (a stage that is not the target nor one the
 target is FROM) keeps only its snapshot (the unpacked overlay-format directory, which the next
@@ -249,6 +249,15 @@ def _layer_ref(info: Any, lazy: bool = False) -> LayerRef:
     return LayerRef(digest=Digest.parse(str(info.digest)), diff_id=diff_id, size=info.size, media_type=info.media_type)
 
 
+def empty_layer(session: Any) -> LayerRef:
+    """The layer of a RUN, COPY, ADD or WORKDIR (other than ``/``) that changed nothing: a tar
+    holding only its end-of-archive blocks (diff_id sha256:5f70bf18...). BuildKit keeps such a
+    layer in the image, its history entry not marked empty_layer: the Dockerfile frontend
+    commits these instructions ``withLayer`` (dockerfile2llb/convert.go commitToHistory) and
+    every op's snapshot is one layer of the chain, empty diff or not."""
+    return store_layer(session, [])
+
+
 def record_to_layer(layer: dict[str, Any] | None) -> LayerRef | None:
     """The LayerRef of a cache record's layer; lazy (no digest) when the record names none."""
     if layer is None:
@@ -472,6 +481,8 @@ def commit_step(session: StageSession | BuildSession, state: ImageState, step: A
     # cached rebuilds are unaffected.
     if outcome.layer is not None:
         key = step_key(key, "OUT", str(outcome.layer.diff_id))
-    new = state.with_layer(outcome.layer, History(step.created_by, outcome.layer is None, created, STEP_COMMENT),
-                           key)
+    layer = outcome.layer
+    if layer is None and getattr(step, "makes_layer", True):
+        layer = empty_layer(session)
+    new = state.with_layer(layer, History(step.created_by, layer is None, created, STEP_COMMENT), key)
     return replace(new, clock=max(state.clock, outcome.created))

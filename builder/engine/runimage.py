@@ -58,6 +58,10 @@ def run_image(store: Store, image: str, command: tuple[str, ...], *, network: st
     envd = dict(e.split("=", 1) if "=" in e else (e, "") for e in cfg.get("Env") or [])
     envd.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")  # Docker's default
     envd.update(dict(env))
+    if "HOME" not in envd:  # as runc does for docker run
+        from .userdb import user_home
+
+        envd["HOME"] = user_home(user or cfg.get("User") or "root", view)
     tmp_parent = store.root / "tmp"
     tmp_parent.mkdir(parents=True, exist_ok=True)
     from ..store.stale import owned_prefix

@@ -169,6 +169,10 @@ def _execute(session: StageSession, state: ImageState, step: RunStep, upper: Pat
         raise DockerfileError(f"RUN: {exc}", step.node.span) from exc
     cwd = step.workdir or "/"  # a missing one is made by the sandbox, through the overlay
     env = list(step.env) + list(step.proxy_env)
+    if not any(k == "HOME" for k, _ in env):
+        from .userdb import user_home
+
+        env.append(("HOME", user_home(step.user or "root", view)))
     proxies: list[Any] = []
     try:
         mounts, extra_files = _mounts(session, step, workspace, env, proxies)
@@ -222,6 +226,7 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
                          file=str(session.opts.dockerfile.name), line=step.node.span.line,
                          exit_status=result.exit_code, output_tail=tuple(tail),
                          reason=result.limit or _out_of_space(upper))
+    _keep_runtime_mount_points(view, upper)
     entries = list(upper_entries(upper, userxattr=getattr(result, "userxattr", False),
                                  uidmap=getattr(result, "uidmap", ()), gidmap=getattr(result, "gidmap", ())))
     if not entries:
@@ -271,6 +276,21 @@ def _out_of_space(upper: Path) -> str | None:
         return None
     return (f"no space left on device for RUN's changes in {upper.parent.parent} "
             f"({free // 1024} KiB free of {st.f_blocks * st.f_frsize // 1024} KiB)")
+
+
+RUNTIME_MOUNT_POINTS = ("dev", "proc", "sys")
+
+
+def _keep_runtime_mount_points(view: Any, upper: Path) -> None:
+    """Leave /dev, /proc and /sys in the step's layer when the image lacks them, as BuildKit
+    does: runc creates these mount points (0755, root) in the root, and BuildKit's
+    MountStubsCleaner (executor/stubs.go) removes only /etc/hosts, /etc/resolv.conf and the
+    RUN --mount targets. The sandbox itself takes them from a skeleton layer, so they would
+    otherwise never reach the upper dir."""
+    for name in RUNTIME_MOUNT_POINTS:
+        if view.lstat("/" + name) is None and not os.path.lexists(upper / name):
+            (upper / name).mkdir()
+            os.chmod(upper / name, 0o755)
 
 
 def _mounts(session: StageSession, step: RunStep, workspace: Path, env: list[tuple[str, str]],

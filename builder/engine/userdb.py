@@ -192,6 +192,22 @@ def _fast_uid_gid(spec: str) -> tuple[int, int] | None:
     return ids[0], ids[1]
 
 
+def user_home(spec: str, view: FsView) -> str:
+    """The home directory of the user of ``USER`` value ``spec`` in the image's passwd (by
+    name, or by uid for a number), "/" when there is none: what runc puts in ``HOME`` when
+    the process environment has none (libcontainer's setupUser), so BuildKit's RUN sees it.
+    Never raises."""
+    user = (spec.strip() or "root").split(":", 1)[0]
+    try:
+        num = int(user) if user.isdigit() else None
+        for entry in iter_passwd(view):
+            if (num is None and entry.name == user) or (num is not None and entry.uid == num):
+                return entry.home or "/"
+    except Exception:
+        pass
+    return "/"
+
+
 def resolve_user(spec: str, view: FsView) -> tuple[int, int, tuple[int, ...]]:
     """``USER`` value to (uid, gid, supplementary gids) using the image seen through ``view``
     (BuildKit ``GetUser``, see the module doc).

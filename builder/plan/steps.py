@@ -102,7 +102,7 @@ class ConfigStep:
     """A config-only instruction: ``state`` is the image config AFTER it.
 
     ``workdir_to_create`` is set by a WORKDIR other than ``/``: the engine creates the directory
-    (owned by the config's user) and decides whether that makes a layer. ``records_history`` is
+    (owned by the config's user) in a layer of its own (empty when it exists). ``records_history`` is
     False where BuildKit writes no history entry (ONBUILD).
     """
 
@@ -116,7 +116,8 @@ class ConfigStep:
 
     @property
     def makes_layer(self) -> bool:
-        """False, except a WORKDIR that may create its directory (the engine decides)."""
+        """False, except a WORKDIR other than ``/``: it makes a layer (empty when the directory
+        exists), as in BuildKit."""
         return self.workdir_to_create is not None
 
 

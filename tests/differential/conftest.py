@@ -1,0 +1,24 @@
+"""The session's differential runner: one dockerd, one buildah, the busybox base in all three
+builders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from cases import all_cases
+from runner import Runner
+
+from peers import Buildah, Dockerd, PeerBase
+
+
+@pytest.fixture(scope="session")
+def differential(dockerd: Dockerd, dockerd_base: PeerBase, buildah: Buildah,
+                 buildah_base: PeerBase) -> Iterator[Runner]:
+    from buildutil import _base_store
+
+    runner = Runner(all_cases(), _base_store(), dockerd, buildah)
+    try:
+        yield runner
+    finally:
+        runner.close()
