@@ -3,6 +3,7 @@ builders."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +18,9 @@ def differential(dockerd: Dockerd, dockerd_base: PeerBase, buildah: Buildah,
                  buildah_base: PeerBase) -> Iterator[Runner]:
     from buildutil import _base_store
 
-    runner = Runner(all_cases(), _base_store(), dockerd, buildah)
+    # the work is mostly waiting (sandbox and daemon start-up, fsync): more builds than cores
+    runner = Runner(all_cases(), _base_store(), dockerd, buildah,
+                    workers=int(os.environ.get("PYBUILD_DIFFERENTIAL_JOBS", "6")))
     try:
         yield runner
     finally:
