@@ -96,10 +96,10 @@ def _build_parser(cls: type[argparse.ArgumentParser]) -> argparse.ArgumentParser
     p.add_argument("-o", "--output", action="append", default=[], metavar="type=...,dest=...")
     p.add_argument("--push", action="store_true", help="shorthand for --output type=registry")
     p.add_argument("--load", action="store_true", help="accepted for buildx compatibility (always stored)")
-    p.add_argument("--iidfile", help="write the image digest to this file")
+    p.add_argument("--iidfile", help="write the image ID (config digest) to this file")
     p.add_argument("--metadata-file", help="write build metadata JSON to this file")
     p.add_argument("--progress", choices=("auto", "plain", "tty", "quiet", "rawjson"), default="auto")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID (config digest)")
     p.add_argument("--cache-from", action="append", default=[])
     p.add_argument("--cache-to", action="append", default=[],
                    metavar="type=registry,ref=REF|type=local,dest=DIR|type=inline[,mode=max][,cache-mounts=true|ID;ID]"
@@ -177,7 +177,7 @@ def _run_build(ns: argparse.Namespace, store: Store, context: Path, dockerfile: 
     )
     with make_renderer("quiet" if ns.quiet else ns.progress) as renderer:
         result = build_with(opts, store=store, on_event=renderer)
-    for flag, value, text in (("--iidfile", ns.iidfile, result.digest),
+    for flag, value, text in (("--iidfile", ns.iidfile, result.image_id),
                               ("--metadata-file", ns.metadata_file, json.dumps(result.metadata(), indent=2) + "\n")):
         if value:
             try:
@@ -185,7 +185,7 @@ def _run_build(ns: argparse.Namespace, store: Store, context: Path, dockerfile: 
             except OSError as exc:
                 raise HostError(f"{flag} {value}: cannot write it: {exc.strerror}") from None
     if ns.quiet:
-        print(result.digest)
+        print(result.image_id)
     return 0
 
 

@@ -358,3 +358,10 @@ class Podman(_ContainersTool):
     def __exit__(self, *exc: object) -> None:
         self.run("rm", "--all", "--force", check=False, timeout=120)
         self.close()
+
+    def run_container(self, image: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``podman run --rm --network none`` of ``image`` with modest RLIMIT_NOFILE and
+        RLIMIT_NPROC (1024, 4096): podman asks for more for root than the hard limits of some
+        hosts' conmon allow, and runc then fails with EPERM; lowering is always allowed."""
+        limits = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+        return self.run("run", "--rm", "--network", "none", *limits, image, *command, check=check)

@@ -35,7 +35,9 @@ def store_with_tag(tmp_path: Path) -> tuple[Path, str]:
     store = tmp_path / "store"
     ok = run(["-q", "-t", "keep:1", str(context(tmp_path, "FROM scratch\nCOPY f.txt /f.txt\n"))], store)
     assert ok.returncode == 0, ok.stderr
-    return store, ok.stdout.strip()
+    manifests = json.loads((store / "index.json").read_text())["manifests"]
+    assert len(manifests) == 1
+    return store, manifests[0]["digest"]
 
 
 CASES = [

@@ -337,17 +337,17 @@ def test_output_types(simple: tuple[Path, Path], tmp_path: Path) -> None:
              "--output", f"type=docker,dest={o}/docker.tar",
              "--output", f"type=local,dest={o}/rootfs",
              "--output", f"type=tar,dest={o}/rootfs.tar", str(ctx)], store).ok()
-    digest = iid.read_text().strip()
-    assert digest.startswith("sha256:") and len(digest) == 71
+    image_id = iid.read_text().strip()
+    assert image_id.startswith("sha256:") and len(image_id) == 71
     layout = read_layout(o / "layout", "1")
     check_invariants(layout)
     check_layout(o / "layout")
-    assert layout.manifest_digest == digest
+    assert layout.manifest["config"]["digest"] == image_id  # the image ID is the config digest
     ann = layout.index["manifests"][0]["annotations"]
     assert ann == {"org.opencontainers.image.ref.name": "1", "io.containerd.image.name": "docker.io/library/out:1"}
     as_tar = read_layout(o / "layout.tar", "1")
     check_invariants(as_tar)
-    assert as_tar.manifest_digest == digest
+    assert as_tar.manifest_digest == layout.manifest_digest
     for name, media in (("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
                         ("raw", "application/vnd.oci.image.layer.v1.tar")):
         img = read_layout(o / name, "1")
@@ -387,12 +387,12 @@ def test_iidfile_metadata_quiet(simple: tuple[Path, Path], tmp_path: Path) -> No
     meta = tmp_path / "meta.json"
     res = run_cli(["-q", "-t", "meta:1", "--iidfile", str(tmp_path / "iid"), "--metadata-file", str(meta),
                    str(ctx)], store).ok()
-    digest = (tmp_path / "iid").read_text().strip()
-    assert res.out == digest + "\n", res.out  # -q: only the digest
+    image_id = (tmp_path / "iid").read_text().strip()
+    assert res.out == image_id + "\n", res.out  # -q: only the image ID (buildx: the config digest)
     data = json.loads(meta.read_text())
-    assert data["containerimage.digest"] == digest
     img = read_layout(store, "docker.io/library/meta:1")
-    assert data["containerimage.config.digest"] == img.manifest["config"]["digest"]
+    assert data["containerimage.digest"] == img.manifest_digest
+    assert data["containerimage.config.digest"] == img.manifest["config"]["digest"] == image_id
     assert "meta:1" in data["image.name"]
     assert res.err.strip() == "", res.err  # quiet: no progress
 
@@ -473,4 +473,4 @@ def test_images_json(simple: tuple[Path, Path]) -> None:
     rows = json.loads(run_cli(["images", "--format", "json"], store).ok().out)
     by_name = {(r["repository"], r["tag"]): r for r in rows}
     assert set(by_name) == {("app", "1"), ("localhost/busybox", "latest")}
-    assert by_name[("app", "1")]["digest"] == iid.read_text().strip()
+    assert "sha256:" + by_name[("app", "1")]["id"] == iid.read_text().strip()

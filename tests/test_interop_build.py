@@ -44,12 +44,12 @@ def built(tmp_path: Path) -> tuple[Path, str]:
         "USER nobody\n"
         'CMD ["/bin/sh", "-c", "cat app/hello.txt"]\n')
     out = tmp_path / "out"
-    iid = tmp_path / "iid"
-    run_cli(["--progress=quiet", "-t", "interop/app:v1", "--iidfile", str(iid),
+    meta = tmp_path / "meta.json"
+    run_cli(["--progress=quiet", "-t", "interop/app:v1", "--metadata-file", str(meta),
              "--output", f"type=oci,dest={out}/oci,tar=false",
              "--output", f"type=oci,dest={out}/oci.tar",
              "--output", f"type=docker,dest={out}/docker.tar", str(ctx)], store).ok()
-    return out, iid.read_text().strip()
+    return out, json.loads(meta.read_text())["containerimage.digest"]
 
 
 def test_skopeo_inspect_oci_dir(built: tuple[Path, str]) -> None:

@@ -54,9 +54,11 @@ def test_push_is_read_by_skopeo(registry, tmp_path: Path) -> None:  # noqa: F811
     store = tmp_path / "store"
     ctx = small_context(tmp_path / "ctx")
     ref = f"{registry.host}/app/pushed:1"
-    digest = pybuild("-q", "-t", ref, "--push", str(ctx), store=store).stdout.strip()
+    image_id = pybuild("-q", "-t", ref, "--push", str(ctx), store=store).stdout.strip()
     info = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{ref}"))
-    assert info["Digest"] == digest
+    digest = info["Digest"]
+    cfg = json.loads(skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{ref}"))
+    assert cfg["config"]["digest"] == image_id  # -q prints the image ID (config digest), as buildx
     assert info["Labels"] == {"test": "registry"}
     skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{tmp_path / 'copy'}:x")
     # the pushed image is also kept and tagged locally
@@ -141,7 +143,9 @@ def test_login_push_pull_with_basic_auth(auth_registry, tmp_path: Path) -> None:
             stdin=AUTH_PASS + "\n")
     config = json.loads((tmp_path / "docker-config" / "config.json").read_text())
     assert auth_registry.host in config["auths"]
-    digest = pybuild("-q", "-t", ref, "--push", str(ctx), store=store, env=env).stdout.strip()
+    meta = tmp_path / "meta.json"
+    pybuild("-q", "-t", ref, "--push", "--metadata-file", str(meta), str(ctx), store=store, env=env)
+    digest = json.loads(meta.read_text())["containerimage.digest"]
     store2 = tmp_path / "store2"
     assert pybuild("pull", ref, store=store2, env=env).stdout.strip() == digest
     pybuild("logout", auth_registry.host, store=store, env=env)

@@ -40,6 +40,16 @@ class BuildResult:
     manifest_size: int
     media_type: str = "application/vnd.oci.image.manifest.v1+json"
 
+    @property
+    def image_id(self) -> str:
+        """What ``-q`` prints and ``--iidfile`` holds: the image ID, i.e. the config digest
+        (what ``docker images`` shows after ``docker load``), as buildx's getImageID prefers
+        the exporter's config digest; the index digest for a multi-platform build, which
+        has no single config."""
+        if "index" in self.media_type or "manifest.list" in self.media_type:
+            return self.digest
+        return self.config_digest
+
     def metadata(self) -> dict[str, Any]:
         """``--metadata-file`` content, with buildx's key names."""
         out: dict[str, Any] = {
