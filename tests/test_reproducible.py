@@ -52,13 +52,17 @@ def make_context(root: Path, mtime: int) -> Path:
 
 
 def build(ctx: Path, store: Path, out: Path, sde: bool = True) -> tuple[str, Path]:
-    """Build ``ctx``; return the digest from --iidfile and the exported layout."""
+    """Build ``ctx``; return the manifest digest (--metadata-file) and the exported layout.
+    --iidfile holds the image ID, the config digest (checked against the layout)."""
     iid = out.parent / (out.name + ".iid")
+    meta = out.parent / (out.name + ".json")
     env = {"SOURCE_DATE_EPOCH": str(SDE)} if sde else {}
-    res = run_cli(["--progress=plain", "-t", "repro:latest", "--iidfile", str(iid),
+    res = run_cli(["--progress=plain", "-t", "repro:latest", "--iidfile", str(iid), "--metadata-file", str(meta),
                    "--output", f"type=oci,dest={out},tar=false", str(ctx)], store, env).ok()
     assert res.rc == 0
-    return iid.read_text().strip(), out
+    data = json.loads(meta.read_text())
+    assert iid.read_text().strip() == data["containerimage.config.digest"]
+    return data["containerimage.digest"], out
 
 
 def test_same_inputs_two_stores_same_digest(tmp_path: Path) -> None:
@@ -94,7 +98,8 @@ def test_store_and_export_agree(tmp_path: Path) -> None:
 def test_cached_rebuild_same_digest(tmp_path: Path) -> None:
     ctx = make_context(tmp_path / "c", SDE + 5)
     store = tmp_path / "store"
-    d1, _ = build(ctx, store, tmp_path / "out1", sde=False)
+    build(ctx, store, tmp_path / "out1", sde=False)
+    d1 = (tmp_path / "out1.iid").read_text().strip()  # the image ID, as --iidfile writes it below
     res = run_cli(["--progress=plain", "-t", "repro:latest", "--iidfile", str(tmp_path / "iid2"), str(ctx)],
                   store).ok()
     assert (tmp_path / "iid2").read_text().strip() == d1

@@ -80,7 +80,6 @@ def build_dockerd(case: Case, prep: Prepared, dockerd: Dockerd, work: Path) -> O
         if saved.returncode != 0:
             raise PeerError(f"docker save {tag} failed:\n{saved.stderr}")
         snap = read_docker_archive(work / "peer.tar")
-    dockerd.docker("rmi", tag, check=False)
     return Outcome(0, b.log, snap)
 
 
@@ -92,7 +91,6 @@ def build_buildah(case: Case, prep: Prepared, buildah: Buildah, work: Path) -> O
         return Outcome(b.rc, b.log, None)
     archive = work / "peer.tar"
     buildah.run("push", "-q", tag, f"docker-archive:{archive}:{tag}")
-    buildah.run("rmi", "-f", tag, check=False)
     return Outcome(0, b.log, read_docker_archive(archive))
 
 

@@ -220,7 +220,7 @@ def differences(ours: Snapshot, peer: Snapshot, rules: CompareRules) -> list[str
         if [e for _, e in oh] != [e for _, e in ph]:
             out.append(f"history: pybuild {oh} != peer {ph}")
         else:
-            for i, ((a, _), (b, _)) in enumerate(zip(oh, ph)):
+            for i, ((a, _), (b, _)) in enumerate(zip(oh, ph, strict=True)):
                 if a != b:
                     out.append(f"history:{i}: pybuild {a!r} != peer {b!r}")
     for path in sorted(set(ours.fs) | set(peer.fs)):

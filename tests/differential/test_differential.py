@@ -8,6 +8,8 @@ covering named KEYs that must actually differ). Failure cases must fail in both 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -15,9 +17,28 @@ from cases import all_cases
 from runner import Runner
 from snapshot import CompareRules, differences, unexplained, unused
 
+from peers import Buildah, Dockerd, PeerBase
+
 CASES = all_cases()
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.dockerd, pytest.mark.buildah]
+
+
+@pytest.fixture(scope="session")
+def differential(dockerd: Dockerd, dockerd_base: PeerBase, buildah: Buildah,
+                 buildah_base: PeerBase) -> Iterator[Runner]:
+    """The runner over the session's dockerd and buildah, the busybox base in all three builders.
+    (Defined here, not in a conftest.py: a second module named ``conftest`` would shadow
+    tests/conftest.py for ``from conftest import ...``.)"""
+    from buildutil import _base_store
+
+    # the work is mostly waiting (sandbox and daemon start-up, fsync): more builds than cores
+    runner = Runner(CASES, _base_store(), dockerd, buildah,
+                    workers=int(os.environ.get("PYBUILD_DIFFERENTIAL_JOBS", "6")))
+    try:
+        yield runner
+    finally:
+        runner.close()
 
 
 def test_suite_has_enough_cases() -> None:
