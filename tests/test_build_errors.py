@@ -53,6 +53,8 @@ CASES = [
     # an image that cannot be pulled for COPY --from / RUN --mount from= is located like FROM's
     ("FROM scratch\nCOPY --from=127.0.0.1:1/no/such:1 /f /f\n", [], "Dockerfile:2:1: "),
     ("FROM scratch\nCOPY f.txt [x /\n", [], "Dockerfile:2:1: syntax error in pattern '[x': unterminated ["),
+    ("FROM scratch\nRUN --mount=type=bind,source=nope,target=/m true\n", [],
+     'Dockerfile:2:1: failed to compute cache key: "/nope": not found (bind mount source)'),
 ]
 
 

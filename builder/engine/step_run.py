@@ -68,7 +68,7 @@ def _bind_source_key(session: StageSession, m: Any) -> str | None:
         if named is not None and named.path is not None:
             src = (m.source or ".").lstrip("/") or "."
             ctx = session.named_build_context(named)
-            return "context:" + str(ctx.content_digest(ctx.match_sources(src)))
+            return "context:" + str(ctx.content_digest(_bind_sources(ctx, src)))
         return "image:" + str(session.resolve_image(m.from_image).manifest_digest)
     return None
 
@@ -149,8 +149,19 @@ def _context_bind_inputs(session: StageSession, step: RunStep) -> str:
     for m in step.mounts:
         if m.type == "bind" and m.from_stage is None and not m.from_image:
             src = (m.source or ".").lstrip("/") or "."
-            parts.append(session.context.content_digest(session.context.match_sources(src)))
+            parts.append(session.context.content_digest(_bind_sources(session.context, src)))
     return "|".join(parts)
+
+
+def _bind_sources(ctx: Any, src: str) -> list[str]:
+    """The context paths a bind mount's ``source`` names; a missing one is BuildKit's "not
+    found" without the COPY wording the COPY path adds."""
+    from .context import SourceNotFoundError
+
+    try:
+        return list(ctx.match_sources(src))
+    except SourceNotFoundError:
+        raise SourceNotFoundError(f'failed to compute cache key: "/{src}": not found (bind mount source)') from None
 
 
 def _execute(session: StageSession, state: ImageState, step: RunStep, upper: Path, work: Path, workspace: Path,
