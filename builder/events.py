@@ -98,6 +98,7 @@ class ImageWritten:
     digest: str         # manifest digest
     config_digest: str
     tags: tuple[str, ...]
+    image_id: str = ""  # what -q prints and `pybuild images` shows: the config digest (the index's for several platforms)
 
 
 Event = StepStarted | StepFinished | StepOutput | Message | BlobProgress | ImageWritten

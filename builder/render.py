@@ -114,4 +114,4 @@ class Renderer:
             print(f"{prefix}{event.text}", file=self.out)
         elif isinstance(event, ImageWritten):
             names = ", ".join(event.tags)
-            print(f"writing image {event.digest}" + (f" ({names})" if names else ""), file=self.out)
+            print(f"writing image {event.image_id or event.digest}" + (f" ({names})" if names else ""), file=self.out)

@@ -252,6 +252,6 @@ class LiveRenderer:
             text.append(f"; {action} {human_bytes(size)}")
         lines = [text]
         if self._image is not None:
-            lines.append(Text(f"writing image {self._image.digest}"))
+            lines.append(Text(f"writing image {self._image.image_id or self._image.digest}"))
             lines += [Text(f"naming to {name}") for name in self._image.tags]
         return lines

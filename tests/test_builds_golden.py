@@ -395,6 +395,11 @@ def test_iidfile_metadata_quiet(simple: tuple[Path, Path], tmp_path: Path) -> No
     assert data["containerimage.config.digest"] == img.manifest["config"]["digest"] == image_id
     assert "meta:1" in data["image.name"]
     assert res.err.strip() == "", res.err  # quiet: no progress
+    # plain progress names the same ID, as docker's "writing image" line, and `images` shows it too
+    plain = run_cli(["--progress=plain", "-t", "meta:1", str(ctx)], store).ok()
+    assert f"writing image {image_id} (docker.io/library/meta:1)" in plain.err, plain.err
+    rows = json.loads(run_cli(["images", "--format", "json"], store).ok().out)
+    assert any(r["tag"] == "1" and "sha256:" + r["id"] == image_id for r in rows), rows
 
 
 def test_progress_rawjson(simple: tuple[Path, Path]) -> None:

@@ -164,7 +164,7 @@ def _build(df: Dockerfile, opts: BuildOptions, store: Store, on_event: EventSink
         from .layers import record_blobs
 
         record_blobs(session)  # records of lazy layers that got a blob now name it
-        on_event(ImageWritten(result.digest, result.config_digest, tags))
+        on_event(ImageWritten(result.digest, result.config_digest, tags, result.image_id))
         return result
     finally:
         for pb in builds:
