@@ -297,6 +297,10 @@ def test_unreachable_registry_is_a_registry_error(docker_config: Path) -> None:
         client.ping()
     client.close()
     assert "127.0.0.1" in e.value.render() and "failed after 2 tries" in str(e.value)
+    with pytest.raises(RegistryError) as e:  # a digest reference is shown as written (repo@sha256:...)
+        client.get_manifest("x/y", "sha256:" + "0" * 64)
+    client.close()
+    assert f"manifest x/y@sha256:{'0' * 64} at 127.0.0.1" in str(e.value)
 
 
 # ------------------------------------------------------------------ auth

@@ -293,7 +293,7 @@ class RegistryClient:
             return resp, body
         reason = type(last_exc).__name__ if last_exc is not None else "failed"
         raise RegistryConnectionError(
-            f"{what or 'request'} to {self.registry} failed after {tries} tr{'y' if tries == 1 else 'ies'}: "
+            f"{what or 'request'} at {self.registry} failed after {tries} tr{'y' if tries == 1 else 'ies'}: "
             f"{reason}", method=method, url=redact_url(url))
 
     @staticmethod
@@ -355,7 +355,7 @@ class RegistryClient:
         for attempt in range(self.retries):
             resp, body = self.request("GET", path, scopes=(repository_scope(repository),),
                                       headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
-                                      read_limit=MAX_MANIFEST_SIZE, what=f"manifest {repository}:{reference}")
+                                      read_limit=MAX_MANIFEST_SIZE, what=f"manifest {_shown(repository, reference)}")
             header = resp.headers.get("Docker-Content-Digest", "")
             check = want
             if check is None and header.startswith("sha256:"):
@@ -386,7 +386,7 @@ class RegistryClient:
         path = f"/v2/{repository}/manifests/{reference}"
         resp, _ = self.request("HEAD", path, scopes=(repository_scope(repository),),
                                headers={"Accept": ", ".join(MANIFEST_ACCEPT)}, ok=(200, 404),
-                               what=f"manifest {repository}:{reference}")
+                               what=f"manifest {_shown(repository, reference)}")
         resp.close()
         if resp.status_code == 404:
             return None
@@ -403,7 +403,7 @@ class RegistryClient:
         path = f"/v2/{repository}/manifests/{reference}"
         resp, _ = self.request("PUT", path, scopes=(repository_scope(repository, push=True),),
                                headers={"Content-Type": media_type}, data=data, ok=(200, 201, 202),
-                               idempotent=True, what=f"manifest upload {repository}:{reference}")
+                               idempotent=True, what=f"manifest upload {_shown(repository, reference)}")
         resp.close()
         header = resp.headers.get("Docker-Content-Digest")
         if header and header.startswith("sha256:") and header != str(digest):
@@ -615,3 +615,8 @@ def login(registry: str, username: str, password: str, *, insecure: bool | None 
 def logout(registry: str, *, config_path: Path | None = None) -> bool:
     """Forget stored credentials for ``registry``; True when some were removed."""
     return erase_credentials(registry, config_path)
+
+
+def _shown(repository: str, reference: str) -> str:
+    """``repo:tag`` or ``repo@sha256:...`` as a reference is written."""
+    return f"{repository}{'@' if ':' in reference else ':'}{reference}"
