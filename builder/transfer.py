@@ -480,8 +480,11 @@ def _with_output(dest: str, stdout: BinaryIO | None, write: Callable[[BinaryIO],
     if dest == "-":
         if stdout is None:
             raise UsageError("dest=- needs an output stream (the CLI passes stdout)")
-        write(stdout)
-        stdout.flush()
+        try:
+            write(stdout)
+            stdout.flush()
+        except BrokenPipeError:  # the output is incomplete: never a silent success
+            raise HostError("writing the output to stdout failed: broken pipe (its reader went away)") from None
         return
     from .errors import no_space
 

@@ -118,3 +118,18 @@ def test_bare_flag_names_follow_buildx(tmp_path: Path) -> None:
             env={"PB_QA_VAR": "from-env"}).ok()
     config = json.loads(run_cli(["inspect", "lab:1"], store).ok().out)["Config"]["config"]
     assert config["Labels"] == {"PB_QA_VAR": "", "a": "default"}
+
+
+def test_output_to_a_closed_pipe_is_an_error(tmp_path: Path) -> None:
+    """``-o -`` whose reader goes away: the output is incomplete, so the build fails (it
+    exited 0 for type=tar, while type=oci already failed)."""
+    ctx = context(tmp_path, "FROM scratch\nCOPY big /big\n")
+    (ctx / "big").write_bytes(os.urandom(2 << 20))
+    env = dict(os.environ, PYBUILD_ROOT=str(tmp_path / "store"), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "builder.cli", "-q", "-o", "-", str(ctx)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(100)) == 100
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 3 and "broken pipe" in err and "Traceback" not in err, err
