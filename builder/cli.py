@@ -99,11 +99,15 @@ def _tune_gc() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PYBUILD_DEBUG") == "1"
-    if argv and argv[0] in ("--version", "-V"):
-        print(f"pybuild {__version__}")
-        return 0
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        _print_help()
+    if argv and argv[0] in ("--version", "-V", "-h", "--help", "help") or not argv:
+        try:
+            if argv and argv[0] in ("--version", "-V"):
+                print(f"pybuild {__version__}")
+            else:
+                _print_help()
+            sys.stdout.flush()
+        except BrokenPipeError:  # `pybuild --help | head`
+            _quiet_stdout()
         return 0
     _terminate_like_interrupt()
     _tune_gc()
@@ -123,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        _quiet_stdout()
         return 0
     except Exception as exc:  # a bug: say so briefly; the traceback is behind --debug
         if debug:
@@ -130,6 +135,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)",
               file=sys.stderr)
         return 70
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's last flush does not
+    print "Exception ignored ... BrokenPipeError"."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (tests, embedding)
+        pass
 
 
 def _terminate_like_interrupt() -> None:

@@ -133,3 +133,16 @@ def test_output_to_a_closed_pipe_is_an_error(tmp_path: Path) -> None:
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait() == 3 and "broken pipe" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["images"]])
+def test_listing_into_a_closed_pipe_is_quiet(tmp_path: Path, args: list[str]) -> None:
+    """``pybuild --help | head``: the reader may be gone before pybuild writes; that ends the
+    command quietly (exit 0) without a traceback or "Exception ignored" at exit."""
+    r, w = os.pipe()
+    os.close(r)
+    env = dict(os.environ, PYBUILD_ROOT=str(tmp_path / "store"), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "builder.cli", *args], env=env, cwd=REPO, stdout=w,
+                          stderr=subprocess.PIPE, text=True)
+    os.close(w)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
