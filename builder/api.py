@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .engine.build import BuildResult
     from .engine.options import BuildOptions, SecretSource
     from .engine.prune import CacheItem
+    from .oci.models import Descriptor
     from .outputspec import OutputSpec
     from .store.check import CheckReport
     from .store.layout import Store, StoredImage
@@ -313,7 +314,7 @@ def untag(name: str, *, store: Store | None = None) -> list[str]:
             digest = st.resolve(name).digest
         except ReferenceError_:
             raise exc from None
-        names = [n for n, d in st.tags() if d.digest == digest]
+        names = [n for n, d in st.tags() if d.digest == digest or _index_holds(st, d, digest)]
         if not names:
             raise exc from None
         if len(names) > 1:
@@ -321,6 +322,21 @@ def untag(name: str, *, store: Store | None = None) -> list[str]:
                                   "remove the tags by name") from None
         st.untag(names[0])
         return names
+
+
+def _index_holds(store: Store, desc: Descriptor, digest: str) -> bool:
+    """True when ``desc`` is an index listing the manifest ``digest`` (a multi-platform tag,
+    whose IMAGE ID in :func:`images` is one platform's)."""
+    from .errors import PybuildError
+    from .oci import mediatypes as mt
+
+    if not mt.is_index(desc.mediaType):
+        return False
+    try:
+        index = json.loads(store.blobs.read_bytes(desc.digest_value, limit=16 << 20))
+    except (OSError, ValueError, PybuildError):
+        return False
+    return any(isinstance(m, dict) and m.get("digest") == digest for m in _list(index.get("manifests")))
 
 
 def parse_size(text: str) -> int:

@@ -195,6 +195,19 @@ def test_images_tag_untag_prune_without_root(tmp_path: Path) -> None:
     assert builder.prune(store=store) > 0
 
 
+def test_untag_by_the_id_images_shows_for_a_multi_platform_tag(tmp_path: Path) -> None:
+    """images() shows one platform's config digest as a two-platform tag's ID; untag(ID) removes that tag."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("a\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /\n")
+    store = builder.open_store(tmp_path / "store")
+    builder.build(ctx, tags=["api/multi:1"], platforms=["linux/amd64", "linux/arm64"], store=store)
+    (row,) = builder.images(store=store)
+    assert builder.untag(row.id[:12], store=store) == ["docker.io/api/multi:1"]
+    assert builder.images(store=store) == []
+
+
 def test_import_is_lazy_and_typed() -> None:
     """``import builder`` loads no engine; the package ships py.typed for type checkers."""
     code = ("import sys, builder; assert 'builder.api' not in sys.modules; "
