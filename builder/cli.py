@@ -122,10 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         print(f"error: {exc.render()}" if not _is_located(exc) else exc.render(), file=sys.stderr)
-        return exc.exit_code
+        return _interrupted_code(exc.exit_code) if exc.exit_code == 130 else exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return _interrupted_code(130)
     except BrokenPipeError:
         _quiet_stdout()
         return 0
@@ -148,12 +148,21 @@ def _quiet_stdout() -> None:
         pass
 
 
+_signalled = 0  # the SIGTERM/SIGHUP that interrupted the command: exit 128 + it, as a killed process
+
+
+def _interrupted_code(default: int) -> int:
+    return 128 + _signalled if _signalled else default
+
+
 def _terminate_like_interrupt() -> None:
     """SIGTERM (and SIGHUP) unwind like Ctrl-C, so every ``finally`` cleans up: mounts,
     sandbox processes and temp dirs are released before exit."""
     import signal
 
     def handler(signum: int, _frame: object) -> None:
+        global _signalled
+        _signalled = signum
         raise KeyboardInterrupt(f"signal {signum}")
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
