@@ -203,7 +203,9 @@ def test_cache_mounts_max_leaves_a_big_mount_out_with_a_warning(tmp_path: Path, 
 def test_only_selected_mounts_are_exported(tmp_path: Path, ctx: Path) -> None:
     (ctx / "Dockerfile").write_text(DOCKERFILE + "RUN --mount=type=cache,target=/other echo x > /other/f\n")
     cache = tmp_path / "cache"
-    build(busybox_store(tmp_path / "a"), ctx, "--cache-to", f"type=local,dest={cache},cache-mounts=/other")
+    b = build(busybox_store(tmp_path / "a"), ctx, "--cache-to", f"type=local,dest={cache},cache-mounts=/other;nosuch")
     config = _local_config(cache)
     assert [m["id"] for m in config["mounts"]] == ["/other"]
     assert config["mounts"][0]["files"] == 1
+    # an id no RUN mounts is named in a warning instead of being ignored silently
+    assert any(m.startswith("cache-mounts=nosuch: no RUN") for m in b.messages), b.messages

@@ -236,7 +236,11 @@ def export_entries(session: StageSession | BuildSession, wanted: tuple[str, ...]
     out: list[MountEntry] = []
     sources: dict[str, Any] = {}
     used = 0
-    for cid, m in selected(session, wanted):
+    chosen = selected(session, wanted)
+    for name in wanted:
+        if name != "*" and not any(name in (cid, m.target) for cid, m in chosen):
+            session.warn_once(f"cache-mounts={name}: no RUN of this build mounts a cache with that id or target")
+    for cid, m in chosen:
         path = mount_dir(session.store.root, cid)
         entry: MountEntry | None = None
         if path.is_dir():
