@@ -11,6 +11,7 @@ Dockerfiles becomes its base URL) and ``case.toml``:
     target = "stage"                           # --target
     epoch = 1710000000                         # SOURCE_DATE_EPOCH (env for pybuild, build arg for the peer)
     secrets = { id = "content" }               # --secret id=ID,src=FILE for both
+    ssh = true                                 # --ssh default=SOCKET of a private ssh-agent for both
     prepare = "sh commands"                    # run in the copied context (as root) before building:
                                                # modes, owners, xattrs, hardlinks, empty dirs git cannot hold
     fail = true                                # both builders must fail
@@ -39,7 +40,7 @@ from typing import Any
 
 CASES = Path(__file__).resolve().parent / "cases"
 CONTEXT_MTIME = 1600000000
-KNOWN_KEYS = {"about", "peer", "args", "target", "epoch", "secrets", "prepare", "fail", "mtimes",
+KNOWN_KEYS = {"about", "peer", "args", "target", "epoch", "secrets", "ssh", "prepare", "fail", "mtimes",
               "equivalent", "difference"}
 
 
@@ -62,6 +63,7 @@ class Case:
     target: str | None = None
     epoch: int | None = None
     secrets: dict[str, str] = field(default_factory=dict)
+    ssh: bool = False
     prepare: str = ""
     fail: bool = False
     mtimes: bool = True
@@ -104,7 +106,7 @@ def load_case(d: Path) -> Case:
     return Case(d.name, d, str(spec.get("about", "")), spec.get("peer", "dockerd"),
                 {str(k): str(v) for k, v in spec.get("args", {}).items()}, spec.get("target"),
                 spec.get("epoch"), {str(k): str(v) for k, v in spec.get("secrets", {}).items()},
-                spec.get("prepare", ""), bool(spec.get("fail", False)), bool(spec.get("mtimes", True)),
+                bool(spec.get("ssh", False)), spec.get("prepare", ""), bool(spec.get("fail", False)), bool(spec.get("mtimes", True)),
                 eq, diff)
 
 

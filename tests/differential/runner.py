@@ -40,8 +40,11 @@ class CaseResult:
     floor: float   # before both builds started: older mtimes came from the inputs
 
 
-def _build_args(case: Case, prep: Prepared, *, peer: bool) -> list[str]:
+def _build_args(case: Case, prep: Prepared, *, peer: bool, ssh: str | None = None) -> list[str]:
     argv: list[str] = []
+    if case.ssh:
+        assert ssh is not None
+        argv += ["--ssh", f"default={ssh}"]
     args = dict(case.args)
     if peer and case.epoch is not None:
         args.setdefault("SOURCE_DATE_EPOCH", str(case.epoch))
@@ -54,21 +57,21 @@ def _build_args(case: Case, prep: Prepared, *, peer: bool) -> list[str]:
     return argv
 
 
-def build_ours(case: Case, prep: Prepared, store: Path) -> Outcome:
+def build_ours(case: Case, prep: Prepared, store: Path, ssh: str | None = None) -> Outcome:
     """``pybuild build`` of the case into ``store`` (a private copy of the busybox store)."""
     env = {"SOURCE_DATE_EPOCH": str(case.epoch)} if case.epoch is not None else {}
     argv = ["build", "-t", TAG, "-f", str(prep.dockerfile), "--network", "none", "--progress", "plain",
-            *_build_args(case, prep, peer=False), str(prep.context)]
+            *_build_args(case, prep, peer=False, ssh=ssh), str(prep.context)]
     r = run_cli_subprocess(argv, store, env=env, timeout=300)
     snap = read_oci(store, TAG) if r.rc == 0 else None
     return Outcome(r.rc, r.out + r.err, snap)
 
 
-def build_dockerd(case: Case, prep: Prepared, dockerd: Dockerd, work: Path) -> Outcome:
+def build_dockerd(case: Case, prep: Prepared, dockerd: Dockerd, work: Path, ssh: str | None = None) -> Outcome:
     tag = f"differential-{case.name.lower()}:latest"
     # --no-cache: a step another case built already must not bring that build's mtimes
     b = dockerd.build(prep.context, dockerfile=prep.peer_dockerfile, tag=tag,
-                      extra=["--no-cache", *_build_args(case, prep, peer=True)])
+                      extra=["--no-cache", *_build_args(case, prep, peer=True, ssh=ssh)])
     if b.rc != 0:
         return Outcome(b.rc, b.log, None)
     saved = dockerd.docker("save", "-o", str(work / "peer.tar"), tag, check=False)
@@ -83,10 +86,10 @@ def build_dockerd(case: Case, prep: Prepared, dockerd: Dockerd, work: Path) -> O
     return Outcome(0, b.log, snap)
 
 
-def build_buildah(case: Case, prep: Prepared, buildah: Buildah, work: Path) -> Outcome:
+def build_buildah(case: Case, prep: Prepared, buildah: Buildah, work: Path, ssh: str | None = None) -> Outcome:
     tag = f"localhost/differential-{case.name.lower()}:latest"
     b = buildah.build(prep.context, dockerfile=prep.peer_dockerfile, tag=tag,
-                      extra=_build_args(case, prep, peer=True))
+                      extra=_build_args(case, prep, peer=True, ssh=ssh))
     if b.rc != 0:
         return Outcome(b.rc, b.log, None)
     archive = work / "peer.tar"
@@ -107,6 +110,8 @@ class Runner:
         self.pool = ThreadPoolExecutor(max_workers=workers)
         self.futures: dict[str, Future[CaseResult]] = {}
         self.lock = threading.Lock()
+        self.stack = contextlib.ExitStack()
+        self.agent: str | None = None
 
     def _run(self, case: Case) -> CaseResult:
         work = self.work / case.name
@@ -119,15 +124,25 @@ class Runner:
             with contextlib.ExitStack() as stack:
                 if prep.www is not None:
                     prep.set_http(stack.enter_context(http_server(prep.www)))
+                ssh = self._ssh_agent() if case.ssh else None
                 if case.peer == "buildah":
                     assert self.buildah is not None
-                    peer = build_buildah(case, prep, self.buildah, work)
+                    peer = build_buildah(case, prep, self.buildah, work, ssh)
                 else:
-                    peer = build_dockerd(case, prep, self.dockerd, work)
-                ours = build_ours(case, prep, store)
+                    peer = build_dockerd(case, prep, self.dockerd, work, ssh)
+                ours = build_ours(case, prep, store, ssh)
             return CaseResult(ours, peer, floor)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _ssh_agent(self) -> str:
+        """The socket of one private ssh-agent (with a key) for the session's ssh cases."""
+        with self.lock:
+            if self.agent is None:
+                from inpututil import ssh_agent
+
+                self.agent = self.stack.enter_context(ssh_agent(self.work / "ssh"))[0]
+            return self.agent
 
     def result(self, name: str) -> CaseResult:
         with self.lock:
@@ -138,4 +153,5 @@ class Runner:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.stack.close()
         shutil.rmtree(self.work, ignore_errors=True)
