@@ -34,6 +34,7 @@ from typing import BinaryIO, Callable
 
 from ..digest import Digest
 from ..errors import NoSpaceError, StoreError, no_space
+from ..owners import alive, owner_pid
 
 _KEY_LENGTHS = (12, 24, 64)
 
@@ -354,11 +355,8 @@ class Snapshots:
         for d in self.dir.iterdir():
             if not d.name.startswith("tmp-"):
                 continue
-            try:
-                pid = int(d.name.split("-")[1])
-            except (IndexError, ValueError):
-                continue
-            if pid == os.getpid() or _alive(pid):
+            pid = owner_pid(d.name)
+            if pid is None or alive(pid):
                 continue
             _rmtree(d)
             n += 1
@@ -394,15 +392,6 @@ def _copy_dir_attrs(src: Path, st: os.stat_result, dest: Path) -> None:
             continue
     os.chmod(dest, stat.S_IMODE(st.st_mode))
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _rmtree(path: Path) -> None:
