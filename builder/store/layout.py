@@ -281,8 +281,8 @@ class Store:
 
     def tag_digest(self, name: str, media_type: str, digest: str, size: int) -> str:
         """Point ``name`` at a stored manifest; a no-op (no lock, no write) when the tag already
-        points there, so a fully cached rebuild writes nothing. Returns the full name."""
-        from ..oci import models
+        points there, so a fully cached rebuild writes nothing (nor imports pydantic). Returns
+        the full name."""
         current = self.lookup_tag(name)
         full = self._full_name(name)
         if current is not None and current.get("digest") == digest:
@@ -310,6 +310,7 @@ class Store:
                 write_file_atomic(self.index_path,
                                   json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(), self.tmp_dir)
         if not plain:
+            from ..oci import models
             return self.tag(name, models.Descriptor(mediaType=media_type, digest=digest, size=size))
         return full
 
