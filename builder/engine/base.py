@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..digest import Digest
 from ..errors import StoreError
 from ..events import BlobProgress
+from ..oci import mediatypes as mt
 from .state import History, LayerRef
 
 if TYPE_CHECKING:
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
     from ..platform import Platform
     from ..store.layout import Store
 
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +50,7 @@ def load_from_store(store: Store, manifest_digest: Digest, platform: Platform | 
         raw = f.read()
     doc = json.loads(raw)
     media = doc.get("mediaType", "")
-    if media in INDEX_TYPES or "manifests" in doc:
+    if media in mt.INDEXES or "manifests" in doc:
         from ..errors import RegistryError
         from ..registry.source import resolve_platform
 

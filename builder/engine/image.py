@@ -12,13 +12,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..digest import Digest
+from ..oci import mediatypes as mt
 from .state import ImageState
 
 if TYPE_CHECKING:
     from ..store.layout import Store
 
-MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
-CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+MANIFEST_MEDIA_TYPE = mt.OCI_MANIFEST
+CONFIG_MEDIA_TYPE = mt.OCI_CONFIG
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,7 @@ def write_image(store: Store, state: ImageState, created: str,
     return WrittenImage(man_digest, len(man), cfg_digest, man, cfg)
 
 
-INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+INDEX_MEDIA_TYPE = mt.OCI_INDEX
 
 
 @dataclass(frozen=True, slots=True)
