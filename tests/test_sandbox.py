@@ -116,6 +116,18 @@ def test_probe_finds_overlay() -> None:
         assert opt in ("index=off", "metacopy=off", "redirect_dir=off")
 
 
+def test_probe_is_cached_per_file_system(tmp_path: Path) -> None:
+    """Every RUN has a new upper dir: the probe is keyed by the file system, not the path, so
+    two new dirs on one file system share one probe (no temp dir left by it either)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    first = probe_host(a)
+    assert probe_host(b) is first
+    assert probe_host(tmp_path) is first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
 @pytest.mark.parametrize("network", ["none", "host"])
 def test_namespaces_are_new(step: Step, network: str) -> None:
     r = step.sh("for n in ipc mnt pid uts net; do echo $n $(readlink /proc/self/ns/$n); done", network=network)

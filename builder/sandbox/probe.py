@@ -1,8 +1,10 @@
-"""What the host can do, probed once per process and cached.
+"""What the host can do, probed once per process and file system, and cached.
 
 :func:`probe_host` never raises: a missing feature is reported in :class:`HostCaps` (with a
 ``reason``). The overlay probe mounts a tiny overlay in a temp dir under ``where`` (the file
-system the upper dirs will live on) and unmounts it at once. Without root it cannot mount
+system the upper dirs will live on) and unmounts it at once. The result is cached by the file
+system of ``where`` (its ``st_dev``), not by the path: every RUN has a new upper dir, but they
+all live on the store's file system, so a build probes once. Without root it cannot mount
 outside a user namespace: overlay is assumed from the kernel version (5.11+) and the options
 get ``userxattr``; a refusal then shows as a setup error of the first step.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 from .spec import HostCaps
 
 _WANTED = (("index", "index=off"), ("metacopy", "metacopy=off"), ("redirect_dir", "redirect_dir=off"))
-_cache: dict[str, HostCaps] = {}
+_cache: dict[int | str, HostCaps] = {}
 
 
 def _known_options() -> list[str]:
@@ -78,8 +80,14 @@ def _kernel_at_least(major: int, minor: int) -> bool:
 
 
 def probe_host(where: Path | None = None) -> HostCaps:
-    """The cached capabilities of this host for upper dirs under ``where`` (default: temp dir)."""
-    key = str(where or tempfile.gettempdir())
+    """The cached capabilities of this host for upper dirs under ``where`` (default: temp dir),
+    probed once per file system."""
+    path = str(where or tempfile.gettempdir())
+    key: int | str
+    try:
+        key = os.stat(path).st_dev
+    except OSError:
+        key = path  # the probe reports why it cannot use it
     caps = _cache.get(key)
     if caps is not None:
         return caps
@@ -96,7 +104,7 @@ def probe_host(where: Path | None = None) -> HostCaps:
                         userns=userns, reason=why)
     else:
         try:
-            ok, opts, why = _try_overlay(key, _known_options())
+            ok, opts, why = _try_overlay(path, _known_options())
         except OSError as e:
             ok, opts, why = False, "", f"overlay probe failed: {e}"
         caps = HostCaps(root=True, overlay=ok, overlay_options=opts, userns=_userns(), reason=why)
