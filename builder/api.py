@@ -20,8 +20,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from .errors import UsageError
-from .events import EventSink, discard, serialized
+from . import codecache
+
+codecache.install()  # before the first dataclass is made (dataclasses compiled once per install)
+
+from .errors import UsageError  # noqa: E402
+from .events import EventSink, discard, serialized  # noqa: E402
 
 if TYPE_CHECKING:
     from .engine.build import BuildResult

@@ -11,8 +11,11 @@ import os
 import sys
 from typing import Callable, NoReturn, Sequence
 
-from . import __version__
-from .errors import PybuildError, UsageError
+from . import __version__, codecache
+
+codecache.install()  # before the first dataclass is made (builder.errors imports some)
+
+from .errors import PybuildError, UsageError  # noqa: E402
 
 EXAMPLES = """\
 examples:
