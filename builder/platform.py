@@ -6,7 +6,7 @@ read the value from a Dockerfile re-raise it as a DockerfileError with the instr
 
 from __future__ import annotations
 
-import platform as _pyplatform
+import os
 from dataclasses import dataclass
 
 from .errors import UsageError
@@ -144,7 +144,7 @@ def match_score(want: Platform, have: Platform) -> int | None:
 
 def host_platform() -> Platform:
     """The platform of this machine (``uname -m`` mapped to OCI names: x86_64 -> amd64 ...)."""
-    machine = _pyplatform.machine() or "amd64"
-    arch, variant = normalize_arch(machine, "")
-    system = (_pyplatform.system() or "linux").lower()
+    uname = os.uname()  # what platform.machine()/system() read, without importing platform (~1.5 ms)
+    arch, variant = normalize_arch(uname.machine or "amd64", "")
+    system = (uname.sysname or "linux").lower()
     return Platform(system, arch, variant)
