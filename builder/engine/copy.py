@@ -201,7 +201,7 @@ class _Emitter:
 
     @staticmethod
     def _xattrs(view: FsView, path: str) -> tuple[tuple[str, bytes], ...]:
-        host = view.host_path(path)
+        host = host_str(view, path)
         if host is None:
             return ()
         try:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from .session import BuildSession, StageSession
 
 
-def store_layer(session: StageSession | BuildSession, entries: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
+def store_layer(session: StageSession | BuildSession, entries: Iterable[Any], *, unpack: bool = False, lazy: bool = False,
+                presorted: bool = False) -> LayerRef:
     """Write ``entries`` as one layer into the store (tar + compression + hashing in one pass).
 
     ``unpack``: also unpack the layer into the snapshot store while it is written (the tar
@@ -36,7 +37,7 @@ def store_layer(session: StageSession | BuildSession, entries: Iterable[Any], *,
     ``lazy``: make no blob: the tar is only hashed (its diff_id) and unpacked into the snapshot
     store; the result is a lazy :class:`LayerRef` (no digest) that :func:`materialize` turns
     into a blob when an output first needs it. StoreError when the snapshot cannot be made
-    (without a blob it is the layer)."""
+    (without a blob it is the layer). ``presorted``: as for ``write_layer``."""
     from ..layer.tar import write_layer
 
     opts = session.opts
@@ -45,7 +46,7 @@ def store_layer(session: StageSession | BuildSession, entries: Iterable[Any], *,
     entries = watch.names(entries, lambda e: str(e.name))
     return _store(session, lambda out, tee: write_layer(
         entries, out, compression=compression, level=opts.compression_level,
-        mtime_clamp=opts.source_date_epoch, tee=tee), unpack or lazy, lazy, watch)
+        mtime_clamp=opts.source_date_epoch, tee=tee, presorted=presorted), unpack or lazy, lazy, watch)
 
 
 def store_records(session: StageSession | BuildSession, records: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
@@ -59,6 +60,59 @@ def store_records(session: StageSession | BuildSession, records: Iterable[Any], 
     records = watch.names(records, lambda r: str(r[4]))
     return _store(session, lambda out, tee: write_records(records, out, compression=compression, level=level,
                                                           tee=tee), unpack or lazy, lazy, watch)
+
+
+def store_copy_layer(session: StageSession | BuildSession, entries: list[Any], *, unpack: bool, lazy: bool,
+                     avoid: tuple[str, ...] = ()) -> LayerRef:
+    """:func:`store_layer` for a COPY/ADD's ``entries``, whose snapshot (wanted when
+    ``unpack`` or ``lazy``) is first put down from the members' sources when they allow it
+    (:func:`builder.layer.linksnap.link_snapshot`: files of immutable snapshots, hard-linked;
+    ``avoid``: the snapshot dirs of the image the layer goes on, whose files are copied instead)
+    rather than by unpacking the tar as it is written. The tar is then only hashed (``lazy``)
+    or, in a stage whose RUN layers get background blobs, framed and hashed now and compressed
+    and committed in the background (:func:`store_layer_soon`). Otherwise (and always with
+    ``PYBUILD_LAZY_LAYERS=off``, the comparison switch), as :func:`store_layer`. Raises as
+    :func:`store_layer`."""
+    import os
+
+    if (unpack or lazy) and os.geteuid() == 0 and entries \
+            and os.environ.get("PYBUILD_LAZY_LAYERS", "auto").lower() != "off":
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from ..layer.linksnap import link_snapshot
+        from ..layer.tar import layer_order
+
+        dest = Path(tempfile.mkdtemp(prefix="snap-", dir=session.tmp))
+        ordered = layer_order(entries)
+        try:
+            made = link_snapshot(ordered, str(dest), immutable=str(session.snapshots.dir) + "/", avoid=avoid,
+                                 mtime_clamp=session.opts.source_date_epoch)
+        except OSError:
+            made = False
+        if not made:
+            shutil.rmtree(dest, ignore_errors=True)
+        else:
+            presorted = [e for _, e in ordered]
+            if lazy:
+                layer = hash_only(session, presorted, presorted=True)
+            elif getattr(session, "background_blobs", False):
+                layer = store_layer_soon(session, presorted, presorted=True)
+            else:
+                layer = store_layer(session, presorted, presorted=True)
+            try:
+                session.snapshots.adopt(layer.diff_id, dest)
+            except Exception as exc:
+                shutil.rmtree(dest, ignore_errors=True)
+                if lazy:
+                    from ..errors import StoreError
+
+                    raise StoreError(f"cannot keep layer {layer.diff_id} in the snapshot store: {exc}") from exc
+                if layer.digest is None:
+                    return materialize(session, layer)  # no snapshot: the blob is needed now
+            return layer
+    return store_layer(session, entries, unpack=unpack, lazy=lazy)
 
 
 def whiteout_named(names: Iterable[str]) -> bool:
@@ -89,13 +143,14 @@ class _Discard:
         return len(data)
 
 
-def hash_only(session: StageSession | BuildSession, entries: Iterable[Any]) -> LayerRef:
+def hash_only(session: StageSession | BuildSession, entries: Iterable[Any], *, presorted: bool = False) -> LayerRef:
     """The lazy LayerRef of ``entries`` whose snapshot the caller provides (RUN adopts its
-    upper dir): the tar is made only to be hashed (its diff_id), nothing is written."""
+    upper dir): the tar is made only to be hashed (its diff_id), nothing is written.
+    ``presorted``: as for ``write_layer``."""
     from ..layer.tar import write_layer
 
     info = write_layer(entries, _Discard(), compression="uncompressed",
-                       mtime_clamp=session.opts.source_date_epoch)
+                       mtime_clamp=session.opts.source_date_epoch, presorted=presorted)
     return LayerRef(digest=None, diff_id=Digest.parse(str(info.diff_id)), size=0, media_type="")
 
 
@@ -305,13 +360,14 @@ def materialize(session: StageSession | BuildSession, layer: LayerRef) -> LayerR
 _PENDING_LIMIT = 4  # layers whose blob is still being finished (each holds a few MiB of buffers)
 
 
-def store_layer_soon(session: StageSession | BuildSession, entries: Iterable[Any]) -> LayerRef:
+def store_layer_soon(session: StageSession | BuildSession, entries: Iterable[Any], *,
+                     presorted: bool = False) -> LayerRef:
     """:func:`store_layer` whose end runs in the background: returns a lazy LayerRef (its
     diff_id) once every member is framed, hashed and read, while a helper thread still
     compresses and writes the blob; the build's background worker then commits it (fsync,
     rename) and :func:`materialize` collects it. Once this returns no source file is read
     again (a RUN's upper dir may be adopted as the snapshot). At most ``_PENDING_LIMIT`` are
-    pending: a further one waits for the oldest."""
+    pending: a further one waits for the oldest. ``presorted``: as for ``write_layer``."""
     import sys
 
     from ..layer.tar import write_layer_detached
@@ -325,7 +381,7 @@ def store_layer_soon(session: StageSession | BuildSession, entries: Iterable[Any
     w = ingest.__enter__()
     try:
         diff_id, finish = write_layer_detached(entries, w, compression=opts.compression, level=opts.compression_level,
-                                               mtime_clamp=opts.source_date_epoch)
+                                               mtime_clamp=opts.source_date_epoch, presorted=presorted)
     except BaseException:
         if not ingest.__exit__(*sys.exc_info()):
             raise

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DockerfileError, PybuildError
 from .cachekey import step_key
-from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, store_layer, whiteout_named
+from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, store_copy_layer, whiteout_named
 from .state import ImageState
 
 if TYPE_CHECKING:
@@ -103,8 +103,17 @@ def apply_copy(session: StageSession, state: ImageState, step: CopyStep, *, sour
     # a layer with a whiteout-named file (".wh.x" from the context) cannot live as a snapshot
     # alone (unpacked, it is a whiteout): it is written at once
     lazy = session.lazy_layers and not whiteout_named(e.name for e in entries)
-    layer = store_layer(session, entries, unpack=unpack, lazy=lazy) if entries else None
+    layer = store_copy_layer(session, entries, unpack=unpack, lazy=lazy,
+                             avoid=_chain_snapshots(session, state) if source_view is not None else ()) \
+        if entries else None
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
+
+
+def _chain_snapshots(session: StageSession, state: ImageState) -> tuple[str, ...]:
+    """The snapshot dirs (``.../fs/``) of ``state``'s layers that exist: a COPY onto that image
+    copies files out of them rather than linking them (see builder.layer.linksnap)."""
+    found = (session.snapshots.get(layer.diff_id) for layer in state.layers)
+    return tuple(str(fs) + "/" for fs in found if fs is not None)
 
 
 def _single_source(session: StageSession, state: ImageState, step: CopyStep) -> Any | None:

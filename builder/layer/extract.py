@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterable, Literal
 from ..digest import Digest
 from ..errors import HostError, PybuildError, no_space
 from .compress import CompressionError, HashingReader, ReadThrough, open_decompressed
+from .walk import set_xattrs
 
 if TYPE_CHECKING:
     import tarfile
@@ -199,14 +200,7 @@ def _proc_path(dir_fd: int, name: str) -> str:
 
 
 def _set_xattrs(target: int | str, xattrs: dict[str, bytes], stats: ExtractStats) -> None:
-    for key, value in xattrs.items():
-        try:
-            if isinstance(target, int):
-                os.setxattr(target, key, value)
-            else:
-                os.setxattr(target, key, value, follow_symlinks=False)
-        except OSError:
-            stats.xattrs_skipped += 1
+    stats.xattrs_skipped += set_xattrs(target, xattrs.items())
 
 
 def _member_xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:

@@ -252,6 +252,14 @@ def _order(entries: Iterable[Entry]) -> list[tuple[bytes, Entry]]:
     return sorted(by_name.items())
 
 
+def layer_order(entries: Iterable[Entry]) -> list[tuple[bytes, Entry]]:
+    """The members ``entries`` become, in the order :func:`write_layer` writes them:
+    ``(encoded name, entry)`` sorted bytewise, last duplicate winning, hard links re-rooted on
+    the member sorting first. Their entries, given back with ``presorted=True``, make the
+    same tar. LayerError as :func:`write_layer` raises it."""
+    return _order(entries)
+
+
 def _in_given_order(entries: Iterable[Entry]) -> Iterator[tuple[bytes, Entry]]:
     """``(encoded name, entry)`` as given, checking that names strictly increase (the order
     :func:`_order` would produce); LayerError otherwise."""
@@ -486,14 +494,15 @@ def write_records(records: Iterable[Record], out: LayerOutput, *, compression: s
 
 
 def write_layer_detached(entries: Iterable[Entry], out: LayerOutput, *, compression: str = GZIP,
-                         mtime_clamp: int | None = None,
-                         level: int | None = None) -> tuple[Digest, Callable[[], LayerInfo]]:
+                         mtime_clamp: int | None = None, level: int | None = None,
+                         presorted: bool = False) -> tuple[Digest, Callable[[], LayerInfo]]:
     """:func:`write_layer` in two halves: returns as soon as every member is framed and read
     (the tar's digest, the diff_id, is then known and no source file is read any more) with a
     ``finish()`` that waits for the helper thread to compress and write the rest to ``out``
     and returns the LayerInfo (or raises its error). Call ``finish()`` exactly once, from any
-    thread; until then ``out`` is being written."""
-    return write_records_detached(entry_records(_order(entries), mtime_clamp), out, compression=compression,
+    thread; until then ``out`` is being written. ``presorted`` as for :func:`write_layer`."""
+    ordered = _in_given_order(entries) if presorted else _order(entries)
+    return write_records_detached(entry_records(ordered, mtime_clamp), out, compression=compression,
                                   level=level)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..errors import PybuildError
 from .entries import Entry, EntryType
@@ -55,6 +55,22 @@ def layer_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
         except OSError:
             continue
     return tuple(sorted(out))
+
+
+def set_xattrs(target: int | str, xattrs: Iterable[tuple[str, bytes]]) -> int:
+    """Set ``xattrs`` on ``target`` (an open fd, or a path whose last component is not
+    followed) as an unpacked layer member gets them; one that cannot be set is skipped.
+    Returns how many were skipped."""
+    skipped = 0
+    for key, value in xattrs:
+        try:
+            if isinstance(target, int):
+                os.setxattr(target, key, value)
+            else:
+                os.setxattr(target, key, value, follow_symlinks=False)
+        except OSError:
+            skipped += 1
+    return skipped
 
 
 def entry_from_stat(name: str, path: str, st: os.stat_result, *, xattrs: bool = True) -> Entry:

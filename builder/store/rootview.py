@@ -59,6 +59,10 @@ class RootView:
         # what each host directory on a looked-up path is: the layers never change while a
         # view is in use (snapshots are immutable), so each is lstat'ed and xattr-probed once
         self._parents: dict[str, int] = {}
+        # what :meth:`scan` found for the children of the directories it listed (host path and
+        # lstat of the top-most copy), so a walk's later lookups of them cost no syscall;
+        # bounded: when full it starts again (a lookup that misses it looks the layers up)
+        self._found: dict[str, tuple[str, os.stat_result]] = {}
 
     _MISSING, _DIR, _OPAQUE, _NONDIR = 0, 1, 2, 3
 
@@ -80,6 +84,9 @@ class RootView:
 
     def _lookup(self, path: str) -> tuple[str, os.stat_result] | None:
         """(host path, lstat) of ``path`` in the top-most layer holding it, or None."""
+        found = self._found.get(path)
+        if found is not None:
+            return found
         parts = _parts(path)
         last = len(parts) - 1
         for layer in self.layers:
@@ -119,6 +126,11 @@ class RootView:
         found = self._lookup(path)
         return Path(found[0]) if found else None
 
+    def host_str(self, path: str) -> str | None:
+        """``host_path`` as a string, without building a Path (hot path of COPY)."""
+        found = self._lookup(path)
+        return found[0] if found else None
+
     def readlink(self, path: str) -> str:
         """The target of the symlink ``path``. Raises RootViewError if it is not a symlink."""
         found = self._lookup(path)
@@ -147,13 +159,37 @@ class RootView:
 
         Raises RootViewError when ``path`` is missing or not a directory.
         """
+        return sorted(self._merged(path))
+
+    _FOUND_LIMIT = 1 << 16  # entries :meth:`scan` remembers (a few MB at most)
+
+    def scan(self, path: str) -> list[tuple[str, os.stat_result]]:
+        """``(name, lstat)`` of each entry of directory ``path`` of the merged view (the lstat
+        of its top-most copy, as :meth:`lstat` gives it), sorted by name; the host paths are
+        remembered for the lookups that follow (a walk reads each entry's xattrs and content).
+        Raises RootViewError when ``path`` is missing or not a directory."""
+        merged = self._merged(path)
+        if len(self._found) + len(merged) > self._FOUND_LIMIT:
+            self._found.clear()
+        base = "/" + "/".join(_parts(path))
+        base = base if base != "/" else ""
+        out = []
+        for name in sorted(merged):
+            host, st = merged[name]
+            self._found[base + "/" + name] = (host, st)
+            out.append((name, st))
+        return out
+
+    def _merged(self, path: str) -> dict[str, tuple[str, os.stat_result]]:
+        """name -> (host path, lstat) of the top-most copy of each entry of directory ``path``
+        in the merged view (whiteouts and what they hide left out)."""
         parts = _parts(path)
         found = self._lookup(path)
         if found is None:
             raise RootViewError(f"{path}: no such directory in the image")
         if not stat.S_ISDIR(found[1].st_mode):
             raise RootViewError(f"{path}: not a directory in the image")
-        names: set[str] = set()
+        names: dict[str, tuple[str, os.stat_result]] = {}
         masked: set[str] = set()
         for layer in self.layers:
             host = layer
@@ -183,10 +219,11 @@ class RootView:
                 for de in entries:
                     if de.name in names or de.name in masked:
                         continue
-                    if _is_whiteout(de.stat(follow_symlinks=False)):
+                    est = de.stat(follow_symlinks=False)
+                    if _is_whiteout(est):
                         masked.add(de.name)
                     else:
-                        names.add(de.name)
+                        names[de.name] = (de.path, est)
                 if _is_opaque(host):
                     break
             # an opaque directory on the way (above ``path``) also stops the search
@@ -198,4 +235,4 @@ class RootView:
                     break
             if opaque_above:
                 break
-        return sorted(names)
+        return names

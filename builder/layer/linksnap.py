@@ -1,0 +1,134 @@
+"""A COPY layer's snapshot put down from its sources instead of unpacked from its tar.
+
+A layer copied out of another stage or image (``COPY --from``) takes its files from snapshots,
+which never change once made. Such a file whose tar member carries exactly the source's
+metadata (permission bits, owner, size, whole-second mtime after the clamp, xattrs) becomes a
+hard link to the source inode: the unpacked tar would have given a file with the same content
+and attributes, and :func:`builder.layer.whiteout.upper_entries` reads the same member back
+from either. Any other file (``--chown``/``--chmod``, a clamped mtime, a source linked once
+already) is copied from its immutable source with the member's metadata. Directories and
+symlinks are made as the extractor makes them (owner, xattrs, mode and mtime, directories
+finished deepest first). So the snapshot is the one unpacking the tar would give.
+
+A source inside ``avoid`` (a snapshot of the image the layer goes on) is copied, never linked:
+one inode seen under two names of the same root would look like a hard link to the commands
+of a later RUN and to a COPY out of that image.
+
+Whatever cannot be put down this way (a file from the build context or another mutable place,
+a device or FIFO, a whiteout-like name, a member whose parent directory the layer does not
+list) makes :func:`link_snapshot` return False; the caller then unpacks the tar as before.
+Only for root (owners are set).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from .entries import Entry, EntryType
+from .walk import set_xattrs
+
+_OVERLAY_PRIVATE = ("trusted.overlay.", "user.overlay.")
+
+
+def link_snapshot(ordered: list[tuple[bytes, Entry]], dest: str, *, immutable: str, avoid: tuple[str, ...] = (),
+                  mtime_clamp: int | None = None) -> bool:
+    """Put down the members ``ordered`` (the layer's ``(encoded name, entry)`` pairs in tar
+    order, hard links re-rooted, as ``builder.layer.tar`` orders them) in the empty directory
+    ``dest`` as an overlay-format snapshot. ``immutable``: the directory prefix (with its
+    trailing ``/``) of sources that never change (the snapshot store); ``avoid``: prefixes of
+    snapshots whose files must be copied rather than linked. Returns False (``dest`` then
+    holds a partial tree the caller removes) when a member cannot be put down this way;
+    OSError propagates."""
+    for _name, e in ordered:
+        if e.type is EntryType.FILE and e.data is None and e.source is not None \
+                and not e.source.startswith(immutable):
+            return False  # read from a place that may change: only the tar's bytes are certain
+    dirs: set[str] = set()
+    done: list[tuple[str, int, int]] = []  # directories: path, mode, mtime (finished at the end)
+    linked: set[tuple[int, int]] = set()  # source inodes already given a name here
+    for _key, e in ordered:
+        name = e.name.strip("/")
+        parent, _, base = name.rpartition("/")
+        if base.startswith(".wh.") or (parent and parent not in dirs):
+            return False
+        path = dest + "/" + name
+        mtime = e.mtime if mtime_clamp is None else min(e.mtime, mtime_clamp)
+        kind = e.type
+        if kind is EntryType.DIR:
+            os.mkdir(path, 0o700)
+            os.chown(path, e.uid, e.gid, follow_symlinks=False)
+            set_xattrs(path, e.xattrs)
+            dirs.add(name)
+            done.append((path, e.mode, mtime))
+        elif kind is EntryType.FILE:
+            if not _linked(e, path, mtime, avoid, linked):
+                if not _copied(e, path, mtime):
+                    return False
+        elif kind is EntryType.HARDLINK:
+            os.link(dest + "/" + e.linkname.strip("/"), path, follow_symlinks=False)
+        elif kind is EntryType.SYMLINK:
+            os.symlink(e.linkname, path)
+            os.chown(path, e.uid, e.gid, follow_symlinks=False)
+            set_xattrs(path, e.xattrs)
+            os.utime(path, ns=(mtime * 1_000_000_000,) * 2, follow_symlinks=False)
+        else:
+            return False  # devices and FIFOs: rare, left to the extractor
+    for path, mode, mtime in reversed(done):  # deepest last in tar order: finished first
+        os.chmod(path, mode & 0o7777)
+        os.utime(path, ns=(mtime * 1_000_000_000,) * 2)
+    return True
+
+
+def _linked(e: Entry, path: str, mtime: int, avoid: tuple[str, ...], linked: set[tuple[int, int]]) -> bool:
+    """Link ``path`` to ``e``'s source when that gives the member exactly; False otherwise."""
+    src = e.source
+    if src is None or e.data is not None or src.startswith(avoid):
+        return False
+    st = os.lstat(src)
+    key = (st.st_dev, st.st_ino)
+    if (not stat.S_ISREG(st.st_mode) or key in linked or st.st_size != e.size
+            or stat.S_IMODE(st.st_mode) != e.mode or st.st_uid != e.uid or st.st_gid != e.gid
+            or int(st.st_mtime) != mtime):
+        return False
+    names = os.listxattr(src, follow_symlinks=False)
+    if any(n.startswith(_OVERLAY_PRIVATE) for n in names) or sorted(names) != [k for k, _ in e.xattrs]:
+        return False
+    try:
+        os.link(src, path, follow_symlinks=False)
+    except OSError:
+        return False  # too many links, another file system: copied instead
+    linked.add(key)
+    return True
+
+
+def _copied(e: Entry, path: str, mtime: int) -> bool:
+    """Write ``path`` as the member ``e`` (content from ``data`` or the first ``size`` bytes of
+    its immutable source, as the tar holds them); False when the source is shorter."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if e.data is not None:
+            view = memoryview(e.data)
+            written = 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
+        elif e.size:
+            if e.source is None:
+                return False
+            src = os.open(e.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                left = e.size
+                while left:
+                    n = os.copy_file_range(src, fd, left)
+                    if n == 0:
+                        return False
+                    left -= n
+            finally:
+                os.close(src)
+        os.fchown(fd, e.uid, e.gid)
+        os.fchmod(fd, e.mode & 0o7777)
+        set_xattrs(fd, e.xattrs)
+        os.utime(fd, ns=(mtime * 1_000_000_000,) * 2)
+    finally:
+        os.close(fd)
+    return True
