@@ -15,6 +15,20 @@ def owned_prefix(kind: str) -> str:
     return f"{kind}-{os.getpid()}-"
 
 
+def make_owned_dir(parent: str | os.PathLike[str], kind: str) -> str:
+    """Create a new directory ``parent/<kind>-<pid>-<random>`` (mode 0700) and return its path,
+    as ``tempfile.mkdtemp(prefix=owned_prefix(kind), dir=parent)`` would without importing
+    tempfile (and with it shutil, random and the compressors: ~3 ms of every command's start).
+    OSErrors of mkdir propagate."""
+    while True:
+        path = os.path.join(parent, f"{owned_prefix(kind)}{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+
+
 def owner_pid(name: str) -> int | None:
     """The PID in an entry name ``<kind>-<pid>-<rest>``, or None when it carries none."""
     parts = name.split("-", 2)

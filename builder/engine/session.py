@@ -11,8 +11,7 @@ multi-platform build, the platform. Handlers never print; they emit events.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,9 +57,9 @@ class BuildSession:
         self.snapshots = Snapshots(store.root / "snapshots")
         tmp_parent = store.root / "tmp"
         tmp_parent.mkdir(parents=True, exist_ok=True)
-        from ..store.stale import owned_prefix
+        from ..owners import make_owned_dir
 
-        self.tmp = Path(tempfile.mkdtemp(prefix=owned_prefix("build"), dir=tmp_parent))
+        self.tmp = Path(make_owned_dir(tmp_parent, "build"))
         self._context: BuildContext | None = None
         self._flattened: dict[str, Path] = {}
         self._warned: set[str] = set()
@@ -89,7 +88,12 @@ class BuildSession:
         remove the build's temp directory (mounts are released by their owners first)."""
         if self.blob_worker is not None:
             self.blob_worker.shutdown(wait=True)  # pending blobs are finished (their data is read)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            os.rmdir(self.tmp)  # a build whose steps were all cached left nothing in it
+        except OSError:
+            import shutil
+
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def key_lock(self, key: str) -> threading.Lock:
         """The lock of one thing made once per build (an image resolved, a layer's blob, a
@@ -215,6 +219,8 @@ class BuildSession:
             from .layers import materialize_state
 
             state = materialize_state(self, state)
+            import tempfile
+
             dest = Path(tempfile.mkdtemp(prefix="flat-", dir=self.tmp))
             streams = [(self.store.blobs.open(layer.blob()), compression_for_media_type(layer.media_type))
                        for layer in state.layers]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -98,6 +97,8 @@ def apply_run(session: StageSession, state: ImageState, step: RunStep, *, stage_
 
 def _run_step(session: StageSession, state: ImageState, step: RunStep, key: str, stage_no: int, step_no: int) -> ImageState:
     """Run the step (a cache miss), record its outcome under ``key``; the new state."""
+    import shutil
+
     check_emulation(session, state, step)
     import tempfile
 
@@ -310,6 +311,8 @@ def _mounts(session: StageSession, step: RunStep, workspace: Path, env: list[tup
     cache key, the layer, the config or the history. An ssh mount gets a forwarding socket and
     a ``locked``/``private`` cache mount its lock appended to ``proxies`` (the caller closes
     them after the step)."""
+    import shutil
+
     from ..sandbox.spec import MountSpec
 
     mounts: list[Any] = []
@@ -397,6 +400,8 @@ class _DirOwner:
         self.directory = directory
 
     def close(self) -> None:
+        import shutil
+
         self.proxy.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -465,6 +470,8 @@ def _cache_dir(session: StageSession, m: Any, scratch: Path, holds: list[Any]) -
 def _seed_cache(session: StageSession, m: Any, path: Path) -> None:
     """Make the cache directory ``path`` a copy (owners, modes, links, xattrs kept) of the
     ``from=`` base's ``source`` directory; it appears only complete (renamed into place)."""
+    import shutil
+
     import subprocess
     import tempfile
 
@@ -526,6 +533,8 @@ def _mount_source_host(session: StageSession, m: Any) -> tuple[Path, str, Any]:
 
 
 def _bind_source(session: StageSession, m: Any, scratch: Path) -> Path:
+    import shutil
+
     host, resolved, ctx = _mount_source_host(session, m)
     if ctx is not None and ctx.ignore:
         # a context is seen through its .dockerignore: bind a tree of the visible entries
@@ -545,6 +554,8 @@ def _bind_source(session: StageSession, m: Any, scratch: Path) -> Path:
 def _visible_tree(ctx: Any, rel: str, dest: Path, *, link: bool) -> None:
     """Recreate at ``dest`` what ``ctx`` shows under ``rel`` (ignored entries left out): files
     hard-linked when ``link`` (a read-only mount) and possible, else copied."""
+    import shutil
+
     import stat as st_
 
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ with the caller's ``expand`` function except ``from``, which BuildKit never expa
 
 from __future__ import annotations
 
-import csv
 import posixpath
 import re
 from collections.abc import Callable
@@ -70,6 +69,8 @@ def _ram_in_bytes(value: str) -> int | None:
 
 
 def _fields(value: str, span: Span | None) -> list[str]:
+    import csv
+
     try:
         rows = list(csv.reader([value], strict=True))
     except csv.Error as exc:
@@ -79,6 +80,8 @@ def _fields(value: str, span: Span | None) -> list[str]:
 
 def mount_from(value: str) -> str | None:
     """The ``from=`` of a raw mount value (unexpanded), or None. Never raises."""
+    import csv
+
     try:
         fields = next(csv.reader([value]), [])
     except csv.Error:

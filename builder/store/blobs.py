@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
@@ -157,6 +156,8 @@ class BlobStore:
         (mismatch raises StoreError)."""
         algorithm = expected.algorithm if expected is not None else "sha256"
         try:
+            import tempfile
+
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=owned_prefix("blob"), dir=self.tmp_dir)
         except OSError as exc:

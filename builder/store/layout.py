@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -70,6 +69,8 @@ def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool =
     the directory (index.json); caches that can be rebuilt skip that. Errors propagate; the temp
     file never survives."""
     try:
+        import tempfile
+
         tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=owned_prefix("w"), dir=tmp_dir)
     except OSError as exc:

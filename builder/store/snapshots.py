@@ -27,7 +27,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -404,6 +403,8 @@ def _rmtree(path: Path) -> None:
             func(p)
         except OSError:
             pass
+
+    import shutil
 
     try:
         shutil.rmtree(path, onerror=onerror)

@@ -13,7 +13,6 @@ Nothing here raises for a missing directory; OSErrors of the removal itself prop
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,6 +130,8 @@ def rmtree(path: Path) -> None:
             func(p)
         except OSError:
             pass
+
+    import shutil
 
     shutil.rmtree(path, onerror=onerror)
 
