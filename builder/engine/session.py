@@ -24,6 +24,7 @@ from .state import ImageState, LayerRef
 
 if TYPE_CHECKING:
     from ..platform import Platform
+    from ..sandbox.spare import Spares
     from ..store.rootview import RootView
     from .base import BaseImage
     from .context import BuildContext
@@ -81,11 +82,15 @@ class BuildSession:
         self.blob_worker: Any = None
         self._lock = threading.RLock()  # guards the lazily made parts and the emit sink
         self._key_locks: dict[str, threading.Lock] = {}
+        self._spares: Spares | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        """Wait for the layer blobs being finished in the background, then
-        remove the build's temp directory (mounts are released by their owners first)."""
+        """End the spare sandbox init (if a RUN started one), wait for the layer blobs being
+        finished in the background, then remove the build's temp directory (mounts are
+        released by their owners first)."""
+        if self._spares is not None:
+            self._spares.close()
         if self.blob_worker is not None:
             self.blob_worker.shutdown(wait=True)  # pending blobs are finished (their data is read)
         try:
@@ -94,6 +99,18 @@ class BuildSession:
             import shutil
 
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @property
+    def spares(self) -> Spares:
+        """The build's spare sandbox inits (:mod:`builder.sandbox.spare`; made on first use,
+        ended by :meth:`close`)."""
+        if self._spares is None:
+            with self._lock:
+                if self._spares is None:
+                    from ..sandbox.spare import Spares
+
+                    self._spares = Spares()
+        return self._spares
 
     def key_lock(self, key: str) -> threading.Lock:
         """The lock of one thing made once per build (an image resolved, a layer's blob, a
@@ -276,6 +293,10 @@ class StageSession:
     @property
     def snapshots(self) -> Snapshots:
         return self.shared.snapshots
+
+    @property
+    def spares(self) -> Spares:
+        return self.shared.spares
 
     @property
     def tmp(self) -> Path:

@@ -223,7 +223,7 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
         rlimits=run_rlimits(session.opts.ulimits),
         limits=session.opts.limits if session.opts.limits is not None else DEFAULT_LIMITS,
     )
-    result = run(spec, cancel=session.cancel)
+    result = run(spec, cancel=session.cancel, spares=session.spares)
     for w in result.warnings:
         session.warn_once(w)
     for n in result.notes:

@@ -3,7 +3,9 @@
 
 Protocol (the runner is the only client):
 
-- ``argv[1]``: fd of the config, a :mod:`marshal`-ed dict (read to EOF, then closed).
+- ``argv[1]``: fd of the config, a :mod:`marshal`-ed dict (read to EOF, then closed). The init
+  may be started long before its step (a spare, :mod:`builder.sandbox.spare`): it only waits
+  here, and EOF without a config (the runner dropped it, or died) makes it exit (125).
 - ``argv[2]``: fd of the status pipe; the outer and PID 1 write messages (a little-endian u32
   length, then a marshal-ed dict; never concurrently: PID 1 waits for the outer's go):
   ``{"pid": N}`` (host pid of PID 1), ``{"stubs": [...], "fresh": [...]}`` (see
@@ -20,7 +22,8 @@ itself is PID 1 as in Docker/BuildKit (``echo $$`` prints 1, orphans are reparen
 signal it has no handler for is ignored). When PID 1 exits the kernel kills everything left in
 the namespace, and the mount namespace (with every mount of the step) goes with the last
 process. The outer forwards SIGTERM/SIGINT to PID 1, reaps it and reports its status. Both use
-PR_SET_PDEATHSIG=SIGKILL, so a killed runner takes the step down with it. Keep this module (and
+PR_SET_PDEATHSIG=SIGKILL (the outer before it waits for its config), so a killed runner takes
+the step down with it. Keep this module (and
 what it imports) tiny: no pydantic, lark or requests.
 """
 
@@ -34,6 +37,8 @@ import struct
 import sys
 
 from . import namespaces as ns
+from . import rootfs  # imported before the config is read (an init started ahead has them ready)
+from .caps import apply_default_caps, last_cap
 
 MYPY = False
 if MYPY:  # for the type checker only: the init starts every RUN and imports no more than it needs
@@ -96,10 +101,6 @@ def _child(cfg: dict[str, Any], alive_r: int) -> None:
         if cfg["network"] == "none":
             from .netns import loopback_up
             loopback_up()
-        from . import rootfs
-        if cfg.get("rlimits"):
-            import resource  # noqa: F401 - before pivot_root: the stdlib is not there afterwards
-        from .caps import apply_default_caps, last_cap
         top_cap = last_cap()
         tmp = cfg["tmp"]
         os.chdir(tmp)  # short relative names keep the overlay option string small
@@ -174,10 +175,17 @@ def main() -> None:
     """The outer process: namespaces, then relay PID 1's status. Never returns."""
     global STATUS_FD
     cfg_fd, STATUS_FD, go_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    with os.fdopen(cfg_fd, "rb") as f:
-        cfg = marshal.loads(f.read())
     try:
-        ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)
+        ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)  # before the wait: a spare may wait long
+        with os.fdopen(cfg_fd, "rb") as f:
+            raw = f.read()
+    except BaseException:  # noqa: BLE001 - killed while waiting (a spare that is not needed)
+        os._exit(SETUP_FAILED)
+    try:
+        cfg = marshal.loads(raw)
+    except (EOFError, ValueError, TypeError):
+        os._exit(SETUP_FAILED)  # EOF without a (whole) config: the runner dropped us (or died)
+    try:
         if os.getppid() != cfg["ppid"]:
             os._exit(SETUP_FAILED)  # the runner is already gone
         if cfg.get("userns"):

@@ -2,9 +2,10 @@
 
 How it works: :func:`run` makes a private temp dir (short symlinks to the lower/upper/work dirs
 so the overlay option string stays far below one page, the /etc/hosts, /etc/resolv.conf and
-(unless ``etc_hostname`` is off) /etc/hostname files, extra files) and starts :mod:`builder.sandbox.init` in a fresh interpreter
-(``python -S -s -B -c``; never ``os.fork`` of this, possibly threaded, process) with the config
-on a pipe. The
+(unless ``etc_hostname`` is off) /etc/hostname files, extra files) and hands the config on a
+pipe to :mod:`builder.sandbox.init`, a fresh interpreter started by
+:mod:`builder.sandbox.initproc` (and attached to the step's cgroup): either one started for
+this step, or the build's spare started ahead (:mod:`builder.sandbox.spare`). The
 init unshares mount/PID/UTS/IPC(/net) namespaces and mounts everything inside its own private
 mount namespace, so every mount disappears with the namespace: nothing is ever mounted on the
 host, and killing the init is a complete unmount. The runner streams the output, honours
@@ -40,8 +41,6 @@ import shutil
 import signal
 import stat
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -54,14 +53,14 @@ from .resolvconf import resolv_conf
 from .spec import HostCaps, ProcessSpec, RunResult
 
 if TYPE_CHECKING:
-    from .cgroups import StepCgroup
+    from .initproc import Started
+    from .spare import Spares
     from .userns import MapPlan
 
 __all__ = ["run", "probe_host", "HostCaps", "ProcessSpec", "RunResult"]
 
 _PAGE = 4096
 _CHUNK = 65536
-_PKG_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _copy_note_given = False
 
 
@@ -302,52 +301,18 @@ def _kill(pid: int | None) -> None:
             pass
 
 
-def _supervise(spec: ProcessSpec, cfg: dict[str, Any], tmp: Path, cancel: threading.Event | None,
-               status: dict[str, Any],
-               plan: "MapPlan | None" = None, cgroup: "StepCgroup | None" = None) -> None:
-    """Start the init, relay output, wait. Merges the init's messages into ``status`` as they
+def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: threading.Event | None,
+               status: dict[str, Any], plan: "MapPlan | None" = None) -> None:
+    """Run the step on ``init`` (started, attached to its cgroup, waiting for its config):
+    send the config, relay output, wait. Merges the init's messages into ``status`` as they
     arrive (so the caller sees the stubs even when this raises) and sets ``cancelled`` and
     ``init_status``. On any exception (KeyboardInterrupt, an ``on_output`` that raises) the
     step is killed and waited for before the exception propagates. Rootless (``plan``): the
     init asks for its id maps (``mapme``) and waits on the go pipe until they are written.
-    ``cgroup``: the init joins it before it reads its config (so before it starts anything)."""
-    cfg_r, cfg_w = os.pipe()
-    st_r, st_w = os.pipe()
-    go_r, go_w = os.pipe()
-    env = {"PYTHONPATH": _PKG_ROOT, "PATH": os.defpath, "LC_ALL": "C.UTF-8"}
-    argv = [sys.executable, "-S", "-s", "-B", "-c", "from builder.sandbox.init import main; main()",
-            str(cfg_r), str(st_w), str(go_r)]
-    try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE if spec.stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(cfg_r, st_w, go_r),
-            cwd=tmp, env=env, start_new_session=True)
-    except OSError as e:
-        for fd in (cfg_r, cfg_w, st_r, st_w, go_r, go_w):
-            os.close(fd)
-        raise HostError(f"sandbox: cannot start the init ({sys.executable}): {e}") from e
-    os.close(cfg_r)
-    os.close(st_w)
-    os.close(go_r)
-    if cgroup is not None:
-        try:
-            cgroup.attach(proc.pid)
-        except HostError:
-            if cgroup.limits.explicit:
-                _kill(proc.pid)
-                proc.wait()
-                for fd in (cfg_w, st_r, go_w):
-                    os.close(fd)
-                raise
-            cgroup.abandon()  # defaults only: run without them
-        except BaseException:
-            _kill(proc.pid)
-            proc.wait()
-            for fd in (cfg_w, st_r, go_w):
-                os.close(fd)
-            raise
-        else:
-            cgroup.watch(cgroup.kill_all)
+    Closes the init's pipes and reaps it, always."""
+    proc, cgroup = init.proc, init.cgroup
+    if cgroup is not None and cgroup.dirs:
+        cgroup.watch(cgroup.kill_all)
     status["cancelled"] = False
     pid1 = _Pid1()
     feeder: threading.Thread | None = None
@@ -358,18 +323,18 @@ def _supervise(spec: ProcessSpec, cfg: dict[str, Any], tmp: Path, cancel: thread
             raw = marshal.dumps(cfg)
             view = memoryview(raw)
             while view:
-                view = view[os.write(cfg_w, view):]
+                view = view[os.write(init.cfg_w, view):]
         except OSError:
             pass  # the init died early; its status says why
         finally:
-            os.close(cfg_w)
+            init.close_fd("cfg_w")
         if spec.stdin is not None:
             feeder = threading.Thread(target=_feed_stdin, args=(proc.stdin, spec.stdin), daemon=True)
             feeder.start()
         assert proc.stdout is not None
         out_fd = proc.stdout.fileno()
         sel.register(out_fd, selectors.EVENT_READ, "out")
-        sel.register(st_r, selectors.EVENT_READ, "st")
+        sel.register(init.st_r, selectors.EVENT_READ, "st")
         st_buf = b""
         open_fds = 2
         while open_fds:
@@ -403,7 +368,7 @@ def _supervise(spec: ProcessSpec, cfg: dict[str, Any], tmp: Path, cancel: thread
                         if "mapme" in msg and plan is not None:
                             from .userns import write_maps
                             write_maps(proc.pid, plan)
-                            os.write(go_w, b"g")
+                            os.write(init.go_w, b"g")
         lines.close()
         proc.wait()
     except BaseException:
@@ -413,13 +378,10 @@ def _supervise(spec: ProcessSpec, cfg: dict[str, Any], tmp: Path, cancel: thread
         raise
     finally:
         pid1.wait_gone()
-        os.close(go_w)
         sel.close()
-        os.close(st_r)
-        if proc.stdout is not None:
-            proc.stdout.close()
         if feeder is not None:
             feeder.join(timeout=5)
+        init.discard()  # reaped already: closes the pipes
     status["init_status"] = proc.returncode
 
 
@@ -465,16 +427,20 @@ def remove_stubs(upper: Path, lowers: tuple[Path, ...], created: list[str], fres
             pass
 
 
-def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy: bool = False) -> RunResult:
+def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy: bool = False,
+        spares: "Spares | None" = None) -> RunResult:
     """Run ``spec`` in a fresh sandbox and wait for it (no timeout; see ``cancel``).
 
     ``cancel``: when set, the step is killed (SIGKILL of its init, which kills its PID
     namespace) and the result has ``cancelled=True``. ``force_copy``: use the copy-based
     fallback (:mod:`builder.sandbox.copydiff`) even when overlay works; it is also used when
     the probe finds no usable overlay, with a note in the result (root only). Either way
-    ``spec.upperdir`` ends up in overlay format. Thread-safe: steps may run concurrently from
-    several threads. Raises :class:`HostError` (see module doc); any exception (including
-    KeyboardInterrupt) kills the step and cleans up before it propagates.
+    ``spec.upperdir`` ends up in overlay format. ``spares``: the build's spare inits
+    (:mod:`builder.sandbox.spare`): the step takes a matching one instead of starting its own
+    (not when it has stdin), and has the next one started in the background. Thread-safe:
+    steps may run concurrently from several threads. Raises :class:`HostError` (see module
+    doc); any exception (including KeyboardInterrupt) kills the step and cleans up before it
+    propagates.
     """
     global _copy_note_given
     if not spec.argv:
@@ -499,20 +465,30 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
         notes.append(f"overlay is not usable ({caps.reason}); using the copy-based fallback")
     _sweep_stale(temp_base())
     from . import cgroups
+    from .initproc import start
 
-    cgroup = cgroups.for_limits(spec.limits)
-    if cgroup is not None:
-        _sweep_cgroups()
-        try:
-            cgroup.create()
-        except HostError:
-            if spec.limits is not None and spec.limits.explicit:
-                raise
-            cgroup = None  # only defaults were asked for: a host that refuses runs without them
-    tmp = Path(tempfile.mkdtemp(prefix=f"pbsb-{os.getpid()}-", dir=temp_base()))
+    init = spares.take(spec.limits) if spares is not None and spec.stdin is None else None
+    if init is not None:
+        cgroup = init.cgroup
+    else:
+        cgroup = cgroups.for_limits(spec.limits)
+        if cgroup is not None:
+            sweep_cgroups()
+            try:
+                cgroup.create()
+            except HostError:
+                if spec.limits is not None and spec.limits.explicit:
+                    raise
+                cgroup = None  # only defaults were asked for: a host that refuses runs without them
+    if spares is not None:
+        spares.prepare(spec.limits)  # for the next RUN, while this one runs
+    tmp: Path | None = None
     copy_state = None
     status: dict[str, Any] = {}
     try:
+        if init is None:
+            init = start(stdin=spec.stdin is not None, cgroup=cgroup, cwd=temp_base())  # starts while we prepare
+        tmp = Path(tempfile.mkdtemp(prefix=f"pbsb-{os.getpid()}-", dir=temp_base()))
         bindroot = None
         if use_copy:
             from . import copydiff
@@ -522,7 +498,7 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
         if plan is not None:
             cfg["userns"] = True
             cfg["nogroups"] = not plan.helpers
-        _supervise(spec, cfg, tmp, cancel, status, plan, cgroup)
+        _supervise(spec, cfg, init, cancel, status, plan)
         extra: dict[str, Any] = {} if plan is None else {"userxattr": True, "uidmap": plan.uidmap, "gidmap": plan.gidmap}
         breach = cgroup.breach() if cgroup is not None else None
         if breach is not None and status.get("exit", 1) != 0:
@@ -546,22 +522,28 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
         return RunResult(exit_code=status["exit"], signal=status.get("signal"), notes=tuple(notes),
                          warnings=tuple(warnings), **extra)
     finally:
+        if init is not None:
+            init.discard()  # a no-op once supervised; else the step never started: end its init
         if cgroup is not None:
-            cgroup.close()
+            if spares is not None:
+                spares.release(cgroup)  # off this thread: its rmdir may wait for a spare's attach
+            else:
+                cgroup.close()
         if copy_state is not None:
             from . import copydiff
             copydiff.discard(copy_state)
         elif status.get("stubs") or status.get("fresh"):
             remove_stubs(Path(spec.upperdir), tuple(Path(p) for p in spec.lowerdirs),
                          list(status.get("stubs", ())), list(status.get("fresh", ())))
-        _remove_tmp(tmp)
+        if tmp is not None:
+            _remove_tmp(tmp)
 
 
 _swept: set[str] = set()
 _cgroups_swept = False
 
 
-def _sweep_cgroups() -> None:
+def sweep_cgroups() -> None:
     """Once per process: remove step cgroups left by dead builders."""
     global _cgroups_swept
     if not _cgroups_swept:

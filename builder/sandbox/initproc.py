@@ -1,0 +1,124 @@
+"""Start the sandbox init (:mod:`builder.sandbox.init`) up to the point where it waits for its
+config: :func:`start` returns a :class:`Started`.
+
+The init is a fresh interpreter (``python -S -s -B -c``; never ``os.fork`` of this, possibly
+threaded, process) with three pipes: config (the runner writes it, then closes its end),
+status and go (see :mod:`builder.sandbox.init` for the protocol). It blocks reading its
+config; EOF there (the config end closed unwritten, or this process died) makes it exit
+quietly. When a :class:`builder.sandbox.cgroups.StepCgroup` is given, the init is attached to
+it before :func:`start` returns, so before it can start anything. Nothing in the init depends
+on the step until it has read its config: an init may be started ahead of its step (a *spare*,
+:mod:`builder.sandbox.spare`).
+
+Who closes what: the :class:`Started` owns the process and this side's ends of the pipes until
+the runner's supervisor takes them over (it writes and closes ``cfg_w``, reads ``st_r`` to
+EOF, waits for the process). :meth:`Started.discard` ends an init that will not run a step (or
+whose step failed to start): kill, reap, close the pipes still open. The cgroup belongs to the
+caller (``close`` it after the step).
+
+Errors: :class:`builder.errors.HostError` when the interpreter cannot be started or explicitly
+requested limits cannot be applied (the attach failed); nothing is left running then.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import HostError
+
+if TYPE_CHECKING:
+    from .cgroups import StepCgroup
+
+PKG_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+_CODE = "from builder.sandbox.init import main; main()"
+
+
+class Started:
+    """One init process waiting for its config. ``proc``: the process (stdout: the step's
+    combined output; stdin: a pipe when started with ``stdin=True``, else /dev/null);
+    ``cfg_w``/``st_r``/``go_w``: this side's pipe ends (-1 once closed); ``cgroup``: the step
+    cgroup it was attached to (None: no limits, or defaults the host refused)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], cfg_w: int, st_r: int, go_w: int,
+                 cgroup: StepCgroup | None) -> None:
+        self.proc = proc
+        self.cfg_w = cfg_w
+        self.st_r = st_r
+        self.go_w = go_w
+        self.cgroup = cgroup
+
+    def close_fd(self, name: str) -> None:
+        """Close one of ``cfg_w``/``st_r``/``go_w`` (once)."""
+        fd = getattr(self, name)
+        if fd >= 0:
+            setattr(self, name, -1)
+            os.close(fd)
+
+    def alive(self) -> bool:
+        """Whether the init is still running (a spare killed from outside is not)."""
+        return self.proc.poll() is None
+
+    def discard(self) -> None:
+        """Kill and reap the init (if it still runs) and close every pipe still open.
+        Idempotent; never raises for a process that is already gone."""
+        if self.proc.returncode is None:
+            try:
+                self.proc.send_signal(signal.SIGKILL)
+            except OSError:
+                pass
+            self.proc.wait()
+        for name in ("cfg_w", "st_r", "go_w"):
+            self.close_fd(name)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+
+def start(*, stdin: bool, cgroup: StepCgroup | None, cwd: str) -> Started:
+    """Start an init in ``cwd`` (the runner's temp base: what the leftover checks look for)
+    and attach it to ``cgroup`` (see the module doc). With ``stdin`` its stdin is a pipe
+    (``proc.stdin``), else /dev/null. A failed attach of default limits
+    abandons the cgroup (the step runs without them, as a host that refuses them would);
+    of explicit limits it raises HostError after killing the init."""
+    cfg_r, cfg_w = os.pipe()
+    st_r, st_w = os.pipe()
+    go_r, go_w = os.pipe()
+    env = {"PYTHONPATH": PKG_ROOT, "PATH": os.defpath, "LC_ALL": "C.UTF-8"}
+    argv = [sys.executable, "-S", "-s", "-B", "-c", _CODE, str(cfg_r), str(st_w), str(go_r)]
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(cfg_r, st_w, go_r),
+            cwd=cwd, env=env, start_new_session=True)
+    except OSError as e:
+        for fd in (cfg_w, st_r, go_w):
+            os.close(fd)
+        raise HostError(f"sandbox: cannot start the init ({sys.executable}): {e}") from e
+    finally:
+        for fd in (cfg_r, st_w, go_r):
+            os.close(fd)
+    started = Started(proc, cfg_w, st_r, go_w, cgroup)
+    if cgroup is None:
+        return started
+    try:
+        cgroup.attach(proc.pid)
+    except HostError:
+        if cgroup.limits.explicit:
+            started.discard()
+            raise
+        cgroup.abandon()  # defaults only: run without them
+    except BaseException:
+        started.discard()
+        raise
+    return started
+
+
+__all__ = ["PKG_ROOT", "Started", "start"]

@@ -1,0 +1,196 @@
+"""A spare sandbox init, started ahead for the next RUN step of a build.
+
+Starting an init costs a fresh interpreter (~10 ms) and, with the default pids limit, a
+cgroup made and attached (the attach waits for an RCU grace period on cgroup v1 hosts: 7-15
+ms). A :class:`Spares` (one per build) keeps at most one init that already did both and waits
+for its config, so the next RUN only writes its config. When a RUN actually runs it calls
+:meth:`Spares.prepare`, so a fully cached build never starts one.
+
+Rules:
+
+- a spare is used only for a step whose limits (and the host's cgroup layout) are the ones it
+  was started with, and whose stdin is /dev/null (see :func:`builder.sandbox.runner.run`);
+- spares are started by one process-wide daemon thread: an init's parent-death signal
+  (``PR_SET_PDEATHSIG``) follows the *thread* that started it, so that thread must live as long
+  as this process. The init also exits on EOF of its config pipe, so a builder that dies takes
+  its spare with it either way;
+- a finished step's cgroup is removed on the keeper thread too (:meth:`Spares.release`): its
+  rmdir needs the kernel's cgroup mutex, which a spare's attach holds for a grace period;
+- :meth:`Spares.close` (the end of the build; also at process exit) waits for a spare being
+  started and for the cgroups being removed, then kills the spare and removes its cgroup.
+  After ``close`` nothing is started any more.
+
+Thread-safe. Never raises: a spare that cannot be made is simply not there (the step then
+starts its own init and reports the real error).
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .cgroups import StepCgroup
+    from .initproc import Started
+    from .spec import ResourceLimits
+
+_jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_keeper: threading.Thread | None = None
+_keeper_lock = threading.Lock()
+_open: weakref.WeakSet[Spares] = weakref.WeakSet()
+
+
+def _keep() -> None:
+    while True:
+        job = _jobs.get()
+        try:
+            job()
+        except Exception:  # noqa: BLE001 - jobs report through their Spares; the keeper goes on
+            pass
+
+
+def _submit(job: Callable[[], None]) -> None:
+    """Run ``job`` on the keeper thread (started on first use; it never ends)."""
+    global _keeper
+    with _keeper_lock:
+        if _keeper is None:
+            _keeper = threading.Thread(target=_keep, name="sandbox-spare", daemon=True)
+            _keeper.start()
+    _jobs.put(job)
+
+
+def _key(limits: ResourceLimits | None) -> tuple[object, ...]:
+    """What a spare must match: the step's limits and the cgroup layout they were applied in."""
+    if limits is None or not limits.any():
+        return (None,)
+    from .cgroups import layout
+
+    return (limits, id(layout()))
+
+
+class Spares:
+    """At most one spare init for the RUN steps of one build (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._spare: Started | None = None
+        self._spare_key: tuple[object, ...] = ()
+        self._making: tuple[object, ...] | None = None  # key of the spare being started
+        self._releasing = 0  # step cgroups being removed by the keeper
+        self._closed = False
+        _open.add(self)
+
+    def take(self, limits: ResourceLimits | None) -> Started | None:
+        """The spare for a step with ``limits`` (waiting for one being started for them), or
+        None. A spare that does not match or died is discarded. The caller owns the result
+        (its process and its cgroup)."""
+        key = _key(limits)
+        with self._cond:
+            while self._making == key:
+                self._cond.wait()
+            spare, spare_key, self._spare = self._spare, self._spare_key, None
+        if spare is None:
+            return None
+        if spare_key != key or not spare.alive():
+            _discard(spare)
+            return None
+        return spare
+
+    def prepare(self, limits: ResourceLimits | None) -> None:
+        """Start a spare for a next step with ``limits`` in the background, unless one is
+        there or being started (or the build is over)."""
+        key = _key(limits)
+        with self._cond:
+            if self._closed or self._spare is not None or self._making is not None:
+                return
+            self._making = key
+        _submit(lambda: self._make(key, limits))
+
+    def _make(self, key: tuple[object, ...], limits: ResourceLimits | None) -> None:
+        spare: Started | None = None
+        try:
+            spare = _start(limits)
+        except BaseException:  # noqa: BLE001 - no spare then; the step starts its own init
+            spare = None
+        with self._cond:
+            self._making = None
+            if not self._closed and spare is not None:
+                self._spare, self._spare_key, spare = spare, key, None
+            self._cond.notify_all()
+        if spare is not None:  # closed meanwhile
+            _discard(spare)
+
+    def release(self, cgroup: StepCgroup) -> None:
+        """Close a finished step's ``cgroup`` (:meth:`StepCgroup.close`) on the keeper thread,
+        after the spare being started; :meth:`close` waits for it. After :meth:`close`: at once."""
+        with self._cond:
+            closed = self._closed
+            if not closed:
+                self._releasing += 1
+        if closed:
+            cgroup.close()
+            return
+
+        def job() -> None:
+            try:
+                cgroup.close()
+            finally:
+                with self._cond:
+                    self._releasing -= 1
+                    self._cond.notify_all()
+
+        _submit(job)
+
+    def close(self) -> None:
+        """Wait for a spare being started and the step cgroups being removed, kill the spare
+        and remove its cgroup; start no more. Idempotent."""
+        with self._cond:
+            self._closed = True
+            while self._making is not None or self._releasing:
+                self._cond.wait()
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            _discard(spare)
+        _open.discard(self)
+
+
+def _start(limits: ResourceLimits | None) -> Started | None:
+    """An init attached to a new cgroup for ``limits`` (as the runner would start it)."""
+    from . import cgroups
+    from .initproc import start
+    from .runner import sweep_cgroups, temp_base
+
+    cgroup = cgroups.for_limits(limits)
+    if cgroup is not None:
+        sweep_cgroups()
+        try:
+            cgroup.create()
+        except Exception:
+            if limits is not None and limits.explicit:
+                return None  # the step will fail with the real error
+            cgroup = None
+    try:
+        return start(stdin=False, cgroup=cgroup, cwd=temp_base())
+    except BaseException:
+        if cgroup is not None:
+            cgroup.close()
+        raise
+
+
+def _discard(spare: Started) -> None:
+    spare.discard()
+    if spare.cgroup is not None:
+        spare.cgroup.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    for spares in list(_open):
+        spares.close()
+
+
+__all__ = ["Spares"]

@@ -1,0 +1,181 @@
+"""Spare sandbox inits (builder.sandbox.spare): a RUN takes the init started ahead for it only
+when its limits match and it has no stdin; stdin, cwd and cancel behave as with an init of its
+own; the spare and its cgroup are gone after the build (in-process and CLI), a killed builder
+takes its spare along, and a fully cached rebuild starts none."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from buildutil import BASE_TAG, busybox_store
+from runutil import assert_clean, build, make_context, new_store, pybuild_argv, pybuild_env, REPO
+from test_sandbox import Step, rootfs, step  # noqa: F401  (the busybox root and step of the sandbox tests)
+
+from builder.sandbox.cgroups import layout
+from builder.sandbox.runner import run
+from builder.sandbox.spare import Spares
+from builder.sandbox.spec import ResourceLimits
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay]
+
+DEFAULTS = ResourceLimits(pids=4096)
+INIT_CODE = b"builder.sandbox.init"
+
+
+def _inits_of(pid: int) -> list[int]:
+    """Child processes of ``pid`` that are sandbox inits."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid and INIT_CODE in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _cgroups_of(pid: int) -> list[str]:
+    """Step cgroups named for ``pid`` in this process's hierarchies."""
+    lay = layout()
+    dirs = list(lay.v1.values()) + ([lay.v2, lay.v2.parent] if lay.v2 else [])
+    return [str(d / n) for d in dirs for n in os.listdir(d) if n.startswith(f"pybuild-{pid}-")]
+
+
+def _own_cgroup(out: str) -> str:
+    """The pids cgroup a step printed from /proc/self/cgroup (v1 ``pids`` line, else v2)."""
+    lines = [line.split(":", 2) for line in out.splitlines() if line.count(":") >= 2]
+    for _, names, path in lines:
+        if "pids" in names.split(","):
+            return path
+    return next(path for _, names, path in lines if names == "")
+
+
+@pytest.fixture
+def spares() -> Iterator[Spares]:
+    sp = Spares()
+    yield sp
+    sp.close()
+    assert _inits_of(os.getpid()) == [] and _cgroups_of(os.getpid()) == []
+
+
+def test_steps_take_the_spare_and_leave_nothing(step: Step, spares: Spares) -> None:
+    """Each step after the first runs on the init started ahead (in its own new cgroup); the
+    close at the end kills the last spare and removes its cgroup (the fixture checks)."""
+    seen = []
+    for i in range(3):
+        r = run(step.spec(("/bin/sh", "-c", f"cat /proc/self/cgroup; cat; pwd; echo {i} > /f"), cwd="/opt/sub",
+                          limits=DEFAULTS), spares=spares)
+        assert r.exit_code == 0, step.out
+        assert step.out.splitlines()[-1] == "/opt/sub"  # stdin was /dev/null: cat read nothing
+        assert (step.upper / "f").read_text() == f"{i}\n"
+        seen.append(_own_cgroup(step.out))
+    assert len(set(seen)) == 3 and all(f"pybuild-{os.getpid()}-" in c for c in seen), seen
+    assert len(_inits_of(os.getpid())) == 1  # the spare for a next step, waiting
+
+
+def test_a_spare_is_never_used_with_other_limits(step: Step, spares: Spares) -> None:
+    """A spare made for the default pids limit is not used by a step with --pids-limit 3:
+    that step's forks fail at its own limit."""
+    assert run(step.spec(("/bin/true",), limits=DEFAULTS), spares=spares).exit_code == 0
+    tight = ResourceLimits(pids=3, explicit=True)
+    r = run(step.spec(("/bin/sh", "-c", "for i in 1 2 3 4 5 6; do sleep 5 & done; wait"), limits=tight),
+            spares=spares)
+    assert r.exit_code != 0 and r.limit == "pids limit 3 reached", (r, step.out)
+
+
+def test_stdin_steps_start_their_own_init(step: Step, spares: Spares) -> None:
+    assert run(step.spec(("/bin/true",), limits=DEFAULTS), spares=spares).exit_code == 0
+    r = run(step.spec(("/bin/sh", "-c", "cat"), stdin=b"from stdin\n", limits=DEFAULTS), spares=spares)
+    assert r.exit_code == 0 and step.out == "from stdin\n"
+
+
+def test_cancel_kills_a_step_on_a_spare(step: Step, spares: Spares) -> None:
+    assert run(step.spec(("/bin/true",), limits=DEFAULTS), spares=spares).exit_code == 0
+    cancel = threading.Event()
+    started = threading.Event()
+
+    def output(line: bytes) -> None:
+        if line == b"running\n":
+            started.set()
+
+    spec = dataclasses.replace(step.spec(("/bin/sh", "-c", "echo running; sleep 1000"), limits=DEFAULTS),
+                               on_output=output)
+    threading.Thread(target=lambda: (started.wait(60), cancel.set()), daemon=True).start()
+    r = run(spec, cancel=cancel, spares=spares)
+    assert r.cancelled and r.exit_code == 137
+
+
+def test_a_closed_pool_starts_no_spare(step: Step) -> None:
+    sp = Spares()
+    sp.close()
+    assert run(step.spec(("/bin/true",), limits=DEFAULTS), spares=sp).exit_code == 0
+    assert _inits_of(os.getpid()) == [] and _cgroups_of(os.getpid()) == []
+
+
+def test_library_build_ends_its_spare(tmp_path: Path) -> None:
+    """builder.build in this process: after it returns no init of ours runs, no cgroup of ours
+    is left; a fully cached rebuild starts no spare (the module is not even imported)."""
+    import builder
+
+    root = busybox_store(tmp_path)
+    store = builder.open_store(root)
+    ctx = make_context(tmp_path / "ctx", f"FROM {BASE_TAG}\nRUN echo 1 > /one\nRUN echo 2 > /two\n")
+    builder.build(ctx, tags=["spare:1"], store=store, on_event=lambda ev: None)
+    assert _inits_of(os.getpid()) == [] and _cgroups_of(os.getpid()) == []
+    code = ("import sys; from builder.cli import main; rc = main(sys.argv[1:]); "
+            "print(rc, *[m for m in ('builder.sandbox.spare', 'builder.sandbox.initproc') if m in sys.modules])")
+    again = subprocess.run([sys.executable, "-c", code, "--progress=plain", "-t", "spare:1", str(ctx)],
+                           capture_output=True, text=True, env=pybuild_env(root), check=True)
+    assert "CACHED" in again.stderr, again.stderr
+    assert again.stdout.split() == ["0"], again.stdout
+
+
+def test_cli_build_and_a_killed_builder_leave_no_spare(tmp_path: Path) -> None:
+    """A CLI build leaves nothing (no init, no cgroup of a dead builder); a builder killed
+    (SIGKILL) while a RUN runs and a spare waits takes both along (parent-death signal / EOF on
+    the spare's config pipe); its cgroups are swept by the next build."""
+    root = new_store(tmp_path)
+    quick = make_context(tmp_path / "quick", f"FROM {BASE_TAG}\nRUN echo 1 > /one\nRUN echo 2 > /two\n")
+    build(quick, root, tag="quick:1").ok()
+    assert_clean(root)
+    token = "PBTEST_" + uuid.uuid4().hex
+    slow = make_context(tmp_path / "slow", f"FROM {BASE_TAG}\nENV {token}=1\nRUN echo 1 > /one\n"
+                        "RUN echo slow-started; sleep 1000\n")
+    proc = subprocess.Popen(pybuild_argv(["--progress=plain", str(slow)]), cwd=REPO, env=pybuild_env(root),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if b"slow-started" in line:
+            break
+    inits = _inits_of(proc.pid)
+    assert len(inits) == 2, "the running step's init and the spare"
+    proc.kill()
+    proc.wait()
+    for _ in range(200):  # counted polls: the kernel delivers the parent-death signals
+        if not any(_running(p) for p in inits):
+            break
+        threading.Event().wait(0.05)
+    assert not any(_running(p) for p in inits)
+    build(quick, root, "--no-cache", tag="quick:2").ok()
+    assert _cgroups_of(proc.pid) == []
+    assert_clean(root, [token])
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
