@@ -243,13 +243,15 @@ def run() -> NoReturn:
     Freeing every module and object at exit (two full collections and thousands of
     deallocations) cost ~14 ms of a ~80 ms fully cached rebuild. What a normal exit does that
     matters still happens first: the atexit callbacks (temp directories' finalizers, the
-    dataclass code cache) and the flush of stdout/stderr. Files the program wrote are closed by
-    their ``with`` blocks long before. When another thread is still alive (a normal exit would
-    wait for it) or a flush fails (a closed pipe), the normal exit runs instead."""
+    dataclass code cache, the build's spare sandbox init) and the flush of stdout/stderr. Files
+    the program wrote are closed by their ``with`` blocks long before. When another non-daemon
+    thread is still alive (a normal exit would wait for it; daemon threads, such as the sandbox's
+    spare keeper, it would not) or a flush fails (a closed pipe), the normal exit runs instead."""
     code = main()
     import threading
 
-    if threading.active_count() == 1:
+    main_thread = threading.main_thread()
+    if not any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not main_thread):
         import atexit
 
         atexit._run_exitfuncs()
