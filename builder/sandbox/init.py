@@ -11,20 +11,25 @@ Protocol (the runner is the only client):
   ``{"pid": N}`` (host pid of PID 1), ``{"stubs": [...], "fresh": [...]}`` (see
   :mod:`builder.sandbox.rootfs`), ``{"error": "..."}`` (setup failed; exit status 125),
   ``{"exit": N, "signal": S|None}`` (the command ended; N is 128+S when killed by signal S).
+  The outer closes its output (fds 0/1/2) before it sends ``exit`` and the status pipe after,
+  so the runner sees EOF on both at once; every mount of the step is gone by then.
 - ``argv[3]``: fd of the go pipe (rootless only: after unsharing the user namespace the outer
   sends ``{"mapme": 1}`` and waits for one byte ``g`` there, once the runner wrote its maps).
 - fds 0/1/2: the command's stdin and combined output.
 
 Process structure: this process (the *outer*, outside the new PID namespace) unshares the
-namespaces, makes ``/`` private and forks once. The child is PID 1 of the new PID namespace:
-it mounts the root, pivots into it, drops privileges and execs the command, so the command
-itself is PID 1 as in Docker/BuildKit (``echo $$`` prints 1, orphans are reparented to it, a
-signal it has no handler for is ignored). When PID 1 exits the kernel kills everything left in
-the namespace, and the mount namespace (with every mount of the step) goes with the last
-process. The outer forwards SIGTERM/SIGINT to PID 1, reaps it and reports its status. Both use
+PID namespace (and, rootless, first the user namespace) and forks once. The child is PID 1 of
+the new PID namespace: it unshares the mount/UTS/IPC(/net) namespaces (so only the step's
+processes are in them, never the outer), makes ``/`` private, mounts the root, pivots into it,
+drops privileges and execs the command, so the command itself is PID 1 as in Docker/BuildKit
+(``echo $$`` prints 1, orphans are reparented to it, a signal it has no handler for is
+ignored). When PID 1 exits the kernel kills everything left in the namespace, and the mount
+namespace (with every mount of the step) goes with the last of them, before PID 1 can be
+reaped. The outer forwards SIGTERM/SIGINT to PID 1, reaps it and reports its status; its own
+exit then holds nothing of the step (the runner need not wait for it). Both use
 PR_SET_PDEATHSIG=SIGKILL (the outer before it waits for its config), so a killed runner takes
-the step down with it. Keep this module (and
-what it imports) tiny: no pydantic, lark or requests.
+the step down with it. Keep this module (and what it imports) tiny: no pydantic, lark or
+requests.
 """
 
 from __future__ import annotations
@@ -97,6 +102,8 @@ def _child(cfg: dict[str, Any], alive_r: int) -> None:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE/SIGXFSZ; exec keeps ignores
         os.setsid()
+        ns.unshare(cfg["flags"] & ~ns.CLONE_NEWPID)  # the step's own mounts, hostname, IPC (net)
+        ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
         ns.sethostname(cfg["hostname"])
         if cfg["network"] == "none":
             from .netns import loopback_up
@@ -194,8 +201,7 @@ def main() -> None:
             if os.read(go_fd, 1) != b"g":
                 os._exit(SETUP_FAILED)
         os.close(go_fd)
-        ns.unshare(cfg["flags"])
-        ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+        ns.unshare(ns.CLONE_NEWPID)  # for the child; the other namespaces are the child's alone
     except BaseException as e:  # noqa: BLE001
         _status({"error": f"{type(e).__name__}: {e}"})
         os._exit(SETUP_FAILED)
@@ -227,7 +233,10 @@ def main() -> None:
         code = 128 + signum
     else:
         sig, code = None, os.waitstatus_to_exitcode(status)
+    for fd in (0, 1, 2):  # the step's processes are all gone: EOF for the runner now
+        os.close(fd)
     _status({"exit": code, "signal": sig})
+    os.close(STATUS_FD)
     os._exit(0)
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class Started:
         self.st_r = st_r
         self.go_w = go_w
         self.cgroup = cgroup
+        self.reaping = False  # handed to a reaper: never killed or waited for here
 
     def close_fd(self, name: str) -> None:
         """Close one of ``cfg_w``/``st_r``/``go_w`` (once)."""
@@ -63,15 +64,8 @@ class Started:
         """Whether the init is still running (a spare killed from outside is not)."""
         return self.proc.poll() is None
 
-    def discard(self) -> None:
-        """Kill and reap the init (if it still runs) and close every pipe still open.
-        Idempotent; never raises for a process that is already gone."""
-        if self.proc.returncode is None:
-            try:
-                self.proc.send_signal(signal.SIGKILL)
-            except OSError:
-                pass
-            self.proc.wait()
+    def close_pipes(self) -> None:
+        """Close this side's pipe ends and the process's stdin/stdout streams (once)."""
         for name in ("cfg_w", "st_r", "go_w"):
             self.close_fd(name)
         for stream in (self.proc.stdin, self.proc.stdout):
@@ -80,6 +74,18 @@ class Started:
                     stream.close()
                 except OSError:
                     pass
+
+    def discard(self) -> None:
+        """Kill and reap the init (if it still runs; not when it was handed to a reaper, see
+        :meth:`builder.sandbox.spare.Spares.reap`) and close every pipe still open.
+        Idempotent; never raises for a process that is already gone."""
+        if not self.reaping and self.proc.returncode is None:
+            try:
+                self.proc.send_signal(signal.SIGKILL)
+            except OSError:
+                pass
+            self.proc.wait()
+        self.close_pipes()
 
 
 def start(*, stdin: bool, cgroup: StepCgroup | None, cwd: str) -> Started:

@@ -43,6 +43,7 @@ import stat
 import struct
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,8 @@ from .resolvconf import resolv_conf
 from .spec import HostCaps, ProcessSpec, RunResult
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .initproc import Started
     from .spare import Spares
     from .userns import MapPlan
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = ["run", "probe_host", "HostCaps", "ProcessSpec", "RunResult"]
 
 _PAGE = 4096
+WATCH_AFTER = 0.25  # seconds a step runs before its pids watcher starts (cgroups.PIDS_GRACE)
 _CHUNK = 65536
 _copy_note_given = False
 
@@ -302,17 +306,19 @@ def _kill(pid: int | None) -> None:
 
 
 def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: threading.Event | None,
-               status: dict[str, Any], plan: "MapPlan | None" = None) -> None:
+               status: dict[str, Any], plan: "MapPlan | None" = None,
+               reap: "Callable[[Started], None] | None" = None) -> None:
     """Run the step on ``init`` (started, attached to its cgroup, waiting for its config):
     send the config, relay output, wait. Merges the init's messages into ``status`` as they
     arrive (so the caller sees the stubs even when this raises) and sets ``cancelled`` and
     ``init_status``. On any exception (KeyboardInterrupt, an ``on_output`` that raises) the
     step is killed and waited for before the exception propagates. Rootless (``plan``): the
     init asks for its id maps (``mapme``) and waits on the go pipe until they are written.
-    Closes the init's pipes and reaps it, always."""
+    Closes the init's pipes and reaps it, always; with ``reap``, a step that reported its
+    exit status hands its exiting init to ``reap`` instead of waiting here."""
     proc, cgroup = init.proc, init.cgroup
-    if cgroup is not None and cgroup.dirs:
-        cgroup.watch(cgroup.kill_all)
+    # the pids watcher (a thread) only for a step that runs a while: most end much sooner
+    watch_at = time.monotonic() + WATCH_AFTER if cgroup is not None and cgroup.dirs else None
     status["cancelled"] = False
     pid1 = _Pid1()
     feeder: threading.Thread | None = None
@@ -342,7 +348,16 @@ def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: 
                 status["cancelled"] = True
                 pid1.kill()
                 _kill(proc.pid)
-            for key, _ in sel.select(0.05 if cancel is not None else None):
+            timeout = 0.05 if cancel is not None else None
+            if watch_at is not None:
+                left = watch_at - time.monotonic()
+                if left <= 0:
+                    assert cgroup is not None
+                    cgroup.watch(cgroup.kill_all)
+                    watch_at = None
+                else:
+                    timeout = left if timeout is None else min(timeout, left)
+            for key, _ in sel.select(timeout):
                 data = os.read(key.fd, _CHUNK)
                 if not data:
                     sel.unregister(key.fd)
@@ -370,7 +385,10 @@ def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: 
                             write_maps(proc.pid, plan)
                             os.write(init.go_w, b"g")
         lines.close()
-        proc.wait()
+        if reap is not None and "exit" in status:
+            reap(init)  # exiting, holding nothing of the step (see builder.sandbox.init)
+        else:
+            proc.wait()
     except BaseException:
         pid1.kill()
         _kill(proc.pid)
@@ -498,7 +516,7 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
         if plan is not None:
             cfg["userns"] = True
             cfg["nogroups"] = not plan.helpers
-        _supervise(spec, cfg, init, cancel, status, plan)
+        _supervise(spec, cfg, init, cancel, status, plan, spares.reap if spares is not None else None)
         extra: dict[str, Any] = {} if plan is None else {"userxattr": True, "uidmap": plan.uidmap, "gidmap": plan.gidmap}
         breach = cgroup.breach() if cgroup is not None else None
         if breach is not None and status.get("exit", 1) != 0:

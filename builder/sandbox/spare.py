@@ -15,9 +15,11 @@ Rules:
   as this process. The init also exits on EOF of its config pipe, so a builder that dies takes
   its spare with it either way;
 - a finished step's cgroup is removed on the keeper thread too (:meth:`Spares.release`): its
-  rmdir needs the kernel's cgroup mutex, which a spare's attach holds for a grace period;
+  rmdir needs the kernel's cgroup mutex, which a spare's attach holds for a grace period; and
+  its init, which is exiting once it reported the step's status, is reaped there
+  (:meth:`Spares.reap`);
 - :meth:`Spares.close` (the end of the build; also at process exit) waits for a spare being
-  started and for the cgroups being removed, then kills the spare and removes its cgroup.
+  started and for those jobs, then kills the spare and removes its cgroup.
   After ``close`` nothing is started any more.
 
 Thread-safe. Never raises: a spare that cannot be made is simply not there (the step then
@@ -80,7 +82,7 @@ class Spares:
         self._spare: Started | None = None
         self._spare_key: tuple[object, ...] = ()
         self._making: tuple[object, ...] | None = None  # key of the spare being started
-        self._releasing = 0  # step cgroups being removed by the keeper
+        self._pending = 0  # jobs of finished steps on the keeper (cgroups removed, inits reaped)
         self._closed = False
         _open.add(self)
 
@@ -127,30 +129,41 @@ class Spares:
     def release(self, cgroup: StepCgroup) -> None:
         """Close a finished step's ``cgroup`` (:meth:`StepCgroup.close`) on the keeper thread,
         after the spare being started; :meth:`close` waits for it. After :meth:`close`: at once."""
+        self._later(cgroup.close)
+
+    def reap(self, init: Started) -> None:
+        """Wait for a finished step's init (its outer process, exiting: it holds nothing of
+        the step any more) on the keeper thread; :meth:`close` waits for it. Closes this
+        side's pipes now; the caller no longer owns ``init``."""
+        init.reaping = True
+        init.close_pipes()
+        self._later(init.proc.wait)
+
+    def _later(self, job: Callable[[], object]) -> None:
         with self._cond:
             closed = self._closed
             if not closed:
-                self._releasing += 1
+                self._pending += 1
         if closed:
-            cgroup.close()
+            job()
             return
 
-        def job() -> None:
+        def run() -> None:
             try:
-                cgroup.close()
+                job()
             finally:
                 with self._cond:
-                    self._releasing -= 1
+                    self._pending -= 1
                     self._cond.notify_all()
 
-        _submit(job)
+        _submit(run)
 
     def close(self) -> None:
         """Wait for a spare being started and the step cgroups being removed, kill the spare
         and remove its cgroup; start no more. Idempotent."""
         with self._cond:
             self._closed = True
-            while self._making is not None or self._releasing:
+            while self._making is not None or self._pending:
                 self._cond.wait()
             spare, self._spare = self._spare, None
         if spare is not None:
