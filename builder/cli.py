@@ -11,8 +11,9 @@ import os
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
-from . import __version__, codecache
+from . import __version__, codecache, lazymod
 
+lazymod.defer("inspect")  # dataclasses imports it for classes without a docstring (ours have one)
 codecache.install()  # before the first dataclass is made (builder.errors imports some)
 
 from .errors import PybuildError, UsageError  # noqa: E402

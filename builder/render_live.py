@@ -36,6 +36,8 @@ TAIL = 5             # output lines shown under a running step
 
 @dataclass
 class _Step:
+    """A step on the live view: its label, text, start time and last output lines."""
+
     label: str
     text: str
     started: float
@@ -44,6 +46,8 @@ class _Step:
 
 @dataclass
 class _Blob:
+    """A blob transfer on the live view: what is done to which digest, its size and start."""
+
     action: str
     digest: str
     total: int

@@ -15,9 +15,11 @@ from buildutil import BASE_TAG, busybox_store
 
 HEAVY = ("pydantic", "requests", "isal", "zstandard", "rich", "builder.oci.models")
 # modules a fully cached rebuild does without (imported by the code of a miss only; csv is
-# imported lazily too, but a RUN --mount needs it to be planned)
+# imported lazily too, but a RUN --mount needs it to be planned; dis and tokenize come with
+# inspect, which the CLI defers: builder.lazymod)
 NOT_ON_CACHED_PATH = ("lark", "concurrent.futures", "logging", "platform", "shutil", "tempfile",
-                      "datetime", "zlib", "bz2", "lzma", "random", "builder.layer.tar", "builder.sandbox.runner")
+                      "datetime", "zlib", "bz2", "lzma", "random", "dis", "tokenize", "builder.layer.tar",
+                      "builder.sandbox.runner")
 
 
 def _rebuild_twice(store: Path, ctx: Path) -> list[str]:
@@ -57,3 +59,18 @@ def test_cached_rebuild_with_run_steps_and_stages_imports_no_heavy_module(tmp_pa
         "COPY --from=build /bin/busybox /bin/busybox\n"
         'CMD ["/bin/busybox", "cat", "/out/a"]\n')
     assert _rebuild_twice(busybox_store(tmp_path), ctx) == []
+
+
+def test_every_dataclass_has_a_docstring() -> None:
+    """dataclasses writes a ``__doc__`` with ``inspect.signature`` for a class without one: the
+    CLI defers ``inspect`` (builder.lazymod, ~5 ms), and one such class would load it."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "builder"
+    bare = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and ast.get_docstring(node) is None and any(
+                    "dataclass" in ast.unparse(d) for d in node.decorator_list):
+                bare.append(f"{path.relative_to(package.parent)}:{node.lineno} {node.name}")
+    assert bare == []

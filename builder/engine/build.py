@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
+    """What a build produced: the pushed/stored manifest (or index) and the tags given to it."""
+
     digest: str                 # manifest digest (the index's in a multi-platform build)
     config_digest: str          # the config of the first platform's image
     tags: tuple[str, ...]

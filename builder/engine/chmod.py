@@ -33,12 +33,16 @@ _ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
 
 @dataclass(frozen=True, slots=True)
 class _Action:
+    """One ``op`` (``+``, ``-`` or ``=``) with its permission letters or copied class (``u``/``g``/``o``)."""
+
     op: str
     perms: str
 
 
 @dataclass(frozen=True, slots=True)
 class _Clause:
+    """The actions of one comma-separated clause for the classes ``who``."""
+
     who: str  # a subset of "ugo", never empty
     actions: tuple[_Action, ...]
 

@@ -23,6 +23,8 @@ CONFIG_MEDIA_TYPE = mt.OCI_CONFIG
 
 @dataclass(frozen=True, slots=True)
 class WrittenImage:
+    """An image manifest and its config as stored: digests, size and the exact bytes."""
+
     manifest_digest: Digest
     manifest_size: int
     config_digest: Digest

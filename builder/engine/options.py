@@ -46,6 +46,8 @@ class SecretSource:
 
 @dataclass(frozen=True, slots=True)
 class BuildOptions:
+    """Everything a build is asked to do (the CLI flags and API arguments), validated by their parsers."""
+
     context: Path
     dockerfile: Path
     tags: tuple[str, ...] = ()

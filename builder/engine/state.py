@@ -40,6 +40,8 @@ INLINE_FIELD = "pybuild.cache.v1"  # the image config field of an inline cache (
 
 @dataclass(frozen=True, slots=True)
 class History:
+    """One entry of an image config's ``history`` (``empty_layer``: the step made no layer)."""
+
     created_by: str
     empty_layer: bool = False
     created: str | None = None

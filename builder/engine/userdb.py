@@ -45,6 +45,8 @@ class UserLookupError(PybuildError):
 
 @dataclass(frozen=True, slots=True)
 class PasswdEntry:
+    """One line of an image's /etc/passwd (the fields pybuild uses)."""
+
     name: str
     uid: int
     gid: int
@@ -53,6 +55,8 @@ class PasswdEntry:
 
 @dataclass(frozen=True, slots=True)
 class GroupEntry:
+    """One line of an image's /etc/group (the fields pybuild uses)."""
+
     name: str
     gid: int
     members: tuple[str, ...] = ()

@@ -353,6 +353,8 @@ def repository_scope(repository: str, push: bool = False) -> str:
 
 @dataclass(slots=True)
 class _Token:
+    """A bearer token and when (``time.monotonic()``) it stops being used."""
+
     value: str
     expires: float  # time.monotonic()
 

@@ -26,6 +26,8 @@ DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:
 
 @dataclass
 class _Parsed:
+    """The lines of a resolv.conf by kind (``other``: lines kept as they are)."""
+
     nameservers: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = field(default_factory=list)
     search: list[str] = field(default_factory=list)
     options: list[str] = field(default_factory=list)

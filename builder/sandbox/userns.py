@@ -25,6 +25,9 @@ IdMap = tuple[tuple[int, int, int], ...]
 
 @dataclass(frozen=True, slots=True)
 class MapPlan:
+    """The uid/gid maps of a user namespace, whether newuidmap/newgidmap write them, and the
+    warning to show when only a single-id map was possible (else "")."""
+
     uidmap: IdMap
     gidmap: IdMap
     helpers: bool  # True: newuidmap/newgidmap; False: single-id map written directly

@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 @dataclass(frozen=True, slots=True)
 class CacheRecord:
+    """A cache record: the step's key, its layer (None: the step made none) and what else the step left."""
+
     key: str
     layer: dict[str, Any] | None     # {"digest","diff_id","size","media_type"} or None (no layer)
     extra: dict[str, Any]

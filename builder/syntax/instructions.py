@@ -15,6 +15,8 @@ from .ast import Heredoc, Node
 
 @dataclass(frozen=True, slots=True)
 class From:
+    """FROM: the image (or stage) a stage starts from, its name and platform, as written."""
+
     node: Node
     image: str                      # unexpanded, e.g. "${BASE}:latest" or "scratch"
     stage_name: str | None = None   # lower-cased; None when no AS
@@ -23,6 +25,8 @@ class From:
 
 @dataclass(frozen=True, slots=True)
 class Arg:
+    """ARG: a build argument's name and default, as written."""
+
     node: Node
     name: str
     default: str | None = None      # unexpanded; None when no "="
