@@ -166,3 +166,21 @@ def test_blob_made_from_an_eagerly_unpacked_snapshot_is_the_same(tmp_path: Path)
     eager = build(root, ctx, "t/g:eager2", "--target", "build", env={"PYBUILD_LAZY_LAYERS": "off"})
     again = build(root, ctx, "t/g:lazy2", "--target", "build", "--no-cache", env={"PYBUILD_LAZY_LAYERS": "all"})
     assert again == eager
+
+
+@pytest.mark.parametrize("mode", ["auto", "all", "off"])
+def test_run_layer_with_a_file_named_like_its_whiteout(tmp_path: Path, mode: str) -> None:
+    """A RUN deleting /etc/group and creating /etc/.wh.group has two members of one name: the
+    streamed walk refuses it and the layer is written from its entries, in every mode."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {BASE_TAG}\nRUN rm /etc/group && echo odd > /etc/.wh.group\n")
+    root = busybox_store(tmp_path)
+    build(root, ctx, "t/wh:x", "--no-cache", env={"PYBUILD_LAZY_LAYERS": mode})
+    img = read_layout(root, "docker.io/t/wh:x")
+    layer = json.loads(img.manifest_raw)["layers"][-1]["digest"].split(":")[1]
+    import gzip
+    import tarfile
+
+    with tarfile.open(fileobj=gzip.open(root / "blobs" / "sha256" / layer)) as tf:
+        assert tf.getnames().count("etc/.wh.group") == 1

@@ -128,3 +128,53 @@ def test_upper_is_empty(tmp_path: Path) -> None:
     (tmp_path / "proc").mkdir()
     assert upper_is_empty(tmp_path, {"proc"})
     assert not upper_is_empty(tmp_path)
+
+
+def _tar_bytes(write, *args, **kw) -> bytes:  # type: ignore[no-untyped-def]
+    import io
+
+    buf = io.BytesIO()
+    write(*args, buf, compression="uncompressed", **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("clamp", [None, 1_500_000_000])
+def test_upper_records_frame_the_tar_upper_entries_give(tmp_path: Path, clamp: int | None) -> None:
+    """The streamed walk (upper_records, in layer order) gives byte for byte the tar of
+    upper_entries: whiteouts (device and xattr), an opaque dir, hard links across dirs, xattrs,
+    symlinks, devices, a FIFO, long and non-ASCII names, names sorting around ``dir/``."""
+    from builder.layer.tar import write_layer, write_records
+    from builder.layer.whiteout import upper_records
+
+    up = tmp_path / "u"
+    (up / "a" / "deep").mkdir(parents=True)
+    for name in ("a-b", "a.b", "a0", "a/x", "a/deep/y", "é-ü", "n" * 120, "a/" + "m" * 99):
+        (up / name).write_text(name)
+    os.mknod(up / "gone", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    (up / "a" / "xw").write_bytes(b"")
+    os.setxattr(up / "a" / "xw", "trusted.overlay.whiteout", b"")
+    (up / "o").mkdir()
+    os.setxattr(up / "o", "trusted.overlay.opaque", b"y")
+    (up / "o" / "kept").write_text("k")
+    os.link(up / "a" / "x", up / "z-link")
+    os.link(up / "a" / "x", up / "a" / "deep" / "again")
+    os.setxattr(up / "a.b", "user.note", b"kept")
+    os.symlink("a/x", up / "ln")
+    os.symlink("t" * 150, up / "long-target")
+    os.mknod(up / "tty", 0o620 | stat.S_IFCHR, os.makedev(5, 0))
+    os.mkfifo(up / "pipe")
+    os.utime(up / "a.b", (1_000, 1_700_000_000))
+    streamed = _tar_bytes(write_records, upper_records(up, mtime_clamp=clamp))
+    assert streamed == _tar_bytes(write_layer, list(upper_entries(up)), mtime_clamp=clamp)
+    assert b".wh.gone" in streamed and b".wh.xw" in streamed and b".wh..wh..opq" in streamed
+
+
+@pytest.mark.root
+def test_upper_records_refuse_two_members_with_one_name(tmp_path: Path) -> None:
+    from builder.layer.whiteout import NameClash, upper_records
+
+    os.mknod(tmp_path / "x", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    (tmp_path / ".wh.x").write_text("a file named like the whiteout of x")
+    with pytest.raises(NameClash):
+        list(upper_records(tmp_path))

@@ -81,37 +81,39 @@ def store_copy_layer(session: StageSession | BuildSession, entries: list[Any], *
         import tempfile
         from pathlib import Path
 
-        from ..layer.linksnap import link_snapshot
+        from ..layer.linksnap import link_snapshot, linkable
         from ..layer.tar import layer_order
 
-        dest = Path(tempfile.mkdtemp(prefix="snap-", dir=session.tmp))
         ordered = layer_order(entries)
-        try:
-            made = link_snapshot(ordered, str(dest), immutable=str(session.snapshots.dir) + "/", avoid=avoid,
-                                 mtime_clamp=session.opts.source_date_epoch)
-        except OSError:
-            made = False
-        if not made:
-            shutil.rmtree(dest, ignore_errors=True)
-        else:
-            presorted = [e for _, e in ordered]
-            if lazy:
-                layer = hash_only(session, presorted, presorted=True)
-            elif getattr(session, "background_blobs", False):
-                layer = store_layer_soon(session, presorted, presorted=True)
-            else:
-                layer = store_layer(session, presorted, presorted=True)
+        immutable = str(session.snapshots.dir) + "/"
+        if linkable(ordered, immutable=immutable):
+            dest = Path(tempfile.mkdtemp(prefix="snap-", dir=session.tmp))
+            # (measured: putting it down in a thread beside the tar writer was slower: both
+            # are Python loops around syscalls)
             try:
-                session.snapshots.adopt(layer.diff_id, dest)
-            except Exception as exc:
-                shutil.rmtree(dest, ignore_errors=True)
+                made = link_snapshot(ordered, str(dest), immutable=immutable, avoid=avoid,
+                                     mtime_clamp=session.opts.source_date_epoch)
+            except OSError:
+                made = False
+            if made:
+                presorted = [e for _, e in ordered]
                 if lazy:
-                    from ..errors import StoreError
+                    layer = hash_only(session, presorted, presorted=True)
+                elif getattr(session, "background_blobs", False):
+                    layer = store_layer_soon(session, presorted, presorted=True)
+                else:
+                    layer = store_layer(session, presorted, presorted=True)
+                try:
+                    session.snapshots.adopt(layer.diff_id, dest)
+                    return layer
+                except Exception as exc:
+                    shutil.rmtree(dest, ignore_errors=True)
+                    if lazy:  # without a blob, the snapshot is the layer
+                        from ..errors import StoreError
 
-                    raise StoreError(f"cannot keep layer {layer.diff_id} in the snapshot store: {exc}") from exc
-                if layer.digest is None:
-                    return materialize(session, layer)  # no snapshot: the blob is needed now
-            return layer
+                        raise StoreError(f"cannot keep layer {layer.diff_id} in the snapshot store: {exc}") from exc
+                    return materialize(session, layer) if layer.digest is None else layer
+            shutil.rmtree(dest, ignore_errors=True)
     return store_layer(session, entries, unpack=unpack, lazy=lazy)
 
 
@@ -151,6 +153,15 @@ def hash_only(session: StageSession | BuildSession, entries: Iterable[Any], *, p
 
     info = write_layer(entries, _Discard(), compression="uncompressed",
                        mtime_clamp=session.opts.source_date_epoch, presorted=presorted)
+    return LayerRef(digest=None, diff_id=Digest.parse(str(info.diff_id)), size=0, media_type="")
+
+
+def hash_records(session: StageSession | BuildSession, records: Iterable[Any]) -> LayerRef:
+    """:func:`hash_only` for members already framed as tar records in layer order
+    (``builder.layer.whiteout.upper_records``)."""
+    from ..layer.tar import write_records
+
+    info = write_records(records, _Discard(), compression="uncompressed")
     return LayerRef(digest=None, diff_id=Digest.parse(str(info.diff_id)), size=0, media_type="")
 
 
@@ -368,20 +379,37 @@ def store_layer_soon(session: StageSession | BuildSession, entries: Iterable[Any
     rename) and :func:`materialize` collects it. Once this returns no source file is read
     again (a RUN's upper dir may be adopted as the snapshot). At most ``_PENDING_LIMIT`` are
     pending: a further one waits for the oldest. ``presorted``: as for ``write_layer``."""
-    import sys
-
     from ..layer.tar import write_layer_detached
+
+    opts = session.opts
+    return _soon(session, lambda w: write_layer_detached(
+        entries, w, compression=opts.compression, level=opts.compression_level,
+        mtime_clamp=opts.source_date_epoch, presorted=presorted))
+
+
+def store_records_soon(session: StageSession | BuildSession, records: Iterable[Any]) -> LayerRef:
+    """:func:`store_layer_soon` for members already framed as tar records in layer order
+    (``builder.layer.whiteout.upper_records``, which applies the build's mtime clamp)."""
+    from ..layer.tar import write_records_detached
+
+    opts = session.opts
+    return _soon(session, lambda w: write_records_detached(records, w, compression=opts.compression,
+                                                           level=opts.compression_level))
+
+
+def _soon(session: StageSession | BuildSession, start: Callable[[Any], tuple[Any, Callable[[], Any]]]) -> LayerRef:
+    """``start(blob_writer) -> (diff_id, finish)`` into a new store blob, its ``finish`` and
+    commit handed to the background worker (see :func:`store_layer_soon`)."""
+    import sys
 
     with session.lock:
         pending = list(session.blob_jobs.values())
     if len(pending) >= _PENDING_LIMIT:
         pending[0].result()
-    opts = session.opts
     ingest = session.store.blobs.ingest()
     w = ingest.__enter__()
     try:
-        diff_id, finish = write_layer_detached(entries, w, compression=opts.compression, level=opts.compression_level,
-                                               mtime_clamp=opts.source_date_epoch, presorted=presorted)
+        diff_id, finish = start(w)
     except BaseException:
         if not ingest.__exit__(*sys.exc_info()):
             raise
@@ -424,20 +452,30 @@ def record_blobs(session: StageSession | BuildSession) -> None:
 
 def _make_blob(session: StageSession | BuildSession, layer: LayerRef) -> LayerRef:
     from ..errors import StoreError
-    from ..layer.tar import write_layer
-    from ..layer.whiteout import upper_entries
+    from ..layer.tar import write_layer, write_records
+    from ..layer.whiteout import NameClash, upper_entries, upper_records
 
     fs = session.snapshots.get(layer.diff_id)
     if fs is None:
         raise StoreError(f"layer {layer.diff_id} has neither a blob nor an unpacked snapshot (was the store pruned "
                          "during the build?)")
     opts = session.opts
-    with session.store.blobs.ingest() as w:
-        info = write_layer(upper_entries(fs), w, compression=opts.compression, level=opts.compression_level,
-                           mtime_clamp=opts.source_date_epoch)
+
+    def check(info: Any) -> None:
         if str(info.diff_id) != str(layer.diff_id):
             raise StoreError(f"snapshot of layer {layer.diff_id} gives a different tar ({info.diff_id}): "
                              "it changed after it was made")
+
+    try:
+        with session.store.blobs.ingest() as w:
+            info = write_records(upper_records(fs, mtime_clamp=opts.source_date_epoch), w,
+                                 compression=opts.compression, level=opts.compression_level)
+            check(info)
+    except NameClash:  # two members with one name: the last one wins, as upper_entries has it
+        with session.store.blobs.ingest() as w:
+            info = write_layer(upper_entries(fs), w, compression=opts.compression, level=opts.compression_level,
+                               mtime_clamp=opts.source_date_epoch)
+            check(info)
     return _layer_ref(info)
 
 

@@ -132,9 +132,9 @@ class BuildSession:
         """The one worker thread making layer blobs in the background (made on first use;
         :meth:`close` waits for its running job). Call with :attr:`lock` held."""
         if self.blob_worker is None:
-            from concurrent.futures import ThreadPoolExecutor
+            from .blobworker import BlobWorker
 
-            self.blob_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-blob")
+            self.blob_worker = BlobWorker()
         return self.blob_worker
 
     def note(self, text: str) -> None:

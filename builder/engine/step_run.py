@@ -239,40 +239,63 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
                          exit_status=result.exit_code, output_tail=tuple(tail),
                          reason=result.limit or _out_of_space(upper))
     _keep_runtime_mount_points(view, upper)
+    mapped = getattr(result, "userxattr", False) or getattr(result, "uidmap", ()) or getattr(result, "gidmap", ())
+    if (session.lazy_layers or session.background_blobs) and not mapped:
+        # the upper dir becomes the snapshot; its members are framed as they are walked
+        from ..layer.whiteout import NameClash
+
+        try:
+            adopted = _adopted_layer(session, upper)
+            if adopted is not _EAGER:
+                return adopted
+        except NameClash:
+            pass  # (a file named like the whiteout beside it) written from its entries below
     entries = list(upper_entries(upper, userxattr=getattr(result, "userxattr", False),
                                  uidmap=getattr(result, "uidmap", ()), gidmap=getattr(result, "gidmap", ())))
     if not entries:
         return None
-    mapped = getattr(result, "userxattr", False) or getattr(result, "uidmap", ()) or getattr(result, "gidmap", ())
-    if session.lazy_layers and not mapped:
-        # lazy: the upper dir becomes the snapshot, the tar is only hashed (its diff_id); the
-        # blob is made from the snapshot if an output ever needs it. A rootless run's upper
-        # holds host ids, so its layer is written now instead.
-        from .layers import hash_only
-
-        layer = hash_only(session, entries)
-        try:
-            session.snapshots.adopt(layer.diff_id, upper)
-            return layer
-        except Exception:
-            if not upper.is_dir():  # moved, then failed: the snapshot store has it or nothing does
-                raise
-    if session.background_blobs and not mapped:
-        # a layer of the target image: the tar is framed and hashed now, its compression, write
-        # and commit finish in the background while the next steps run
-        from .layers import materialize, store_layer_soon
-
-        layer = store_layer_soon(session, entries)
-        try:
-            session.snapshots.adopt(layer.diff_id, upper)
-        except Exception:
-            return materialize(session, layer)  # the snapshot is made again from the blob
-        return layer
     layer = store_layer(session, entries)
     try:
         session.snapshots.adopt(layer.diff_id, upper)
     except Exception:
         pass  # the snapshot is made again from the blob when needed
+    return layer
+
+
+_EAGER = object()  # what _adopted_layer returns when the layer must be written at once
+
+
+def _adopted_layer(session: StageSession, upper: Path) -> Any:
+    """The layer of ``upper`` (None when it is empty), adopted as its snapshot: lazy (the tar
+    only hashed, the blob made from the snapshot if an output ever needs it) or, in a stage of
+    the target image, with its blob compressed, written and committed in the background while
+    the next steps run. A rootless run's upper holds host ids: its caller writes it instead,
+    as it does when a lazy layer's upper cannot be adopted (``_EAGER`` is returned). NameClash
+    (before anything is kept) when the upper dir cannot be streamed."""
+    import itertools
+
+    from ..layer.whiteout import upper_records
+    from .layers import hash_records, materialize, store_records_soon
+
+    records = upper_records(upper, mtime_clamp=session.opts.source_date_epoch)
+    first = next(records, None)
+    if first is None:
+        return None
+    records = itertools.chain((first,), records)
+    if session.lazy_layers:
+        layer = hash_records(session, records)
+        try:
+            session.snapshots.adopt(layer.diff_id, upper)
+        except Exception:
+            if not upper.is_dir():  # moved, then failed: the snapshot store has it or nothing does
+                raise
+            return _EAGER  # kept where it is: its blob is written now, from its entries
+        return layer
+    layer = store_records_soon(session, records)
+    try:
+        session.snapshots.adopt(layer.diff_id, upper)
+    except Exception:
+        return materialize(session, layer)  # the snapshot is made again from the blob
     return layer
 
 

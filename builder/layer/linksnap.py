@@ -31,35 +31,51 @@ from .walk import set_xattrs
 _OVERLAY_PRIVATE = ("trusted.overlay.", "user.overlay.")
 
 
+_KINDS = (EntryType.DIR, EntryType.FILE, EntryType.HARDLINK, EntryType.SYMLINK)
+
+
+def linkable(ordered: list[tuple[bytes, Entry]], *, immutable: str) -> bool:
+    """Whether :func:`link_snapshot` can put down the members ``ordered`` (see there): every
+    file read from under ``immutable``, only directories, files, hard links and symlinks, no
+    whiteout-like name, every parent directory listed before its members."""
+    dirs: set[str] = set()
+    for _key, e in ordered:
+        if e.type not in _KINDS:
+            return False  # devices and FIFOs: rare, left to the extractor
+        if e.type is EntryType.FILE and e.data is None and e.source is not None \
+                and not e.source.startswith(immutable):
+            return False  # read from a place that may change: only the tar's bytes are certain
+        name = e.name.strip("/")
+        parent, _, base = name.rpartition("/")
+        if base.startswith(".wh.") or (parent and parent not in dirs):
+            return False
+        if e.type is EntryType.DIR:
+            dirs.add(name)
+    return True
+
+
 def link_snapshot(ordered: list[tuple[bytes, Entry]], dest: str, *, immutable: str, avoid: tuple[str, ...] = (),
                   mtime_clamp: int | None = None) -> bool:
     """Put down the members ``ordered`` (the layer's ``(encoded name, entry)`` pairs in tar
     order, hard links re-rooted, as ``builder.layer.tar`` orders them) in the empty directory
     ``dest`` as an overlay-format snapshot. ``immutable``: the directory prefix (with its
     trailing ``/``) of sources that never change (the snapshot store); ``avoid``: prefixes of
-    snapshots whose files must be copied rather than linked. Returns False (``dest`` then
-    holds a partial tree the caller removes) when a member cannot be put down this way;
-    OSError propagates."""
-    for _name, e in ordered:
-        if e.type is EntryType.FILE and e.data is None and e.source is not None \
-                and not e.source.startswith(immutable):
-            return False  # read from a place that may change: only the tar's bytes are certain
-    dirs: set[str] = set()
+    snapshots whose files must be copied rather than linked. Returns False when the members
+    are not :func:`linkable` (checked first: nothing is made) or a source no longer has its
+    member's size (``dest`` then holds a partial tree the caller removes); OSError
+    propagates."""
+    if not linkable(ordered, immutable=immutable):
+        return False
     done: list[tuple[str, int, int]] = []  # directories: path, mode, mtime (finished at the end)
     linked: set[tuple[int, int]] = set()  # source inodes already given a name here
     for _key, e in ordered:
-        name = e.name.strip("/")
-        parent, _, base = name.rpartition("/")
-        if base.startswith(".wh.") or (parent and parent not in dirs):
-            return False
-        path = dest + "/" + name
+        path = dest + "/" + e.name.strip("/")
         mtime = e.mtime if mtime_clamp is None else min(e.mtime, mtime_clamp)
         kind = e.type
         if kind is EntryType.DIR:
             os.mkdir(path, 0o700)
             os.chown(path, e.uid, e.gid, follow_symlinks=False)
             set_xattrs(path, e.xattrs)
-            dirs.add(name)
             done.append((path, e.mode, mtime))
         elif kind is EntryType.FILE:
             if not _linked(e, path, mtime, avoid, linked):
@@ -67,13 +83,11 @@ def link_snapshot(ordered: list[tuple[bytes, Entry]], dest: str, *, immutable: s
                     return False
         elif kind is EntryType.HARDLINK:
             os.link(dest + "/" + e.linkname.strip("/"), path, follow_symlinks=False)
-        elif kind is EntryType.SYMLINK:
+        else:  # a symlink (linkable() let nothing else through)
             os.symlink(e.linkname, path)
             os.chown(path, e.uid, e.gid, follow_symlinks=False)
             set_xattrs(path, e.xattrs)
             os.utime(path, ns=(mtime * 1_000_000_000,) * 2, follow_symlinks=False)
-        else:
-            return False  # devices and FIFOs: rare, left to the extractor
     for path, mode, mtime in reversed(done):  # deepest last in tar order: finished first
         os.chmod(path, mode & 0o7777)
         os.utime(path, ns=(mtime * 1_000_000_000,) * 2)

@@ -18,10 +18,13 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from .walk import layer_xattrs
 from .entries import Entry, EntryType
+
+if TYPE_CHECKING:
+    from .tar import Record
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -131,6 +134,127 @@ def upper_entries(upper: Path, *, drop: Iterable[str] = frozenset(), userxattr: 
         yield Entry(name=first, type=EntryType.FILE, size=st.st_size, source=path, xattrs=xattrs, **common)
         for rel, _, _ in group[1:]:
             yield Entry(name=rel, type=EntryType.HARDLINK, linkname=first, xattrs=xattrs, **common)
+
+
+class NameClash(Exception):
+    """Two members of an upper dir would get one layer name (a file literally named
+    ``.wh.x`` beside the whiteout of ``x``): :func:`upper_records` cannot stream that layer;
+    the caller writes it from :func:`upper_entries`, whose last duplicate wins."""
+
+
+_WH, _DIR, _FILE, _LINK, _DEV, _FIFO, _MARK, _CONTENTS = range(8)
+
+
+def upper_records(upper: Path, *, mtime_clamp: int | None = None, userxattr: bool = False) -> Iterator[Record]:
+    """The tar records (:data:`builder.layer.tar.Record`) of the layer of upper dir ``upper``,
+    in layer order: the members :func:`upper_entries` gives, framed as ``write_layer(...,
+    mtime_clamp=mtime_clamp)`` frames them, without making an Entry per member or sorting
+    them all (each directory's listing is sorted as it is walked). Hand them to
+    ``write_records``: the same tar, byte for byte. Image ids are host ids (no id map).
+    Raises NameClash (possibly after some records were given) and OSError as upper_entries."""
+    from .tar import entry_records, plain_header
+
+    xns = "user.overlay." if userxattr else "trusted.overlay."
+    fsencode = os.fsencode
+    first_name: dict[tuple[int, int], str] = {}  # the first (smallest) name of a multi-link file
+    # (kind, rel name, host path, lstat): a member, or the listing of a directory
+    stack: list[tuple[int, str, str, os.stat_result | None]] = [(_CONTENTS, "", os.fspath(upper), None)]
+
+    def framed(name: str, kind: EntryType, st: os.stat_result, *, size: int = 0, source: str | None = None,
+               linkname: str = "", xattrs: tuple[tuple[str, bytes], ...] = ()) -> Record:
+        mtime = int(st.st_mtime)
+        if mtime_clamp is not None and mtime > mtime_clamp:
+            mtime = mtime_clamp
+        encoded = fsencode(name)
+        major = minor = 0
+        if kind is EntryType.CHAR or kind is EntryType.BLOCK:
+            major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        if not xattrs:
+            hdr = plain_header(encoded + b"/" if kind is EntryType.DIR else encoded, _FLAGS[kind],
+                               stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size, mtime, fsencode(linkname),
+                               major, minor)
+            if hdr is not None:
+                return hdr, size, source, None, name
+        entry = Entry(name=name, type=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                      mtime=mtime, size=size, linkname=linkname, xattrs=xattrs, source=source,
+                      devmajor=major, devminor=minor)
+        return next(entry_records([(encoded, entry)]))
+
+    while stack:
+        kind, rel, host, st = stack.pop()
+        if kind == _CONTENTS:
+            stack.extend(reversed(_listing(host, rel, xns, st)))
+        elif kind == _DIR:
+            assert st is not None
+            yield framed(rel, EntryType.DIR, st, xattrs=layer_xattrs(host))
+        elif kind == _FILE:
+            assert st is not None
+            if st.st_nlink > 1:
+                first = first_name.setdefault((st.st_dev, st.st_ino), rel)
+                if first != rel:
+                    yield framed(rel, EntryType.HARDLINK, st, linkname=first, xattrs=layer_xattrs(host))
+                    continue
+            yield framed(rel, EntryType.FILE, st, size=st.st_size, source=host, xattrs=layer_xattrs(host))
+        elif kind == _WH or kind == _MARK:
+            assert st is not None
+            yield framed(rel, EntryType.FILE, st)
+        elif kind == _LINK:
+            assert st is not None
+            yield framed(rel, EntryType.SYMLINK, st, linkname=os.readlink(host), xattrs=layer_xattrs(host))
+        elif kind == _DEV:
+            assert st is not None
+            yield framed(rel, EntryType.CHAR if stat.S_ISCHR(st.st_mode) else EntryType.BLOCK, st,
+                         xattrs=layer_xattrs(host))
+        else:
+            assert st is not None
+            yield framed(rel, EntryType.FIFO, st, xattrs=layer_xattrs(host))
+
+
+_FLAGS = {t: t.value.encode() for t in EntryType}
+
+
+def _listing(host_dir: str, rel_dir: str, xns: str,
+             dir_st: os.stat_result | None) -> list[tuple[int, str, str, os.stat_result | None]]:
+    """The members of one upper directory in layer order (a subdirectory's listing right after
+    its own ``name/`` key), with the opaque marker when ``dir_st`` (its lstat; None for the
+    root) belongs to an opaque directory. NameClash when two would get one name."""
+    slots: list[tuple[bytes, tuple[int, str, str, os.stat_result | None]]] = []
+    prefix = rel_dir + "/" if rel_dir else ""
+    if dir_st is not None and _getx(host_dir, xns + "opaque") == b"y":
+        slots.append((OPAQUE_MARKER.encode(), (_MARK, prefix + OPAQUE_MARKER, host_dir, dir_st)))
+    with os.scandir(host_dir) as it:
+        for de in it:
+            st = de.stat(follow_symlinks=False)
+            mode = st.st_mode
+            name = de.name
+            if stat.S_ISCHR(mode) and st.st_rdev == 0:
+                kind, name = _WH, WHITEOUT_PREFIX + name
+            elif stat.S_ISDIR(mode):
+                kind = _DIR
+                slots.append((os.fsencode(name) + b"/", (_CONTENTS, prefix + name, de.path, st)))
+            elif stat.S_ISREG(mode):
+                if st.st_size == 0 and _getx(de.path, xns + "whiteout") is not None:
+                    kind, name = _WH, WHITEOUT_PREFIX + name
+                else:
+                    kind = _FILE
+            elif stat.S_ISLNK(mode):
+                kind = _LINK
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                kind = _DEV
+            elif stat.S_ISFIFO(mode):
+                kind = _FIFO
+            else:
+                continue  # a socket cannot be archived
+            slots.append((os.fsencode(name), (kind, prefix + name, de.path, st)))
+    slots.sort(key=_slot_key)
+    for i in range(1, len(slots)):
+        if slots[i][0] == slots[i - 1][0]:
+            raise NameClash(f"{host_dir}: two members named {os.fsdecode(slots[i][0])!r}")
+    return [item for _key, item in slots]
+
+
+def _slot_key(slot: tuple[bytes, object]) -> bytes:
+    return slot[0]
 
 
 def _wh(rel_dir: str, name: str) -> str:
