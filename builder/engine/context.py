@@ -297,16 +297,19 @@ class TreeDigest:
     """The running digest of walked trees, fed entry by entry in walk order.
 
     Hashes relative names, types, permission bits, owners (when ``owners``), symlink targets,
-    device numbers and file contents (:func:`file_sha256`), never mtimes. :meth:`add` one
+    device numbers and file contents (:func:`file_sha256`), never mtimes. ``keep_files``:
+    :attr:`files` maps each regular file's host path to its content digest. :meth:`add` one
     walked ``(path, lstat)`` under its display name, :meth:`end_tree` after each top,
     :meth:`hexdigest` at the end. CopyError when a file's content cannot be read.
     """
 
-    __slots__ = ("_view", "_owners", "_hash", "_lines", "_host_of")
+    __slots__ = ("_view", "_owners", "_hash", "_lines", "_host_of", "files")
 
-    def __init__(self, view: FsView, *, owners: bool = True) -> None:
+    def __init__(self, view: FsView, *, owners: bool = True, keep_files: bool = False) -> None:
         self._view = view
         self._owners = owners
+        # with keep_files: host file -> the content digest hashed for it (the snapshot linker's content ids)
+        self.files: dict[str, str] | None = {} if keep_files else None
         self._hash = hashlib.sha256(b"pybuild-tree-v2\0")
         self._lines: list[str] = []
         self._host_of = getattr(view, "host_str", None) or (lambda p: host_str(view, p))
@@ -321,11 +324,14 @@ class TreeDigest:
                 host = self._host_of(path)
             if host is None:
                 raise CopyError(f"no content available for {path}")
+            sha = file_sha256(host, pst)
+            if self.files is not None:
+                self.files[host] = sha
             if self._owners:
                 lines.append(f"f\0{name}\0{mode & 0o7777:o}\0{pst.st_uid}\0{pst.st_gid}\0"
-                             f"{pst.st_size}\0{file_sha256(host, pst)}\n")
+                             f"{pst.st_size}\0{sha}\n")
             else:
-                lines.append(f"f\0{name}\0{mode & 0o7777:o}\0{pst.st_size}\0{file_sha256(host, pst)}\n")
+                lines.append(f"f\0{name}\0{mode & 0o7777:o}\0{pst.st_size}\0{sha}\n")
         else:
             kind = _type_char(mode)
             rec = [kind, name, "%o" % stat.S_IMODE(mode)]

@@ -113,6 +113,7 @@ class _Emitter:
         # what BuildKit's file op creates itself (missing parents, heredoc files) gets the
         # time it is made, as fsutil's MkdirAll / Mkfile do (clamped by SOURCE_DATE_EPOCH)
         self.now = self._mtime(time.time())
+        self.stamped = False  # an entry carries the time it was made (unclamped): no two runs give the same layer
         self.entries: dict[str, Entry] = {}
         self.inodes: dict[tuple[int, int], str] = {}
 
@@ -148,6 +149,7 @@ class _Emitter:
                 uid, gid = self.chown if self.chown is not None else (0, 0)
                 self.put(Entry(name=name, type=EntryType.DIR, mode=0o755, uid=uid, gid=gid,
                                mtime=self.now))
+                self.stamped = self.stamped or self.clamp is None
 
     def source_entry(self, view: FsView, path: str, st: os.stat_result, target: str) -> None:
         """Emit the entry for source ``path`` (lstat ``st``) at image path ``target``."""
@@ -433,6 +435,12 @@ class SingleSourceCopy:
         self.real, self.st, self.is_dir, self.target = _place(self._emit, self.item, self.view, dest_view,
                                                               dest_real, dest_is_dir, False)
         self._parents = list(self._emit.entries.values())  # ancestors, each a prefix of the next
+
+    @property
+    def stamps_now(self) -> bool:
+        """Whether the layer holds a directory this COPY makes with the current time (no
+        SOURCE_DATE_EPOCH): each run then gives a new layer, never the last run's."""
+        return self._emit.stamped
 
     def walk(self, digest: TreeDigest | None = None) -> Iterator[tuple[str, os.stat_result, str | None]]:
         """``(path, lstat, host file or None)`` of the source and everything under it, in

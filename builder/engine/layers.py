@@ -23,7 +23,9 @@ from ..events import BlobProgress
 from .state import ImageState, LayerRef
 
 if TYPE_CHECKING:
+    from ..layer.linkunpack import SnapshotLinker
     from .session import BuildSession, StageSession
+    from .snapreuse import Linking, Reuse
 
 
 def store_layer(session: StageSession | BuildSession, entries: Iterable[Any], *, unpack: bool = False, lazy: bool = False,
@@ -49,17 +51,25 @@ def store_layer(session: StageSession | BuildSession, entries: Iterable[Any], *,
         mtime_clamp=opts.source_date_epoch, tee=tee, presorted=presorted), unpack or lazy, lazy, watch)
 
 
-def store_records(session: StageSession | BuildSession, records: Iterable[Any], *, unpack: bool = False, lazy: bool = False) -> LayerRef:
+def store_records(session: StageSession | BuildSession, records: Iterable[Any], *, unpack: bool = False, lazy: bool = False,
+                  reuse: Reuse | None = None) -> LayerRef:
     """:func:`store_layer` for members already framed as tar records (``write_records``; the
-    producer applies the build's mtime clamp itself)."""
+    producer applies the build's mtime clamp itself). ``reuse``: an eager unpack (as root) may
+    link unchanged files from the snapshot the same step made last (:mod:`.snapreuse`)."""
     from ..layer.tar import write_records
 
     compression = "uncompressed" if lazy else session.opts.compression
     level = session.opts.compression_level
     watch = _Marked()
     records = watch.names(records, lambda r: str(r[4]))
+    linking = None
+    if reuse is not None and unpack and not lazy and _gnu_tar() is not None:
+        from .snapreuse import Linking
+
+        linking = Linking(session, reuse)
+        records = linking.tap(records)
     return _store(session, lambda out, tee: write_records(records, out, compression=compression, level=level,
-                                                          tee=tee), unpack or lazy, lazy, watch)
+                                                          tee=tee), unpack or lazy, lazy, watch, linking)
 
 
 def store_copy_layer(session: StageSession | BuildSession, entries: list[Any], *, unpack: bool, lazy: bool,
@@ -210,13 +220,14 @@ def _gnu_tar() -> str | None:
 
 
 def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any], unpack: bool, lazy: bool = False,
-           watch: _Marked | None = None) -> LayerRef:
+           watch: _Marked | None = None, linking: Linking | None = None) -> LayerRef:
     """Run ``write(blob_writer, tee)`` into a new store blob (tee None unless ``unpack``); with
     ``lazy``, into nothing, the tee being the only output (StoreError if it fails).
 
     The tee goes to pybuild's extractor (a thread) for a lazy layer, whose snapshot is the
-    layer; for an eager one, whose snapshot only saves the next RUN an extraction, to GNU tar
-    when it can be used (``_gnu_tar``), unless ``watch`` saw a whiteout-like name."""
+    layer; for an eager one, whose snapshot only saves the next RUN an extraction, to the
+    ``linking`` linker when it has a snapshot to link from, else to GNU tar when it can be used
+    (``_gnu_tar``), unless ``watch`` saw a whiteout-like name."""
     if not unpack:
         with session.store.blobs.ingest() as w:
             out = _Reporting(w, session.emit)
@@ -232,6 +243,9 @@ def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any
     from ..layer.extract import extract_layer
 
     dest = Path(tempfile.mkdtemp(prefix="snap-", dir=session.tmp))
+    linker = linking.begin(dest) if linking is not None else None
+    if linker is not None:
+        return _store_linked(session, write, dest, linker, linking)  # type: ignore[arg-type]
     rfd, wfd = os.pipe()
     try:
         import fcntl
@@ -296,7 +310,9 @@ def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any
     error: Any = outcome.get("error")
     if outcome.get("ok"):
         try:
-            session.snapshots.adopt(layer.diff_id, dest)
+            session.snapshots.adopt(layer.diff_id, dest, linking.extra() if linking is not None else None)
+            if linking is not None:
+                linking.done(layer.diff_id)
             return layer
         except Exception as exc:
             error = exc
@@ -305,6 +321,30 @@ def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any
         from ..errors import StoreError
 
         raise StoreError(f"cannot unpack layer {layer.diff_id} into the snapshot store: {error}")
+    return layer
+
+
+def _store_linked(session: StageSession | BuildSession, write: Callable[[Any, Any], Any], dest: Any,
+                  linker: SnapshotLinker, linking: Linking) -> LayerRef:
+    """:func:`_store` of an eager layer whose snapshot ``linker`` makes in ``dest`` (linking
+    from the step's previous snapshot). A failure of the linker only costs the snapshot."""
+    import shutil
+
+    with session.store.blobs.ingest() as w:
+        out = _Reporting(w, session.emit)
+        info = write(out, linker)
+    out.finish()
+    layer = _layer_ref(info)
+    try:
+        if session.snapshots.get(layer.diff_id) is None:
+            linker.finish()
+            session.snapshots.adopt(layer.diff_id, dest, linking.extra())
+        linking.done(layer.diff_id)
+    except Exception:  # the snapshot is dropped: a RUN unpacks the blob instead
+        pass
+    finally:
+        shutil.rmtree(linker.stage.decode("utf-8", "surrogateescape"), ignore_errors=True)
+    shutil.rmtree(dest, ignore_errors=True)
     return layer
 
 

@@ -104,7 +104,10 @@ def _prune(store: Store, leases: Any, *, all_cache: bool, keep_storage: int | No
         for r in records:
             cache.remove(r.key)
         records = []
-        freed_memo = _forget_hash_memos(store.root / "cache") + sum(remove_mount(m) for m in mounts)
+        from ..store.lineage import forget_all
+
+        freed_memo = (_forget_hash_memos(store.root / "cache") + forget_all(store.root)
+                      + sum(remove_mount(m) for m in mounts))
     else:
         if until is not None:
             cutoff = time.time() - until

@@ -150,7 +150,7 @@ def _apply_single(session: StageSession, state: ImageState, step: CopyStep, sing
     same either way, and the same the general path computes."""
     from .context import TreeDigest
 
-    digest = TreeDigest(session.context.view, owners=False)
+    digest = TreeDigest(session.context.view, owners=False, keep_files=session.unpack_layers)
     meaning = copy_meaning(step)
     clamp = session.opts.source_date_epoch
     try:
@@ -163,9 +163,14 @@ def _apply_single(session: StageSession, state: ImageState, step: CopyStep, sing
             hit = cache_lookup(session, key) if use_cache else MISS
             if not isinstance(hit, CacheMiss):
                 return commit_step(session, state, step, hit, key), True
-            unpack = session.unpack_layers and not _snapshot_likely_exists(session, key)
+            unpack = session.unpack_layers and (single.stamps_now or not _snapshot_likely_exists(session, key))
             lazy = session.lazy_layers and not whiteout_named(path for path, _, _ in walked)
-            layer = _store_nonempty(session, single.records(walked, clamp), unpack=unpack, lazy=lazy)
+            reuse = None
+            if unpack and not lazy and digest.files is not None:
+                from .snapreuse import Reuse
+
+                reuse = Reuse(_lineage(session, meaning), digest.files.get)
+            layer = _store_nonempty(session, single.records(walked, clamp), unpack=unpack, lazy=lazy, reuse=reuse)
     except DockerfileError:
         raise
     except PybuildError as exc:
@@ -177,7 +182,7 @@ def _apply_single(session: StageSession, state: ImageState, step: CopyStep, sing
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
 
-def _store_nonempty(session: StageSession, records: Any, *, unpack: bool, lazy: bool = False) -> Any:
+def _store_nonempty(session: StageSession, records: Any, *, unpack: bool, lazy: bool = False, reuse: Any = None) -> Any:
     """The layer of ``records`` (tar records in layer order), or None when there are none."""
     import itertools
 
@@ -186,7 +191,16 @@ def _store_nonempty(session: StageSession, records: Any, *, unpack: bool, lazy: 
     first = next(records, None)
     if first is None:
         return None
-    return store_records(session, itertools.chain((first,), records), unpack=unpack, lazy=lazy)
+    return store_records(session, itertools.chain((first,), records), unpack=unpack, lazy=lazy, reuse=reuse)
+
+
+def _lineage(session: StageSession, meaning: dict[str, Any]) -> str:
+    """The step as written, for :mod:`builder.store.lineage`: its meaning and its context
+    directory (each run of it, whatever the content, has the same)."""
+    import json
+    import os
+
+    return json.dumps(["copy", os.path.abspath(session.context.root), meaning], sort_keys=True)
 
 
 def _dest_view(session: StageSession, state: ImageState, step: CopyStep) -> Any:

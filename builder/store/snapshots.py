@@ -240,11 +240,13 @@ class Snapshots:
             raise
         return done / "fs"
 
-    def adopt(self, diff_id: Digest, path: Path) -> Path:
+    def adopt(self, diff_id: Digest, path: Path, extra: dict[str, bytes] | None = None) -> Path:
         """Move the overlay-format directory ``path`` into the store as ``diff_id``'s snapshot.
 
         ``path`` must be on the store's filesystem (it is renamed, not copied) and is consumed:
         afterwards it no longer exists (if the snapshot already existed, ``path`` is deleted).
+        ``extra``: files written beside ``fs`` (name -> content, e.g. the linker's index), only
+        when this call makes the snapshot.
         Returns the snapshot's ``fs`` dir. Raises StoreError when ``path`` cannot be moved.
         """
         path = Path(path)
@@ -260,6 +262,12 @@ class Snapshots:
             _rmtree(tmp)
             hint = " (it is on another filesystem)" if exc.errno == errno.EXDEV else ""
             raise StoreError(f"cannot adopt {path} as snapshot {diff_id}{hint}: {exc.strerror}") from exc
+        try:
+            for name, data in (extra or {}).items():
+                (tmp / name).write_bytes(data)
+        except OSError as exc:
+            _rmtree(tmp)
+            raise StoreError(f"cannot adopt {path} as snapshot {diff_id}: {exc.strerror}") from exc
         return self._publish(tmp, diff_id)
 
     def lowerdirs(self, diff_ids: list[Digest], *, relative: bool = False) -> list[Path]:

@@ -1,0 +1,196 @@
+"""A COPY run again takes its unchanged files from the snapshot its last run made (hard links,
+builder.layer.linkunpack): the new snapshot is exactly its layer (same tar when walked, same
+tree as the blob extracted afresh), the old snapshot is untouched, and the images are those a
+fresh store builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from buildutil import BASE_TAG, busybox_store, run_cli
+
+pytestmark = pytest.mark.root
+
+DOCKERFILE = f"""FROM {BASE_TAG}
+COPY . /app
+RUN cat /app/a.txt /app/sub/c.txt && ls /app /app/sub
+"""
+
+EPOCH = {"SOURCE_DATE_EPOCH": "1700000000"}
+
+
+def context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    (ctx / "sub" / "deep").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "a.txt").write_text("a one\n")
+    (ctx / "b.bin").write_bytes(bytes(range(256)) * 2000)
+    (ctx / "sub" / "c.txt").write_text("c\n")
+    (ctx / "sub" / "d.txt").write_text("d\n")
+    (ctx / "sub" / "e.txt").write_text("e\n")
+    (ctx / "sub" / "empty").write_bytes(b"")
+    (ctx / "sub" / "deep" / ("long-name-" * 12 + ".txt")).write_text("needs a PAX path\n")
+    (ctx / "sub" / "link").symlink_to("c.txt")
+    os.link(ctx / "b.bin", ctx / "b-hard.bin")
+    os.mkfifo(ctx / "sub" / "pipe")
+    for p in [ctx, *ctx.rglob("*")]:
+        if not p.is_symlink():
+            os.utime(p, (1600000000, 1600000000))
+    return ctx
+
+
+def build(root: Path, ctx: Path, *args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """(image digest, the RUN's output) of a build tagged t/r."""
+    r = run_cli(["build", "--progress=rawjson", "-t", "t/r", *args, str(ctx)], root, env=env).ok()
+    events = [json.loads(line) for line in r.err.splitlines() if line.startswith("{")]
+    digest = [e["digest"] for e in events if e["type"] == "ImageWritten"][0]
+    output = "".join(e["line"] for e in events if e["type"] == "StepOutput")
+    return str(digest), output
+
+
+def copy_snapshot(root: Path) -> Path:
+    """The fs dir of the COPY layer (the image's second) of t/r."""
+    from builder.digest import Digest
+    from builder.store.snapshots import Snapshots
+
+    from ocireader import read_layout
+
+    diff_id = read_layout(root, "docker.io/t/r:latest").config["rootfs"]["diff_ids"][1]
+    fs = Snapshots(root / "snapshots").get(Digest.parse(diff_id))
+    assert fs is not None, "the COPY layer has no snapshot"
+    return fs
+
+
+def tree(root: Path) -> dict[str, tuple[object, ...]]:
+    """path -> (type and mode, owner, mtime, content or link target, xattrs, hardlink peers)."""
+    out: dict[str, tuple[object, ...]] = {}
+    inodes: dict[int, list[str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    extra: object = f.read()
+                inodes.setdefault(st.st_ino, []).append(rel)
+            elif stat.S_ISLNK(st.st_mode):
+                extra = os.readlink(p)
+            else:
+                extra = None
+            xattrs = tuple(sorted(os.listxattr(p, follow_symlinks=False)))
+            out[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, extra, xattrs, st.st_ino)
+    # inode numbers differ between trees: keep only which paths share one
+    peers = {path: tuple(sorted(group)) for group in inodes.values() for path in group}
+    return {k: v[:-1] + (peers.get(k, ()),) for k, v in out.items()}
+
+
+def extracted_blob(root: Path, dest: Path) -> Path:
+    """The COPY layer's blob extracted afresh into ``dest`` (overlay format)."""
+    from builder.layer.extract import extract_layer
+
+    from ocireader import read_layout
+
+    layer = read_layout(root, "docker.io/t/r:latest").manifest["layers"][1]["digest"]
+    dest.mkdir()
+    with open(root / "blobs" / "sha256" / layer.split(":")[1], "rb") as f:
+        extract_layer(f, dest, mode="overlay")
+    return dest
+
+
+def retarred(fs: Path) -> str:
+    """The diff_id of the tar a snapshot gives when walked (what materialize checks)."""
+    from builder.layer.tar import write_layer
+    from builder.layer.whiteout import upper_entries
+
+    class Discard:
+        def write(self, data: bytes) -> int:
+            return len(data)
+
+    return str(write_layer(upper_entries(fs), Discard(), compression="uncompressed").diff_id)
+
+
+def test_changed_context_links_only_the_unchanged_files(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    root = busybox_store(tmp_path)
+    build(root, ctx, env=EPOCH)
+    first = copy_snapshot(root)
+    before = tree(first)
+    # content, mode-only and mtime-only changes, a file removed, one added, a file made a dir
+    (ctx / "a.txt").write_text("a two, longer\n")
+    os.utime(ctx / "a.txt", (1600000000, 1600000000))
+    os.chmod(ctx / "sub" / "c.txt", 0o600)
+    os.utime(ctx / "sub" / "d.txt", (1650000000, 1650000000))
+    (ctx / "sub" / "e.txt").unlink()
+    (ctx / "sub" / "e.txt").mkdir()
+    (ctx / "sub" / "e.txt" / "inside").write_text("x\n")
+    (ctx / "new.txt").write_text("new\n")
+    digest, output = build(root, ctx, env=EPOCH)
+    assert output.startswith("a two, longer\nc\n")
+    second = copy_snapshot(root)
+    assert second != first
+    assert tree(first) == before  # the earlier snapshot is untouched
+
+    ino = lambda fs, rel: os.lstat(fs / "app" / rel).st_ino  # noqa: E731
+    for rel in ("b.bin", "b-hard.bin", "sub/empty", "sub/deep/" + "long-name-" * 12 + ".txt"):
+        assert ino(second, rel) == ino(first, rel), rel
+    for rel in ("a.txt", "sub/c.txt", "sub/d.txt"):
+        assert ino(second, rel) != ino(first, rel), rel
+    assert stat.S_IMODE(os.lstat(first / "app" / "sub" / "c.txt").st_mode) == 0o644
+
+    # the linked snapshot is its layer: walked it gives the layer's tar, extracted it is the blob
+    diff_id = (second.parent / "diff_id").read_text().strip()
+    assert retarred(second) == diff_id
+    assert tree(second) == tree(extracted_blob(root, tmp_path / "fresh"))
+
+    # and the image is the one a fresh store builds
+    fresh = busybox_store(tmp_path / "other")
+    assert build(fresh, ctx, env=EPOCH) == (digest, output)
+
+
+def test_no_cache_rerun_links_from_the_last_run(tmp_path: Path) -> None:
+    """Without SOURCE_DATE_EPOCH, the /app directory COPY makes carries the time of the run:
+    a --no-cache run gives a new layer, whose snapshot is linked from the last one."""
+    ctx = context(tmp_path)
+    root = busybox_store(tmp_path)
+    build(root, ctx)
+    first = copy_snapshot(root)
+    start = int(time.time())
+    while int(time.time()) == start:  # the next run stamps another second
+        time.sleep(0.05)
+    _, output = build(root, ctx, "--no-cache")
+    second = copy_snapshot(root)
+    assert second != first and output.startswith("a one\nc\n")
+    assert os.lstat(second / "app" / "b.bin").st_ino == os.lstat(first / "app" / "b.bin").st_ino
+    assert retarred(second) == (second.parent / "diff_id").read_text().strip()
+    assert run_cli(["store", "check"], root).ok()
+
+
+def test_whiteout_named_file_keeps_the_layer_off_the_linker(tmp_path: Path) -> None:
+    """A context file named like a whiteout cannot live in a snapshot: the linker stops, the
+    snapshot is dropped and the RUN unpacks the blob, as without a previous run."""
+    ctx = context(tmp_path)
+    (ctx / "Dockerfile").write_text(f"FROM {BASE_TAG}\nCOPY . /app\nRUN cat /app/a.txt; ls -a /app/sub | wc -l\n")
+    root = busybox_store(tmp_path)
+    build(root, ctx, env=EPOCH)
+    (ctx / "sub" / ".wh.odd").write_text("a context file\n")
+    digest, output = build(root, ctx, env=EPOCH)
+    fresh = busybox_store(tmp_path / "other")
+    assert build(fresh, ctx, env=EPOCH) == (digest, output)
+
+
+def test_prune_all_forgets_the_lineage(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    root = busybox_store(tmp_path)
+    build(root, ctx, env=EPOCH)
+    assert list((root / "cache" / "lineage").iterdir())
+    run_cli(["prune", "--all"], root).ok()
+    assert not list((root / "cache" / "lineage").iterdir())
+    (ctx / "a.txt").write_text("after prune\n")
+    assert build(root, ctx, env=EPOCH)[1].startswith("after prune\n")
