@@ -104,10 +104,7 @@ def _prune(store: Store, leases: Any, *, all_cache: bool, keep_storage: int | No
         for r in records:
             cache.remove(r.key)
         records = []
-        from ..store.lineage import forget_all
-
-        freed_memo = (_forget_hash_memos(store.root / "cache") + forget_all(store.root)
-                      + sum(remove_mount(m) for m in mounts))
+        freed_memo = _forget_hash_memos(store.root / "cache") + sum(remove_mount(m) for m in mounts)
     else:
         if until is not None:
             cutoff = time.time() - until
@@ -202,13 +199,13 @@ def usage(store: Store) -> dict[str, int]:
 
 
 def _forget_hash_memos(cache_dir: Path) -> int:
-    """Remove the context content-hash memos (and the one-file memo of earlier versions);
-    returns the bytes freed."""
+    """Remove the context content-hash memos (and the one-file memo of earlier versions) and
+    the steps' last-snapshot hints (builder.store.lineage); returns the bytes freed."""
+    from ..store.lineage import LINEAGE_DIR
     from .context import MEMO_DIR
 
     freed = 0
-    memos = cache_dir / MEMO_DIR
-    files = list(memos.iterdir()) if memos.is_dir() else []
+    files = [f for sub in (MEMO_DIR, LINEAGE_DIR) if (cache_dir / sub).is_dir() for f in (cache_dir / sub).iterdir()]
     for f in files + [cache_dir / "filehash.json"]:
         try:
             freed += f.stat().st_size

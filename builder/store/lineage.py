@@ -4,7 +4,7 @@ A hint, never a promise: the snapshot it names may have been pruned since (the r
 and a lost or torn write only costs a slower step. The key is the caller's (a COPY's meaning
 and its context directory, without the content digest: the step "as written"), so the next
 run of the step finds the snapshot to take unchanged files from
-(:mod:`builder.layer.linkunpack`). ``prune --all`` forgets them (:func:`forget_all`).
+(:mod:`builder.layer.linkunpack`). ``prune --all`` forgets them.
 """
 
 from __future__ import annotations
@@ -40,16 +40,3 @@ def record_snapshot(root: Path, key: str, diff_id: Digest) -> None:
         write_file_atomic(path, (str(diff_id) + "\n").encode(), Path(root) / "tmp", durable=False)
     except (OSError, StoreError):
         pass
-
-
-def forget_all(root: Path) -> int:
-    """Remove every hint; returns the bytes freed."""
-    freed = 0
-    d = Path(root) / "cache" / LINEAGE_DIR
-    for f in list(d.iterdir()) if d.is_dir() else []:
-        try:
-            freed += f.stat().st_size
-            f.unlink()
-        except FileNotFoundError:
-            continue
-    return freed
