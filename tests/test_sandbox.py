@@ -411,8 +411,18 @@ from builder.sandbox.spec import ProcessSpec
 from builder.layer.whiteout import upper_entries
 base = Path(sys.argv[1])
 lines = []
+spares = None
+if sys.argv[3:] == ["spare"]:  # a first step, so that the real one runs on the spare it leaves
+    from builder.sandbox.spare import Spares
+    spares = Spares()
+    (base / "up0").mkdir()
+    (base / "wk0").mkdir()
+    assert run(ProcessSpec(argv=("/bin/true",), lowerdirs=(base / "rootfs",), upperdir=base / "up0",
+                           workdir=base / "wk0", env=(("PATH", "/bin"),)), spares=spares).exit_code == 0
 r = run(ProcessSpec(argv=("/bin/sh", "-c", sys.argv[2]), lowerdirs=(base / "rootfs",), upperdir=base / "up",
-                    workdir=base / "wk", env=(("PATH", "/bin"),), on_output=lines.append))
+                    workdir=base / "wk", env=(("PATH", "/bin"),), on_output=lines.append), spares=spares)
+if spares is not None:
+    spares.close()
 entries = {e.name: [e.type.name, e.mode, e.uid, e.gid] for e in
            upper_entries(base / "up", userxattr=r.userxattr, uidmap=r.uidmap, gidmap=r.gidmap)}
 print(json.dumps({"exit": r.exit_code, "warnings": r.warnings, "out": b"".join(lines).decode(),
@@ -432,9 +442,11 @@ def _interpreter_for(uid: int) -> str | None:
 
 
 @pytest.mark.userns
-def test_rootless_step_as_nobody(rootfs: Path) -> None:
+@pytest.mark.parametrize("spare", [False, True], ids=["own-init", "spare-init"])
+def test_rootless_step_as_nobody(rootfs: Path, spare: bool) -> None:
     """A non-root user (nobody) runs a step: user namespace (single-id map without a subuid
-    range), overlay with userxattr, ids mapped back to 0 in the layer entries."""
+    range), overlay with userxattr, ids mapped back to 0 in the layer entries. The same on a
+    spare init (builder.sandbox.spare: forked by the fork server)."""
     import json
     import subprocess
     import tempfile
@@ -453,7 +465,8 @@ def test_rootless_step_as_nobody(rootfs: Path) -> None:
             os.lchown(p, nobody, nobody)
         script = "id -u; echo $$; touch /a; rm /bin/cat; rm -rf /opt; mkdir /opt; echo x >/opt/f"
         res = subprocess.run(["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
-                              "env", f"PYTHONPATH={base / 'pkg'}", py, "-c", ROOTLESS_SCRIPT, str(base), script],
+                              "env", f"PYTHONPATH={base / 'pkg'}", py, "-c", ROOTLESS_SCRIPT, str(base), script,
+                              *(["spare"] if spare else [])],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=base)
         assert res.returncode == 0, res.stderr.decode()
         got = json.loads(res.stdout)

@@ -31,19 +31,20 @@ INIT_CODE = b"builder.sandbox.init"
 
 
 def _inits_of(pid: int) -> list[int]:
-    """Child processes of ``pid`` that are sandbox inits."""
-    found = []
+    """Sandbox inits below ``pid``: its children that are inits (or the fork server) and
+    theirs (inits forked by the server)."""
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid and INIT_CODE in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(int(entry))
+            if INIT_CODE in Path(f"/proc/{entry}/cmdline").read_bytes():
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-    return found
+    found = [p for p, pp in parents.items() if pp == pid]
+    return found + [p for p, pp in parents.items() if pp in found]
 
 
 def _cgroups_of(pid: int) -> list[str]:
@@ -160,7 +161,7 @@ def test_cli_build_and_a_killed_builder_leave_no_spare(tmp_path: Path) -> None:
         if b"slow-started" in line:
             break
     inits = _inits_of(proc.pid)
-    assert len(inits) == 2, "the running step's init and the spare"
+    assert len(inits) >= 2, "the running step's init and the spare (and the fork server)"
     proc.kill()
     proc.wait()
     for _ in range(200):  # counted polls: the kernel delivers the parent-death signals
@@ -179,3 +180,12 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_pids_limit_one_on_a_spare_names_the_limit(step: Step, spares: Spares) -> None:
+    """With pids.max 1 the init cannot fork PID 1: exit 125 and the limit named, also on a
+    spare forked by the fork server (whose exit status the runner learns from the init)."""
+    one = ResourceLimits(pids=1, explicit=True)
+    for _ in range(2):
+        r = run(step.spec(("/bin/true",), limits=one), spares=spares)
+        assert (r.exit_code, r.limit) == (125, "pids limit 1 reached"), (r, step.out)

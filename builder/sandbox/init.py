@@ -1,5 +1,7 @@
 """The sandbox init, started by the runner as a fresh interpreter
-(``python -S -s -B -c "from builder.sandbox.init import main; main()" CFG STATUS GO``).
+(``python -S -s -B -c "from builder.sandbox.init import main; main()" CFG STATUS GO``) or
+forked by the fork server :func:`serve` (``... serve()" SOCK``; see
+:class:`builder.sandbox.initproc.Forker`).
 
 Protocol (the runner is the only client):
 
@@ -179,9 +181,15 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
 
 
 def main() -> None:
-    """The outer process: namespaces, then relay PID 1's status. Never returns."""
+    """The outer process (pipe fds from ``sys.argv``): see :func:`outer`. Never returns."""
+    outer(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+
+
+def outer(cfg_fd: int, status_fd: int, go_fd: int) -> None:
+    """The outer process: wait for the config, namespaces, then relay PID 1's status. Never
+    returns."""
     global STATUS_FD
-    cfg_fd, STATUS_FD, go_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    STATUS_FD = status_fd
     try:
         ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)  # before the wait: a spare may wait long
         with os.fdopen(cfg_fd, "rb") as f:
@@ -210,6 +218,7 @@ def main() -> None:
         pid = os.fork()
     except OSError as e:  # e.g. --pids-limit 1: the runner names the limit; never a traceback
         os.write(2, f"pybuild sandbox: cannot start the command: {e.strerror}\n".encode())
+        _status({"init_exit": SETUP_FAILED})  # a forked init's parent is not the runner
         os._exit(SETUP_FAILED)
     if pid == 0:
         os.close(alive_w)
@@ -238,6 +247,61 @@ def main() -> None:
     _status({"exit": code, "signal": sig})
     os.close(STATUS_FD)
     os._exit(0)
+
+def serve() -> None:
+    """The fork server (``python ... -c "...; serve()" SOCK``, see
+    :class:`builder.sandbox.initproc.Forker`): for each request on the unix socket SOCK (one
+    byte with the fds config-read, status-write, go-read and output-write), fork an outer that
+    waits for its config (:func:`outer`; stdin /dev/null, its own session) and answer with its
+    pid (``<i``) and a pidfd. Children are reaped by the kernel (SIGCHLD ignored). Exits on
+    EOF of SOCK; dies with the thread that started it (PR_SET_PDEATHSIG). Never returns."""
+    import socket
+
+    ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 16, 4)
+        except OSError:
+            os._exit(0)
+        if not msg or len(fds) != 4:
+            os._exit(0)
+        cfg_r, st_w, go_r, out_w = fds
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = -1
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                sock.close()
+                os.setsid()
+                devnull = os.open(os.devnull, os.O_RDWR)
+                os.dup2(devnull, 0)
+                os.dup2(out_w, 1)
+                os.dup2(out_w, 2)
+                os.close(devnull)
+                os.close(out_w)
+                outer(cfg_r, st_w, go_r)
+            finally:
+                os._exit(SETUP_FAILED)
+        for fd in fds:
+            os.close(fd)
+        pidfd = []
+        if pid > 0:
+            try:
+                pidfd = [os.pidfd_open(pid)]
+            except OSError:
+                os.kill(pid, signal.SIGKILL)
+                pid = -1
+        try:
+            socket.send_fds(sock, [struct.pack("<i", pid)], pidfd)
+        except OSError:
+            os._exit(0)
+        for fd in pidfd:
+            os.close(fd)
+
 
 if __name__ == "__main__":
     main()

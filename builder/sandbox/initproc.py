@@ -23,11 +23,13 @@ requested limits cannot be applied (the attach failed); nothing is left running 
 from __future__ import annotations
 
 import os
+import select
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol
 
 from ..errors import HostError
 
@@ -36,17 +38,81 @@ if TYPE_CHECKING:
 
 PKG_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _CODE = "from builder.sandbox.init import main; main()"
+_SERVE = "from builder.sandbox.init import serve; serve()"
+
+
+class InitProc(Protocol):
+    """What the runner uses of an init process: a :class:`subprocess.Popen` or a
+    :class:`Forked` one."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def stdin(self) -> IO[bytes] | None: ...
+
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
+class Forked:
+    """An init forked by a :class:`Forker` (not this process's child): held by a pidfd, so
+    signals never reach a reused pid. Its exit status is not known here (``returncode`` is
+    -1 once it is gone; the init reports what matters on its status pipe)."""
+
+    def __init__(self, pid: int, pidfd: int, stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdin: IO[bytes] | None = None
+        self.stdout: IO[bytes] | None = stdout
+        self.returncode: int | None = None
+        self._pidfd = pidfd
+
+    def _gone(self, timeout: float | None) -> bool:
+        if self._pidfd < 0:
+            return True
+        if not select.select([self._pidfd], [], [], timeout)[0]:
+            return False
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self.returncode = -1
+        return True
+
+    def poll(self) -> int | None:
+        self._gone(0)
+        return self.returncode
+
+    def wait(self) -> int | None:
+        self._gone(None)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self._pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            except ProcessLookupError:
+                pass
 
 
 class Started:
     """One init process waiting for its config. ``proc``: the process (stdout: the step's
     combined output; stdin: a pipe when started with ``stdin=True``, else /dev/null);
     ``cfg_w``/``st_r``/``go_w``: this side's pipe ends (-1 once closed); ``cgroup``: the step
-    cgroup it was attached to (None: no limits, or defaults the host refused)."""
+    cgroup it was attached to (None: no limits, or defaults the host refused); ``parent``: the
+    pid of its parent (this process, or a :class:`Forker`), which the init checks."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], cfg_w: int, st_r: int, go_w: int,
-                 cgroup: StepCgroup | None) -> None:
+    def __init__(self, proc: InitProc, cfg_w: int, st_r: int, go_w: int,
+                 cgroup: StepCgroup | None, parent: int) -> None:
         self.proc = proc
+        self.parent = parent
         self.cfg_w = cfg_w
         self.st_r = st_r
         self.go_w = go_w
@@ -111,11 +177,16 @@ def start(*, stdin: bool, cgroup: StepCgroup | None, cwd: str) -> Started:
     finally:
         for fd in (cfg_r, st_w, go_r):
             os.close(fd)
-    started = Started(proc, cfg_w, st_r, go_w, cgroup)
+    return attach(Started(proc, cfg_w, st_r, go_w, cgroup, os.getpid()))
+
+
+def attach(started: Started) -> Started:
+    """Attach ``started`` to its cgroup (if any); see :func:`start` for failures."""
+    cgroup = started.cgroup
     if cgroup is None:
         return started
     try:
-        cgroup.attach(proc.pid)
+        cgroup.attach(started.proc.pid)
     except HostError:
         if cgroup.limits.explicit:
             started.discard()
@@ -127,4 +198,60 @@ def start(*, stdin: bool, cgroup: StepCgroup | None, cwd: str) -> Started:
     return started
 
 
-__all__ = ["PKG_ROOT", "Started", "start"]
+class Forker:
+    """A fork server (:func:`builder.sandbox.init.serve`, a fresh interpreter started once):
+    :meth:`spawn` forks an init from it in ~1 ms instead of starting an interpreter (~10 ms of
+    CPU). Its inits wait for their config like :func:`start`'s; stdin is /dev/null. Used by
+    one thread at a time (the spare keeper, whose lifetime its parent-death signal follows).
+    :meth:`close` ends the server (its inits that still wait die with it: PR_SET_PDEATHSIG).
+    Raises OSError when the server cannot be started or has gone."""
+
+    def __init__(self, cwd: str) -> None:
+        import socket
+
+        self._socket = socket
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {"PYTHONPATH": PKG_ROOT, "PATH": os.defpath, "LC_ALL": "C.UTF-8"}
+        argv = [sys.executable, "-S", "-s", "-B", "-c", _SERVE, str(theirs.fileno())]
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), cwd=cwd,
+                                         env=env, start_new_session=True)
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = mine
+
+    def spawn(self, cgroup: StepCgroup | None) -> Started:
+        """A new init attached to ``cgroup`` (see :func:`attach`)."""
+        cfg_r, cfg_w = os.pipe()
+        st_r, st_w = os.pipe()
+        go_r, go_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            self._socket.send_fds(self.sock, [b"f"], [cfg_r, st_w, go_r, out_w])
+            msg, fds, _, _ = self._socket.recv_fds(self.sock, 16, 1)
+        except BaseException:
+            for fd in (cfg_w, st_r, go_w, out_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (cfg_r, st_w, go_r, out_w):
+                os.close(fd)
+        pid = struct.unpack("<i", msg)[0] if len(msg) == 4 else -1
+        if pid <= 0 or len(fds) != 1:
+            for fd in (cfg_w, st_r, go_w, out_r, *fds):
+                os.close(fd)
+            raise OSError(f"sandbox fork server: no init ({msg!r})")
+        proc = Forked(pid, fds[0], os.fdopen(out_r, "rb", buffering=0))
+        return attach(Started(proc, cfg_w, st_r, go_w, cgroup, self.proc.pid))
+
+    def close(self) -> None:
+        """End the server and reap it. Idempotent."""
+        self.sock.close()
+        self.proc.wait()
+
+
+__all__ = ["Forked", "Forker", "InitProc", "PKG_ROOT", "Started", "attach", "start"]

@@ -56,7 +56,7 @@ from .spec import HostCaps, ProcessSpec, RunResult
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .initproc import Started
+    from .initproc import InitProc, Started
     from .spare import Spares
     from .userns import MapPlan
 
@@ -297,12 +297,11 @@ class _Pid1:
                 self.fd = None
 
 
-def _kill(pid: int | None) -> None:
-    if pid:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+def _kill(proc: "InitProc") -> None:
+    try:
+        proc.send_signal(signal.SIGKILL)  # never a reused pid: Popen knows, a Forked has a pidfd
+    except OSError:
+        pass
 
 
 def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: threading.Event | None,
@@ -347,7 +346,7 @@ def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: 
             if cancel is not None and cancel.is_set() and not status["cancelled"]:
                 status["cancelled"] = True
                 pid1.kill()
-                _kill(proc.pid)
+                _kill(proc)
             timeout = 0.05 if cancel is not None else None
             if watch_at is not None:
                 left = watch_at - time.monotonic()
@@ -391,7 +390,7 @@ def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: 
             proc.wait()
     except BaseException:
         pid1.kill()
-        _kill(proc.pid)
+        _kill(proc)
         proc.wait()
         raise
     finally:
@@ -400,7 +399,7 @@ def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: 
         if feeder is not None:
             feeder.join(timeout=5)
         init.discard()  # reaped already: closes the pipes
-    status["init_status"] = proc.returncode
+    status["init_status"] = status.get("init_exit", proc.returncode)
 
 
 def _same_meta(a: os.stat_result, b: os.stat_result) -> bool:
@@ -513,6 +512,7 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
             copy_state = copydiff.prepare(spec.lowerdirs, Path(spec.upperdir), Path(spec.workdir))
             bindroot = copy_state.root
         cfg = _prepare(spec, tmp, caps, bindroot)
+        cfg["ppid"] = init.parent  # what the init checks: this process, or the fork server
         if plan is not None:
             cfg["userns"] = True
             cfg["nogroups"] = not plan.helpers

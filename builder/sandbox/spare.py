@@ -1,10 +1,13 @@
 """A spare sandbox init, started ahead for the next RUN step of a build.
 
-Starting an init costs a fresh interpreter (~10 ms) and, with the default pids limit, a
-cgroup made and attached (the attach waits for an RCU grace period on cgroup v1 hosts: 7-15
+Starting an init costs a fresh interpreter (~10 ms of CPU) and, with the default pids limit,
+a cgroup made and attached (the attach waits for an RCU grace period on cgroup v1 hosts: 7-15
 ms). A :class:`Spares` (one per build) keeps at most one init that already did both and waits
-for its config, so the next RUN only writes its config. When a RUN actually runs it calls
-:meth:`Spares.prepare`, so a fully cached build never starts one.
+for its config, so the next RUN only writes its config. Spares are forked from the build's
+fork server (:class:`builder.sandbox.initproc.Forker`, one interpreter started with the first
+spare), ~1 ms each instead of a new interpreter; if it cannot run, spares are fresh
+interpreters. When a RUN actually runs it calls :meth:`Spares.prepare`, so a fully cached
+build starts neither.
 
 Rules:
 
@@ -19,7 +22,8 @@ Rules:
   its init, which is exiting once it reported the step's status, is reaped there
   (:meth:`Spares.reap`);
 - :meth:`Spares.close` (the end of the build; also at process exit) waits for a spare being
-  started and for those jobs, then kills the spare and removes its cgroup.
+  started and for those jobs, then kills the spare, removes its cgroup and ends the fork
+  server.
   After ``close`` nothing is started any more.
 
 Thread-safe. Never raises: a spare that cannot be made is simply not there (the step then
@@ -37,7 +41,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .cgroups import StepCgroup
-    from .initproc import Started
+    from .initproc import Forker, Started
     from .spec import ResourceLimits
 
 _jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -84,6 +88,8 @@ class Spares:
         self._making: tuple[object, ...] | None = None  # key of the spare being started
         self._pending = 0  # jobs of finished steps on the keeper (cgroups removed, inits reaped)
         self._closed = False
+        self._forker: Forker | None = None  # made and used on the keeper thread only
+        self._no_forker = False
         _open.add(self)
 
     def take(self, limits: ResourceLimits | None) -> Started | None:
@@ -115,7 +121,7 @@ class Spares:
     def _make(self, key: tuple[object, ...], limits: ResourceLimits | None) -> None:
         spare: Started | None = None
         try:
-            spare = _start(limits)
+            spare = self._start(limits)
         except BaseException:  # noqa: BLE001 - no spare then; the step starts its own init
             spare = None
         with self._cond:
@@ -158,6 +164,41 @@ class Spares:
 
         _submit(run)
 
+    def _start(self, limits: ResourceLimits | None) -> Started | None:
+        """An init attached to a new cgroup for ``limits`` (as the runner would start it),
+        forked from the build's fork server (started on first use; if it cannot be, or has
+        gone, a fresh interpreter as the runner starts)."""
+        from . import cgroups
+        from .initproc import Forker, start
+        from .runner import sweep_cgroups, temp_base
+
+        cgroup = cgroups.for_limits(limits)
+        if cgroup is not None:
+            sweep_cgroups()
+            try:
+                cgroup.create()
+            except Exception:
+                if limits is not None and limits.explicit:
+                    return None  # the step will fail with the real error
+                cgroup = None
+        try:
+            if self._forker is None and not self._no_forker:
+                try:
+                    self._forker = Forker(temp_base())
+                except OSError:
+                    self._no_forker = True
+            if self._forker is not None:
+                try:
+                    return self._forker.spawn(cgroup)
+                except OSError:
+                    self._forker.close()
+                    self._forker, self._no_forker = None, True
+            return start(stdin=False, cgroup=cgroup, cwd=temp_base())
+        except BaseException:
+            if cgroup is not None:
+                cgroup.close()
+            raise
+
     def close(self) -> None:
         """Wait for a spare being started and the step cgroups being removed, kill the spare
         and remove its cgroup; start no more. Idempotent."""
@@ -168,30 +209,10 @@ class Spares:
             spare, self._spare = self._spare, None
         if spare is not None:
             _discard(spare)
+        if self._forker is not None:
+            self._forker.close()
+            self._forker = None
         _open.discard(self)
-
-
-def _start(limits: ResourceLimits | None) -> Started | None:
-    """An init attached to a new cgroup for ``limits`` (as the runner would start it)."""
-    from . import cgroups
-    from .initproc import start
-    from .runner import sweep_cgroups, temp_base
-
-    cgroup = cgroups.for_limits(limits)
-    if cgroup is not None:
-        sweep_cgroups()
-        try:
-            cgroup.create()
-        except Exception:
-            if limits is not None and limits.explicit:
-                return None  # the step will fail with the real error
-            cgroup = None
-    try:
-        return start(stdin=False, cgroup=cgroup, cwd=temp_base())
-    except BaseException:
-        if cgroup is not None:
-            cgroup.close()
-        raise
 
 
 def _discard(spare: Started) -> None:
