@@ -46,6 +46,7 @@ _ZERO_PAD = memoryview(_ZERO_BLOCKS)  # slices of it pad a member's content to a
 _MAGIC = b"ustar\x0000" + bytes(64)  # magic, version, empty uname/gname
 _TAIL = bytes(167)  # prefix and padding
 _CHK_BASE = sum(_MAGIC) + 8 * 0x20
+_NO_DEVS = b"%07o\0%07o\0" % (0, 0)
 # zstd workers: one core is left to the tar producer, at most 4 (any value >= 1 gives the same
 # bytes). Measured on 2 cores, 208 MB: -1 ("all CPUs") 0.82 s and 163 MB RSS; 1 worker 0.62 s, 88 MB.
 _ZSTD_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) - 1))
@@ -111,7 +112,7 @@ def plain_header(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, si
             and 0 <= uid <= _MAX_OCTAL7 and 0 <= gid <= _MAX_OCTAL7 and size <= _MAX_OCTAL11
             and 0 <= mtime <= _MAX_OCTAL11):
         nums = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode & 0o7777, uid, gid, size, mtime)
-        devs = b"%07o\0%07o\0" % (devmajor, devminor)
+        devs = b"%07o\0%07o\0" % (devmajor, devminor) if devmajor or devminor else _NO_DEVS
         # the checksum covers the header with its own field as 8 spaces; zero bytes add nothing
         chk = _CHK_BASE + sum(name) + sum(nums) + typeflag[0] + sum(linkname) + sum(devs)
         return (name.ljust(100, b"\0") + nums + b"%06o\0 " % chk + typeflag

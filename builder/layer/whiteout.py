@@ -156,6 +156,7 @@ def upper_records(upper: Path, *, mtime_clamp: int | None = None, userxattr: boo
 
     xns = "user.overlay." if userxattr else "trusted.overlay."
     fsencode = os.fsencode
+    listxattr = os.listxattr
     first_name: dict[tuple[int, int], str] = {}  # the first (smallest) name of a multi-link file
     # (kind, rel name, host path, lstat): a member, or the listing of a directory
     stack: list[tuple[int, str, str, os.stat_result | None]] = [(_CONTENTS, "", os.fspath(upper), None)]
@@ -189,6 +190,16 @@ def upper_records(upper: Path, *, mtime_clamp: int | None = None, userxattr: boo
             yield framed(rel, EntryType.DIR, st, xattrs=layer_xattrs(host))
         elif kind == _FILE:
             assert st is not None
+            if st.st_nlink == 1 and not listxattr(host, follow_symlinks=False):
+                # the common member, framed here (what framed() does for it, without the call)
+                mtime = int(st.st_mtime)
+                if mtime_clamp is not None and mtime > mtime_clamp:
+                    mtime = mtime_clamp
+                hdr = plain_header(fsencode(rel), b"0", st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_size,
+                                   mtime)
+                if hdr is not None:
+                    yield hdr, st.st_size, host, None, rel
+                    continue
             if st.st_nlink > 1:
                 first = first_name.setdefault((st.st_dev, st.st_ino), rel)
                 if first != rel:
