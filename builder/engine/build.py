@@ -417,6 +417,7 @@ class StageBuilder:
             or str(index) in opts.no_cache_filter)
 
     def run(self) -> StageResult:
+        from ..plan.steps import RunStep
         from .plan_adapter import stage_steps, start_stage
 
         t0 = time.monotonic()
@@ -436,10 +437,18 @@ class StageBuilder:
         # system: a RUN stacks them, a second COPY/ADD resolves its destination in them
         kinds = [getattr(i, "kind", "") for i in self.stage.instructions]
         self.session.unpack_layers = "RUN" in kinds or sum(k in ("COPY", "ADD") for k in kinds) > 1
+        runs_ahead = kinds.count("RUN")
         for step_no, step in enumerate(stage_steps(self.df, lowering, base_onbuild), 1):
             if self.session.cancel.is_set():  # another stage failed (or the build was interrupted)
                 raise Interrupted(f"stage {self.stage.display_name} stopped: the build is being cancelled")
+            misses = len(self.session.misses)
             state = self._apply(state, step, step_no)
+            is_run = isinstance(step, RunStep)
+            runs_ahead -= is_run
+            if not is_run and runs_ahead > 0 and len(self.session.misses) > misses:
+                from .step_run import prepare_spare
+
+                prepare_spare(self.session)  # a RUN after a miss runs: its sandbox init starts now
         return StageResult(self.index, self.stage.name, state, lowering.scope)
 
     def _apply(self, state: ImageState, step: Step, step_no: int) -> ImageState:

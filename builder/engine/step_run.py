@@ -201,7 +201,7 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
     from ..layer.whiteout import upper_entries
     from ..sandbox.runner import run
     from ..sandbox.spec import ProcessSpec
-    from .limits import DEFAULT_LIMITS, run_rlimits
+    from .limits import run_rlimits
 
     for i, f in enumerate(step.files):
         host = workspace / f"file{i}"
@@ -221,7 +221,7 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
         mounts=tuple(mounts), stdin=None, extra_files=tuple(extra_files),
         on_output=on_output, extra_hosts=session.opts.add_hosts, shm_size=session.opts.shm_size,
         rlimits=run_rlimits(session.opts.ulimits),
-        limits=session.opts.limits if session.opts.limits is not None else DEFAULT_LIMITS,
+        limits=run_limits(session),
     )
     result = run(spec, cancel=session.cancel, spares=session.spares)
     for w in result.warnings:
@@ -297,6 +297,19 @@ def _adopted_layer(session: StageSession, upper: Path) -> Any:
     except Exception:
         return materialize(session, layer)  # the snapshot is made again from the blob
     return layer
+
+
+def run_limits(session: StageSession) -> Any:
+    """The cgroup limits of the build's RUN steps: the flags', else the safe defaults."""
+    from .limits import DEFAULT_LIMITS
+
+    return session.opts.limits if session.opts.limits is not None else DEFAULT_LIMITS
+
+
+def prepare_spare(session: StageSession) -> None:
+    """Have a sandbox init started ahead for a RUN step that will run soon (a step before it
+    missed the cache); each RUN that runs prepares the next one itself."""
+    session.spares.prepare(run_limits(session), probe=session.tmp)
 
 
 def _out_of_space(upper: Path) -> str | None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 from .spec import HostCaps
 
 _WANTED = (("index", "index=off"), ("metacopy", "metacopy=off"), ("redirect_dir", "redirect_dir=off"))
 _cache: dict[int | str, HostCaps] = {}
+_lock = threading.Lock()
 
 
 def _known_options() -> list[str]:
@@ -91,6 +93,14 @@ def probe_host(where: Path | None = None) -> HostCaps:
     caps = _cache.get(key)
     if caps is not None:
         return caps
+    with _lock:  # one probe at a time (a spare keeper may be probing ahead of the first RUN)
+        caps = _cache.get(key)
+        if caps is None:
+            caps = _cache[key] = _probe(path)
+    return caps
+
+
+def _probe(path: str) -> HostCaps:
     root = os.geteuid() == 0
     if not root:
         userns = _userns()
@@ -108,5 +118,4 @@ def probe_host(where: Path | None = None) -> HostCaps:
         except OSError as e:
             ok, opts, why = False, "", f"overlay probe failed: {e}"
         caps = HostCaps(root=True, overlay=ok, overlay_options=opts, userns=_userns(), reason=why)
-    _cache[key] = caps
     return caps

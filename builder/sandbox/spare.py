@@ -37,6 +37,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class Spares:
         self._closed = False
         self._forker: Forker | None = None  # made and used on the keeper thread only
         self._no_forker = False
+        self._probed = False
         _open.add(self)
 
     def take(self, limits: ResourceLimits | None) -> Started | None:
@@ -108,12 +110,22 @@ class Spares:
             return None
         return spare
 
-    def prepare(self, limits: ResourceLimits | None) -> None:
+    def prepare(self, limits: ResourceLimits | None, probe: Path | None = None) -> None:
         """Start a spare for a next step with ``limits`` in the background, unless one is
-        there or being started (or the build is over)."""
+        there or being started (or the build is over). ``probe``: a directory on the file
+        system of the upper dirs to come; the host probe (:func:`builder.sandbox.probe.probe_host`,
+        once per file system, a mount and umount) runs there first, also in the background."""
         key = _key(limits)
         with self._cond:
-            if self._closed or self._spare is not None or self._making is not None:
+            if self._closed:
+                return
+            if probe is not None and not self._probed:
+                self._probed = True
+                from .probe import probe_host
+
+                # on a thread of its own: it waits for the kernel (umount) as the attach does
+                self._later(lambda: probe_host(probe), own_thread=True)
+            if self._spare is not None or self._making is not None:
                 return
             self._making = key
         _submit(lambda: self._make(key, limits))
@@ -129,8 +141,17 @@ class Spares:
             if not self._closed and spare is not None:
                 self._spare, self._spare_key, spare = spare, key, None
             self._cond.notify_all()
+            start_forker = not self._closed and self._forker is None and not self._no_forker
         if spare is not None:  # closed meanwhile
             _discard(spare)
+        if start_forker:  # for the spares after this one (a step may take this one meanwhile)
+            from .initproc import Forker
+            from .runner import temp_base
+
+            try:
+                self._forker = Forker(temp_base())
+            except OSError:
+                self._no_forker = True
 
     def release(self, cgroup: StepCgroup) -> None:
         """Close a finished step's ``cgroup`` (:meth:`StepCgroup.close`) on the keeper thread,
@@ -145,7 +166,8 @@ class Spares:
         init.close_pipes()
         self._later(init.proc.wait)
 
-    def _later(self, job: Callable[[], object]) -> None:
+    def _later(self, job: Callable[[], object], own_thread: bool = False) -> None:
+        """Run ``job`` on the keeper (or ``own_thread``); :meth:`close` waits for it."""
         with self._cond:
             closed = self._closed
             if not closed:
@@ -162,14 +184,18 @@ class Spares:
                     self._pending -= 1
                     self._cond.notify_all()
 
-        _submit(run)
+        if own_thread:
+            threading.Thread(target=run, name="sandbox-probe", daemon=True).start()
+        else:
+            _submit(run)
 
     def _start(self, limits: ResourceLimits | None) -> Started | None:
         """An init attached to a new cgroup for ``limits`` (as the runner would start it),
-        forked from the build's fork server (started on first use; if it cannot be, or has
-        gone, a fresh interpreter as the runner starts)."""
+        forked from the build's fork server; the first spare (the server is started after
+        it: its start-up and the attach would add up) and any when the server cannot run are
+        fresh interpreters."""
         from . import cgroups
-        from .initproc import Forker, start
+        from .initproc import start
         from .runner import sweep_cgroups, temp_base
 
         cgroup = cgroups.for_limits(limits)
@@ -182,11 +208,6 @@ class Spares:
                     return None  # the step will fail with the real error
                 cgroup = None
         try:
-            if self._forker is None and not self._no_forker:
-                try:
-                    self._forker = Forker(temp_base())
-                except OSError:
-                    self._no_forker = True
             if self._forker is not None:
                 try:
                     return self._forker.spawn(cgroup)
