@@ -231,3 +231,30 @@ def test_first_step_after_a_changed_parent_stage(store: Path, ctx: Path) -> None
     assert b.why("RUN echo uno") == "instruction changed (was: RUN echo one > /one)"
     assert b.why("RUN echo two") == "parent stage changed"
     assert b.why("RUN echo three") == "previous step changed"
+
+
+@pytest.mark.parametrize("source", [".", "src", "src/c.py"])
+def test_listing_from_the_steps_own_walk_is_the_listing_of_a_fresh_walk(ctx: Path, source: str) -> None:
+    """A single-source COPY hands its miss explanation the lines it hashed for its key instead
+    of a second walk of the context: the listing is the same."""
+    from types import SimpleNamespace
+
+    from builder.engine.context import BuildContext, TreeDigest
+    from builder.engine.copy import SingleSourceCopy
+    from builder.engine.dockerignore import load_ignore
+    from builder.engine.explain import context_listing
+    from builder.store.rootview import RootView
+
+    (ctx / "src" / "sub").mkdir()
+    (ctx / "src" / "sub" / "e.bin").write_bytes(b"\0" * 100)
+    (ctx / "src" / "link").symlink_to("c.py")
+    context = BuildContext(ctx, load_ignore(ctx))
+    single = SingleSourceCopy(match=SingleSourceCopy.find(context, source), dest="/app/", context=context,
+                              dest_view=RootView([]))
+    digest = TreeDigest(context.view, owners=False, keep_lines=True)
+    list(single.walk(digest))
+    step = SimpleNamespace(sources=[source], excludes=())
+    fresh = context_listing(context, step)
+    assert fresh and context_listing(context, step, (single.item.display, digest.kept_lines or [])) == fresh
+    assert context_listing(context, step, (single.item.display, [])) == {}  # (the lines given are used)
+    assert context_listing(context, step, ("elsewhere", [])) == fresh       # (not when they are another path's)

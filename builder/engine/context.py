@@ -298,18 +298,21 @@ class TreeDigest:
 
     Hashes relative names, types, permission bits, owners (when ``owners``), symlink targets,
     device numbers and file contents (:func:`file_sha256`), never mtimes. ``keep_files``:
-    :attr:`files` maps each regular file's host path to its content digest. :meth:`add` one
+    :attr:`files` maps each regular file's host path to its content digest; ``keep_lines``:
+    :attr:`kept_lines` holds every line hashed. :meth:`add` one
     walked ``(path, lstat)`` under its display name, :meth:`end_tree` after each top,
     :meth:`hexdigest` at the end. CopyError when a file's content cannot be read.
     """
 
-    __slots__ = ("_view", "_owners", "_hash", "_lines", "_host_of", "files")
+    __slots__ = ("_view", "_owners", "_hash", "_lines", "_host_of", "files", "kept_lines")
 
-    def __init__(self, view: FsView, *, owners: bool = True, keep_files: bool = False) -> None:
+    def __init__(self, view: FsView, *, owners: bool = True, keep_files: bool = False, keep_lines: bool = False) -> None:
         self._view = view
         self._owners = owners
         # with keep_files: host file -> the content digest hashed for it (the snapshot linker's content ids)
         self.files: dict[str, str] | None = {} if keep_files else None
+        # with keep_lines: every line hashed, in order (a cache miss's explanation lists them)
+        self.kept_lines: list[str] | None = [] if keep_lines else None
         self._hash = hashlib.sha256(b"pybuild-tree-v2\0")
         self._lines: list[str] = []
         self._host_of = getattr(view, "host_str", None) or (lambda p: host_str(view, p))
@@ -347,6 +350,8 @@ class TreeDigest:
 
     def _flush(self) -> None:
         self._hash.update("".join(self._lines).encode("utf-8", "surrogateescape"))
+        if self.kept_lines is not None:
+            self.kept_lines.extend(self._lines)
         self._lines.clear()
 
     def end_tree(self) -> None:

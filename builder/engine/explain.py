@@ -238,42 +238,53 @@ def _context_patterns(step: Any) -> tuple[list[str], tuple[str, ...]] | None:
     return (pats, tuple(getattr(step, "excludes", ()))) if pats else None
 
 
-def context_listing(context: Any, step: Any) -> dict[str, str] | None:
+def context_listing(context: Any, step: Any, walked: tuple[str, list[str]] | None = None) -> dict[str, str] | None:
     """``{path: short content hash}`` of the context files ``step`` reads (names, types,
-    modes, sizes, contents; never mtimes), or None when it reads none or they cannot be read."""
+    modes, sizes, contents; never mtimes), or None when it reads none or they cannot be read.
+    ``walked``: ``(source path, lines)`` the step itself hashed for its key when it read one
+    context path (a :class:`TreeDigest` with ``keep_lines``): used when that path is what the
+    step's source matches, instead of walking the context again."""
     found = _context_patterns(step)
     if found is None:
         return None
     from .context import TreeDigest
 
-    class _Listing(TreeDigest):
-        """A TreeDigest that also keeps every line it hashes."""
-
-        __slots__ = ("kept", "top")
-
-        def __init__(self, view: Any) -> None:
-            super().__init__(view, owners=False)
-            self.top = "."
-            self.kept: dict[str, str] = {}
-
-        def _flush(self) -> None:
-            # lines are flushed at each tree's end, so all of them belong to ``top``
-            cut = 1 if self.top == "." else 0   # "." + "a.txt" -> "a.txt"
-            for line in self._lines:
-                name = line.split("\0", 2)[1][cut:] or "."
-                self.kept[name] = hashlib.sha256(line.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-            TreeDigest._flush(self)
-
     patterns, excludes = found
-    digest = _Listing(context.view)
+    kept: dict[str, str] = {}
     try:
+        if walked is not None and not excludes and len(patterns) == 1:
+            if context.match_sources(patterns[0]) == [walked[0]]:
+                _keep_lines(walked[1], walked[0], kept)
+                return kept
+
+        class _Listing(TreeDigest):
+            """A TreeDigest that also keeps every line it hashes."""
+
+            __slots__ = ("top",)
+            top: str
+
+            def _flush(self) -> None:
+                # lines are flushed at each tree's end, so all of them belong to ``top``
+                _keep_lines(self._lines, self.top, kept)
+                TreeDigest._flush(self)
+
+        digest = _Listing(context.view, owners=False)
         for pattern in patterns:
             for path in context.match_sources(pattern):
                 digest.top = path
                 context.content_digest([path], excludes=excludes, owners=False, into=digest)
     except Exception:  # noqa: BLE001 - an explanation must never fail the build
         return None
-    return digest.kept
+    return kept
+
+
+def _keep_lines(lines: list[str], top: str, kept: dict[str, str]) -> None:
+    """Add the TreeDigest ``lines`` of the tree at context path ``top`` to ``kept``."""
+    cut = 1 if top == "." else 0   # "." + "a.txt" -> "a.txt"
+    sha = hashlib.sha256
+    for line in lines:
+        name = line.split("\0", 2)[1][cut:] or "."
+        kept[name] = sha(line.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def listing_digest(listing: dict[str, str]) -> str:
@@ -328,13 +339,9 @@ def _changed_names(old: dict[str, str], new: dict[str, str]) -> tuple[str, ...]:
 
 
 def _file_changes(old: dict[str, str], new: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    out = []
-    for path in sorted(set(old) | set(new)):
-        a, b = old.get(path), new.get(path)
-        if a == b:
-            continue
-        out.append((path, "added" if a is None else "removed" if b is None else "modified"))
-    return tuple(out)   # a directory's own line has no content: it changes only with its mode
+    changed = sorted({path for path, _ in old.items() ^ new.items()})
+    return tuple((path, "added" if path not in old else "removed" if path not in new else "modified")
+                 for path in changed)   # a directory's own line has no content: it changes only with its mode
 
 
 def compare(old: StepInputs, new: StepInputs, old_listing: dict[str, str] | None,
@@ -393,7 +400,8 @@ def explain_miss(session: StageSession, step: Step, *, key: str, position: str, 
     one line ("" when nothing can be said). ``forced``: the flag that disabled the cache
     (``--no-cache``, ``--no-cache-filter X``). Never raises for a store or data problem."""
     store = ExplainStore(session.store.root)
-    listing = context_listing(session.context, step) if _context_patterns(step) else None
+    walked = getattr(session, "walked", {}).pop(key, None)
+    listing = context_listing(session.context, step, walked) if _context_patterns(step) else None
     new = step_inputs(session, step, key=key, position=position, parent=parent, listing=listing)
     candidates: list[tuple[StepInputs, dict[str, str] | None]] = []
     if forced is None:

@@ -269,6 +269,8 @@ class StageSession:
         self.platform_label = platform_label
         self.used_keys: list[str] = []
         self.misses: list[str] = []  # keys of this stage's steps that were built (not cached), in order
+        # key -> (context path, TreeDigest lines) a built COPY hashed, for its miss explanation
+        self.walked: dict[str, tuple[str, list[str]]] = {}
         self.unpack_layers = False
         self.lazy_layers = False  # whether this stage's new layers are lazy (builder.engine.layers)
         self.background_blobs = False  # whether its RUN layers' blobs are made by the background worker

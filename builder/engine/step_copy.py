@@ -150,19 +150,21 @@ def _apply_single(session: StageSession, state: ImageState, step: CopyStep, sing
     same either way, and the same the general path computes."""
     from .context import TreeDigest
 
-    digest = TreeDigest(session.context.view, owners=False, keep_files=session.unpack_layers)
+    digest = TreeDigest(session.context.view, owners=False, keep_files=session.unpack_layers, keep_lines=True)
     meaning = copy_meaning(step)
     clamp = session.opts.source_date_epoch
     try:
         if not use_cache and not session.unpack_layers and not session.lazy_layers:
             layer = _store_nonempty(session, single.records(single.walk(digest), clamp), unpack=False)
             key = step_key(state.cache_key, step.kind, meaning, digest.hexdigest())
+            session.walked[key] = (single.item.display, digest.kept_lines or [])
         else:
             walked = list(single.walk(digest))
             key = step_key(state.cache_key, step.kind, meaning, digest.hexdigest())
             hit = cache_lookup(session, key) if use_cache else MISS
             if not isinstance(hit, CacheMiss):
                 return commit_step(session, state, step, hit, key), True
+            session.walked[key] = (single.item.display, digest.kept_lines or [])
             unpack = session.unpack_layers and (single.stamps_now or not _snapshot_likely_exists(session, key))
             lazy = session.lazy_layers and not whiteout_named(path for path, _, _ in walked)
             reuse = None
