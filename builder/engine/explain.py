@@ -28,7 +28,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:
     from ..plan.steps import Step
@@ -411,7 +411,7 @@ def explain_miss(session: StageSession, step: Step, *, key: str, position: str, 
             for why in _imported(session):
                 for e in why.by_position.get(position, ()):
                     candidates.append((e, why.files.get(e.files) if e.files else None))
-    store.put(new, listing, str(session.opts.context))
+    _record(session, lambda: store.put(new, listing, str(session.opts.context)))
     if forced is not None:
         return forced
     remote = [t for t in getattr(session, "remote_notes", {}).get(key, ())]
@@ -426,6 +426,17 @@ def explain_miss(session: StageSession, step: Step, *, key: str, position: str, 
     if best is None:
         return "; ".join(remote or ["first build of this step"])
     return "; ".join(describe(best[2], first_step=step_no == 1) + remote)
+
+
+def _record(session: StageSession, write: Callable[[], None]) -> None:
+    """Run ``write`` (an explanation record, best effort) on the build's background worker,
+    off the step's path (``BuildSession.close`` waits for it); at once when this build
+    exports a cache, which reads the records back at its end."""
+    if getattr(session.opts, "cache_to", None) or not hasattr(session, "blob_executor"):
+        write()
+        return
+    with session.lock:
+        session.blob_executor().submit(write)
 
 
 def _imported(session: StageSession) -> list[ImportedWhy]:

@@ -66,8 +66,12 @@ def default_root() -> Path:
 def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool = True) -> None:
     """Write ``data`` to ``path`` via a temp file in ``tmp_dir`` (same filesystem) and a rename:
     readers see the old or the new content, never a part. ``durable`` also fsyncs the file and
-    the directory (index.json); caches that can be rebuilt skip that. Errors propagate; the temp
-    file never survives."""
+    the directory (index.json); caches that can be rebuilt skip that, and there the old file is
+    removed before the rename (a reader may then find none for a moment, or after a crash an
+    empty one: a cache miss): ext4 makes a rename over an existing file start writing the new
+    one's data back (``auto_da_alloc``), 0.1 to 0.7 ms per cache record, explanation and
+    lineage hint a step writes, against 0.02 ms. Errors propagate; the temp file never
+    survives."""
     try:
         import tempfile
 
@@ -82,6 +86,11 @@ def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool =
                 f.flush()
                 os.fsync(f.fileno())
         os.chmod(name, 0o644)
+        if not durable:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         os.replace(name, path)
         if durable:
             fsync_dir(path.parent)
