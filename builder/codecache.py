@@ -9,9 +9,10 @@ arguments, never as text), so the code compiled from it can be kept, as a ``.pyc
 module's.
 
 :func:`install` puts :func:`_exec` into the ``dataclasses`` module's namespace, where it shadows
-the builtin ``exec`` for that module only. Given source text it runs the code object compiled
-from exactly that text, from :data:`CACHE_FILE` when there, else compiled now (as ``exec``
-would: no inherited ``__future__`` flags, file name ``<string>``) and remembered. Anything else
+the builtin ``exec`` for that module only. Given the source text of a method of one of pybuild's
+own classes (the ``globals`` it runs in are those of a ``builder`` module) it runs the code
+object compiled from exactly that text, from the file :func:`cache_file` when there, else
+compiled now (as ``exec`` would: no inherited ``__future__`` flags, file name ``<string>``) and remembered. Anything else
 goes to the builtin unchanged. The behaviour of every class is therefore the same with or
 without the cache; only the compile is skipped. (Python 3.13 batches these compiles; the hook
 still applies, since its dataclasses also ``exec`` a text with explicit globals.)
@@ -25,7 +26,8 @@ never when bytecode writing is off (``-B``, ``PYTHONDONTWRITEBYTECODE``); the wr
 file renamed into place (concurrent commands: the last rename wins, each file whole), and
 failures (read-only install, full disk) are ignored. The file keeps the union of what it held
 and what this process compiled, up to :data:`MAX_ENTRIES`, past which it keeps only what this
-process used.
+process used. (Reading it is most of its cost, ~0.6 ms per MB here: other packages' classes,
+e.g. a test suite's, are left out so that it stays about pybuild's ~0.4 MB.)
 
 Threads: classes may be created in worker threads (modules imported lazily inside a stage);
 the dict operations are atomic under the GIL and the one-time load is idempotent, so a race
@@ -41,7 +43,7 @@ from importlib.util import MAGIC_NUMBER, cache_from_source
 from types import CodeType
 from typing import Mapping
 
-MAX_ENTRIES = 4096
+MAX_ENTRIES = 2048   # pybuild has ~110 dataclasses, ~6 methods each
 
 _stored_entries: dict[str, bytes] | None = None   # the file's entries (read on first use)
 _compiled: dict[str, CodeType] = {}        # this process's code objects by text
@@ -57,7 +59,8 @@ def cache_file() -> str | None:
         pyc = cache_from_source(__file__)
     except (NotImplementedError, ValueError):
         return None
-    return os.path.join(os.path.dirname(pyc), f"dataclass-code.{sys.implementation.cache_tag}.bin")
+    name = f"dataclass-code-2.{sys.implementation.cache_tag}.bin"  # format 2: builder classes only
+    return os.path.join(os.path.dirname(pyc), name)
 
 
 def _stored() -> dict[str, bytes]:
@@ -115,9 +118,12 @@ def _exec(source: str | bytes | CodeType, globals: dict[str, object] | None = No
 
         globals = dataclasses.__dict__
     if type(source) is str:
-        builtins.exec(_code(source), globals, locals)
-    else:
-        builtins.exec(source, globals, locals)
+        name = globals.get("__name__")   # dataclasses passes the class's module's namespace
+        if isinstance(name, str) and (name == "builder" or name.startswith("builder.")):
+            source = _code(source)
+        else:   # another package's class (a test suite's, a program's): compiled, not kept
+            source = compile(source, "<string>", "exec", dont_inherit=True)  # not with our __future__
+    builtins.exec(source, globals, locals)
 
 
 def install() -> None:

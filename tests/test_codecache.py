@@ -9,12 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-# assorted dataclass shapes; prints everything their generated methods decide
+# assorted dataclass shapes; prints everything their generated methods decide. They are made in
+# the namespace of a module named argv[2] (the cache keeps only classes of builder modules).
 PROBE = r'''
 import sys
 if sys.argv[1] == "cached":
     from builder import codecache
     codecache.install()
+CLASSES = """
 import dataclasses, inspect
 from dataclasses import dataclass, field, InitVar
 from typing import ClassVar
@@ -65,19 +67,24 @@ k = Kw(1, z="q")
 out += [repr(k), k == Kw(1, z="q"), str(inspect.signature(Kw))]
 out += [hash(Hashed(3)) == hash(Hashed(3)), Frozen.__init__.__annotations__, Frozen.__doc__]
 print(out)
+"""
+import types
+module = sys.modules[sys.argv[2]] = types.ModuleType(sys.argv[2])
+exec(CLASSES, module.__dict__)
 '''
 
 
-def _probe(mode: str, prefix: Path, *extra: str) -> str:
+def _probe(mode: str, prefix: Path, *extra: str, module: str = "builder.codecache_probe") -> str:
     env = {**os.environ, "PYTHONPYCACHEPREFIX": str(prefix)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    done = subprocess.run([sys.executable, *extra, "-c", PROBE, mode], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, *extra, "-c", PROBE, mode, module], capture_output=True, text=True,
                           env=env, check=True)
+    assert done.stdout.startswith("["), done.stderr
     return done.stdout
 
 
 def _cache_files(prefix: Path) -> list[Path]:
-    return sorted(prefix.rglob("dataclass-code.*.bin"))
+    return sorted(prefix.rglob("dataclass-code-*.bin"))
 
 
 def test_same_behaviour_and_kept_across_runs(tmp_path: Path) -> None:
@@ -112,4 +119,11 @@ def test_no_cache_written_without_bytecode(tmp_path: Path) -> None:
     prefix = tmp_path / "pycache"
     plain = _probe("plain", prefix)
     assert _probe("cached", prefix, "-B") == plain
+    assert _cache_files(prefix) == []
+
+
+def test_other_packages_classes_are_not_kept(tmp_path: Path) -> None:
+    prefix = tmp_path / "pycache"
+    plain = _probe("plain", prefix, module="elsewhere")
+    assert _probe("cached", prefix, module="elsewhere") == plain
     assert _cache_files(prefix) == []
