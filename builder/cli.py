@@ -7,6 +7,7 @@ only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import Any, Callable, NoReturn, Sequence
@@ -37,16 +38,21 @@ _COMMANDS = ("build", "parse", "images", "inspect", "history", "tag", "rmi", "pr
 
 def _columns() -> int:
     """The terminal's width as ``shutil.get_terminal_size().columns`` finds it ($COLUMNS, else
-    the terminal of stdout, else 80)."""
+    the terminal of stdout, else 80); the terminal is asked once per process (argparse asks for
+    every add_argument)."""
     try:
         columns = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
         columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
+    return columns if columns > 0 else _terminal_columns()
+
+
+@functools.lru_cache(maxsize=1)
+def _terminal_columns() -> int:
+    try:
+        columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        columns = 0
     return columns or 80
 
 
