@@ -136,6 +136,20 @@ def _tune_gc() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one pybuild command (``argv``, default the process's arguments); returns its exit
+    code. Without ``argv`` (the console script of an older install calls ``sys.exit(main())``)
+    the process is about to end: every object is then frozen out of the cycle collector
+    (``gc.freeze``), which spares the interpreter's teardown most of its work (~8 ms of a
+    fully cached rebuild; :func:`run` skips the teardown altogether)."""
+    code = _command(argv)
+    if argv is None:
+        import gc
+
+        gc.freeze()
+    return code
+
+
+def _command(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PYBUILD_DEBUG") == "1"
     if argv and argv[0] in ("--version", "-V", "-h", "--help", "help") or not argv:

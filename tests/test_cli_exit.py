@@ -68,3 +68,16 @@ def test_closed_stdout_exits_as_before() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait() == 0, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_main_freezes_objects_only_as_the_process_command() -> None:
+    """main() without argv (an older console script's ``sys.exit(main())``) freezes every object
+    out of the cycle collector before the teardown; main(argv) (tests, embedding) does not."""
+    code = ("import gc, sys\n"
+            "from builder.cli import main\n"
+            "print(main(['--version']), gc.get_freeze_count())\n"
+            "sys.argv = ['pybuild', '--version']\n"
+            "print(main(), gc.get_freeze_count() > 0)\n")
+    done = _run(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["pybuild 0.1.0", "0 0", "pybuild 0.1.0", "0 True"]
