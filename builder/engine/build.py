@@ -424,6 +424,11 @@ class StageBuilder:
         start_text = _step_text(self.stage.from_instr)
         emit = self.session.emit
         emit(StepStarted(self.number, self.count, 0, 0, start_text, self.stage.name or ""))
+        kinds = [getattr(i, "kind", "") for i in self.stage.instructions]
+        if not self.use_cache and "RUN" in kinds:  # its RUN steps will run: start an init now
+            from .step_run import prepare_spare
+
+            prepare_spare(self.session)
         try:
             state, lowering, base_onbuild = start_stage(self.session, self.graph, self.index)
         except DockerfileError as exc:
@@ -435,7 +440,6 @@ class StageBuilder:
         emit(StepFinished(self.number, self.count, 0, start_text, time.monotonic() - t0, False, self.stage.name or ""))
         # unpack new COPY layers as they are written when a later step reads the stage's file
         # system: a RUN stacks them, a second COPY/ADD resolves its destination in them
-        kinds = [getattr(i, "kind", "") for i in self.stage.instructions]
         self.session.unpack_layers = "RUN" in kinds or sum(k in ("COPY", "ADD") for k in kinds) > 1
         runs_ahead = kinds.count("RUN")
         for step_no, step in enumerate(stage_steps(self.df, lowering, base_onbuild), 1):
