@@ -7,15 +7,16 @@ Parts are length-prefixed so no two different part lists hash alike.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
+
+from ..digest import small_hash
 
 CACHE_VERSION = "pybuild-cache-1"
 
 
 def _h(*parts: str) -> str:
-    m = hashlib.sha256()
+    m = small_hash()
     for p in parts:
         b = p.encode("utf-8", "surrogateescape")
         m.update(len(b).to_bytes(8, "big"))

@@ -11,7 +11,6 @@ instruction's span with ``err.span = ...`` / ``with_source``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import threading
@@ -217,7 +216,9 @@ class HashMemo:
 def memo_path(store_root: Path, context: str | Path) -> Path:
     """Where the store keeps the hash memo of the build context at ``context``: one file per
     context directory, so a build reads only the digests of its own context's files."""
-    name = hashlib.sha256(os.fsencode(os.path.abspath(context))).hexdigest()[:32]
+    from ..digest import small_hash
+
+    name = small_hash("sha256", os.fsencode(os.path.abspath(context))).hexdigest()[:32]
     return Path(store_root) / "cache" / MEMO_DIR / name
 
 
@@ -259,6 +260,8 @@ def file_sha256(host: str, st: os.stat_result) -> str:
             if hit is not None:
                 _HASH_CACHE[key] = hit
                 return hit
+    import hashlib  # a file's content: OpenSSL's
+
     h = hashlib.sha256()
     try:
         with open(host, "rb", buffering=0) as f:
@@ -313,6 +316,8 @@ class TreeDigest:
         self.files: dict[str, str] | None = {} if keep_files else None
         # with keep_lines: every line hashed, in order (a cache miss's explanation lists them)
         self.kept_lines: list[str] | None = [] if keep_lines else None
+        import hashlib  # one line per file of the tree: OpenSSL's
+
         self._hash = hashlib.sha256(b"pybuild-tree-v2\0")
         self._lines: list[str] = []
         self._host_of = getattr(view, "host_str", None) or (lambda p: host_str(view, p))

@@ -7,7 +7,6 @@ ones pybuild writes) plus ``"bzip2"`` and ``"xz"`` (read only, as Docker accepts
 
 from __future__ import annotations
 
-import hashlib
 import io
 from typing import BinaryIO
 
@@ -199,6 +198,8 @@ class HashingReader(ReadThrough):
     """
 
     def __init__(self, inner: BinaryIO) -> None:
+        import hashlib
+
         super().__init__(inner, owns=True)
         self._hash = hashlib.sha256()
         self.count = 0

@@ -9,13 +9,12 @@ Blobs are never modified in place; readers may open them at any time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from ..digest import Digest
+from ..digest import Digest, small_hash
 from ..errors import StoreError, no_space
 from .stale import owned_prefix
 
@@ -65,6 +64,8 @@ class BlobWriter:
     ``with`` block exits cleanly ``digest`` and ``size`` describe the committed blob."""
 
     def __init__(self, fileobj: BinaryIO, algorithm: str) -> None:
+        import hashlib  # a stream: OpenSSL's (not imported by a build that writes no blob)
+
         self._f = fileobj
         self._h = hashlib.new(algorithm)
         self._algorithm = algorithm
@@ -199,7 +200,7 @@ class BlobStore:
         if expected is None:
             expected = Digest.of_bytes(data)
         if self.has(expected):
-            if Digest(expected.algorithm, hashlib.new(expected.algorithm, data).hexdigest()) != expected:
+            if Digest(expected.algorithm, small_hash(expected.algorithm, data).hexdigest()) != expected:
                 raise StoreError(f"digest mismatch: expected {expected}")
             if self.on_reuse is not None:
                 self.on_reuse(expected)
@@ -272,6 +273,8 @@ class VerifyingReader:
     The wrapped stream is not closed here."""
 
     def __init__(self, stream: BinaryIO, expected: Digest, size: int | None = None) -> None:
+        import hashlib
+
         self._s = stream
         self.expected = expected
         self.expected_size = size

@@ -25,13 +25,12 @@ deleting, so a half-deleted snapshot is never visible.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..digest import Digest
+from ..digest import Digest, small_hash
 from ..errors import NoSpaceError, StoreError, no_space
 from ..owners import alive, owner_pid
 
@@ -181,7 +180,7 @@ class Snapshots:
         the layers below give them. A fixup is made once per chain and kept.
         Raises StoreError when a fixup cannot be published."""
         out: list[Path] = []  # bottom first while building
-        chain = hashlib.sha256()
+        chain = small_hash()
         for diff_id, fs in zip(diff_ids, fs_dirs, strict=True):
             chain.update(str(diff_id).encode() + b"\n")
             implied = self.implied(fs)

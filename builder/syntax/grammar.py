@@ -14,7 +14,6 @@ packaging bug and raises :class:`builder.errors.PybuildError`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -90,7 +89,9 @@ def parser(which: tuple[str, str, str], escape: str = "\\") -> "Lark":
     cache: str | bool = False
     directory = cache_dir()
     if directory is not None:
-        key = hashlib.sha256(f"{lark_version}\0{start}\0{lexer}\0{text}".encode()).hexdigest()[:24]
+        from ..digest import small_hash
+
+        key = small_hash("sha256", f"{lark_version}\0{start}\0{lexer}\0{text}".encode()).hexdigest()[:24]
         cache = str(directory / f"lark-{filename.removesuffix('.lark')}-{key}.cache")
     made: Lark = lark_class(text, parser="lalr", lexer=lexer, start=start, cache=cache, maybe_placeholders=False)
     return made

@@ -12,7 +12,6 @@ is only a cache). Nothing here raises.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from functools import lru_cache
@@ -55,7 +54,9 @@ def _entry(text: str, name: str) -> Path | None:
     directory = cache_dir()
     if directory is None:
         return None
-    h = hashlib.sha256(_front_end_identity())
+    from ..digest import small_hash
+
+    h = small_hash("sha256", _front_end_identity())
     h.update(b"\0" + name.encode("utf-8", "surrogateescape") + b"\0")
     h.update(text.encode("utf-8", "surrogateescape"))
     return directory / "parsed" / h.hexdigest()[:40]
