@@ -25,10 +25,16 @@ RUN cat /app/a.txt /app/sub/c.txt && ls /app /app/sub
 EPOCH = {"SOURCE_DATE_EPOCH": "1700000000"}
 
 
-def context(tmp_path: Path) -> Path:
+def context(tmp_path: Path, general: bool = False) -> Path:
+    """The context; ``general``: with a .dockerignore exception, which takes COPY off the
+    single-source streaming path (step_copy._apply_single) onto the general one."""
     ctx = tmp_path / "ctx"
     (ctx / "sub" / "deep").mkdir(parents=True)
     (ctx / "Dockerfile").write_text(DOCKERFILE)
+    if general:
+        (ctx / ".dockerignore").write_text("ignored*\n!ignored-kept.txt\n")
+        (ctx / "ignored.txt").write_text("never copied\n")
+        (ctx / "ignored-kept.txt").write_text("copied\n")
     (ctx / "a.txt").write_text("a one\n")
     (ctx / "b.bin").write_bytes(bytes(range(256)) * 2000)
     (ctx / "sub" / "c.txt").write_text("c\n")
@@ -116,8 +122,9 @@ def retarred(fs: Path) -> str:
     return str(write_layer(upper_entries(fs), Discard(), compression="uncompressed").diff_id)
 
 
-def test_changed_context_links_only_the_unchanged_files(tmp_path: Path) -> None:
-    ctx = context(tmp_path)
+@pytest.mark.parametrize("general", [False, True], ids=["single-source", "general"])
+def test_changed_context_links_only_the_unchanged_files(tmp_path: Path, general: bool) -> None:
+    ctx = context(tmp_path, general)
     root = busybox_store(tmp_path)
     build(root, ctx, env=EPOCH)
     first = copy_snapshot(root)
@@ -140,6 +147,9 @@ def test_changed_context_links_only_the_unchanged_files(tmp_path: Path) -> None:
     ino = lambda fs, rel: os.lstat(fs / "app" / rel).st_ino  # noqa: E731
     for rel in ("b.bin", "b-hard.bin", "sub/empty", "sub/deep/" + "long-name-" * 12 + ".txt"):
         assert ino(second, rel) == ino(first, rel), rel
+    if general:
+        assert ino(second, "ignored-kept.txt") == ino(first, "ignored-kept.txt")
+        assert not (second / "app" / "ignored.txt").exists()
     for rel in ("a.txt", "sub/c.txt", "sub/d.txt"):
         assert ino(second, rel) != ino(first, rel), rel
     assert stat.S_IMODE(os.lstat(first / "app" / "sub" / "c.txt").st_mode) == 0o644
@@ -154,10 +164,11 @@ def test_changed_context_links_only_the_unchanged_files(tmp_path: Path) -> None:
     assert build(fresh, ctx, env=EPOCH) == (digest, output)
 
 
-def test_no_cache_rerun_links_from_the_last_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("general", [False, True], ids=["single-source", "general"])
+def test_no_cache_rerun_links_from_the_last_run(tmp_path: Path, general: bool) -> None:
     """Without SOURCE_DATE_EPOCH, the /app directory COPY makes carries the time of the run:
     a --no-cache run gives a new layer, whose snapshot is linked from the last one."""
-    ctx = context(tmp_path)
+    ctx = context(tmp_path, general)
     root = busybox_store(tmp_path)
     build(root, ctx)
     first = copy_snapshot(root)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def store_layer(session: StageSession | BuildSession, entries: Iterable[Any], *, unpack: bool = False, lazy: bool = False,
-                presorted: bool = False) -> LayerRef:
+                presorted: bool = False, reuse: Reuse | None = None) -> LayerRef:
     """Write ``entries`` as one layer into the store (tar + compression + hashing in one pass).
 
     ``unpack``: also unpack the layer into the snapshot store while it is written (the tar
@@ -39,10 +39,16 @@ def store_layer(session: StageSession | BuildSession, entries: Iterable[Any], *,
     ``lazy``: make no blob: the tar is only hashed (its diff_id) and unpacked into the snapshot
     store; the result is a lazy :class:`LayerRef` (no digest) that :func:`materialize` turns
     into a blob when an output first needs it. StoreError when the snapshot cannot be made
-    (without a blob it is the layer). ``presorted``: as for ``write_layer``."""
+    (without a blob it is the layer). ``presorted``: as for ``write_layer``. ``reuse``: as
+    for :func:`store_records`."""
     from ..layer.tar import write_layer
 
     opts = session.opts
+    if reuse is not None and unpack and not lazy:
+        from ..layer.tar import entry_records, layer_order
+
+        return store_records(session, entry_records(layer_order(entries), opts.source_date_epoch), unpack=True,
+                             reuse=reuse)
     compression = "uncompressed" if lazy else opts.compression
     watch = _Marked()
     entries = watch.names(entries, lambda e: str(e.name))
@@ -73,7 +79,7 @@ def store_records(session: StageSession | BuildSession, records: Iterable[Any], 
 
 
 def store_copy_layer(session: StageSession | BuildSession, entries: list[Any], *, unpack: bool, lazy: bool,
-                     avoid: tuple[str, ...] = ()) -> LayerRef:
+                     avoid: tuple[str, ...] = (), reuse: Reuse | None = None) -> LayerRef:
     """:func:`store_layer` for a COPY/ADD's ``entries``, whose snapshot (wanted when
     ``unpack`` or ``lazy``) is first put down from the members' sources when they allow it
     (:func:`builder.layer.linksnap.link_snapshot`: files of immutable snapshots, hard-linked;
@@ -81,8 +87,8 @@ def store_copy_layer(session: StageSession | BuildSession, entries: list[Any], *
     rather than by unpacking the tar as it is written. The tar is then only hashed (``lazy``)
     or, in a stage whose RUN layers get background blobs, framed and hashed now and compressed
     and committed in the background (:func:`store_layer_soon`). Otherwise (and always with
-    ``PYBUILD_LAZY_LAYERS=off``, the comparison switch), as :func:`store_layer`. Raises as
-    :func:`store_layer`."""
+    ``PYBUILD_LAZY_LAYERS=off``, the comparison switch), as :func:`store_layer` (with
+    ``reuse``: see :func:`store_records`). Raises as :func:`store_layer`."""
     import os
 
     if (unpack or lazy) and os.geteuid() == 0 and entries \
@@ -124,7 +130,7 @@ def store_copy_layer(session: StageSession | BuildSession, entries: list[Any], *
                         raise StoreError(f"cannot keep layer {layer.diff_id} in the snapshot store: {exc}") from exc
                     return materialize(session, layer) if layer.digest is None else layer
             shutil.rmtree(dest, ignore_errors=True)
-    return store_layer(session, entries, unpack=unpack, lazy=lazy)
+    return store_layer(session, entries, unpack=unpack, lazy=lazy, reuse=reuse)
 
 
 def whiteout_named(names: Iterable[str]) -> bool:

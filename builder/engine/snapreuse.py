@@ -108,6 +108,14 @@ class Linking:
         record_snapshot(self.session.store.root, self.reuse.lineage, diff_id)
 
 
+def has_base(session: StageSession | BuildSession, reuse: Reuse) -> bool:
+    """Whether the step has a last snapshot to link from (cheap: no index read)."""
+    from ..store.lineage import last_snapshot
+
+    last = last_snapshot(session.store.root, reuse.lineage)
+    return last is not None and session.snapshots.get(last) is not None
+
+
 def _layer_name(label: str) -> bytes:
     name = label.strip("/")
     while name.startswith("./"):
@@ -115,4 +123,4 @@ def _layer_name(label: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
-__all__ = ["Reuse", "Linking"]
+__all__ = ["Reuse", "Linking", "has_base"]

@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     from ..plan.steps import CopyStep
 
 
-def copy_inputs_digest(session: StageSession, step: CopyStep, source_state: ImageState | None, context: Any = None) -> str:
+def copy_inputs_digest(session: StageSession, step: CopyStep, source_state: ImageState | None, context: Any = None,
+                       files: dict[str, str] | None = None) -> str:
     """What the COPY reads, as a digest string (part of the cache key). ``context``: a named
-    directory context read instead of the build context (``COPY --from=NAME``)."""
+    directory context read instead of the build context (``COPY --from=NAME``). ``files``:
+    filled with each context file read (host path) and its content digest."""
     if source_state is not None:
         return "stage:" + source_state.cache_key
     if getattr(step, "from_image", None) and context is None:
@@ -52,7 +54,14 @@ def copy_inputs_digest(session: StageSession, step: CopyStep, source_state: Imag
 
         remote.append(f"fetched-at:{time.time()}")
     # COPY from the context always writes 0:0, so host ownership is not part of the meaning
-    digest: str = ctx.content_digest(local, owners=False)
+    into = None
+    if files is not None:
+        from .context import TreeDigest
+
+        into = TreeDigest(ctx.view, owners=False, keep_files=True)
+    digest: str = ctx.content_digest(local, owners=False, into=into)
+    if files is not None and into is not None and into.files:
+        files.update(into.files)
     return digest + ("|" + "|".join(remote) if remote else "")
 
 
@@ -93,18 +102,28 @@ def apply_copy(session: StageSession, state: ImageState, step: CopyStep, *, sour
         single = _single_source(session, state, step)
         if single is not None:
             return _apply_single(session, state, step, single, use_cache)
-    key = step_key(state.cache_key, step.kind, copy_meaning(step),
-                   copy_inputs_digest(session, step, source_state, context))
+    meaning = copy_meaning(step)
+    files: dict[str, str] | None = {} if source_state is None and source_view is None and session.unpack_layers else None
+    key = step_key(state.cache_key, step.kind, meaning, copy_inputs_digest(session, step, source_state, context, files))
     hit = cache_lookup(session, key) if use_cache else MISS
     if not isinstance(hit, CacheMiss):
         return commit_step(session, state, step, hit, key), True
     entries = build_copy_entries(session, state, step, source_view=source_view, context=context)
-    unpack = session.unpack_layers and not _snapshot_likely_exists(session, key)
+    reuse = None
+    if files:
+        from .snapreuse import Reuse, has_base
+
+        reuse = Reuse(_lineage(session, meaning, context), files.get)
+    # with the step's last snapshot to link from, unpacking costs little: a layer that stamps
+    # the time it is made (a directory COPY creates) is never the last one, whatever the key
+    unpack = session.unpack_layers and (reuse is not None and has_base(session, reuse)
+                                        or not _snapshot_likely_exists(session, key))
     # a layer with a whiteout-named file (".wh.x" from the context) cannot live as a snapshot
     # alone (unpacked, it is a whiteout): it is written at once
     lazy = session.lazy_layers and not whiteout_named(e.name for e in entries)
     layer = store_copy_layer(session, entries, unpack=unpack, lazy=lazy,
-                             avoid=_chain_snapshots(session, state) if source_view is not None else ()) \
+                             avoid=_chain_snapshots(session, state) if source_view is not None else (),
+                             reuse=reuse) \
         if entries else None
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key), False
 
@@ -196,13 +215,15 @@ def _store_nonempty(session: StageSession, records: Any, *, unpack: bool, lazy: 
     return store_records(session, itertools.chain((first,), records), unpack=unpack, lazy=lazy, reuse=reuse)
 
 
-def _lineage(session: StageSession, meaning: dict[str, Any]) -> str:
+def _lineage(session: StageSession, meaning: dict[str, Any], context: Any = None) -> str:
     """The step as written, for :mod:`builder.store.lineage`: its meaning and its context
-    directory (each run of it, whatever the content, has the same)."""
+    directory (each run of it, whatever the content, has the same). ``context``: a named
+    directory context read instead of the build context."""
     import json
     import os
 
-    return json.dumps(["copy", os.path.abspath(session.context.root), meaning], sort_keys=True)
+    root = (context if context is not None else session.context).root
+    return json.dumps(["copy", os.path.abspath(root), meaning], sort_keys=True)
 
 
 def _dest_view(session: StageSession, state: ImageState, step: CopyStep) -> Any:
