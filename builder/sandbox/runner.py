@@ -462,6 +462,10 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     global _copy_note_given
     if not spec.argv:
         raise HostError("sandbox: empty argv")
+    use_spare = spares is not None and spec.stdin is None
+    if use_spare:
+        assert spares is not None
+        spares.prepare(spec.limits)  # unless one is there: it starts while the host is probed
     caps = probe_host(Path(spec.upperdir).parent)
     plan = None
     warnings: list[str] = []
@@ -484,7 +488,7 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     from . import cgroups
     from .initproc import start
 
-    init = spares.take(spec.limits) if spares is not None and spec.stdin is None else None
+    init = spares.take(spec.limits) if use_spare and spares is not None else None
     if init is not None:
         cgroup = init.cgroup
     else:

@@ -13,7 +13,8 @@ Rules:
 
 - a spare is used only for a step whose limits (and the host's cgroup layout) are the ones it
   was started with, and whose stdin is /dev/null (see :func:`builder.sandbox.runner.run`);
-- spares are started by one process-wide daemon thread: an init's parent-death signal
+- spares are started by one process-wide daemon thread (a plain ``_thread``: starting it
+  does not wait for it to be scheduled, which a busy host makes slow): an init's parent-death signal
   (``PR_SET_PDEATHSIG``) follows the *thread* that started it, so that thread must live as long
   as this process. The init also exits on EOF of its config pipe, so a builder that dies takes
   its spare with it either way;
@@ -32,6 +33,7 @@ starts its own init and reports the real error).
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import queue
 import threading
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from .spec import ResourceLimits
 
 _jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-_keeper: threading.Thread | None = None
+_keeper_started = False
 _keeper_lock = threading.Lock()
 _open: weakref.WeakSet[Spares] = weakref.WeakSet()
 
@@ -56,17 +58,17 @@ def _keep() -> None:
         job = _jobs.get()
         try:
             job()
-        except Exception:  # noqa: BLE001 - jobs report through their Spares; the keeper goes on
+        except BaseException:  # noqa: BLE001 - jobs report through their Spares; the keeper goes on
             pass
 
 
 def _submit(job: Callable[[], None]) -> None:
     """Run ``job`` on the keeper thread (started on first use; it never ends)."""
-    global _keeper
+    global _keeper_started
     with _keeper_lock:
-        if _keeper is None:
-            _keeper = threading.Thread(target=_keep, name="sandbox-spare", daemon=True)
-            _keeper.start()
+        if not _keeper_started:
+            _keeper_started = True
+            _thread.start_new_thread(_keep, ())  # does not wait for the thread to run (as Thread.start does)
     _jobs.put(job)
 
 
@@ -179,13 +181,15 @@ class Spares:
         def run() -> None:
             try:
                 job()
+            except BaseException:  # noqa: BLE001 - best effort (the step does the real thing)
+                pass
             finally:
                 with self._cond:
                     self._pending -= 1
                     self._cond.notify_all()
 
         if own_thread:
-            threading.Thread(target=run, name="sandbox-probe", daemon=True).start()
+            _thread.start_new_thread(run, ())
         else:
             _submit(run)
 
