@@ -14,18 +14,20 @@ from typing import TYPE_CHECKING, Sequence
 from ..errors import DockerfileError, PybuildError
 from ..source import SourceFile, Span
 from .ast import Dockerfile, Heredoc, Node
-from .lines import LineReader, LogicalLine, heredoc_words
-from .transform import build_node, can_contain_heredoc
 
 if TYPE_CHECKING:  # pragma: no cover
     from .instructions import Instruction
+    from .lines import LineReader, LogicalLine
 
-__all__ = ["parse_text", "parse_file", "check_structure", "heredoc_words"]
+__all__ = ["parse_text", "parse_file", "check_structure"]
 
 EMPTY_FILE = "file with no instructions"
 
 
 def _node_for(logical: LogicalLine, reader: LineReader, source: SourceFile) -> Node:
+    from .lines import heredoc_words
+    from .transform import build_node, can_contain_heredoc
+
     span = Span(logical.first_line, logical.col, logical.last_line, max(reader.line_length(logical.last_line), 1))
     node = build_node(logical.text, span, reader.escape, source, logical.locate)
     if not can_contain_heredoc(node):
@@ -63,6 +65,8 @@ def parse_text(text: str, name: str = "Dockerfile") -> Dockerfile:
     directives, unterminated heredocs, nested JSON arrays, ENV/LABEL without values and files
     with no instructions.
     """
+    from .lines import LineReader  # with the grammar's modules: not imported when the parse cache hits
+
     if text.startswith("\ufeff"):
         text = text[1:]
     source = SourceFile(name, text)
