@@ -6,8 +6,9 @@ ms). A :class:`Spares` (one per build) keeps at most one init that already did b
 for its config, so the next RUN only writes its config. Spares are forked from the build's
 fork server (:class:`builder.sandbox.initproc.Forker`, one interpreter started with the first
 spare), ~1 ms each instead of a new interpreter; if it cannot run, spares are fresh
-interpreters. When a RUN actually runs it calls :meth:`Spares.prepare`, so a fully cached
-build starts neither.
+interpreters. Spares are asked for (:meth:`Spares.prepare`) only by a RUN that runs and, ahead
+of one, by a stage built without the cache or a step that missed it
+(:func:`builder.engine.step_run.prepare_spare`), so a fully cached build starts neither.
 
 Rules:
 
@@ -24,8 +25,7 @@ Rules:
   (:meth:`Spares.reap`);
 - :meth:`Spares.close` (the end of the build; also at process exit) waits for a spare being
   started and for those jobs, then kills the spare, removes its cgroup and ends the fork
-  server.
-  After ``close`` nothing is started any more.
+  server. After ``close`` nothing is started any more.
 
 Thread-safe. Never raises: a spare that cannot be made is simply not there (the step then
 starts its own init and reports the real error).
