@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from buildutil import BASE_TAG, busybox_store
 from runutil import assert_clean, build, make_context, new_store, pybuild_argv, pybuild_env, REPO
+from test_run_failures import _StderrWatch
 from test_sandbox import Step, rootfs, step  # noqa: F401  (the busybox root and step of the sandbox tests)
 
 from builder.sandbox.cgroups import layout
@@ -156,10 +157,8 @@ def test_cli_build_and_a_killed_builder_leave_no_spare(tmp_path: Path) -> None:
                         "RUN echo slow-started; sleep 1000\n")
     proc = subprocess.Popen(pybuild_argv(["--progress=plain", str(slow)]), cwd=REPO, env=pybuild_env(root),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if b"slow-started" in line:
-            break
+    watch = _StderrWatch(proc)
+    assert watch.wait_for(b"slow-started", 120), watch.text()  # a hang guard, not a speed assertion
     inits = _inits_of(proc.pid)
     assert len(inits) >= 2, "the running step's init and the spare (and the fork server)"
     proc.kill()
