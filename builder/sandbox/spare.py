@@ -142,8 +142,10 @@ class Spares:
             self._making = None
             if not self._closed and spare is not None:
                 self._spare, self._spare_key, spare = spare, key, None
-            self._cond.notify_all()
             start_forker = not self._closed and self._forker is None and not self._no_forker
+            if start_forker:
+                self._pending += 1  # close() waits for the server, then ends it
+            self._cond.notify_all()
         if spare is not None:  # closed meanwhile
             _discard(spare)
         if start_forker:  # for the spares after this one (a step may take this one meanwhile)
@@ -154,6 +156,10 @@ class Spares:
                 self._forker = Forker(temp_base())
             except OSError:
                 self._no_forker = True
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
 
     def release(self, cgroup: StepCgroup) -> None:
         """Close a finished step's ``cgroup`` (:meth:`StepCgroup.close`) on the keeper thread,
