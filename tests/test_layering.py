@@ -6,7 +6,9 @@ The table is DESIGN.md's, with what the code grew since (each marked "added"):
 - ``events.py`` (typed events, emitted by transfers and the engine), ``units.py`` (sizes),
   ``owners.py`` (PID-owned names, used by the store's temp entries and the sandbox's cgroups;
   moved out of ``store/stale.py``, which the sandbox must not import), ``platform.py`` (the
-  platform value type) sit in base.
+  platform value type) sit in base, as do ``codecache.py`` (dataclasses' compiled methods kept
+  across runs) and ``lazymod.py`` (deferred standard modules), which the CLI and API use at
+  import time and which import nothing of builder.
 - ``outputspec.py`` (parsing ``--output`` values, names checked as references) sits in oci.
 - ``inputs/urls.py`` (classifying context/ADD URLs, used by the planner) sits in plan; the rest
   of ``inputs/`` (stdin, git, ssh, flags prepared for the engine) sits in engine.
@@ -33,7 +35,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "builder"
 # (layer, module patterns): a pattern ending in "." is a package prefix; the longest match wins.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("builder", "builder.source", "builder.errors", "builder.digest", "builder.events",
-              "builder.platform", "builder.units", "builder.owners", "builder.grammar.")),
+              "builder.platform", "builder.units", "builder.owners", "builder.grammar.",
+              "builder.codecache", "builder.lazymod")),
     ("syntax", ("builder.syntax.",)),
     ("oci", ("builder.oci.", "builder.outputspec")),
     ("plan", ("builder.plan.", "builder.inputs.urls")),
