@@ -42,6 +42,8 @@ def context(tmp_path: Path, general: bool = False) -> Path:
     (ctx / "sub" / "e.txt").write_text("e\n")
     (ctx / "sub" / "empty").write_bytes(b"")
     (ctx / "sub" / "deep" / ("long-name-" * 12 + ".txt")).write_text("needs a PAX path\n")
+    (ctx / "sub" / "deep" / ("d" * 90)).mkdir()
+    (ctx / "sub" / "deep" / ("d" * 90) / "f.txt").write_text("named with the ustar prefix field\n")
     (ctx / "sub" / "link").symlink_to("c.txt")
     os.link(ctx / "b.bin", ctx / "b-hard.bin")
     os.mkfifo(ctx / "sub" / "pipe")
@@ -145,7 +147,8 @@ def test_changed_context_links_only_the_unchanged_files(tmp_path: Path, general:
     assert tree(first) == before  # the earlier snapshot is untouched
 
     ino = lambda fs, rel: os.lstat(fs / "app" / rel).st_ino  # noqa: E731
-    for rel in ("b.bin", "b-hard.bin", "sub/empty", "sub/deep/" + "long-name-" * 12 + ".txt"):
+    for rel in ("b.bin", "b-hard.bin", "sub/empty", "sub/deep/" + "long-name-" * 12 + ".txt",
+                "sub/deep/" + "d" * 90 + "/f.txt"):
         assert ino(second, rel) == ino(first, rel), rel
     if general:
         assert ino(second, "ignored-kept.txt") == ino(first, "ignored-kept.txt")

@@ -336,10 +336,13 @@ def _store_linked(session: StageSession | BuildSession, write: Callable[[Any, An
     from the step's previous snapshot). A failure of the linker only costs the snapshot."""
     import shutil
 
-    with session.store.blobs.ingest() as w:
-        out = _Reporting(w, session.emit)
-        info = write(out, linker)
-    out.finish()
+    try:
+        with session.store.blobs.ingest() as w:
+            out = _Reporting(w, session.emit)
+            info = write(out, linker)
+        out.finish()
+    finally:
+        linker.close()
     layer = _layer_ref(info)
     try:
         if session.snapshots.get(layer.diff_id) is None:

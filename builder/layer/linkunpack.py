@@ -103,6 +103,13 @@ class _Member:
                        if k.startswith(b"SCHILY.xattr.") and not k[len(b"SCHILY.xattr."):].startswith(_SKIPPED_XATTRS)]
 
 
+def _names(hdr: bytes, name: bytes) -> bool:
+    """Whether the header blocks ``hdr`` are those of a member named ``name``."""
+    if len(hdr) == _BLOCK and not hdr[345] and hdr[:100].split(b"\0", 1)[0] == name:
+        return True  # a plain header (no prefix field): the common case, without parsing
+    return _Member(hdr).name == name
+
+
 def _num(field: bytes) -> int:
     digits = field.strip(b"\0 ")
     return int(digits, 8) if digits else 0
@@ -157,8 +164,7 @@ class SnapshotLinker:
         hdr, size = record[0], record[1]
         start = self._offset + len(hdr)
         self._offset = start + size + (-size % _BLOCK)
-        if key is not None and self.base_index.get(name) == key and (
-                hdr[:len(name) + 1] == (name + b"\0")[:100] if len(hdr) == _BLOCK else _Member(hdr).name == name):
+        if key is not None and self.base_index.get(name) == key and _names(hdr, name):
             self._members.append((name, None))
             return
         n = len(self._members)
@@ -203,13 +209,17 @@ class SnapshotLinker:
             os.close(self._fd)
             self._fd = -1
 
+    def close(self) -> None:
+        """Close the staged file being written, if any (idempotent; :meth:`finish` calls it)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
     # -- the snapshot
     def finish(self) -> int:
         """Make the snapshot in ``dest`` (see the class docstring); returns how many files
         were linked."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self.close()
         if self.error is not None:
             raise self.error
         if self._ranges:
