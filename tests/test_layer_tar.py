@@ -69,6 +69,21 @@ def test_digests_are_correct(tmp_path: Path, compression: str) -> None:
     assert len(raw) % 512 == 0 and raw[-1024:] == bytes(1024)
 
 
+def test_discarded_layer_has_the_digests_of_a_written_one(tmp_path: Path) -> None:
+    """A layer written only for its diff_id (into a Discard, framed without the helper
+    thread) has the diff_id and size of the same layer written out, large or small."""
+    from builder.layer.tar import Discard
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 << 20))  # several of the writer's 1 MiB buffers
+    for ents in (sample_entries(tmp_path), sample_entries(tmp_path) + [Entry(
+            name="big.bin", type=EntryType.FILE, size=3 << 20, source=str(big))]):
+        out = io.BytesIO()
+        written = write_layer(ents, out, compression="uncompressed")
+        dropped = write_layer(ents, Discard(), compression="uncompressed")
+        assert dropped == written and dropped.size == len(out.getvalue())
+
+
 def test_deterministic_and_order_independent(tmp_path: Path) -> None:
     ents = sample_entries(tmp_path)
     a, b, c = io.BytesIO(), io.BytesIO(), io.BytesIO()

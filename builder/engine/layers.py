@@ -154,20 +154,13 @@ class _Marked:
             yield item
 
 
-class _Discard:
-    """A sink that keeps nothing (the tar of a lazy layer is only hashed and unpacked)."""
-
-    def write(self, data: Any) -> int:
-        return len(data)
-
-
 def hash_only(session: StageSession | BuildSession, entries: Iterable[Any], *, presorted: bool = False) -> LayerRef:
     """The lazy LayerRef of ``entries`` whose snapshot the caller provides (RUN adopts its
     upper dir): the tar is made only to be hashed (its diff_id), nothing is written.
     ``presorted``: as for ``write_layer``."""
-    from ..layer.tar import write_layer
+    from ..layer.tar import Discard, write_layer
 
-    info = write_layer(entries, _Discard(), compression="uncompressed",
+    info = write_layer(entries, Discard(), compression="uncompressed",
                        mtime_clamp=session.opts.source_date_epoch, presorted=presorted)
     return LayerRef(digest=None, diff_id=Digest.parse(str(info.diff_id)), size=0, media_type="")
 
@@ -175,9 +168,9 @@ def hash_only(session: StageSession | BuildSession, entries: Iterable[Any], *, p
 def hash_records(session: StageSession | BuildSession, records: Iterable[Any]) -> LayerRef:
     """:func:`hash_only` for members already framed as tar records in layer order
     (``builder.layer.whiteout.upper_records``)."""
-    from ..layer.tar import write_records
+    from ..layer.tar import Discard, write_records
 
-    info = write_records(records, _Discard(), compression="uncompressed")
+    info = write_records(records, Discard(), compression="uncompressed")
     return LayerRef(digest=None, diff_id=Digest.parse(str(info.diff_id)), size=0, media_type="")
 
 
@@ -295,7 +288,9 @@ def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any
         thread.start()
     try:
         if lazy:
-            out = _Reporting(_Discard(), session.emit)
+            from ..layer.tar import Discard
+
+            out = _Reporting(Discard(), session.emit)
             info = write(out, writer)
         else:
             with session.store.blobs.ingest() as w:

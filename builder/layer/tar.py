@@ -297,6 +297,15 @@ class LayerOutput(Protocol):
     def write(self, data: bytes | memoryview, /) -> object: ...
 
 
+class Discard:
+    """A layer output that keeps nothing (a layer written only for its diff_id, or only to be
+    unpacked through the tee). Given uncompressed and without a tee, the writer frames and
+    hashes such a layer without a helper thread."""
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        return len(data)
+
+
 class _Sink:
     """Owns the buffer pool and the helper thread.
 
@@ -328,8 +337,11 @@ class _Sink:
         self._made = 0
         self._full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
         self._compress, self._flush = self._make_compressor(level)
+        # nothing to compress, tee or keep: the producer's hashing is all there is to do
+        self._inline = compression == UNCOMPRESSED and tee is None and isinstance(out, Discard)
         self._thread = threading.Thread(target=self._run, name="layer-compress", daemon=True)
-        self._thread.start()
+        if not self._inline:
+            self._thread.start()
 
     def _make_compressor(self, level: int | None) -> tuple[Callable[[memoryview], bytes],
                                                            Callable[[], bytes]]:
@@ -412,15 +424,23 @@ class _Sink:
         # helper thread then only feeds the compressor and writes, and the two stay balanced
         with memoryview(buf) as mv:
             self.diff.update(mv[:n])
+        if self._inline:
+            self.size += n
+            self._free.put(buf)
+            return
         self._full.put((buf, n))
 
     def finish(self) -> None:
+        if self._inline:
+            return
         self._full.put(None)
         self._thread.join()
         if self.error is not None:
             raise self.error
 
     def abort(self) -> None:
+        if self._inline:
+            return
         self._full.put(None)
         self._thread.join()
 
