@@ -208,3 +208,33 @@ def test_prune_all_forgets_the_lineage(tmp_path: Path) -> None:
     assert not list((root / "cache" / "lineage").iterdir())
     (ctx / "a.txt").write_text("after prune\n")
     assert build(root, ctx, env=EPOCH)[1].startswith("after prune\n")
+
+
+def test_lazy_stage_copy_is_unpacked_and_linked_by_the_linker(tmp_path: Path) -> None:
+    """A COPY in a stage no output needs keeps only its snapshot (lazy): the linker makes it
+    (every file written the first time, the unchanged ones linked the next), and the layer
+    exported later is the one an eager build writes."""
+    ctx = context(tmp_path)
+    (ctx / "Dockerfile").write_text(f"FROM {BASE_TAG} AS build\nCOPY . /src\nRUN cat /src/a.txt > /out\n"
+                                    "FROM scratch\nCOPY --from=build /out /out\n")
+    root = busybox_store(tmp_path)
+
+    def lazy_snapshot() -> Path:
+        rec = [json.loads(p.read_bytes()) for p in (root / "cache" / "records").glob("*.json")]
+        lazy = [r["layer"]["diff_id"] for r in rec if r["layer"] and "digest" not in r["layer"]
+                and (root / "snapshots" / r["layer"]["diff_id"][7:19] / "fs" / "src").is_dir()]
+        assert len(lazy) >= 1
+        return root / "snapshots" / lazy[-1][7:19] / "fs"
+
+    build(root, ctx, env=EPOCH)
+    first = lazy_snapshot()
+    assert retarred(first) == (first.parent / "diff_id").read_text().strip()
+    (ctx / "a.txt").write_text("a, changed\n")
+    build(root, ctx, env=EPOCH)
+    second = [p for p in (root / "snapshots").glob("*/fs") if (p / "src").is_dir() and p != first]
+    assert len(second) == 1
+    assert os.lstat(second[0] / "src" / "b.bin").st_ino == os.lstat(first / "src" / "b.bin").st_ino
+    assert retarred(second[0]) == (second[0].parent / "diff_id").read_text().strip()
+    exported, _ = build(root, ctx, "--target", "build", env=EPOCH)
+    eager = busybox_store(tmp_path / "eager")
+    assert build(eager, ctx, "--target", "build", env={**EPOCH, "PYBUILD_LAZY_LAYERS": "off"})[0] == exported

@@ -44,11 +44,11 @@ def store_layer(session: StageSession | BuildSession, entries: Iterable[Any], *,
     from ..layer.tar import write_layer
 
     opts = session.opts
-    if reuse is not None and unpack and not lazy:
+    if reuse is not None and (unpack or lazy):
         from ..layer.tar import entry_records, layer_order
 
-        return store_records(session, entry_records(layer_order(entries), opts.source_date_epoch), unpack=True,
-                             reuse=reuse)
+        return store_records(session, entry_records(layer_order(entries), opts.source_date_epoch), unpack=unpack,
+                             lazy=lazy, reuse=reuse)
     compression = "uncompressed" if lazy else opts.compression
     watch = _Marked()
     entries = watch.names(entries, lambda e: str(e.name))
@@ -69,7 +69,7 @@ def store_records(session: StageSession | BuildSession, records: Iterable[Any], 
     watch = _Marked()
     records = watch.names(records, lambda r: str(r[4]))
     linking = None
-    if reuse is not None and unpack and not lazy and _gnu_tar() is not None:
+    if reuse is not None and (unpack or lazy) and _gnu_tar() is not None:
         from .snapreuse import Linking
 
         linking = Linking(session, reuse)
@@ -242,9 +242,9 @@ def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any
     from ..layer.extract import extract_layer
 
     dest = Path(tempfile.mkdtemp(prefix="snap-", dir=session.tmp))
-    linker = linking.begin(dest) if linking is not None else None
+    linker = linking.begin(dest, always=lazy) if linking is not None else None
     if linker is not None:
-        return _store_linked(session, write, dest, linker, linking)  # type: ignore[arg-type]
+        return _store_linked(session, write, dest, linker, linking, lazy)  # type: ignore[arg-type]
     rfd, wfd = os.pipe()
     try:
         import fcntl
@@ -326,29 +326,37 @@ def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any
 
 
 def _store_linked(session: StageSession | BuildSession, write: Callable[[Any, Any], Any], dest: Any,
-                  linker: SnapshotLinker, linking: Linking) -> LayerRef:
-    """:func:`_store` of an eager layer whose snapshot ``linker`` makes in ``dest`` (linking
-    from the step's previous snapshot). A failure of the linker only costs the snapshot."""
+                  linker: SnapshotLinker, linking: Linking, lazy: bool = False) -> LayerRef:
+    """:func:`_store` of a layer whose snapshot ``linker`` makes in ``dest`` (linking from the
+    step's previous snapshot). A failure of the linker only costs the snapshot of an eager
+    layer; for a ``lazy`` one (no blob: the snapshot is the layer) it raises StoreError."""
     import shutil
 
     try:
-        with session.store.blobs.ingest() as w:
-            out = _Reporting(w, session.emit)
+        if lazy:
+            out = _Reporting(_Discard(), session.emit)
             info = write(out, linker)
+        else:
+            with session.store.blobs.ingest() as w:
+                out = _Reporting(w, session.emit)
+                info = write(out, linker)
         out.finish()
     finally:
         linker.close()
-    layer = _layer_ref(info)
+    layer = _layer_ref(info, lazy)
     try:
         if session.snapshots.get(layer.diff_id) is None:
             linker.finish()
             session.snapshots.adopt(layer.diff_id, dest, linking.extra())
         linking.done(layer.diff_id)
-    except Exception:  # the snapshot is dropped: a RUN unpacks the blob instead
-        pass
+    except Exception as exc:  # eager: the snapshot is dropped, a RUN unpacks the blob instead
+        if lazy:
+            from ..errors import StoreError
+
+            raise StoreError(f"cannot unpack layer {layer.diff_id} into the snapshot store: {exc}") from exc
     finally:
         shutil.rmtree(linker.stage.decode("utf-8", "surrogateescape"), ignore_errors=True)
-    shutil.rmtree(dest, ignore_errors=True)
+        shutil.rmtree(dest, ignore_errors=True)
     return layer
 
 

@@ -81,10 +81,11 @@ class Linking:
                 self.linker.put(rec, key, name)
             yield rec
 
-    def begin(self, dest: Path) -> SnapshotLinker | None:
-        """A linker into ``dest`` when there is a base snapshot (its staging directory made
-        beside ``dest``); None otherwise (the caller unpacks another way)."""
-        if self.base is None:
+    def begin(self, dest: Path, always: bool = False) -> SnapshotLinker | None:
+        """A linker into ``dest`` when there is a base snapshot, or ``always`` (it then writes
+        every file: the unpacker of a lazy layer, faster than extracting its tar); its staging
+        directory is made beside ``dest``. None otherwise (the caller unpacks another way)."""
+        if self.base is None and not always:
             return None
         import tempfile
 

@@ -103,7 +103,8 @@ def apply_copy(session: StageSession, state: ImageState, step: CopyStep, *, sour
         if single is not None:
             return _apply_single(session, state, step, single, use_cache)
     meaning = copy_meaning(step)
-    files: dict[str, str] | None = {} if source_state is None and source_view is None and session.unpack_layers else None
+    files: dict[str, str] | None = {} if source_state is None and source_view is None and (
+        session.unpack_layers or session.lazy_layers) else None
     key = step_key(state.cache_key, step.kind, meaning, copy_inputs_digest(session, step, source_state, context, files))
     hit = cache_lookup(session, key) if use_cache else MISS
     if not isinstance(hit, CacheMiss):
@@ -169,7 +170,8 @@ def _apply_single(session: StageSession, state: ImageState, step: CopyStep, sing
     same either way, and the same the general path computes."""
     from .context import TreeDigest
 
-    digest = TreeDigest(session.context.view, owners=False, keep_files=session.unpack_layers, keep_lines=True)
+    digest = TreeDigest(session.context.view, owners=False, keep_files=session.unpack_layers or session.lazy_layers,
+                        keep_lines=True)
     meaning = copy_meaning(step)
     clamp = session.opts.source_date_epoch
     try:
@@ -187,7 +189,7 @@ def _apply_single(session: StageSession, state: ImageState, step: CopyStep, sing
             unpack = session.unpack_layers and (single.stamps_now or not _snapshot_likely_exists(session, key))
             lazy = session.lazy_layers and not whiteout_named(path for path, _, _ in walked)
             reuse = None
-            if unpack and not lazy and digest.files is not None:
+            if (unpack or lazy) and digest.files is not None:
                 from .snapreuse import Reuse
 
                 reuse = Reuse(_lineage(session, meaning), digest.files.get)

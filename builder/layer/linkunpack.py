@@ -127,7 +127,8 @@ def _parse_pax(data: bytes, out: dict[bytes, bytes]) -> None:
 
 class SnapshotLinker:
     """Unpacks the layer being written into ``dest`` (an empty directory), linking from
-    ``base`` (the ``fs`` dir of an earlier snapshot whose index is ``base_index``); ``stage``
+    ``base`` (the ``fs`` dir of an earlier snapshot whose index is ``base_index``; None with an
+    empty index: every file is written, the linker is then a plain unpacker); ``stage``
     (an empty directory on the same file system) holds the content of the files that are not
     linked while the layer is written.
 
@@ -140,10 +141,10 @@ class SnapshotLinker:
     or OSError; ``dest`` is then partial (the caller removes it). Nothing here ever raises
     into the writer."""
 
-    def __init__(self, dest: Path, stage: Path, base: Path, base_index: dict[bytes, bytes]) -> None:
+    def __init__(self, dest: Path, stage: Path, base: Path | None, base_index: dict[bytes, bytes]) -> None:
         self.dest = os.fsencode(dest) + b"/"
         self.stage = os.fsencode(stage) + b"/"
-        self.base = os.fsencode(base) + b"/"
+        self.base = os.fsencode(base) + b"/" if base is not None else b"/nonexistent/"
         self.base_index = base_index
         self.linked = 0
         self.error: BaseException | None = None
