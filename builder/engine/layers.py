@@ -334,7 +334,9 @@ def _store_linked(session: StageSession | BuildSession, write: Callable[[Any, An
 
     try:
         if lazy:
-            out = _Reporting(_Discard(), session.emit)
+            from ..layer.tar import Discard
+
+            out = _Reporting(Discard(), session.emit)
             info = write(out, linker)
         else:
             with session.store.blobs.ingest() as w:
