@@ -142,24 +142,9 @@ class Spares:
             self._making = None
             if not self._closed and spare is not None:
                 self._spare, self._spare_key, spare = spare, key, None
-            start_forker = not self._closed and self._forker is None and not self._no_forker
-            if start_forker:
-                self._pending += 1  # close() waits for the server, then ends it
             self._cond.notify_all()
         if spare is not None:  # closed meanwhile
             _discard(spare)
-        if start_forker:  # for the spares after this one (a step may take this one meanwhile)
-            from .initproc import Forker
-            from .runner import temp_base
-
-            try:
-                self._forker = Forker(temp_base())
-            except OSError:
-                self._no_forker = True
-            finally:
-                with self._cond:
-                    self._pending -= 1
-                    self._cond.notify_all()
 
     def release(self, cgroup: StepCgroup) -> None:
         """Close a finished step's ``cgroup`` (:meth:`StepCgroup.close`) on the keeper thread,
@@ -201,13 +186,19 @@ class Spares:
 
     def _start(self, limits: ResourceLimits | None) -> Started | None:
         """An init attached to a new cgroup for ``limits`` (as the runner would start it),
-        forked from the build's fork server; the first spare (the server is started after
-        it: its start-up and the attach would add up) and any when the server cannot run are
-        fresh interpreters."""
+        forked from the build's fork server. The first spare is a fresh interpreter, started
+        beside the server (the server's start-up and then a fork and attach would add up);
+        so is any when the server cannot run."""
         from . import cgroups
-        from .initproc import start
+        from .initproc import Forker, start
         from .runner import sweep_cgroups, temp_base
 
+        first = self._forker is None and not self._no_forker
+        if first:
+            try:
+                self._forker = Forker(temp_base())  # starts while this spare starts
+            except OSError:
+                self._no_forker = True
         cgroup = cgroups.for_limits(limits)
         if cgroup is not None:
             sweep_cgroups()
@@ -218,7 +209,7 @@ class Spares:
                     return None  # the step will fail with the real error
                 cgroup = None
         try:
-            if self._forker is not None:
+            if self._forker is not None and not first:
                 try:
                     return self._forker.spawn(cgroup)
                 except OSError:
