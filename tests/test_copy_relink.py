@@ -166,6 +166,12 @@ def test_changed_context_links_only_the_unchanged_files(tmp_path: Path, general:
     fresh = busybox_store(tmp_path / "other")
     assert build(fresh, ctx, env=EPOCH) == (digest, output)
 
+    # pruning the earlier snapshot (nothing refers to it any more) leaves the linked one whole
+    run_cli(["prune", "--all"], root).ok()
+    assert not first.exists() and second.is_dir()
+    assert retarred(second) == diff_id
+    assert tree(second) == tree(extracted_blob(root, tmp_path / "fresh-after-prune"))
+
 
 @pytest.mark.parametrize("general", [False, True], ids=["single-source", "general"])
 def test_no_cache_rerun_links_from_the_last_run(tmp_path: Path, general: bool) -> None:
