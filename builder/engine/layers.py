@@ -149,8 +149,10 @@ class _Marked:
 
     def names(self, items: Iterable[Any], name: Callable[[Any], str]) -> Iterator[Any]:
         for item in items:
-            if not self.seen and whiteout_named((name(item),)):
-                self.seen = True
+            if not self.seen:
+                label = name(item)
+                if ".wh." in label and whiteout_named((label,)):  # (the substring test first: cheap)
+                    self.seen = True
             yield item
 
 

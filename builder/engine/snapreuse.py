@@ -58,23 +58,18 @@ class Linking:
             if fs is not None and loaded is not None and loaded[1] < MAX_GENERATION:
                 self.base, (self.base_index, self.generation) = fs, loaded
 
-    def _key(self, rec: Any) -> bytes | None:
-        host, data = rec[2], rec[3]
-        if host is None or data is not None:
-            return None
-        cid = self.reuse.content_id(host)
-        if cid is None:
-            return None
-        from ..layer.linkunpack import member_key
-
-        return member_key(rec[0], cid)
-
     def tap(self, records: Iterable[Any]) -> Iterator[Any]:
         """``records`` passed through, keyed (and handed to the linker once it runs)."""
+        from ..layer.linkunpack import member_key
+
         index = self.index
+        content_id = self.reuse.content_id
         for rec in records:
-            key = self._key(rec)
-            name = _layer_name(rec[4])
+            host = rec[2]
+            cid = content_id(host) if host is not None and rec[3] is None else None
+            key = member_key(rec[0], cid) if cid is not None else None
+            label = rec[4]
+            name = (label if label[:1] != "/" and label[:2] != "./" else _clean(label)).encode("utf-8", "surrogateescape")
             if key is not None:
                 index[name] = key
             if self.linker is not None:
@@ -117,11 +112,11 @@ def has_base(session: StageSession | BuildSession, reuse: Reuse) -> bool:
     return last is not None and session.snapshots.get(last) is not None
 
 
-def _layer_name(label: str) -> bytes:
+def _clean(label: str) -> str:
     name = label.strip("/")
     while name.startswith("./"):
         name = name[2:].lstrip("/")
-    return name.encode("utf-8", "surrogateescape")
+    return name
 
 
 __all__ = ["Reuse", "Linking", "has_base"]

@@ -54,9 +54,11 @@ class LinkUnpackError(PybuildError):
     """The layer holds something the linker does not unpack (the snapshot is dropped)."""
 
 
-def member_key(hdr: bytes, content_id: str) -> bytes:
+def member_key(hdr: bytes, content_id: str, _blake2b: Any = hashlib.blake2b) -> bytes:
     """The identity of a regular-file member: its header blocks and its content id."""
-    return hashlib.blake2b(hdr + content_id.encode(), digest_size=16).digest()
+    h = _blake2b(hdr, digest_size=16)
+    h.update(content_id.encode())
+    return bytes(h.digest())
 
 
 def dump_index(index: dict[bytes, bytes], generation: int) -> bytes:
