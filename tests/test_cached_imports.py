@@ -19,7 +19,7 @@ HEAVY = ("pydantic", "requests", "isal", "zstandard", "rich", "builder.oci.model
 # inspect, which the CLI defers: builder.lazymod)
 NOT_ON_CACHED_PATH = ("lark", "concurrent.futures", "logging", "platform", "shutil", "tempfile",
                       "datetime", "zlib", "bz2", "lzma", "random", "dis", "tokenize", "builder.layer.tar",
-                      "builder.sandbox.runner", "builder.syntax.lines", "builder.syntax.transform")
+                      "builder.sandbox.runner", "builder.syntax.lines", "builder.syntax.transform", "pickle")
 
 
 def _rebuild_twice(store: Path, ctx: Path, also: tuple[str, ...] = ()) -> list[str]:

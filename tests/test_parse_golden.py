@@ -337,7 +337,9 @@ def test_parse_cache_gives_the_same_tree_without_lark(tmp_path: Path) -> None:
     import pickle
 
     df_path = tmp_path / "Dockerfile"
-    df_path.write_text("FROM scratch\nCOPY <<EOF /x\nhello\nEOF\nLABEL a=b \\\n  c=d\n")
+    df_path.write_text("# escape=`\nFROM scratch\nCOPY <<EOF /x\nhello\nEOF\nLABEL a=b `\n\n  c=d\n"
+                       "RUN --mount=type=tmpfs,target=/t <<-\"A\" 3<<B cat\n\tx\nA\ny\nB\n"
+                       "ONBUILD RUN [\"echo\", \"\\u00e9\"]\nCMD caf\udce9\n", errors="surrogateescape")
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     probe = ("import sys, pickle; from builder.syntax.parser import parse_file; "
              "df = parse_file(sys.argv[1]); "
@@ -354,7 +356,9 @@ def test_parse_cache_gives_the_same_tree_without_lark(tmp_path: Path) -> None:
     assert first == second
     from builder.syntax.parser import parse_text
 
-    assert second == parse_text(df_path.read_text(), name=str(df_path))
+    assert second == parse_text(df_path.read_bytes().decode("utf-8", "surrogateescape"), name=str(df_path))
+    assert len(second.nodes) == 6 and second.nodes[3].heredocs and second.nodes[4].inner is not None  # type: ignore[attr-defined]
+    assert second.warnings and second.escape == "`"  # type: ignore[attr-defined]
     df_path.write_text("FROM scratch\nLABEL a=c\n")
     third, third_lark = run()
     assert third_lark and third != second

@@ -1,8 +1,10 @@
 """Parsed Dockerfiles remembered on disk, so that building an unchanged Dockerfile again does
 not import lark nor run the grammar (about 30 ms of every build on the reference machine).
 
-An entry is the pickled :class:`~builder.syntax.ast.Dockerfile` of one text under one name,
-kept in the same user cache directory as lark's compiled tables
+An entry is the :class:`~builder.syntax.ast.Dockerfile` of one text under one name, written
+with ``marshal`` as lists and tuples of plain values (:func:`_encode`; not pickle: no ~1 ms
+import, and nothing in the file can run code when read), kept in the same user cache
+directory as lark's compiled tables
 (:func:`builder.syntax.grammar.cache_dir`), in a file named after a digest of the text, the
 name, pybuild's version and the identity (size, mtime) of the front end's own source and
 grammar files: editing the parser or the grammar retires every entry. Only successful parses
@@ -12,14 +14,17 @@ is only a cache). Nothing here raises.
 
 from __future__ import annotations
 
+import marshal
 import os
-import pickle
+from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from .ast import Dockerfile
+from ..source import SourceFile, Span
+from .ast import Dockerfile, Heredoc, Node
 
-_FORMAT = b"pybuild-parse-v1"
+_FORMAT = b"pybuild-parse-v2"
 
 
 @lru_cache(maxsize=1)
@@ -68,13 +73,40 @@ def load(text: str, name: str) -> Dockerfile | None:
     if path is None:
         return None
     try:
-        data = path.read_bytes()
-        df = pickle.loads(data)
+        data = marshal.loads(path.read_bytes())
+        df = _decode(data[1]) if data[0] == _FORMAT else None
     except Exception:  # missing, unreadable, or written by something else: a miss
         return None
     if not isinstance(df, Dockerfile) or df.source.text != text or df.source.name != name:
         return None
     return df
+
+
+_TYPES: dict[str, type[Any]] = {t.__name__: t for t in (Dockerfile, Node, Heredoc, Span, SourceFile)}
+_FIELDS: dict[str, tuple[str, ...]] = {name: tuple(f.name for f in fields(t)) for name, t in _TYPES.items()}
+
+
+def _encode(value: Any) -> Any:
+    """``value`` (the tree's dataclasses, tuples, str, int, bool, None) as what marshal writes: a
+    dataclass becomes the list ``[class name, *field values]`` (every field, whatever the class
+    grows), a tuple stays a tuple. Raises TypeError for anything else."""
+    name = type(value).__name__
+    if _TYPES.get(name) is type(value):
+        return [name, *(_encode(getattr(value, f)) for f in _FIELDS[name])]
+    if type(value) is tuple:
+        return tuple(_encode(v) for v in value)
+    if value is None or type(value) in (str, int, bool):
+        return value
+    raise TypeError(f"a {name} cannot be kept in the parse cache")
+
+
+def _decode(value: Any) -> Any:
+    if type(value) is list:
+        name = value[0]
+        return _TYPES[name](**dict(zip(_FIELDS[name], (_decode(v) for v in value[1:]), strict=True)))
+    if type(value) is tuple:
+        return tuple(_decode(v) for v in value)
+    return value
 
 
 def save(text: str, name: str, df: Dockerfile) -> None:
@@ -85,7 +117,7 @@ def save(text: str, name: str, df: Dockerfile) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(pickle.dumps(df, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.write_bytes(marshal.dumps((_FORMAT, _encode(df))))
         os.replace(tmp, path)
     except Exception:
         try:
