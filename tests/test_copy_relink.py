@@ -166,6 +166,13 @@ def test_changed_context_links_only_the_unchanged_files(tmp_path: Path, general:
     fresh = busybox_store(tmp_path / "other")
     assert build(fresh, ctx, env=EPOCH) == (digest, output)
 
+    # `pybuild du` counts the shared inodes once
+    from builder.engine.prune import usage
+    from builder.store.layout import Store
+    from builder.store.snapshots import Snapshots
+
+    assert usage(Store(root))["snapshots"] == Snapshots(root).usage()
+
     # pruning the earlier snapshot (nothing refers to it any more) leaves the linked one whole
     run_cli(["prune", "--all"], root).ok()
     assert not first.exists() and second.is_dir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,13 +21,20 @@ if TYPE_CHECKING:
 
 
 def _tree_size(path: Path) -> int:
+    """Bytes allocated under ``path``, a file with several links counted once (snapshots share
+    the inodes of unchanged files, builder.layer.linkunpack)."""
     total = 0
+    seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(path):
         for name in filenames + dirnames:
             try:
                 st = os.lstat(os.path.join(dirpath, name))
             except OSError:
                 continue
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
             total += st.st_blocks * 512
     return total
 
