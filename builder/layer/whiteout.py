@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -155,7 +156,7 @@ def upper_records(upper: Path, *, mtime_clamp: int | None = None, userxattr: boo
     from .tar import entry_records, plain_header
 
     xns = "user.overlay." if userxattr else "trusted.overlay."
-    fsencode = os.fsencode
+    fsencode = _fsencode
     listxattr = os.listxattr
     first_name: dict[tuple[int, int], str] = {}  # the first (smallest) name of a multi-link file
     # (kind, rel name, host path, lstat): a member, or the listing of a directory
@@ -222,6 +223,13 @@ def upper_records(upper: Path, *, mtime_clamp: int | None = None, userxattr: boo
 
 
 _FLAGS = {t: t.value.encode() for t in EntryType}
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+def _fsencode(name: str) -> bytes:
+    """``os.fsencode`` for a str (the same bytes, without its type checks: a walk calls it a
+    few times per member)."""
+    return name.encode(_FS_ENCODING, _FS_ERRORS)
 
 
 def _listing(host_dir: str, rel_dir: str, xns: str,
@@ -242,7 +250,7 @@ def _listing(host_dir: str, rel_dir: str, xns: str,
                 kind, name = _WH, WHITEOUT_PREFIX + name
             elif stat.S_ISDIR(mode):
                 kind = _DIR
-                slots.append((os.fsencode(name) + b"/", (_CONTENTS, prefix + name, de.path, st)))
+                slots.append((_fsencode(name) + b"/", (_CONTENTS, prefix + name, de.path, st)))
             elif stat.S_ISREG(mode):
                 if st.st_size == 0 and _getx(de.path, xns + "whiteout") is not None:
                     kind, name = _WH, WHITEOUT_PREFIX + name
@@ -256,7 +264,7 @@ def _listing(host_dir: str, rel_dir: str, xns: str,
                 kind = _FIFO
             else:
                 continue  # a socket cannot be archived
-            slots.append((os.fsencode(name), (kind, prefix + name, de.path, st)))
+            slots.append((_fsencode(name), (kind, prefix + name, de.path, st)))
     slots.sort(key=_slot_key)
     for i in range(1, len(slots)):
         if slots[i][0] == slots[i - 1][0]:
