@@ -187,18 +187,12 @@ class Spares:
     def _start(self, limits: ResourceLimits | None) -> Started | None:
         """An init attached to a new cgroup for ``limits`` (as the runner would start it),
         forked from the build's fork server. The first spare is a fresh interpreter, started
-        beside the server (the server's start-up and then a fork and attach would add up);
-        so is any when the server cannot run."""
+        beside the server and attached while both start up (the server's start-up and then a
+        fork and an attach would add up); so is any spare when the server cannot run."""
         from . import cgroups
-        from .initproc import Forker, start
+        from .initproc import Forker, attach, start
         from .runner import sweep_cgroups, temp_base
 
-        first = self._forker is None and not self._no_forker
-        if first:
-            try:
-                self._forker = Forker(temp_base())  # starts while this spare starts
-            except OSError:
-                self._no_forker = True
         cgroup = cgroups.for_limits(limits)
         if cgroup is not None:
             sweep_cgroups()
@@ -209,7 +203,21 @@ class Spares:
                     return None  # the step will fail with the real error
                 cgroup = None
         try:
-            if self._forker is not None and not first:
+            if self._forker is None and not self._no_forker:
+                # the first spare: a fresh interpreter; the server starts while it does, and
+                # both start up while the spare's attach waits for the kernel
+                spare = start(stdin=False, cgroup=None, cwd=temp_base())
+                try:
+                    try:
+                        self._forker = Forker(temp_base())
+                    except OSError:
+                        self._no_forker = True
+                    spare.cgroup = cgroup  # closed below if the attach fails
+                except BaseException:
+                    spare.discard()
+                    raise
+                return attach(spare)
+            if self._forker is not None:
                 try:
                     return self._forker.spawn(cgroup)
                 except OSError:
