@@ -38,11 +38,12 @@ _FLAGS: dict[str, dict[str, tuple[str, bool]]] = {
 _ALL_FLAGS = sorted({name for table in _FLAGS.values() for name in table})
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
-_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+# HEALTHCHECK durations and EXPOSE ranges: compiled by re on first use, not at every start
+_DURATION_PART = r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)"
 _UNIT_NS = {"ns": 1, "us": 1000, "\u00b5s": 1000, "\u03bcs": 1000, "ms": 1_000_000, "s": 1_000_000_000,
             "m": 60_000_000_000, "h": 3_600_000_000_000}
 _MAX_DURATION = 2**63 - 1
-_PORT_RE = re.compile(r"^(\d+)(?:-(\d+))?$")
+_PORT_RE = r"^(\d+)(?:-(\d+))?$"
 
 
 class _Flags:
@@ -144,7 +145,7 @@ def parse_duration(text: str) -> int:
     total = Fraction(0)
     pos = 0
     while pos < len(s):
-        match = _DURATION_PART.match(s, pos)
+        match = re.compile(_DURATION_PART).match(s, pos)  # re's cache: compiled once
         if match is None:
             if re.match(r"[0-9.]+$", s[pos:]):
                 raise ValueError(f'time: missing unit in duration "{text}"')
@@ -187,7 +188,7 @@ def _check_expose(node: Node, word: str) -> None:
             raise DockerfileError(f"invalid protocol {proto!r} in EXPOSE {word}: must be tcp, udp or sctp", _text_span(node, word))
         if not port:
             raise DockerfileError(f"invalid port in EXPOSE {word}: no port number before /{proto}", _text_span(node, word))
-    match = _PORT_RE.match(port)
+    match = re.match(_PORT_RE, port)
     if match is None:
         raise DockerfileError(f"invalid port {port!r} in EXPOSE: expected a number or a range like 8000-8010", _text_span(node, word))
     low = int(match.group(1))
