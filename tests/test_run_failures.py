@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -119,7 +120,12 @@ def test_signal_during_run_cleans_up(tmp_path: Path, sig: signal.Signals, stages
         for n in names:  # every stage's RUN is running (at once, with two)
             assert watch.wait_for(f"step-started-{n}".encode(), 120), f"stage {n} never started:\n{watch.text()}"
         # positive control: the scan used by assert_clean does see the running steps
-        running = leftover_processes([root, sandbox_tmp(root)], [token])
+        # (the echo's output can arrive before the shell has started its sleep: a counted poll)
+        for _ in range(200):
+            running = leftover_processes([root, sandbox_tmp(root)], [token])
+            if all(any(f"sleep {100 + i}" in p for p in running) for i in range(stages)):
+                break
+            time.sleep(0.05)
         assert all(any(f"sleep {100 + i}" in p for p in running) for i in range(stages)), running
         proc.send_signal(sig)
         try:
