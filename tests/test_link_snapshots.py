@@ -62,7 +62,7 @@ def comparable(snapshot: Path, clamp: int | None) -> list[tuple]:
 def test_snapshot_reads_back_as_the_layer_and_as_its_unpacked_tar(tmp_path: Path, case: str) -> None:
     fs = source_snapshot(tmp_path)
     clamp = OLD - 10 if case == "clamped" else OLD + 10
-    entries = copy_entries(sources=["/out"], dest="/dst/", src_view=RootView([fs]), src_is_context=False,
+    entries = copy_entries(sources=["/out"], dest="/out", src_view=RootView([fs]), src_is_context=False,
                            context=None, dest_view=RootView([]), chown=(5, 6) if case == "chown" else None,
                            mtime_clamp=clamp)
     made = tmp_path / "made"
@@ -80,12 +80,27 @@ def test_snapshot_reads_back_as_the_layer_and_as_its_unpacked_tar(tmp_path: Path
     buf.seek(0)
     extract_layer(buf, unpacked, mode="overlay", compression=None)
     assert comparable(made, clamp) == comparable(unpacked, clamp)
-    assert (made / "dst" / "big.bin").read_bytes() == (fs / "out" / "big.bin").read_bytes()
+    assert (made / "out" / "big.bin").read_bytes() == (fs / "out" / "big.bin").read_bytes()
     # a member with its source's exact metadata is that inode; anything else is a copy
-    same = os.stat(made / "dst" / "big.bin").st_ino == os.stat(fs / "out" / "big.bin").st_ino
+    same = os.stat(made / "out" / "big.bin").st_ino == os.stat(fs / "out" / "big.bin").st_ino
     assert same == (case == "linked")
-    # the hard link pair stays one inode in the snapshot, as in the tar
-    assert os.stat(made / "dst" / "a.txt").st_ino == os.stat(made / "dst" / "a-hard.txt").st_ino
+    # the hard link pair stays one inode in the snapshot, as in the tar; a source with two
+    # names is copied (a root holding both snapshots would show it under both)
+    assert os.stat(made / "out" / "a.txt").st_ino == os.stat(made / "out" / "a-hard.txt").st_ino
+    assert os.stat(made / "out" / "a.txt").st_ino != os.stat(fs / "out" / "a.txt").st_ino
+
+
+def test_a_file_is_linked_only_to_its_own_path(tmp_path: Path) -> None:
+    """Copied to another path, a file is copied: the two snapshots may meet in one root."""
+    fs = source_snapshot(tmp_path)
+    entries = copy_entries(sources=["/out/big.bin"], dest="/elsewhere/big.bin", src_view=RootView([fs]),
+                           src_is_context=False, context=None, dest_view=RootView([]), mtime_clamp=OLD + 10)
+    made = tmp_path / "made"
+    made.mkdir()
+    assert link_snapshot(layer_order(entries), str(made), immutable=str(tmp_path / "snapshots") + "/",
+                         mtime_clamp=OLD + 10)
+    assert (made / "elsewhere" / "big.bin").read_bytes() == (fs / "out" / "big.bin").read_bytes()
+    assert os.stat(made / "elsewhere" / "big.bin").st_nlink == 1
 
 
 def test_mutable_sources_and_whiteout_names_are_left_to_the_extractor(tmp_path: Path) -> None:
@@ -138,3 +153,40 @@ def test_copy_from_builds_match_the_unpacking_path(tmp_path: Path) -> None:
             assert len(seq) == 2 and all(p.stat().st_nlink == 2 for p in seq)
             assert seq[0].stat().st_ino == seq[1].stat().st_ino
     assert digests["off"] == digests["auto"] == digests["all"]
+
+
+MEETING = f"""FROM {BASE_TAG} AS a
+RUN echo f > /f && echo g > /g && ln /g /g2 && touch -t 202001010000 /f /g
+
+FROM {BASE_TAG} AS b
+COPY --from=a /f /f
+COPY --from=a /f /f2
+COPY --from=a /g /g
+
+FROM b AS c
+COPY --from=a /f /f3
+COPY --from=b /f /f4
+COPY --from=a /g2 /g2
+RUN [ -z "$(ls -i /f /f2 /f3 /f4 /g /g2 | awk '{{print $1}}' | sort | uniq -d)" ]
+
+FROM scratch AS final
+COPY --from=c /f /f2 /f3 /f4 /g /g2 /out/
+"""
+
+
+def test_linked_snapshots_meeting_in_one_root_show_no_hard_link(tmp_path: Path) -> None:
+    """Snapshots that share inodes (b's /f is a's) meet in c's root (b's layers, then COPYs of
+    a's and b's files to other names, a's second name of a linked file): every name there is
+    its own inode, as unpacking the tars gives, and a COPY out of c holds no hard link (same
+    image as the unpacking path)."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(MEETING)
+    digests = {}
+    for mode in ("off", "auto"):
+        root = busybox_store(tmp_path / mode)
+        digests[mode] = build(root, ctx, f"t/{mode}:final", env={"PYBUILD_LAZY_LAYERS": mode})
+        if mode == "auto":  # b's COPY --from=a /f /f linked a's file (the one link made here)
+            shared = [p for p in (root / "snapshots").glob("*/fs/f") if p.stat().st_nlink == 2]
+            assert len(shared) == 2 and shared[0].stat().st_ino == shared[1].stat().st_ino
+    assert digests["off"] == digests["auto"]

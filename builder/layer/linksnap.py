@@ -10,9 +10,15 @@ already) is copied from its immutable source with the member's metadata. Directo
 symlinks are made as the extractor makes them (owner, xattrs, mode and mtime, directories
 finished deepest first). So the snapshot is the one unpacking the tar would give.
 
-A source inside ``avoid`` (a snapshot of the image the layer goes on) is copied, never linked:
-one inode seen under two names of the same root would look like a hard link to the commands
-of a later RUN and to a COPY out of that image.
+No root may ever show one inode under two names from two layers: the commands of a later RUN
+(``tar``, ``cp -a``, ``du``) and a COPY out of that image would see a hard link that unpacking
+the tars does not make (a different layer, a different digest). Snapshots are shared by
+diff_id, so which roots a snapshot will be part of is not known here. Hence a file is linked
+only when its source has no other name (``st_nlink`` 1: not a hard link within its own
+snapshot, not linked into another snapshot already) and the member's name is the source's own
+path in its snapshot: the two snapshots sharing the inode then show it at the same path, and
+any root that holds both shows one of them. A source inside ``avoid`` (a snapshot of the image
+the layer goes on) is copied too.
 
 Whatever cannot be put down this way (a file from the build context or another mutable place,
 a device or FIFO, a whiteout-like name, a member whose parent directory the layer does not
@@ -78,7 +84,7 @@ def link_snapshot(ordered: list[tuple[bytes, Entry]], dest: str, *, immutable: s
             set_xattrs(path, e.xattrs)
             done.append((path, e.mode, mtime))
         elif kind is EntryType.FILE:
-            if not _linked(e, path, mtime, avoid, linked):
+            if not _linked(e, path, mtime, immutable, avoid, linked):
                 if not _copied(e, path, mtime):
                     return False
         elif kind is EntryType.HARDLINK:
@@ -94,14 +100,16 @@ def link_snapshot(ordered: list[tuple[bytes, Entry]], dest: str, *, immutable: s
     return True
 
 
-def _linked(e: Entry, path: str, mtime: int, avoid: tuple[str, ...], linked: set[tuple[int, int]]) -> bool:
-    """Link ``path`` to ``e``'s source when that gives the member exactly; False otherwise."""
+def _linked(e: Entry, path: str, mtime: int, immutable: str, avoid: tuple[str, ...],
+            linked: set[tuple[int, int]]) -> bool:
+    """Link ``path`` to ``e``'s source when that gives the member exactly and the inode is
+    then seen at one path only (see the module doc); False otherwise."""
     src = e.source
-    if src is None or e.data is not None or src.startswith(avoid):
+    if src is None or e.data is not None or src.startswith(avoid) or not _same_path(src, e.name, immutable):
         return False
     st = os.lstat(src)
     key = (st.st_dev, st.st_ino)
-    if (not stat.S_ISREG(st.st_mode) or key in linked or st.st_size != e.size
+    if (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or key in linked or st.st_size != e.size
             or stat.S_IMODE(st.st_mode) != e.mode or st.st_uid != e.uid or st.st_gid != e.gid
             or int(st.st_mtime) != mtime):
         return False
@@ -114,6 +122,12 @@ def _linked(e: Entry, path: str, mtime: int, avoid: tuple[str, ...], linked: set
         return False  # too many links, another file system: copied instead
     linked.add(key)
     return True
+
+
+def _same_path(src: str, name: str, immutable: str) -> bool:
+    """Whether ``src`` (under ``immutable``: ``<key>/fs/<path>``) is ``name`` in its snapshot."""
+    key_fs, sep, rel = src[len(immutable):].partition("/fs/")
+    return bool(sep) and "/" not in key_fs and rel == name.strip("/")
 
 
 def _copied(e: Entry, path: str, mtime: int) -> bool:
