@@ -22,9 +22,11 @@ The cache file lives beside the package's bytecode (``importlib.util.cache_from_
 bytecode magic number). It is a marshal of ``(magic, {text: marshalled code})``, read once on
 the first dataclass created and entry by entry on use; an unreadable, foreign or corrupt file
 counts as empty. It is (re)written at interpreter exit only when something was compiled, and
-never when bytecode writing is off (``-B``, ``PYTHONDONTWRITEBYTECODE``); the write is a temp
-file renamed into place (concurrent commands: the last rename wins, each file whole), and
-failures (read-only install, full disk) are ignored. The file keeps the union of what it held
+never when bytecode writing is off (``-B``, ``PYTHONDONTWRITEBYTECODE``); the write is a new
+temp file of a random name (created exclusively, never through a symlink) renamed into place
+(concurrent commands: the last rename wins, each file whole), and failures (read-only install,
+full disk) are ignored. The file is trusted as the ``.pyc`` files beside it are: whoever can
+write that directory can change the package's code anyway. The file keeps the union of what it held
 and what this process compiled, up to :data:`MAX_ENTRIES`, past which it keeps only what this
 process used. (Reading it is most of its cost, ~0.6 ms per MB here: other packages' classes,
 e.g. a test suite's, are left out so that it stays about pybuild's ~0.4 MB.)
@@ -145,15 +147,19 @@ def save() -> None:
             entries[text] = marshal.dumps(_compiled[text])
     if len(entries) > MAX_ENTRIES:
         entries = {text: entries[text] for text in _used}
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{os.getpid()}-{os.urandom(6).hex()}.tmp"
+    made = False
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        made = True
+        with open(fd, "wb") as f:
             f.write(marshal.dumps((MAGIC_NUMBER, entries)))
         os.replace(tmp, path)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if made:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     _added.clear()

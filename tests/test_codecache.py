@@ -1,6 +1,6 @@
 """builder.codecache: dataclasses made through the kept compiled code behave exactly as without
 it, the code is kept across runs (a second run compiles nothing, so leaves the file alone), and a
-bad or unwritable cache is harmless."""
+bad or unwritable cache is harmless; concurrent writers leave one whole file."""
 
 from __future__ import annotations
 
@@ -127,3 +127,33 @@ def test_other_packages_classes_are_not_kept(tmp_path: Path) -> None:
     plain = _probe("plain", prefix, module="elsewhere")
     assert _probe("cached", prefix, module="elsewhere") == plain
     assert _cache_files(prefix) == []
+
+
+def test_unwritable_place_is_harmless(tmp_path: Path) -> None:
+    """No directory can be made for the cache (a file in the way, as a read-only install
+    refuses root nothing): the classes behave, nothing is written, no error is printed."""
+    blocker = tmp_path / "pycache"
+    blocker.write_text("not a directory")
+    plain = _probe("plain", tmp_path / "other")
+    assert _probe("cached", blocker) == plain
+    assert blocker.read_text() == "not a directory"
+
+
+def test_concurrent_writers_leave_one_whole_file(tmp_path: Path) -> None:
+    """Several processes compiling at once each rename a whole file of their own into place:
+    the file is then read by the next run, which compiles nothing (so does not rewrite it)."""
+    prefix = tmp_path / "pycache"
+    plain = _probe("plain", prefix)
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(prefix)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    procs = [subprocess.Popen([sys.executable, "-c", PROBE, "cached", "builder.codecache_probe"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(4)]
+    for proc in procs:
+        out, err = proc.communicate()
+        assert proc.returncode == 0 and out == plain, err
+    [cache] = _cache_files(prefix)
+    assert not [p.name for p in cache.parent.iterdir() if p.name.endswith(".tmp")], "a temp file was left behind"
+    stamp = cache.stat().st_mtime_ns
+    os.utime(cache, ns=(stamp - 10**9, stamp - 10**9))
+    assert _probe("cached", prefix) == plain
+    assert cache.stat().st_mtime_ns == stamp - 10**9, "the file written concurrently was not whole"
