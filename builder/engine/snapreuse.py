@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from ..digest import Digest
 
 if TYPE_CHECKING:
     from ..layer.linkunpack import SnapshotLinker
+    from ..layer.tar import Record
     from .session import BuildSession, StageSession
 
 
@@ -58,7 +59,7 @@ class Linking:
             if fs is not None and loaded is not None and loaded[1] < MAX_GENERATION:
                 self.base, (self.base_index, self.generation) = fs, loaded
 
-    def tap(self, records: Iterable[Any]) -> Iterator[Any]:
+    def tap(self, records: Iterable[Record]) -> Iterator[Record]:
         """``records`` passed through, keyed (and handed to the linker once it runs)."""
         from ..layer.linkunpack import member_key
 

@@ -38,9 +38,12 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import PybuildError
+
+if TYPE_CHECKING:
+    from .tar import Record
 
 INDEX_FILE = "links"       # beside a snapshot's fs dir: its regular files' member keys
 _INDEX_VERSION = 1
@@ -48,13 +51,14 @@ MAX_GENERATION = 10_000    # snapshots linked one from another; keeps link count
 _BLOCK = 512
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SKIPPED_XATTRS = (b"trusted.overlay.", b"user.overlay.")
+_blake2b = hashlib.blake2b
 
 
 class LinkUnpackError(PybuildError):
     """The layer holds something the linker does not unpack (the snapshot is dropped)."""
 
 
-def member_key(hdr: bytes, content_id: str, _blake2b: Any = hashlib.blake2b) -> bytes:
+def member_key(hdr: bytes, content_id: str) -> bytes:
     """The identity of a regular-file member: its header blocks and its content id."""
     h = _blake2b(hdr, digest_size=16)
     h.update(content_id.encode())
@@ -161,7 +165,7 @@ class SnapshotLinker:
         self._fd_at = 0
 
     # -- the producer's side
-    def put(self, record: Any, key: bytes | None, name: bytes) -> None:
+    def put(self, record: Record, key: bytes | None, name: bytes) -> None:
         """The next record (:data:`builder.layer.tar.Record`) as the producer frames it, with
         its member key (:func:`member_key`; None: never linked) and its layer name."""
         hdr, size = record[0], record[1]
@@ -177,7 +181,7 @@ class SnapshotLinker:
                 self._ranges.append((start, start + size, n))
 
     # -- the writer's helper thread: the tee
-    def write(self, data: Any) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         """A chunk of the tar stream: the parts that belong to staged files are written."""
         n = len(data)
         if self.error is not None:
