@@ -479,10 +479,12 @@ def test_rootless_step_as_nobody(rootfs: Path, spare: bool) -> None:
 
 
 @pytest.mark.userns
-def test_rootless_step_with_subordinate_ids(rootfs: Path) -> None:
+@pytest.mark.parametrize("spare", [False, True], ids=["own-init", "spare-init"])
+def test_rootless_step_with_subordinate_ids(rootfs: Path, spare: bool) -> None:
     """With a subordinate id range in /etc/subuid and /etc/subgid (and the setuid newuidmap /
     newgidmap of Debian's uidmap package), a rootless step has ids beyond 0: it can chown to
-    1000:2000, and the layer entries carry 1000:2000 again. The host files are restored after."""
+    1000:2000, and the layer entries carry 1000:2000 again (also on a spare init, whose maps
+    newuidmap writes for an outer forked by the fork server). The host files are restored after."""
     import json
     import subprocess
     import tempfile
@@ -504,7 +506,8 @@ def test_rootless_step_with_subordinate_ids(rootfs: Path) -> None:
             os.lchown(p, nobody, nobody)
         script = "mkdir /d && echo x > /d/f && chown 1000:2000 /d /d/f && ls -ln /d | tail -1"
         res = subprocess.run(["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
-                              "env", f"PYTHONPATH={base / 'pkg'}", py, "-c", ROOTLESS_SCRIPT, str(base), script],
+                              "env", f"PYTHONPATH={base / 'pkg'}", py, "-c", ROOTLESS_SCRIPT, str(base), script,
+                              *(["spare"] if spare else [])],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=base)
         assert res.returncode == 0, res.stderr.decode()
         got = json.loads(res.stdout)

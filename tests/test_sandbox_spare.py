@@ -144,6 +144,34 @@ def test_library_build_ends_its_spare(tmp_path: Path) -> None:
     assert again.stdout.split() == ["0"], again.stdout
 
 
+def test_concurrent_library_builds_each_end_their_spares(tmp_path: Path) -> None:
+    """Three builds at once in this process (threads, one store each, RUN steps without the
+    cache): each gets its own spares and fork server (one keeper thread for all), every step
+    sees its own build's files, and after they return no init or cgroup of ours is left."""
+    import builder
+
+    results: dict[int, object] = {}
+
+    def one(i: int) -> None:
+        try:
+            store = builder.open_store(busybox_store(tmp_path / f"b{i}"))
+            steps = "".join(f"RUN echo {i}-{k} > /f{k}\n" for k in range(5))
+            ctx = make_context(tmp_path / f"ctx{i}", f"FROM {BASE_TAG}\n{steps}RUN cat /f0 /f4 > /out\n")
+            builder.build(ctx, tags=[f"conc:{i}"], store=store, on_event=lambda ev: None, no_cache=True,
+                          outputs=[f"type=local,dest={tmp_path / f'out{i}'}"])
+            results[i] = (tmp_path / f"out{i}" / "out").read_text()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: f"{i}-0\n{i}-4\n" for i in range(3)}
+    assert _inits_of(os.getpid()) == [] and _cgroups_of(os.getpid()) == []
+
+
 def test_cli_build_and_a_killed_builder_leave_no_spare(tmp_path: Path) -> None:
     """A CLI build leaves nothing (no init, no cgroup of a dead builder); a builder killed
     (SIGKILL) while a RUN runs and a spare waits takes both along (parent-death signal / EOF on
