@@ -220,6 +220,25 @@ def _gnu_tar() -> str | None:
     return shutil.which("tar") if os.geteuid() == 0 else None
 
 
+def _write_reported(session: StageSession | BuildSession, write: Callable[[Any, Any], Any], tee: Any,
+                    lazy: bool) -> Any:
+    """``write(out, tee)`` where ``out`` is a new store blob (committed when ``write`` returns)
+    or, for a ``lazy`` layer, a sink that keeps nothing; either way the bytes are reported as
+    :class:`_Reporting` progress. Returns what ``write`` returned; its exceptions propagate
+    (an unfinished blob is discarded by the store's ingest)."""
+    if lazy:
+        from ..layer.tar import Discard
+
+        out = _Reporting(Discard(), session.emit)
+        info = write(out, tee)
+    else:
+        with session.store.blobs.ingest() as w:
+            out = _Reporting(w, session.emit)
+            info = write(out, tee)
+    out.finish()
+    return info
+
+
 def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any], unpack: bool, lazy: bool = False,
            watch: _Marked | None = None, linking: Linking | None = None) -> LayerRef:
     """Run ``write(blob_writer, tee)`` into a new store blob (tee None unless ``unpack``); with
@@ -230,11 +249,7 @@ def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any
     ``linking`` linker when it has a snapshot to link from, else to GNU tar when it can be used
     (``_gnu_tar``), unless ``watch`` saw a whiteout-like name."""
     if not unpack:
-        with session.store.blobs.ingest() as w:
-            out = _Reporting(w, session.emit)
-            info = write(out, None)
-        out.finish()
-        return _layer_ref(info)
+        return _layer_ref(_write_reported(session, write, None, False))
     import os
     import shutil
     import tempfile
@@ -289,16 +304,7 @@ def _store(session: StageSession | BuildSession, write: Callable[[Any, Any], Any
         thread = threading.Thread(target=unpack_stream, name="layer-unpack", daemon=True)
         thread.start()
     try:
-        if lazy:
-            from ..layer.tar import Discard
-
-            out = _Reporting(Discard(), session.emit)
-            info = write(out, writer)
-        else:
-            with session.store.blobs.ingest() as w:
-                out = _Reporting(w, session.emit)
-                info = write(out, writer)
-        out.finish()
+        info = _write_reported(session, write, writer, lazy)
     finally:
         writer.close()
         if proc is not None:
@@ -335,16 +341,7 @@ def _store_linked(session: StageSession | BuildSession, write: Callable[[Any, An
     import shutil
 
     try:
-        if lazy:
-            from ..layer.tar import Discard
-
-            out = _Reporting(Discard(), session.emit)
-            info = write(out, linker)
-        else:
-            with session.store.blobs.ingest() as w:
-                out = _Reporting(w, session.emit)
-                info = write(out, linker)
-        out.finish()
+        info = _write_reported(session, write, linker, lazy)
     finally:
         linker.close()
     layer = _layer_ref(info, lazy)
