@@ -28,6 +28,8 @@ class Job(Generic[T]):
         self._error: BaseException | None = None
 
     def run(self) -> None:
+        """Call the function (once, on the worker); its value or exception goes to
+        :meth:`result`. Never raises."""
         try:
             self._value = self._fn()
         except BaseException as exc:  # handed to whoever waits for the result
@@ -59,6 +61,8 @@ class BlobWorker:
             job.run()
 
     def submit(self, fn: Callable[[], T]) -> Job[T]:
+        """Queue ``fn`` behind the calls submitted before; its :class:`Job` (the caller waits
+        with ``result()`` or not at all). Not after :meth:`shutdown` (it would never run)."""
         job = Job(fn)
         self._jobs.put(job)  # type: ignore[arg-type]  # the queue holds jobs of any result type
         return job

@@ -87,14 +87,18 @@ class Forked:
         return True
 
     def poll(self) -> int | None:
+        """None while the init runs, else -1 (the pidfd is closed then)."""
         self._gone(0)
         return self.returncode
 
     def wait(self) -> int | None:
+        """Wait until the init has exited (it is reaped by the kernel: the fork server ignores
+        SIGCHLD); -1. Closes the pidfd."""
         self._gone(None)
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
+        """Signal the init through its pidfd; nothing once it is known gone (never a reused pid)."""
         if self._pidfd >= 0:
             try:
                 signal.pidfd_send_signal(self._pidfd, sig)
