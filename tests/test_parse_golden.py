@@ -362,3 +362,24 @@ def test_parse_cache_gives_the_same_tree_without_lark(tmp_path: Path) -> None:
     df_path.write_text("FROM scratch\nLABEL a=c\n")
     third, third_lark = run()
     assert third_lark and third != second
+
+
+def test_parse_cache_never_writes_through_a_symlink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symlink someone left in the cache directory (at the temp name an earlier version
+    used) is not followed when an entry is written: its target stays as it was, and the entry
+    is written and read back."""
+    from builder.syntax import parsecache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    text, name = "FROM scratch\nLABEL a=b\n", "Dockerfile"
+    entry = parsecache._entry(text, name)
+    assert entry is not None
+    entry.parent.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    (entry.parent / f".{entry.name}.{os.getpid()}.tmp").symlink_to(victim)
+    df = parse_text(text, name=name)
+    parsecache.save(text, name, df)
+    assert victim.read_text() == "keep me\n"
+    assert parsecache.load(text, name) == df
+    assert not [p for p in entry.parent.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]

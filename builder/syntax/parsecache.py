@@ -110,17 +110,25 @@ def _decode(value: Any) -> Any:
 
 
 def save(text: str, name: str, df: Dockerfile) -> None:
-    """Remember ``df`` as the parse of ``text`` under ``name`` (atomically; errors ignored)."""
+    """Remember ``df`` as the parse of ``text`` under ``name`` (atomically: a new temp file of
+    a random name, created exclusively, so never written through a symlink someone left in the
+    cache directory, then renamed; errors ignored). Only after a parse: importing ``tempfile``
+    costs nothing next to lark."""
     path = _entry(text, name)
     if path is None:
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    import tempfile
+
+    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(marshal.dumps((_FORMAT, _encode(df))))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(marshal.dumps((_FORMAT, _encode(df))))
         os.replace(tmp, path)
     except Exception:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
