@@ -251,3 +251,41 @@ def test_lazy_stage_copy_is_unpacked_and_linked_by_the_linker(tmp_path: Path) ->
     exported, _ = build(root, ctx, "--target", "build", env=EPOCH)
     eager = busybox_store(tmp_path / "eager")
     assert build(eager, ctx, "--target", "build", env={**EPOCH, "PYBUILD_LAZY_LAYERS": "off"})[0] == exported
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["single-source", "general"])
+def test_file_edited_between_hashing_and_copying_is_not_linked(tmp_path: Path, general: bool,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A context file edited after the COPY hashed it but before its layer is framed (an
+    editor saving during the build; same size, so the header is unchanged): the layer holds the
+    new bytes, and so must its snapshot: the file is not linked from the last run's snapshot
+    (whose old bytes the cache key's digest names), nor indexed under that digest."""
+    from builder.engine import context as context_module
+
+    ctx = context(tmp_path, general)
+    root = busybox_store(tmp_path)
+    build(root, ctx, env=EPOCH)
+    first = copy_snapshot(root)
+    edited = str(ctx / "a.txt")
+    real = context_module.content_ids
+
+    def editing(files: dict[str, str], stats: dict[str, os.stat_result]):  # type: ignore[no-untyped-def]
+        ask = real(files, stats)
+
+        def content_id(host: str) -> str | None:
+            if os.path.abspath(host) == edited and (ctx / "a.txt").read_text() == "a one\n":
+                (ctx / "a.txt").write_text("a ONE\n")  # after hashing, before framing
+                os.utime(ctx / "a.txt", (1600000000, 1600000000))  # even the mtime kept
+            return ask(host)
+
+        return content_id
+
+    monkeypatch.setattr(context_module, "content_ids", editing)
+    (ctx / "sub" / "d.txt").write_text("d changed\n")  # a miss: the COPY runs again, linking from the first
+    digest, output = build(root, ctx, env=EPOCH)
+    assert output.startswith("a ONE\n"), output  # the RUN read the layer's bytes
+    second = copy_snapshot(root)
+    assert second != first and (second / "app" / "a.txt").read_text() == "a ONE\n"
+    assert retarred(second) == (second.parent / "diff_id").read_text().strip()
+    assert os.lstat(second / "app" / "b.bin").st_ino == os.lstat(first / "app" / "b.bin").st_ino  # others linked
+    assert (first / "app" / "a.txt").read_text() == "a one\n"
