@@ -7,6 +7,7 @@ overlay lower dir. All need root (marker ``root``/``overlay``); under CI=true th
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import threading
@@ -20,10 +21,11 @@ from builder.errors import HostError
 from builder.layer.entries import EntryType
 from builder.layer.whiteout import OPAQUE_MARKER, upper_entries, upper_is_empty
 from builder.sandbox.caps import DEFAULT_MASK
+from builder.sandbox import probe as probe_mod
 from builder.sandbox.probe import probe_host
 from builder.sandbox import runner as runner_mod
 from builder.sandbox.runner import run
-from builder.sandbox.spec import MountSpec, ProcessSpec, RunResult
+from builder.sandbox.spec import HostCaps, MountSpec, ProcessSpec, RunResult
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -126,6 +128,100 @@ def test_probe_is_cached_per_file_system(tmp_path: Path) -> None:
     assert probe_host(b) is first
     assert probe_host(tmp_path) is first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+@pytest.fixture
+def probe_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh process-level probe cache and a private state dir (instead of /run/pybuild)."""
+    monkeypatch.setattr(probe_mod, "_STATE_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(probe_mod, "_cache", {})
+    monkeypatch.setattr(probe_mod, "_persisted", set())
+    return tmp_path / "run"
+
+
+def _forget_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a new process sees: no cached probe in memory (the state dir stays)."""
+    monkeypatch.setattr(probe_mod, "_cache", {})
+    monkeypatch.setattr(probe_mod, "_persisted", set())
+
+
+def _state_file(state: Path, where: Path) -> Path:
+    return state / f"overlay-{os.stat(where).st_dev}"
+
+
+def test_probe_persisted_is_reused(probe_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A successful probe is persisted per boot and file system; a later process reuses it
+    without mounting (no probe counted, no pbprobe- dir)."""
+    where = tmp_path / "d"
+    where.mkdir()
+    before = probe_mod.overlay_probes
+    first = probe_host(where)
+    assert first.overlay and probe_mod.overlay_probes == before + 1
+    state = _state_file(probe_state, where)
+    assert os.stat(probe_state).st_mode & 0o777 == 0o700
+    assert os.stat(state).st_mode & 0o777 == 0o600
+    assert json.loads(state.read_text())["options"] == first.overlay_options
+    _forget_in_process(monkeypatch)
+    again = probe_host(where)
+    assert again == first
+    assert probe_mod.overlay_probes == before + 1
+    assert list(where.iterdir()) == []
+    assert sorted(p.name for p in probe_state.iterdir()) == [state.name]  # no temp file left
+
+
+@pytest.mark.parametrize("damage", ["boot", "fsid", "kernel", "corrupt", "symlink"])
+def test_probe_persisted_mismatch_reprobes(probe_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           damage: str) -> None:
+    where = tmp_path / "d"
+    where.mkdir()
+    first = probe_host(where)
+    state = _state_file(probe_state, where)
+    good = json.loads(state.read_text())
+    if damage == "corrupt":
+        state.write_text('{"key": [')
+    elif damage == "symlink":
+        (tmp_path / "elsewhere").write_text(state.read_text())
+        state.unlink()
+        state.symlink_to(tmp_path / "elsewhere")
+    else:
+        bad = dict(good, key=list(good["key"]))
+        bad["key"][{"boot": 0, "fsid": 2, "kernel": 3}[damage]] += "x"
+        state.write_text(json.dumps(bad))
+    _forget_in_process(monkeypatch)
+    before = probe_mod.overlay_probes
+    assert probe_host(where) == first
+    assert probe_mod.overlay_probes == before + 1
+    assert not state.is_symlink() and json.loads(state.read_text()) == good  # rewritten
+
+
+def test_probe_persisted_options_refused_reprobe_once(probe_state: Path, step: Step,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Persisted options the kernel refuses: the step's mount fails, the runner forgets the file,
+    probes again and the step runs; the file then holds the options that work."""
+    first = probe_host(step.base)
+    state = _state_file(probe_state, step.base)
+    good = json.loads(state.read_text())
+    state.write_text(json.dumps(dict(good, options="redirect_dir=bogus")))
+    _forget_in_process(monkeypatch)
+    before = probe_mod.overlay_probes
+    r = step.sh("echo ran")
+    assert r.exit_code == 0 and step.out == "ran\n"
+    assert probe_mod.overlay_probes == before + 1
+    assert json.loads(state.read_text()) == good
+    assert probe_host(step.base) == first
+
+
+def test_probe_not_persisted_elsewhere_refused(probe_state: Path, step: Step) -> None:
+    """A refused mount with a probe of this process (not persisted): no retry, a clear error."""
+    probe_host(step.base)
+    key = os.stat(step.base).st_dev
+    caps = probe_mod._cache[key]
+    probe_mod._cache[key] = HostCaps(root=True, overlay=True, overlay_options="redirect_dir=bogus",
+                                     userns=caps.userns)
+    before = probe_mod.overlay_probes
+    with pytest.raises(HostError, match="overlay mount"):
+        step.sh("echo ran")
+    assert probe_mod.overlay_probes == before and step.out == ""
 
 
 @pytest.mark.parametrize("network", ["none", "host"])

@@ -115,7 +115,11 @@ def _child(cfg: dict[str, Any], alive_r: int) -> None:
         os.chdir(tmp)  # short relative names keep the overlay option string small
         root = os.path.join(tmp, "root")
         if cfg.get("overlay") is not None:
-            ns.mount("overlay", "root", "overlay", 0, cfg["overlay"])
+            try:
+                ns.mount("overlay", "root", "overlay", 0, cfg["overlay"])
+            except OSError as e:  # the runner may re-probe the options (a persisted probe) and retry
+                _status({"error": f"overlay mount: {type(e).__name__}: {e}", "overlay": 1})
+                os._exit(SETUP_FAILED)
         else:
             rootfs.bind(cfg["bindroot"], root, False)
         stubs = rootfs.Stubs(cfg.get("upper"))

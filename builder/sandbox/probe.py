@@ -7,11 +7,21 @@ system of ``where`` (its ``st_dev``), not by the path: every RUN has a new upper
 all live on the store's file system, so a build probes once. Without root it cannot mount
 outside a user namespace: overlay is assumed from the kernel version (5.11+) and the options
 get ``userxattr``; a refusal then shows as a setup error of the first step.
+
+A SUCCESSFUL root overlay probe is also persisted for the boot (``/run/pybuild/``, a root-owned
+0700 dir; one file per file system, written to an ``O_EXCL|O_NOFOLLOW`` temp file and renamed),
+keyed by the boot id, ``st_dev``, ``statvfs().f_fsid``, the kernel release and the options the
+overlay module advertises: a later process on the same boot and file system skips the mount
+(~15-20 ms on the first RUN). Any mismatch, unreadable or corrupt file means: probe as before.
+If a step's overlay mount then fails with persisted options, the runner calls :func:`forget`
+and retries once with a fresh probe, so the error is never worse than without the file.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -21,6 +31,9 @@ from .spec import HostCaps
 _WANTED = (("index", "index=off"), ("metacopy", "metacopy=off"), ("redirect_dir", "redirect_dir=off"))
 _cache: dict[int | str, HostCaps] = {}
 _lock = threading.Lock()
+_STATE_DIR = "/run/pybuild"  # per boot (tmpfs); tests point it elsewhere
+_persisted: set[int | str] = set()  # cache keys whose caps were read from the persisted file
+overlay_probes = 0  # overlay probe mounts done by this process (an observable for tests)
 
 
 def _known_options() -> list[str]:
@@ -34,6 +47,9 @@ def _known_options() -> list[str]:
 def _try_overlay(where: str, options: list[str]) -> tuple[bool, str, str]:
     """(usable, accepted options, reason). Needs root; mounts in the caller's namespace."""
     from . import namespaces as ns
+
+    global overlay_probes
+    overlay_probes += 1
 
     tmp = tempfile.mkdtemp(prefix="pbprobe-", dir=where)
     try:
@@ -96,11 +112,118 @@ def probe_host(where: Path | None = None) -> HostCaps:
     with _lock:  # one probe at a time (a spare keeper may be probing ahead of the first RUN)
         caps = _cache.get(key)
         if caps is None:
-            caps = _cache[key] = _probe(path)
+            caps = _cache[key] = _probe(path, key)
     return caps
 
 
-def _probe(path: str) -> HostCaps:
+def forget(where: Path) -> bool:
+    """Drop the cached probe of ``where``'s file system if it was read from the persisted file
+    (and delete that file): True when it was, so a failed overlay mount is worth one retry with a
+    fresh probe; False otherwise (the error stands). Thread-safe."""
+    try:
+        key: int | str = os.stat(where).st_dev
+    except OSError:
+        return False
+    with _lock:
+        if key not in _persisted:
+            return False
+        _persisted.discard(key)
+        _cache.pop(key, None)
+        name = _state_name(key)
+        if name is not None:
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+        return True
+
+
+def _state_name(dev: int | str) -> str | None:
+    return os.path.join(_STATE_DIR, f"overlay-{dev}") if isinstance(dev, int) else None
+
+
+def _state_key(path: str, dev: int, known: list[str]) -> list[str] | None:
+    """What identifies the file system and kernel the probe ran on (None: cannot tell)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        fsid = os.statvfs(path).f_fsid
+    except OSError:
+        return None
+    if not boot:
+        return None
+    return [boot, str(dev), str(fsid), os.uname().release, ",".join(known)]
+
+
+def _state_dir() -> bool:
+    """Create (or check) the state dir: a real dir owned by root, no access for others."""
+    try:
+        os.mkdir(_STATE_DIR, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    try:
+        st = os.lstat(_STATE_DIR)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and st.st_mode & 0o077 == 0
+
+
+def _load(dev: int, key: list[str]) -> HostCaps | None:
+    """The persisted successful probe for ``key``; None when missing, unreadable or mismatching."""
+    name = _state_name(dev)
+    if name is None or not _state_dir():
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_size > 4096:
+            return None
+        data = json.loads(os.read(fd, 4096))
+        if not isinstance(data, dict) or data.get("key") != key:
+            return None
+        opts = data.get("options")
+        if not isinstance(opts, str) or not all(_plain_option(o) for o in opts.split(",") if o):
+            return None
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return HostCaps(root=True, overlay=True, overlay_options=opts, userns=_userns())
+
+
+def _plain_option(opt: str) -> bool:
+    """``name=value`` of a wanted option, plain characters only (nothing else reaches a mount)."""
+    name, eq, value = opt.partition("=")
+    return bool(eq) and name in {n for n, _ in _WANTED} and value.isascii() and value.isalnum()
+
+
+def _save(dev: int, key: list[str], caps: HostCaps) -> None:
+    """Persist a successful probe (best effort: any failure leaves no file behind)."""
+    name = _state_name(dev)
+    if name is None or not _state_dir():
+        return
+    tmp = os.path.join(_STATE_DIR, f"tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"key": key, "options": caps.overlay_options}, f)
+        os.rename(tmp, name)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _probe(path: str, dev: int | str) -> HostCaps:
     root = os.geteuid() == 0
     if not root:
         userns = _userns()
@@ -113,9 +236,18 @@ def _probe(path: str) -> HostCaps:
         caps = HostCaps(root=False, overlay=ok, overlay_options=",".join(known + ["userxattr"]),
                         userns=userns, reason=why)
     else:
+        known = _known_options()
+        key = _state_key(path, dev, known) if isinstance(dev, int) else None
+        if key is not None and isinstance(dev, int):
+            loaded = _load(dev, key)
+            if loaded is not None:
+                _persisted.add(dev)
+                return loaded
         try:
-            ok, opts, why = _try_overlay(path, _known_options())
+            ok, opts, why = _try_overlay(path, known)
         except OSError as e:
             ok, opts, why = False, "", f"overlay probe failed: {e}"
         caps = HostCaps(root=True, overlay=ok, overlay_options=opts, userns=_userns(), reason=why)
+        if ok and key is not None and isinstance(dev, int):
+            _save(dev, key, caps)
     return caps

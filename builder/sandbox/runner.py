@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import HostError
 from . import namespaces as ns
-from .probe import probe_host
+from .probe import forget, probe_host
 from .resolvconf import resolv_conf
 from .spec import HostCaps, ProcessSpec, RunResult
 
@@ -459,9 +459,23 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     doc); any exception (including KeyboardInterrupt) kills the step and cleans up before it
     propagates.
     """
-    global _copy_note_given
     if not spec.argv:
         raise HostError("sandbox: empty argv")
+    try:
+        return _run_once(spec, cancel, force_copy, spares)
+    except _StaleProbe:  # the persisted overlay options failed: probed again, one more try
+        return _run_once(spec, cancel, force_copy, spares)
+
+
+class _StaleProbe(HostError):
+    """The overlay mount failed with options from the persisted probe (which is now forgotten)."""
+
+
+def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: bool,
+              spares: "Spares | None") -> RunResult:
+    """One attempt of :func:`run` (same contract); raises :class:`_StaleProbe` when the overlay
+    mount failed with persisted probe options, before the command ran."""
+    global _copy_note_given
     use_spare = spares is not None and spec.stdin is None
     if use_spare:
         assert spares is not None
@@ -529,6 +543,8 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
             return RunResult(exit_code=137, signal=signal.SIGKILL, cancelled=True, notes=tuple(notes),
                              warnings=tuple(warnings), **extra)
         if "error" in status:
+            if status.get("overlay") and forget(Path(spec.upperdir).parent):
+                raise _StaleProbe(f"sandbox setup failed: {status['error']}")
             raise HostError(f"sandbox setup failed: {status['error']}")
         if "exit" not in status:
             if "limit" in extra:  # e.g. --pids-limit 1: the init could not even start the command
