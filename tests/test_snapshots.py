@@ -127,6 +127,28 @@ def test_adopt_lowerdirs_remove(tmp_path: Path) -> None:
         snaps.adopt(d1, tmp_path / "missing")
 
 
+def test_adopt_existing_deferred_delete(tmp_path: Path) -> None:
+    """With deferred deletes, adopting a dir whose snapshot exists moves it out of the way at
+    once (a ``tmp-PID-`` name the stale sweep knows) and deletes it in the background; close()
+    waits until it is gone."""
+    snaps = Snapshots(tmp_path, deferred_deletes=True)
+    d = Digest.of_bytes(b"layer")
+    first = tmp_path / "first"
+    (first / "sub").mkdir(parents=True)
+    (first / "sub" / "f").write_text("1")
+    fs = snaps.adopt(d, first)
+    again = tmp_path / "again"
+    (again / "sub").mkdir(parents=True)
+    for i in range(200):
+        (again / "sub" / f"f{i}").write_text("1")
+    os.chmod(again / "sub", 0o500)  # read-only dirs are deleted too
+    assert snaps.adopt(d, again) == fs and not again.exists()
+    snaps.close()
+    assert sorted(p.name for p in snaps.dir.iterdir()) == [d.hex[:12]]
+    assert snaps.list() == [d] and (fs / "sub" / "f").read_text() == "1"
+    snaps.close()  # again: nothing to wait for
+
+
 def test_short_name_collision_uses_longer_key(tmp_path: Path) -> None:
     snaps = Snapshots(tmp_path)
     a = Digest("sha256", "ab" * 6 + "0" * 52)

@@ -55,7 +55,7 @@ class BuildSession:
         self._emit_lock = threading.Lock()
         self.cancel = threading.Event()
         self.cache = CacheStore(store.root)
-        self.snapshots = Snapshots(store.root / "snapshots")
+        self.snapshots = Snapshots(store.root / "snapshots", deferred_deletes=True)
         tmp_parent = store.root / "tmp"
         tmp_parent.mkdir(parents=True, exist_ok=True)
         from ..owners import make_owned_dir
@@ -87,12 +87,13 @@ class BuildSession:
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
         """End the spare sandbox init (if a RUN started one), wait for the layer blobs being
-        finished in the background, then remove the build's temp directory (mounts are
+        finished and the redundant snapshot dirs being deleted in the background, then remove the build's temp directory (mounts are
         released by their owners first)."""
         if self._spares is not None:
             self._spares.close()
         if self.blob_worker is not None:
             self.blob_worker.shutdown(wait=True)  # pending blobs are finished (their data is read)
+        self.snapshots.close()  # redundant upper dirs still being deleted in the background
         try:
             os.rmdir(self.tmp)  # a build whose steps were all cached left nothing in it
         except OSError:

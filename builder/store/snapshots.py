@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -45,12 +46,42 @@ class Snapshots:
     name the same store).
     """
 
-    def __init__(self, root: Path, *, size_limit: int | None = None, userxattr: bool = False) -> None:
+    def __init__(self, root: Path, *, size_limit: int | None = None, userxattr: bool = False,
+                 deferred_deletes: bool = False) -> None:
         root = Path(root)
         self.dir = root if root.name == "snapshots" else root / "snapshots"
         self.size_limit = size_limit  # None: extract_layer's default (64 GiB)
         self.userxattr = userxattr
         self._implied: dict[str, tuple[str, ...]] = {}
+        self._deferred = deferred_deletes
+        self._reaper: _Reaper | None = None
+        self._reaper_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Wait until the directories :meth:`adopt` deleted in the background are gone (with
+        ``deferred_deletes``; a no-op otherwise). The owner (a build) calls it at its end, so no
+        temp dir outlives it; a killed process leaves ``tmp-PID-*`` dirs the stale sweep removes."""
+        with self._reaper_lock:
+            reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.close()
+
+    def _discard(self, path: Path) -> None:
+        """Delete ``path`` (on the store's file system): with ``deferred_deletes`` it is renamed
+        to a doomed temp name at once and removed on a background thread (see :meth:`close`)."""
+        if self._deferred:
+            doomed = self.dir / f"tmp-{os.getpid()}-{os.urandom(4).hex()}"
+            try:
+                os.rename(path, doomed)
+            except OSError:
+                pass  # e.g. another file system: deleted here
+            else:
+                with self._reaper_lock:
+                    if self._reaper is None:
+                        self._reaper = _Reaper()
+                    self._reaper.submit(doomed)
+                return
+        _rmtree(path)
 
     # -- lookup
     def _find(self, diff_id: Digest) -> Path | None:
@@ -243,7 +274,8 @@ class Snapshots:
         """Move the overlay-format directory ``path`` into the store as ``diff_id``'s snapshot.
 
         ``path`` must be on the store's filesystem (it is renamed, not copied) and is consumed:
-        afterwards it no longer exists (if the snapshot already existed, ``path`` is deleted).
+        afterwards it no longer exists (if the snapshot already existed, ``path`` is deleted:
+        with ``deferred_deletes``, renamed away and deleted in the background until :meth:`close`).
         ``extra``: files written beside ``fs`` (name -> content, e.g. the linker's index), only
         when this call makes the snapshot.
         Returns the snapshot's ``fs`` dir. Raises StoreError when ``path`` cannot be moved.
@@ -252,7 +284,7 @@ class Snapshots:
         if not path.is_dir() or path.is_symlink():
             raise StoreError(f"cannot adopt {path} as snapshot {diff_id}: not a directory")
         if self.get(diff_id) is not None:
-            _rmtree(path)
+            self._discard(path)
             return self.get(diff_id)  # type: ignore[return-value]
         tmp = self._tmp()
         try:
@@ -398,6 +430,28 @@ def _copy_dir_attrs(src: Path, st: os.stat_result, dest: Path) -> None:
             continue
     os.chmod(dest, stat.S_IMODE(st.st_mode))
 
+
+
+class _Reaper:
+    """One daemon thread deleting doomed directories in order; :meth:`close` waits for all."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="snapshot-reaper", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (path := self._queue.get()) is not None:
+            _rmtree(path)
+
+    def submit(self, path: Path) -> None:
+        self._queue.put(path)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
 
 
 def _rmtree(path: Path) -> None:
