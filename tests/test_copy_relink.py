@@ -10,6 +10,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -253,39 +254,173 @@ def test_lazy_stage_copy_is_unpacked_and_linked_by_the_linker(tmp_path: Path) ->
     assert build(eager, ctx, "--target", "build", env={**EPOCH, "PYBUILD_LAZY_LAYERS": "off"})[0] == exported
 
 
-@pytest.mark.parametrize("general", [False, True], ids=["single-source", "general"])
-def test_file_edited_between_hashing_and_copying_is_not_linked(tmp_path: Path, general: bool,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """A context file edited after the COPY hashed it but before its layer is framed (an
-    editor saving during the build; same size, so the header is unchanged): the layer holds the
-    new bytes, and so must its snapshot: the file is not linked from the last run's snapshot
-    (whose old bytes the cache key's digest names), nor indexed under that digest."""
-    from builder.engine import context as context_module
 
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    """Rewrite ``path`` in place with ``data`` of its size, its mtime kept (an editor saving
+    during a build): only its ctime tells."""
+    st = os.stat(path)
+    assert len(data) == st.st_size
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def edit_during_write(monkeypatch: pytest.MonkeyPatch, path: Path, data: bytes, when: str) -> list[str]:
+    """Make the next layer written with a snapshot linked from the step's last one (or, with
+    none, unpacked with a link index) rewrite ``path`` with ``data`` once its key is made:
+    ``before-open``, before the layer writer opens any file; ``while-read``, once the writer
+    has read the first part of ``path`` (all of a small file, up to the end of the writer's
+    buffer for a large one). Returns a list that gets ``when`` when done."""
+    from builder.engine.snapreuse import Linking
+    from builder.layer.linkunpack import SnapshotLinker
+
+    edited: list[str] = []
+
+    def edit() -> None:
+        if not edited:
+            rewrite_in_place(path, data)
+            edited.append(when)
+
+    if when == "before-open":
+        begin = Linking.begin
+
+        def begin_then_edit(self: Linking, dest: Path, always: bool = False) -> SnapshotLinker | None:
+            linker = begin(self, dest, always)
+            edit()
+            return linker
+
+        monkeypatch.setattr(Linking, "begin", begin_then_edit)
+    else:
+        readv = os.readv
+
+        def readv_then_edit(fd: int, buffers: Any) -> int:
+            got = readv(fd, buffers)
+            if not edited and os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                edit()
+            return got
+
+        monkeypatch.setattr(os, "readv", readv_then_edit)
+    return edited
+
+
+BIG = 3 << 19  # 1.5 MiB: more than the layer writer's buffer holds
+
+
+@pytest.mark.parametrize("when,name", [("before-open", "a.txt"), ("while-read", "a.txt"), ("while-read", "big.bin")],
+                         ids=["before-open", "while-read", "while-read-large"])
+@pytest.mark.parametrize("general", [False, True], ids=["single-source", "general"])
+def test_file_rewritten_after_the_cache_key_is_not_linked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          general: bool, when: str, name: str) -> None:
+    """A context file rewritten after the cache key hashed it (same size, same mtime), before
+    the layer writer opens it or while it reads it: the layer has the bytes read, and so has
+    the COPY's snapshot (no link to the last run's file, whose content id the key still named:
+    the file is written from the stream; a large file changed while read, whose first bytes
+    were already passed on, drops the snapshot and the RUN unpacks the layer)."""
     ctx = context(tmp_path, general)
+    (ctx / "big.bin").write_bytes(b"old!" * (BIG // 4))
+    os.utime(ctx / "big.bin", (1600000000, 1600000000))
     root = busybox_store(tmp_path)
     build(root, ctx, env=EPOCH)
     first = copy_snapshot(root)
-    edited = str(ctx / "a.txt")
-    real = context_module.content_ids
-
-    def editing(files: dict[str, str], stats: dict[str, os.stat_result]):  # type: ignore[no-untyped-def]
-        ask = real(files, stats)
-
-        def content_id(host: str) -> str | None:
-            if os.path.abspath(host) == edited and (ctx / "a.txt").read_text() == "a one\n":
-                (ctx / "a.txt").write_text("a ONE\n")  # after hashing, before framing
-                os.utime(ctx / "a.txt", (1600000000, 1600000000))  # even the mtime kept
-            return ask(host)
-
-        return content_id
-
-    monkeypatch.setattr(context_module, "content_ids", editing)
-    (ctx / "sub" / "d.txt").write_text("d changed\n")  # a miss: the COPY runs again, linking from the first
-    digest, output = build(root, ctx, env=EPOCH)
-    assert output.startswith("a ONE\n"), output  # the RUN read the layer's bytes
+    (ctx / "new.txt").write_text("new\n")  # a cache miss; the file is as the last run saw it
+    data = b"a ONE\n" if name == "a.txt" else b"new!" * (BIG // 4)
+    edited = edit_during_write(monkeypatch, ctx / name, data, when)
+    _, output = build(root, ctx, env=EPOCH)
+    assert edited == [when]
     second = copy_snapshot(root)
-    assert second != first and (second / "app" / "a.txt").read_text() == "a ONE\n"
+    assert second != first
+    assert (first / "app" / name).read_bytes() != data  # the last run's, untouched
     assert retarred(second) == (second.parent / "diff_id").read_text().strip()
-    assert os.lstat(second / "app" / "b.bin").st_ino == os.lstat(first / "app" / "b.bin").st_ino  # others linked
-    assert (first / "app" / "a.txt").read_text() == "a one\n"
+    assert tree(second) == tree(extracted_blob(root, tmp_path / "fresh"))
+    if name == "a.txt":  # only that file is written from the stream: the rest still linked
+        # read before the edit (one read of a small file), the layer has the old bytes, and
+        # the snapshot its own copy of them: the key no longer names what the file holds
+        content = b"a ONE\n" if when == "before-open" else b"a one\n"
+        assert output.startswith(content.decode()), output  # the RUN read the layer's bytes
+        assert (second / "app" / "a.txt").read_bytes() == content
+        assert os.lstat(second / "app" / "a.txt").st_ino != os.lstat(first / "app" / "a.txt").st_ino
+        assert (second.parent / "links").is_file()
+        assert os.lstat(second / "app" / "b.bin").st_ino == os.lstat(first / "app" / "b.bin").st_ino
+    else:  # torn: the old bytes up to the end of the writer's buffer, the new ones after
+        torn = (second / "app" / name).read_bytes()
+        assert torn.startswith(b"old!") and torn.endswith(b"new!")
+        assert not (second.parent / "links").exists()  # the RUN unpacked the layer
+    # the old content back: the snapshot just made holds other bytes under that name, so its
+    # index must not give the file the key of the content the cache key hashed (the old one)
+    monkeypatch.undo()
+    rewrite_in_place(ctx / name, (first / "app" / name).read_bytes())
+    (ctx / "new.txt").write_text("NEW\n")
+    build(root, ctx, env=EPOCH)
+    third = copy_snapshot(root)
+    assert (third / "app" / name).read_bytes() == (first / "app" / name).read_bytes()
+    assert retarred(third) == (third.parent / "diff_id").read_text().strip()
+
+
+def test_file_rewritten_in_a_first_run_gets_no_link_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first run of a COPY (no snapshot to link from: GNU tar unpacks it) with a file
+    rewritten after its key was made: the snapshot's index has no key for that file, so the
+    next run, the old content back, writes it rather than linking the other bytes."""
+    import builder
+
+    ctx = context(tmp_path)
+    root = busybox_store(tmp_path)
+    store = builder.open_store(root)
+    edited = edit_during_write(monkeypatch, ctx / "a.txt", b"a ONE\n", "before-open")
+    builder.build(ctx, tags=["t/r"], store=store)
+    assert edited == ["before-open"]
+    first = copy_snapshot(root)
+    assert (first / "app" / "a.txt").read_bytes() == b"a ONE\n" and (first.parent / "links").is_file()
+    monkeypatch.undo()
+    rewrite_in_place(ctx / "a.txt", b"a one\n")
+    (ctx / "new.txt").write_text("new\n")  # a cache miss (the first key named "a one" already)
+    builder.build(ctx, tags=["t/r"], store=store)
+    second = copy_snapshot(root)
+    assert (second / "app" / "a.txt").read_bytes() == b"a one\n"
+    assert os.lstat(second / "app" / "b.bin").st_ino == os.lstat(first / "app" / "b.bin").st_ino
+    assert retarred(second) == (second.parent / "diff_id").read_text().strip()
+
+
+@pytest.mark.parametrize("when,name", [("before-open", "a.txt"), ("while-read", "a.txt"), ("while-read", "big.bin")],
+                         ids=["before-open", "while-read", "while-read-large"])
+def test_file_rewritten_after_the_cache_key_in_a_lazy_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            when: str, name: str) -> None:
+    """The same in a stage no output needs (its COPY layer is only a snapshot): rewritten
+    before its bytes reach the unpacker, the file is written from the stream and the layer
+    exported later is the one the snapshot gives; a large file rewritten while read (the
+    layer's first bytes of it are gone), the build stops with an error naming the file and
+    the store stays consistent."""
+    import builder
+    from builder.errors import PybuildError
+
+    ctx = context(tmp_path)
+    (ctx / "Dockerfile").write_text(f"FROM {BASE_TAG} AS build\nCOPY . /src\nRUN cat /src/a.txt > /out\n"
+                                    "FROM scratch\nCOPY --from=build /out /out\n")
+    (ctx / "big.bin").write_bytes(b"old!" * (BIG // 4))
+    root = busybox_store(tmp_path)
+    store = builder.open_store(root)
+    builder.build(ctx, tags=["t/r"], store=store)
+    (ctx / "new.txt").write_text("new\n")
+    data = b"a ONE\n" if name == "a.txt" else b"new!" * (BIG // 4)
+    edited = edit_during_write(monkeypatch, ctx / name, data, when)
+    if name == "big.bin":
+        with pytest.raises(PybuildError, match="COPY failed: .*'src/big.bin': its source file changed while it was read"):
+            builder.build(ctx, tags=["t/r"], store=store)
+        assert edited == [when]
+        assert run_cli(["store", "check"], root).ok()
+        return
+    builder.build(ctx, tags=["t/r"], store=store)
+    assert edited == [when]
+    content = b"a ONE\n" if when == "before-open" else b"a one\n"  # read before the edit
+    assert any(p.read_bytes() == content for p in (root / "snapshots").glob("*/fs/out")), "the RUN saw other bytes"
+    for fs in (root / "snapshots").glob("*/fs"):
+        if (fs / "src").is_dir():
+            assert retarred(fs) == (fs.parent / "diff_id").read_text().strip(), fs
+    # exporting the stage (the file as the key saw it: a cache hit) makes the lazy layer's
+    # blob from its snapshot, its diff_id checked
+    monkeypatch.undo()
+    rewrite_in_place(ctx / "a.txt", b"a one\n")
+    builder.build(ctx, tags=["t/r"], target="build", store=store)
+    second = copy_snapshot(root)
+    assert (second / "src" / "a.txt").read_bytes() == content
+    assert retarred(second) == (second.parent / "diff_id").read_text().strip()
+    assert run_cli(["store", "check"], root).ok()

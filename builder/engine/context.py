@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import DockerfileError
 from .dockerignore import IgnoreMatcher, go_clean, has_magic
@@ -301,21 +301,21 @@ class TreeDigest:
 
     Hashes relative names, types, permission bits, owners (when ``owners``), symlink targets,
     device numbers and file contents (:func:`file_sha256`), never mtimes. ``keep_files``:
-    :attr:`files` maps each regular file's host path to its content digest (and :attr:`stats`
-    to the lstat it was hashed with, see :func:`content_ids`); ``keep_lines``:
+    :attr:`files` maps each regular file's host path to its content digest and the lstat it
+    was hashed under (the memo's key); ``keep_lines``:
     :attr:`kept_lines` holds every line hashed. :meth:`add` one
     walked ``(path, lstat)`` under its display name, :meth:`end_tree` after each top,
     :meth:`hexdigest` at the end. CopyError when a file's content cannot be read.
     """
 
-    __slots__ = ("_view", "_owners", "_hash", "_lines", "_host_of", "files", "stats", "kept_lines")
+    __slots__ = ("_view", "_owners", "_hash", "_lines", "_host_of", "files", "kept_lines")
 
     def __init__(self, view: FsView, *, owners: bool = True, keep_files: bool = False, keep_lines: bool = False) -> None:
         self._view = view
         self._owners = owners
-        # with keep_files: host file -> the content digest hashed for it (the snapshot linker's content ids)
-        self.files: dict[str, str] | None = {} if keep_files else None
-        self.stats: dict[str, os.stat_result] | None = {} if keep_files else None
+        # with keep_files: host file -> (the content digest hashed for it, its lstat then): the
+        # snapshot linker's content ids, trusted only while the file still has that stat
+        self.files: dict[str, tuple[str, os.stat_result]] | None = {} if keep_files else None
         # with keep_lines: every line hashed, in order (a cache miss's explanation lists them)
         self.kept_lines: list[str] | None = [] if keep_lines else None
         import hashlib  # one line per file of the tree: OpenSSL's
@@ -335,9 +335,8 @@ class TreeDigest:
             if host is None:
                 raise CopyError(f"no content available for {path}")
             sha = file_sha256(host, pst)
-            if self.files is not None and self.stats is not None:
-                self.files[host] = sha
-                self.stats[host] = pst
+            if self.files is not None:
+                self.files[host] = (sha, pst)
             if self._owners:
                 lines.append(f"f\0{name}\0{mode & 0o7777:o}\0{pst.st_uid}\0{pst.st_gid}\0"
                              f"{pst.st_size}\0{sha}\n")
@@ -369,29 +368,6 @@ class TreeDigest:
     def hexdigest(self) -> str:
         """``sha256:<hex>`` of everything added (call after the last :meth:`end_tree`)."""
         return "sha256:" + self._hash.hexdigest()
-
-
-def content_ids(files: Mapping[str, str], stats: Mapping[str, os.stat_result]) -> Callable[[str], str | None]:
-    """``host -> content digest`` from a :class:`TreeDigest`'s ``files`` and ``stats``, asked
-    just before the file is read again (a layer member being framed): None when the file no
-    longer has the lstat (size, mtime, ctime, inode) it was hashed with, so its bytes may not be
-    those the digest names (edited during the build). The snapshot linker then neither links
-    the member from an earlier snapshot nor indexes it under that digest."""
-    def content_id(host: str) -> str | None:
-        sha = files.get(host)
-        then = stats.get(host)
-        if sha is None or then is None:
-            return None
-        try:
-            now = os.lstat(host)
-        except OSError:
-            return None
-        if (now.st_size, now.st_mtime_ns, now.st_ctime_ns, now.st_ino) != \
-                (then.st_size, then.st_mtime_ns, then.st_ctime_ns, then.st_ino):
-            return None
-        return sha
-
-    return content_id
 
 
 def tree_digest(view: FsView, items: Iterable[tuple[str, str]], *, owners: bool = True,

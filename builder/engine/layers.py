@@ -74,8 +74,9 @@ def store_records(session: StageSession | BuildSession, records: Iterable[Any], 
 
         linking = Linking(session, reuse)
         records = linking.tap(records)
-    return _store(session, lambda out, tee: write_records(records, out, compression=compression, level=level,
-                                                          tee=tee), unpack or lazy, lazy, watch, linking)
+    return _store(session, lambda out, tee: write_records(
+        records, out, compression=compression, level=level, tee=tee,
+        watch=linking), unpack or lazy, lazy, watch, linking)
 
 
 def store_copy_layer(session: StageSession | BuildSession, entries: list[Any], *, unpack: bool, lazy: bool,

@@ -12,6 +12,7 @@ step's lineage, so the next run can link from it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -27,17 +28,29 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Reuse:
     """What lets a layer's snapshot reuse an earlier one: ``lineage``, the step as written
-    (same for every run of it, whatever the content); ``content_id(host file)``, the content
-    digest the cache key used for that source file (None: unknown, never linked)."""
+    (same for every run of it, whatever the content); ``content(host file)``, the content
+    digest the cache key used for that source file and the lstat it was hashed under (the
+    linker links the file only while the writer finds it unchanged since; None: unknown,
+    never linked)."""
 
     lineage: str
-    content_id: Callable[[str], "str | None"]
+    content: Callable[[str], "tuple[str, os.stat_result] | None"]
 
 
 class Linking:
     """The reuse state of one layer (see the module docstring). Use: :meth:`tap` the records,
+    pass ``self`` as the writer's ``watch`` (:class:`builder.layer.tar.SourceWatch`),
     :meth:`begin` once the snapshot's temporary directory exists (returns the linker to use as
     the writer's tee, or None), then :meth:`extra` / :meth:`done` once the snapshot is adopted.
+
+    A member's key names the content the cache key hashed, read before the writer reads the
+    file again: the key stays in the index (and the linker links the member) only when the
+    writer's ``fstat`` of the file once read (and, for a file larger than what is left of the
+    writer's buffer, once opened) matches the lstat the content was hashed under: same device and inode, same ctime (any write, truncate or ``utime``
+    sets it to the current time, so size and mtime need no comparing; as for the hash memo,
+    only a rewrite within the file system's timestamp granularity could go unseen). A file
+    rewritten in between is written from the stream and keeps no key: the next run does not
+    link it either.
     """
 
     def __init__(self, session: StageSession | BuildSession, reuse: Reuse) -> None:
@@ -51,6 +64,7 @@ class Linking:
         self.base: Path | None = None
         self.base_index: dict[bytes, bytes] = {}
         self.generation = 0
+        self._pending: tuple[bytes, os.stat_result] | None = None  # the member being read: name, hashed lstat
         last = last_snapshot(session.store.root, reuse.lineage)
         if last is not None:
             session.store.pin([str(last)])  # a prune running now keeps it while we link from it
@@ -64,23 +78,50 @@ class Linking:
         from ..layer.linkunpack import member_key
 
         index = self.index
-        content_id = self.reuse.content_id
+        content = self.reuse.content
         for rec in records:
+            if self._pending is not None:  # the writer did not say it read the last one
+                self.source_read(-1, True)
             host = rec[2]
-            cid = content_id(host) if host is not None and rec[3] is None else None
-            key = member_key(rec[0], cid) if cid is not None else None
+            got = content(host) if host is not None and rec[3] is None else None
             label = rec[4]
             name = (label if label[:1] != "/" and label[:2] != "./" else _clean(label)).encode("utf-8", "surrogateescape")
-            if key is not None:
-                index[name] = key
+            key = None
+            if got is not None:
+                key = index[name] = member_key(rec[0], got[0])
+                if rec[1]:
+                    self._pending = (name, got[1])
             if self.linker is not None:
                 self.linker.put(rec, key, name)
             yield rec
+        if self._pending is not None:
+            self.source_read(-1, True)
+
+    def source_opened(self, fd: int) -> None:
+        """SourceWatch: the writer opened the last record's file (``fd``), a large one."""
+        pending = self._pending
+        if pending is not None and not _unchanged(fd, pending[1]):
+            self._changed(pending[0], False)
+
+    def source_read(self, fd: int, streamed: bool) -> None:
+        """SourceWatch: the writer read the last record's file (``fd``; -1: it did not say)."""
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            if not _unchanged(fd, pending[1]):
+                self._changed(pending[0], streamed)
+
+    def _changed(self, name: bytes, streamed: bool) -> None:
+        self._pending = None
+        self.index.pop(name, None)
+        if self.linker is not None:
+            self.linker.changed(streamed)
 
     def begin(self, dest: Path, always: bool = False) -> SnapshotLinker | None:
         """A linker into ``dest`` when there is a base snapshot, or ``always`` (it then writes
         every file: the unpacker of a lazy layer, faster than extracting its tar); its staging
-        directory is made beside ``dest``. None otherwise (the caller unpacks another way)."""
+        directory is made beside ``dest``. None otherwise (the caller unpacks another way).
+        The writer takes it as its tee (it is :attr:`linker` then)."""
         if self.base is None and not always:
             return None
         import tempfile
@@ -111,6 +152,16 @@ def has_base(session: StageSession | BuildSession, reuse: Reuse) -> bool:
 
     last = last_snapshot(session.store.root, reuse.lineage)
     return last is not None and session.snapshots.get(last) is not None
+
+
+def _unchanged(fd: int, then: os.stat_result) -> bool:
+    """Whether the open file ``fd`` (-1: none) is the file ``then`` is the lstat of, unchanged
+    since (same device, inode and ctime, see :class:`Linking`)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return st.st_ctime_ns == then.st_ctime_ns and st.st_ino == then.st_ino and st.st_dev == then.st_dev
 
 
 def _clean(label: str) -> str:

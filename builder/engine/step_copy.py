@@ -7,6 +7,7 @@ stage's cache key for ``--from=stage``, the image digest for ``--from=image``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,18 +17,16 @@ from .layers import MISS, CacheMiss, cache_lookup, cache_store, commit_step, sto
 from .state import ImageState
 
 if TYPE_CHECKING:
-    import os
-
     from .session import StageSession
     from ..plan.steps import CopyStep
 
 
 def copy_inputs_digest(session: StageSession, step: CopyStep, source_state: ImageState | None, context: Any = None,
-                       files: dict[str, str] | None = None, stats: dict[str, os.stat_result] | None = None) -> str:
+                       files: dict[str, tuple[str, os.stat_result]] | None = None) -> str:
     """What the COPY reads, as a digest string (part of the cache key). ``context``: a named
     directory context read instead of the build context (``COPY --from=NAME``). ``files``:
-    filled with each context file read (host path) and its content digest; ``stats`` (with
-    ``files``) with the lstat it was hashed with (:func:`builder.engine.context.content_ids`)."""
+    filled with each context file read (host path): its content digest and the lstat it was
+    hashed under."""
     if source_state is not None:
         return "stage:" + source_state.cache_key
     if getattr(step, "from_image", None) and context is None:
@@ -65,8 +64,6 @@ def copy_inputs_digest(session: StageSession, step: CopyStep, source_state: Imag
     digest: str = ctx.content_digest(local, owners=False, into=into)
     if files is not None and into is not None and into.files:
         files.update(into.files)
-        if stats is not None and into.stats is not None:
-            stats.update(into.stats)
     return digest + ("|" + "|".join(remote) if remote else "")
 
 
@@ -108,21 +105,18 @@ def apply_copy(session: StageSession, state: ImageState, step: CopyStep, *, sour
         if single is not None:
             return _apply_single(session, state, step, single, use_cache)
     meaning = copy_meaning(step)
-    files: dict[str, str] | None = {} if source_state is None and source_view is None and (
+    files: dict[str, tuple[str, os.stat_result]] | None = {} if source_state is None and source_view is None and (
         session.unpack_layers or session.lazy_layers) else None
-    stats: dict[str, os.stat_result] = {}
-    key = step_key(state.cache_key, step.kind, meaning,
-                   copy_inputs_digest(session, step, source_state, context, files, stats))
+    key = step_key(state.cache_key, step.kind, meaning, copy_inputs_digest(session, step, source_state, context, files))
     hit = cache_lookup(session, key) if use_cache else MISS
     if not isinstance(hit, CacheMiss):
         return commit_step(session, state, step, hit, key), True
     entries = build_copy_entries(session, state, step, source_view=source_view, context=context)
     reuse = None
     if files:
-        from .context import content_ids
         from .snapreuse import Reuse, has_base
 
-        reuse = Reuse(_lineage(session, meaning, context), content_ids(files, stats))
+        reuse = Reuse(_lineage(session, meaning, context), files.get)
     # with the step's last snapshot to link from, unpacking costs little: a layer that stamps
     # the time it is made (a directory COPY creates) is never the last one, whatever the key
     unpack = session.unpack_layers and (reuse is not None and has_base(session, reuse)
@@ -176,7 +170,7 @@ def _apply_single(session: StageSession, state: ImageState, step: CopyStep, sing
     written from what it saw. Without (``--no-cache``) and with no RUN to unpack for, one walk
     writes the layer and gives the key: compression starts at the first file. The key is the
     same either way, and the same the general path computes."""
-    from .context import TreeDigest, content_ids
+    from .context import TreeDigest
 
     digest = TreeDigest(session.context.view, owners=False, keep_files=session.unpack_layers or session.lazy_layers,
                         keep_lines=True)
@@ -197,10 +191,10 @@ def _apply_single(session: StageSession, state: ImageState, step: CopyStep, sing
             unpack = session.unpack_layers and (single.stamps_now or not _snapshot_likely_exists(session, key))
             lazy = session.lazy_layers and not whiteout_named(path for path, _, _ in walked)
             reuse = None
-            if (unpack or lazy) and digest.files is not None and digest.stats is not None:
+            if (unpack or lazy) and digest.files is not None:
                 from .snapreuse import Reuse
 
-                reuse = Reuse(_lineage(session, meaning), content_ids(digest.files, digest.stats))
+                reuse = Reuse(_lineage(session, meaning), digest.files.get)
             layer = _store_nonempty(session, single.records(walked, clamp), unpack=unpack, lazy=lazy, reuse=reuse)
     except DockerfileError:
         raise
@@ -230,7 +224,6 @@ def _lineage(session: StageSession, meaning: dict[str, Any], context: Any = None
     directory (each run of it, whatever the content, has the same). ``context``: a named
     directory context read instead of the build context."""
     import json
-    import os
 
     root = (context if context is not None else session.context).root
     return json.dumps(["copy", os.path.abspath(root), meaning], sort_keys=True)

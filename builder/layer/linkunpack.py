@@ -8,7 +8,15 @@ kernel time); linking the unchanged ones costs one ``link()`` each.
 
 Identity of a member: its tar header blocks (name, type, mode, owner, mtime, size, link
 target, xattrs: everything the snapshot's inode carries) plus the content id the producer
-gives for its content (the sha256 the step's cache key hashed). A snapshot made by
+gives for its content (the sha256 the step's cache key hashed). That id was computed before
+the writer reads the file: a file rewritten in between (same size: an editor saving during a
+build) would give a layer of the new bytes and a linked file of the old ones. So a member is
+linked only when the producer says the file the writer read was the one its content id was
+hashed from, unchanged (:class:`builder.engine.snapreuse.Linking` compares the writer's
+``fstat`` with the hash's lstat, see :class:`builder.layer.tar.SourceWatch`); otherwise it is
+written from the stream (found before any of its bytes reached the tee) or the snapshot is
+dropped (a large file changed while it was read: the stream's bytes of it are gone). A
+snapshot made by
 :func:`builder.engine.layers._store` keeps ``{name: member key}`` of its regular files
 (:data:`INDEX_FILE` beside ``fs``, see :func:`dump_index`); a later unpack links ``base/name``
 when the new member has the same key, and writes the file from the tar stream otherwise. The
@@ -44,6 +52,9 @@ from ..errors import PybuildError
 
 if TYPE_CHECKING:
     from .tar import Record
+
+# the last member put, linked: (index, header blocks, content start, size)
+_Last = tuple[int, bytes, int, int]
 
 INDEX_FILE = "links"       # beside a snapshot's fs dir: its regular files' member keys
 _INDEX_VERSION = 1
@@ -138,9 +149,10 @@ class SnapshotLinker:
     (an empty directory on the same file system) holds the content of the files that are not
     linked while the layer is written.
 
-    Wiring: :meth:`put` each record (in the producer's thread) before the writer gets it and
-    pass ``self`` as the writer's tee (written from the writer's helper thread: only the bytes
-    of files that cannot be linked are kept, straight into ``stage``); once the writer has
+    Wiring: :meth:`put` each record (in the producer's thread) before the writer gets it, call
+    :meth:`changed` when the writer finds its file is not what its key names, pass ``self`` as
+    the writer's tee (written from the writer's helper thread:
+    only the bytes of files that cannot be linked are kept, straight into ``stage``); once the writer has
     returned, :meth:`finish` (in any one thread) makes the snapshot: directories, links,
     staged files renamed into place, the rest created, then directory modes and times. It
     raises LinkUnpackError (something the linker does not unpack, or the stream fell short)
@@ -163,22 +175,46 @@ class SnapshotLinker:
         self._fd = -1                 # the staged file being written
         self._fd_end = 0
         self._fd_at = 0
+        self._last: _Last | None = None  # the last member put, if linked
 
     # -- the producer's side
     def put(self, record: Record, key: bytes | None, name: bytes) -> None:
         """The next record (:data:`builder.layer.tar.Record`) as the producer frames it, with
-        its member key (:func:`member_key`; None: never linked) and its layer name."""
+        its member key (:func:`member_key`; None: never linked) and its layer name. A member
+        its key links is linked unless :meth:`changed` is called before the next record."""
         hdr, size = record[0], record[1]
         start = self._offset + len(hdr)
         self._offset = start + size + (-size % _BLOCK)
+        n = len(self._members)
         if key is not None and self.base_index.get(name) == key and _names(hdr, name):
+            self._last = (n, hdr, start, size)
             self._members.append((name, None))
             return
-        n = len(self._members)
+        self._last = None
+        self._stage(hdr, start, size, n)
         self._members.append((hdr, n))
+
+    def _stage(self, hdr: bytes, start: int, size: int, n: int) -> None:
         if size:
             with self._lock:
                 self._ranges.append((start, start + size, n))
+
+    def changed(self, streamed: bool) -> None:
+        """The source file of the last member :meth:`put` is not the content its key names
+        (the producer found it changed since it was hashed): unless some of its bytes already
+        went to the tee (``streamed``), they are staged from the stream instead of linked;
+        else a linked member fails the snapshot (its bytes in the layer were not kept)."""
+        last, self._last = self._last, None
+        if last is None:
+            return
+        n, hdr, start, size = last
+        if streamed:
+            if self.error is None:
+                self.error = LinkUnpackError(f"layer member {os.fsdecode(self._members[n][0])!r}: "
+                                             "its source file changed while it was read")
+            return
+        self._members[n] = (hdr, n)
+        self._stage(hdr, start, size, n)
 
     # -- the writer's helper thread: the tee
     def write(self, data: bytes | bytearray | memoryview) -> int:

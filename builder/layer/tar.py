@@ -479,6 +479,20 @@ def write_layer(entries: Iterable[Entry], out: LayerOutput, *, compression: str 
     return write_records(entry_records(ordered, mtime_clamp), out, compression=compression, level=level, tee=tee)
 
 
+class SourceWatch(Protocol):
+    """Told, in the producer's thread, about each host file a record names, with the file's
+    descriptor (to ``fstat``, never to read or close): :meth:`source_read` once its content
+    is read (before it is closed), ``streamed`` telling whether some of its bytes were already
+    handed on (to the compressor and the tee); only then was :meth:`source_opened` called
+    first, once the file was open, before any of its bytes was handed on. It learns which
+    bytes the layer really holds (the snapshot linker links a file only when they are those
+    its content id names) in time to keep them. What it raises aborts the write."""
+
+    def source_opened(self, fd: int) -> None: ...
+
+    def source_read(self, fd: int, streamed: bool) -> None: ...
+
+
 # a tar member ready to be written: its header block(s), its content size, where the content
 # comes from (a host file opened here, or bytes; neither for no content) and its layer name
 Record = tuple[bytes, int, "str | None", "bytes | None", str]
@@ -505,13 +519,15 @@ def entry_records(ordered: Iterable[tuple[bytes, Entry]], mtime_clamp: int | Non
 
 
 def write_records(records: Iterable[Record], out: LayerOutput, *, compression: str = GZIP,
-                  level: int | None = None, tee: BinaryIO | None = None) -> LayerInfo:
+                  level: int | None = None, tee: BinaryIO | None = None,
+                  watch: SourceWatch | None = None) -> LayerInfo:
     """Write ``records`` (members already in layer order, see :data:`Record`) as a layer tar to
     ``out``: what :func:`write_layer` does once its entries are ordered and framed, for callers
     that frame members themselves (the streamed COPY). ``compression``, ``level``, ``tee`` and
     ``out`` as for :func:`write_layer`; a source file that is shorter than its record's size or
-    unreadable raises LayerError."""
-    return write_records_detached(records, out, compression=compression, level=level, tee=tee)[1]()
+    unreadable raises LayerError. ``watch``: told about each source file read (see
+    :class:`SourceWatch`)."""
+    return write_records_detached(records, out, compression=compression, level=level, tee=tee, watch=watch)[1]()
 
 
 def write_layer_detached(entries: Iterable[Entry], out: LayerOutput, *, compression: str = GZIP,
@@ -529,7 +545,8 @@ def write_layer_detached(entries: Iterable[Entry], out: LayerOutput, *, compress
 
 def write_records_detached(records: Iterable[Record], out: LayerOutput, *, compression: str = GZIP,
                            level: int | None = None,
-                           tee: BinaryIO | None = None) -> tuple[Digest, Callable[[], LayerInfo]]:
+                           tee: BinaryIO | None = None,
+                           watch: SourceWatch | None = None) -> tuple[Digest, Callable[[], LayerInfo]]:
     """:func:`write_records` in two halves, as :func:`write_layer_detached`."""
     media_type = media_type_for(compression)
     sink = _Sink(out, compression, level, tee)
@@ -570,6 +587,10 @@ def write_records_detached(records: Iterable[Record], out: LayerOutput, *, compr
                 except OSError as exc:
                     raise LayerError(f"cannot read {source!r} for layer entry {label!r}: {exc.strerror}") from exc
                 try:
+                    # the content fits in this buffer: none of it is handed on before source_read
+                    streamed = pos + size > _BUF_SIZE
+                    if streamed and watch is not None:
+                        watch.source_opened(fd)
                     left = size
                     while left:
                         if pos == _BUF_SIZE:
@@ -588,6 +609,8 @@ def write_records_detached(records: Iterable[Record], out: LayerOutput, *, compr
                                              f"expected {size} bytes, got {size - left}")
                         pos += got
                         left -= got
+                    if watch is not None:
+                        watch.source_read(fd, streamed)
                 finally:
                     os.close(fd)
             pad = -size % _BLOCK
