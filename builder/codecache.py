@@ -147,19 +147,11 @@ def save() -> None:
             entries[text] = marshal.dumps(_compiled[text])
     if len(entries) > MAX_ENTRIES:
         entries = {text: entries[text] for text in _used}
-    tmp = f"{path}.{os.getpid()}-{os.urandom(6).hex()}.tmp"
-    made = False
+    from .atomicfile import write_atomic
+
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        made = True
-        with open(fd, "wb") as f:
-            f.write(marshal.dumps((MAGIC_NUMBER, entries)))
-        os.replace(tmp, path)
+        write_atomic(path, marshal.dumps((MAGIC_NUMBER, entries)))
     except OSError:
-        if made:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        pass
     _added.clear()

@@ -8,7 +8,8 @@ The table is DESIGN.md's, with what the code grew since (each marked "added"):
   moved out of ``store/stale.py``, which the sandbox must not import), ``platform.py`` (the
   platform value type) sit in base, as do ``codecache.py`` (dataclasses' compiled methods kept
   across runs) and ``lazymod.py`` (deferred standard modules), which the CLI and API use at
-  import time and which import nothing of builder.
+  import time and which import nothing of builder but ``atomicfile.py`` (the temp-file-and-
+  rename writer of the store, the parse cache and the code cache; added), also in base.
 - ``outputspec.py`` (parsing ``--output`` values, names checked as references) sits in oci.
 - ``inputs/urls.py`` (classifying context/ADD URLs, used by the planner) sits in plan; the rest
   of ``inputs/`` (stdin, git, ssh, flags prepared for the engine) sits in engine.
@@ -36,7 +37,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "builder"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("builder", "builder.source", "builder.errors", "builder.digest", "builder.events",
               "builder.platform", "builder.units", "builder.owners", "builder.grammar.",
-              "builder.codecache", "builder.lazymod")),
+              "builder.codecache", "builder.lazymod", "builder.atomicfile")),
     ("syntax", ("builder.syntax.",)),
     ("oci", ("builder.oci.", "builder.outputspec")),
     ("plan", ("builder.plan.", "builder.inputs.urls")),

@@ -71,27 +71,13 @@ def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool =
     empty one: a cache miss): ext4 makes a rename over an existing file start writing the new
     one's data back (``auto_da_alloc``), 0.1 to 0.7 ms per cache record, explanation and
     lineage hint a step writes, against 0.02 ms. Errors propagate; the temp file never
-    survives."""
-    try:
-        import tempfile
+    survives (:func:`builder.atomicfile.write_atomic`)."""
+    from ..atomicfile import write_atomic
 
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=owned_prefix("w"), dir=tmp_dir)
-    except OSError as exc:
-        raise no_space(exc, f"writing {path.name}", path.parent) or exc
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(name, 0o644)
-        if not durable:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        os.replace(name, path)
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data, tmp_dir=tmp_dir, prefix=owned_prefix("w"), suffix="", durable=durable,
+                     unlink_first=not durable)
         if durable:
             fsync_dir(path.parent)
     except OSError as exc:
@@ -99,9 +85,6 @@ def write_file_atomic(path: Path, data: bytes, tmp_dir: Path, *, durable: bool =
         if full is None:
             raise
         raise full from exc
-    finally:
-        if os.path.exists(name):
-            os.unlink(name)
 
 
 def init_layout(root: Path, tmp_dir: Path) -> None:

@@ -110,25 +110,16 @@ def _decode(value: Any) -> Any:
 
 
 def save(text: str, name: str, df: Dockerfile) -> None:
-    """Remember ``df`` as the parse of ``text`` under ``name`` (atomically: a new temp file of
-    a random name, created exclusively, so never written through a symlink someone left in the
-    cache directory, then renamed; errors ignored). Only after a parse: importing ``tempfile``
-    costs nothing next to lark."""
+    """Remember ``df`` as the parse of ``text`` under ``name`` (atomically, by
+    :func:`builder.atomicfile.write_atomic`: never written through a symlink someone left in
+    the cache directory; errors ignored). The file is 0600: a per-user cache."""
     path = _entry(text, name)
     if path is None:
         return
-    import tempfile
+    from ..atomicfile import write_atomic
 
-    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(marshal.dumps((_FORMAT, _encode(df))))
-        os.replace(tmp, path)
+        write_atomic(path, marshal.dumps((_FORMAT, _encode(df))), mode=0o600)
     except Exception:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        pass
