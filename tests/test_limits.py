@@ -232,3 +232,25 @@ def test_v2_limits_are_written_and_a_busy_own_cgroup_falls_back_to_a_sibling(tmp
     assert (d / "pids.max").read_text() == "64"
     assert (d / "cpu.weight").read_text() == str(1 + (1024 - 2) * 9999 // 262142)
     assert (d / "cpuset.cpus").read_text() == "0"
+
+
+@pytest.mark.root
+@pytest.mark.overlay
+def test_cgroups_of_dead_builders_are_swept_by_a_build_with_run(tmp_path: Path) -> None:
+    """A step cgroup left by a killed builder (its PID gone) is removed by the next build that
+    runs a step (after its first spare init is ready; the build waits for the sweep)."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lay = layout()
+    parent = next(iter(lay.v1.values()), None) or lay.v2
+    assert parent is not None
+    stale = parent / f"pybuild-{dead.pid}-left"
+    stale.mkdir()
+    try:
+        root = new_store(tmp_path)
+        ctx = make_context(tmp_path / "ctx", "FROM localhost/busybox:latest\nRUN true\n")
+        build(ctx, root, "--no-cache").ok()
+        assert not stale.exists()
+    finally:
+        if stale.exists():
+            stale.rmdir()

@@ -40,13 +40,14 @@ import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from .cgroups import StepCgroup
     from .initproc import Forker, Started
     from .spec import ResourceLimits
 
+T = TypeVar("T")
 _jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 _keeper_started = False
 _keeper_lock = threading.Lock()
@@ -145,6 +146,10 @@ class Spares:
             self._cond.notify_all()
         if spare is not None:  # closed meanwhile
             _discard(spare)
+        if key != (None,):  # cgroups are used: those of dead builders go, after the spare is ready
+            from .runner import sweep_cgroups
+
+            self._later(sweep_cgroups)  # on the keeper, next; close() waits for it
 
     def release(self, cgroup: StepCgroup) -> None:
         """Close a finished step's ``cgroup`` (:meth:`StepCgroup.close`) on the keeper thread,
@@ -191,11 +196,10 @@ class Spares:
         fork and an attach would add up); so is any spare when the server cannot run."""
         from . import cgroups
         from .initproc import Forker, attach, start
-        from .runner import sweep_cgroups, temp_base
+        from .runner import temp_base
 
         cgroup = cgroups.for_limits(limits)
         if cgroup is not None:
-            sweep_cgroups()
             try:
                 cgroup.create()
             except Exception:
@@ -204,19 +208,24 @@ class Spares:
                 cgroup = None
         try:
             if self._forker is None and not self._no_forker:
-                # the first spare: a fresh interpreter; the server starts while it does, and
-                # both start up while the spare's attach waits for the kernel
+                # the first spare: a fresh interpreter; its attach waits for the kernel (on a
+                # thread of its own) while the server is started here, and both start up meanwhile
                 spare = start(stdin=False, cgroup=None, cwd=temp_base())
+                spare.cgroup = cgroup  # closed below if the attach fails
+                attached = _in_background(lambda: attach(spare))
                 try:
-                    try:
-                        self._forker = Forker(temp_base())
-                    except OSError:
-                        self._no_forker = True
-                    spare.cgroup = cgroup  # closed below if the attach fails
+                    self._forker = Forker(temp_base())
+                except OSError:
+                    self._no_forker = True
                 except BaseException:
-                    spare.discard()
+                    try:
+                        attached()
+                    except BaseException:  # noqa: BLE001 - attach discarded it
+                        pass
+                    else:
+                        spare.discard()
                     raise
-                return attach(spare)
+                return attached()
             if self._forker is not None:
                 try:
                     return self._forker.spawn(cgroup)
@@ -243,6 +252,33 @@ class Spares:
             self._forker.close()
             self._forker = None
         _open.discard(self)
+
+
+def _in_background(fn: Callable[[], T]) -> Callable[[], T]:
+    """Run ``fn`` on a new thread at once; the returned call waits for its result (or raises
+    its exception)."""
+    done = _thread.allocate_lock()
+    done.acquire()
+    box: list[tuple[bool, object]] = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box.append((False, e))
+        finally:
+            done.release()
+
+    _thread.start_new_thread(run, ())
+
+    def result() -> T:
+        with done:
+            ok, value = box[0]
+        if not ok:
+            raise value  # type: ignore[misc]
+        return value  # type: ignore[return-value]
+
+    return result
 
 
 def _discard(spare: Started) -> None:
