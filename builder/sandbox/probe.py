@@ -204,23 +204,16 @@ def _plain_option(opt: str) -> bool:
 
 def _save(dev: int, key: list[str], caps: HostCaps) -> None:
     """Persist a successful probe (best effort: any failure leaves no file behind)."""
+    from ..atomicfile import write_atomic
+
     name = _state_name(dev)
     if name is None or not _state_dir():
         return
-    tmp = os.path.join(_STATE_DIR, f"tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    data = json.dumps({"key": key, "options": caps.overlay_options}).encode()
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        write_atomic(name, data, prefix=f"tmp-{os.getpid()}-", mode=0o600)
     except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"key": key, "options": caps.overlay_options}, f)
-        os.rename(tmp, name)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def _probe(path: str, dev: int | str) -> HostCaps:

@@ -70,7 +70,7 @@ class Snapshots:
         """Delete ``path`` (on the store's file system): with ``deferred_deletes`` it is renamed
         to a doomed temp name at once and removed on a background thread (see :meth:`close`)."""
         if self._deferred:
-            doomed = self.dir / f"tmp-{os.getpid()}-{os.urandom(4).hex()}"
+            doomed = self._tmp_name()
             try:
                 os.rename(path, doomed)
             except OSError:
@@ -111,9 +111,13 @@ class Snapshots:
         d = self._find(diff_id)
         return d / "fs" if d is not None else None
 
+    def _tmp_name(self) -> Path:
+        """A new work-in-progress name (``tmp-PID-RAND``: the stale sweep removes it once PID is gone)."""
+        return self.dir / f"tmp-{os.getpid()}-{os.urandom(4).hex()}"
+
     def _tmp(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        t = self.dir / f"tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        t = self._tmp_name()
         t.mkdir()
         return t
 
@@ -325,7 +329,7 @@ class Snapshots:
         if d is None:
             return False
         self.dir.mkdir(parents=True, exist_ok=True)
-        doomed = self.dir / f"tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        doomed = self._tmp_name()
         try:
             os.rename(d, doomed)
         except FileNotFoundError:
@@ -345,7 +349,7 @@ class Snapshots:
                     continue
             except OSError:
                 continue
-            doomed = self.dir / f"tmp-{os.getpid()}-{os.urandom(4).hex()}"
+            doomed = self._tmp_name()
             try:
                 os.rename(d, doomed)
             except FileNotFoundError:
