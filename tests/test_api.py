@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from buildutil import BASE_TAG, busybox_store
 from registry_fixture import RunningRegistry, registry  # noqa: F401
+from runutil import make_context
 
 import builder
 
@@ -155,9 +156,7 @@ def test_failed_step_raises_typed_error_and_keeps_tags(tmp_path: Path) -> None:
 
 
 def test_dockerfile_error_and_usage_error(tmp_path: Path) -> None:
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text("FROM scratch\nFORM x\n")
+    ctx = make_context(tmp_path / "ctx", "FROM scratch\nFORM x\n")
     store = builder.open_store(tmp_path / "store")
     with pytest.raises(builder.DockerfileError) as info:
         builder.build(ctx, store=store)
@@ -169,10 +168,8 @@ def test_dockerfile_error_and_usage_error(tmp_path: Path) -> None:
 
 
 def test_images_tag_untag_prune_without_root(tmp_path: Path) -> None:
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "a.txt").write_text("a\n")
-    (ctx / "Dockerfile").write_text('FROM scratch\nCOPY a.txt /\nENV A=1 B="two words"\nLABEL k=v\nCMD ["/x"]\n')
+    ctx = make_context(tmp_path / "ctx", 'FROM scratch\nCOPY a.txt /\nENV A=1 B="two words"\nLABEL k=v\nCMD ["/x"]\n',
+                       {"a.txt": "a\n"})
     store = builder.open_store(tmp_path / "store")
     result = builder.build(ctx, tags=["api/one:1"], store=store)
     builder.tag("api/one:1", "api/two:2", store=store)
@@ -197,10 +194,7 @@ def test_images_tag_untag_prune_without_root(tmp_path: Path) -> None:
 
 def test_untag_by_the_id_images_shows_for_a_multi_platform_tag(tmp_path: Path) -> None:
     """images() shows one platform's config digest as a two-platform tag's ID; untag(ID) removes that tag."""
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "a.txt").write_text("a\n")
-    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /\n")
+    ctx = make_context(tmp_path / "ctx", "FROM scratch\nCOPY a.txt /\n", {"a.txt": "a\n"})
     store = builder.open_store(tmp_path / "store")
     builder.build(ctx, tags=["api/multi:1"], platforms=["linux/amd64", "linux/arm64"], store=store)
     (row,) = builder.images(store=store)
