@@ -85,6 +85,31 @@ def test_ensure_concurrently(tmp_path: Path) -> None:
     assert [p.name for p in snaps.dir.iterdir()] == [diff_id.hex[:12]]
 
 
+def test_publish_after_a_concurrent_writer_won(tmp_path: Path) -> None:
+    """The race of test_ensure_concurrently made deterministic: a writer whose "is it there?"
+    came before another writer's rename must find the winner's snapshot at the rename, not
+    publish a second copy under the longer name; a prefix clash with another layer does move on."""
+    snaps = Snapshots(tmp_path)
+    blob, diff_id = layer([file_entry("a", b"a")])
+    won = snaps.ensure(diff_id, Opener(blob), "gzip")
+    late = snaps._tmp()  # what the losing writer unpacked meanwhile
+    (late / "fs").mkdir()
+    find = snaps._find
+    snaps._find = lambda d: None  # type: ignore[method-assign]  # its look came before the win
+    try:
+        published = snaps._publish(late, diff_id)
+    finally:
+        snaps._find = find  # type: ignore[method-assign]
+    assert published == won
+    assert not late.exists() and [p.name for p in snaps.dir.iterdir()] == [diff_id.hex[:12]]
+
+    other = Digest.parse("sha256:" + diff_id.hex[:12] + "0" * 52)  # same 12-character prefix
+    tmp = snaps._tmp()
+    (tmp / "fs").mkdir()
+    assert snaps._publish(tmp, other) == snaps.dir / other.hex[:24] / "fs"
+    assert snaps.get(diff_id) == won
+
+
 def test_ensure_checks_diff_id_and_cleans_up(tmp_path: Path) -> None:
     snaps = Snapshots(tmp_path)
     blob, _ = layer([file_entry("a", b"a")])

@@ -33,7 +33,7 @@ from typing import BinaryIO, Callable
 
 from ..digest import Digest, small_hash
 from ..errors import NoSpaceError, StoreError, no_space
-from ..owners import alive, owner_pid
+from ..owners import alive, owned_prefix, owner_pid
 
 _KEY_LENGTHS = (12, 24, 64)
 
@@ -99,13 +99,6 @@ class Snapshots:
                 return d
         return None
 
-    def _free_key(self, diff_id: Digest) -> Path:
-        for n in _KEY_LENGTHS:
-            d = self.dir / diff_id.hex[:n]
-            if not d.exists():
-                return d
-        raise StoreError(f"snapshot store {self.dir}: no free name for {diff_id}")
-
     def get(self, diff_id: Digest) -> Path | None:
         """The ``fs`` directory of an existing snapshot, or None."""
         d = self._find(diff_id)
@@ -113,7 +106,7 @@ class Snapshots:
 
     def _tmp_name(self) -> Path:
         """A new work-in-progress name (``tmp-PID-RAND``: the stale sweep removes it once PID is gone)."""
-        return self.dir / f"tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        return self.dir / f"{owned_prefix('tmp')}{os.urandom(4).hex()}"
 
     def _tmp(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -122,21 +115,35 @@ class Snapshots:
         return t
 
     def _publish(self, tmp: Path, diff_id: Digest) -> Path:
-        """Rename the finished ``tmp`` into place; returns the ``fs`` dir that won."""
+        """Rename the finished ``tmp`` into place; returns the ``fs`` dir that won.
+
+        Names are tried shortest first and the rename itself decides (no look-then-rename):
+        a name taken by the same diff_id means another writer won (``tmp`` is removed and its
+        snapshot returned), a name taken by another diff_id (a prefix clash) moves on to the
+        next length. A name whose owner is mid-removal (no ``diff_id`` file) is tried again."""
         (tmp / "diff_id").write_text(str(diff_id) + "\n")
-        for _ in range(len(_KEY_LENGTHS) + 1):
-            existing = self._find(diff_id)
-            if existing is not None:
-                _rmtree(tmp)
-                return existing / "fs"
-            target = self._free_key(diff_id)
-            try:
-                os.rename(tmp, target)
-                return target / "fs"
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+        want = str(diff_id)
+        for n in _KEY_LENGTHS:
+            target = self.dir / diff_id.hex[:n]
+            for _ in range(3):
+                try:
+                    os.rename(tmp, target)
+                    return target / "fs"
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        _rmtree(tmp)
+                        raise StoreError(f"cannot publish snapshot {target}: {exc.strerror}") from exc
+                try:
+                    have = (target / "diff_id").read_text().strip()
+                except FileNotFoundError:
+                    continue  # being removed (or renamed away): try the name again
+                except OSError as exc:
                     _rmtree(tmp)
-                    raise StoreError(f"cannot publish snapshot {target}: {exc.strerror}") from exc
+                    raise StoreError(f"snapshot {target}: cannot read its diff_id: {exc.strerror}") from exc
+                if have == want:
+                    _rmtree(tmp)
+                    return target / "fs"
+                break  # another layer's snapshot: the next, longer name
         _rmtree(tmp)
         raise StoreError(f"snapshot store {self.dir}: could not publish {diff_id}")
 
