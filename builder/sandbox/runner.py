@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import HostError
+from ..owners import make_owned_dir
 from . import namespaces as ns
 from .probe import forget, probe_host
 from .resolvconf import resolv_conf
@@ -523,7 +524,7 @@ def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: boo
     try:
         if init is None:
             init = start(stdin=spec.stdin is not None, cgroup=cgroup, cwd=temp_base())  # starts while we prepare
-        tmp = Path(tempfile.mkdtemp(prefix=f"pbsb-{os.getpid()}-", dir=temp_base()))
+        tmp = Path(make_owned_dir(temp_base(), "pbsb"))  # pbsb-PID-RAND: _sweep_stale finds it
         bindroot = None
         if use_copy:
             from . import copydiff
