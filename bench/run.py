@@ -8,8 +8,20 @@ on the same workloads, alternating, and prints ratios; ``copyonly`` times ``COPY
 ``tar | gzip -1``, ``tar | pigz -1`` and ``tar | zstd -3 -T0``.
 
 Every figure is the median wall time of N runs of a whole command (interpreter start included).
-Competing commands are run alternately (A B A B ...), because file creation speed on these
-machines varies between directories and over time: quote medians and ratios, not single times.
+Competing commands are run alternately (A B A B ...); quote medians and ratios, not single times.
+
+Storage isolation. On a file system without a journal (these machines' ext4 root), the kernel
+will not hand out an inode freed less than a minute ago (five more while its inode-table block
+is unwritten) and scans past every such inode on each file creation in that block group: a
+directory whose group another process has just emptied creates files up to 30x slower. One tool
+deleting its containers beside another's store would then slow the other. So each tool gets a
+root of its own under ``WORK/roots`` (marked as the top of directory hierarchies, ``chattr +T``,
+so ext4 spreads them over different block groups), made fresh for the run, and nothing is
+deleted until every timing is done (``Bench.discard``; stores are removed at the end). Because an
+inode-table block that is written to again keeps its freed neighbours "recent" for six minutes,
+a run that starts within ``--settle`` seconds (default 370) of the previous run's clean-up in the
+same work dir first waits out the rest (it says so); other deletions on the machine in that
+window (a test suite, another tool) disturb the figures the same way: run on a quiet machine.
 Workloads come from ../shared/bench/workloads; the base image localhost/busybox:latest is made
 from the host's busybox-static by testdata/demo/make-base.sh.
 """
@@ -17,9 +29,11 @@ from the host's busybox-static by testdata/demo/make-base.sh.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -71,6 +85,23 @@ def step_seconds(rawjson: str, prefix: str) -> float:
     raise SystemExit(f"no {prefix!r} step in the output")
 
 
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def spread_children(path: Path) -> None:
+    """Mark ``path`` as the top of directory hierarchies (ext4's ``T`` attribute): the kernel then
+    places each new subdirectory in a block group of its own choosing (Orlov), as for
+    directories in ``/``. A file system without the flag is left as it is."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 4))[0]
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags | FS_TOPDIR_FL))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def env_for(store: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYBUILD_ROOT"] = str(store)
@@ -86,6 +117,50 @@ class Bench:
         self.template = work / "template-store"
         self.results: dict[str, float] = {}
         self.peer_workloads = ("steps20", "multistage", "deletes", "bigcopy")
+        self.roots = work / "roots"
+        self._regions: dict[str, Path] = {}
+        self._stores = 0
+        self.trash: list[Path] = []
+        self._buildah_root: Path | None = None
+
+    def region(self, tool: str) -> Path:
+        """This run's own root for ``tool``'s storage (see the module docstring): a new
+        directory under ``WORK/roots``, made on first use. Short, for unix socket paths."""
+        if tool not in self._regions:
+            self.roots.mkdir(parents=True, exist_ok=True)
+            spread_children(self.roots)
+            self._regions[tool] = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=self.roots))
+            self.trash.append(self._regions[tool])
+        return self._regions[tool]
+
+    def discard(self, path: Path) -> None:
+        """Remove ``path`` once every timing is done (:meth:`empty_trash`), never in between."""
+        self.trash.append(path)
+
+    def empty_trash(self) -> None:
+        """Remove everything :meth:`discard` collected; remember when (see :meth:`settle`)."""
+        if not self.trash:
+            return
+        for path in reversed(self.trash):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self.trash.clear()
+        self.roots.mkdir(parents=True, exist_ok=True)
+        (self.roots / ".emptied").touch()
+
+    def settle(self, seconds: float) -> None:
+        """Wait until ``seconds`` have passed since the previous run's clean-up in this work dir
+        (the mtime of ``roots/.emptied``): its freed inodes would slow file creation until then."""
+        try:
+            since = time.time() - (self.roots / ".emptied").stat().st_mtime
+        except FileNotFoundError:
+            return
+        if since < seconds:
+            print(f"waiting {seconds - since:.0f} s: the previous run in {self.work} deleted its stores "
+                  f"{since:.0f} s ago (freed inodes slow file creation for six minutes)", flush=True)
+            time.sleep(seconds - since)
 
     def report(self, name: str, times: list[float], note: str = "") -> float:
         med = statistics.median(times)
@@ -109,8 +184,10 @@ class Bench:
         sh(PYBUILD + ["prune", "--all"], env=env)
 
     def fresh_store(self, name: str) -> Path:
-        dest = self.work / f"store-{name}"
-        shutil.rmtree(dest, ignore_errors=True)
+        """A copy of the template store in pybuild's own region, under a name never used before
+        in this run (nothing is deleted to make room for it)."""
+        self._stores += 1
+        dest = self.region("pybuild") / f"store-{self._stores}-{name}"
         subprocess.run(["cp", "-a", str(self.template), str(dest)], check=True)
         return dest
 
@@ -131,7 +208,7 @@ class Bench:
         env = env_for(store)
         sh(self.build_cmd(workload, context), env=env)  # warm-up: directories exist, as buildah's do
         times = [sh(self.build_cmd(workload, context) + ["--no-cache"], env=env) for _ in range(self.runs)]
-        shutil.rmtree(store, ignore_errors=True)
+        self.discard(store)
         return self.report(f"{workload} cold (--no-cache)", times)
 
     def cached(self, workload: str, context: Path | None = None) -> float:
@@ -139,7 +216,7 @@ class Bench:
         env = env_for(store)
         sh(self.build_cmd(workload, context), env=env)
         times = [sh(self.build_cmd(workload, context), env=env) for _ in range(self.runs)]
-        shutil.rmtree(store, ignore_errors=True)
+        self.discard(store)
         return self.report(f"{workload} fully cached", times)
 
     def steps20(self) -> None:
@@ -173,7 +250,7 @@ class Bench:
             target.write_bytes(original)
             os.utime(target, (1700000000, 1700000000))
         self.report("bigcopy one file changed", times)
-        shutil.rmtree(store, ignore_errors=True)
+        self.discard(store)
 
     def baselines(self) -> None:
         ctx = self.bigcopy_context()
@@ -213,7 +290,7 @@ class Bench:
                 for c in compressors:
                     base[c].append(sh(f"cd {ctx} && tar -cf - . | {c} > /dev/null"))
                 floor.append(sh(floor_cmd))
-            (self.work / "floor-blob").unlink(missing_ok=True)
+            self.discard(self.work / "floor-blob")
             # the same work as pybuild's layer writer with C tools: both digests, blob on disk
             same_work: list[float] = []
             blob = self.work / "pipeline-blob"
@@ -222,8 +299,8 @@ class Bench:
                     f"| tee >(sha256sum >/dev/null) | dd of={blob} conv=fsync bs=1M status=none")
             for _ in range(self.runs):
                 same_work.append(sh(["bash", "-c", like]))
-            blob.unlink(missing_ok=True)
-            shutil.rmtree(store, ignore_errors=True)
+            self.discard(blob)
+            self.discard(store)
             a = self.report(f"COPY 208 MB, {comp}, pybuild", ours, f"(peak RSS max {max(rss)} MB)")
             s_ = self.report("  its COPY step as pybuild reports", steps)
             for c in compressors:
@@ -255,7 +332,7 @@ class Bench:
         if not archive.exists():
             sh(PYBUILD + ["-q", "-t", "localhost/busybox:latest", "--output", f"type=docker,dest={archive}",
                           str(self.work / "base")], env=env_for(self.template))
-        dwork = Path(tempfile.mkdtemp(prefix="pbd-"))  # short: unix socket paths are limited
+        dwork = self.region("buildkit")  # its own root; short: unix socket paths are limited
         rows: list[tuple[str, float, float, float | None]] = []
         with Dockerd(dwork) as d:
             d.load(archive)
@@ -292,7 +369,7 @@ class Bench:
                         if before is not None:
                             before()
                         times[name].append(sh(cmd, env=e))
-                shutil.rmtree(store, ignore_errors=True)
+                self.discard(store)
                 a = self.report(f"{label} pybuild", times["pybuild"])
                 b = self.report(f"{label} BuildKit", times["BuildKit"])
                 c = self.report(f"{label} buildah", times["buildah"]) if have_buildah else None
@@ -322,23 +399,31 @@ class Bench:
 
     # -- buildah, when installed -------------------------------------------------------------
     def buildah_ready(self) -> bool:
-        """Import our busybox base into buildah's storage as localhost/busybox:latest."""
+        """Import our busybox base into buildah's storage (this run's buildah region) as
+        localhost/busybox:latest, once per run."""
         if not shutil.which("buildah"):
             print("buildah not installed (apt-get install buildah): peer comparison skipped")
             return False
+        if self._buildah_root is None:
+            self._buildah_root = self.region("buildah") / "root"
+            self.import_base(self.buildah())
+        return True
+
+    def import_base(self, buildah: list[str]) -> None:
+        """Pull the busybox base (an OCI layout pybuild wrote once into the work dir) into the
+        storage of ``buildah`` (a command prefix from :meth:`buildah`)."""
         layout = self.work / "busybox-oci"
         if not layout.exists():
             sh(PYBUILD + ["-q", "-t", "localhost/busybox:latest", "--output",
                           f"type=oci,dest={layout},tar=false", str(self.work / "base")], env=env_for(self.template))
-            pulled = subprocess.run(self.buildah() + ["pull", "-q", f"oci:{layout}:latest"], env=self.buildah_env(),
-                                    check=True, capture_output=True, text=True).stdout.split()[-1]
-            sh(self.buildah() + ["tag", pulled, "localhost/busybox:latest"], env=self.buildah_env())
-        return True
+        pulled = subprocess.run(buildah + ["pull", "-q", f"oci:{layout}:latest"], env=self.buildah_env(),
+                                check=True, capture_output=True, text=True).stdout.split()[-1]
+        sh(buildah + ["tag", pulled, "localhost/busybox:latest"], env=self.buildah_env())
 
     def buildah(self, root: Path | None = None) -> list[str]:
-        """buildah with its storage in the work dir, beside pybuild's stores: the same
-        filesystem and parent directory for both (file creation speed varies by directory)."""
-        root = root or self.work / "buildah-root"
+        """buildah with its storage in ``root`` (default: this run's buildah region), on the
+        same file system as pybuild's stores but in block groups of its own."""
+        root = root or self._buildah_root or self.region("buildah") / "root"
         return ["buildah", "--root", str(root), "--runroot", str(root) + "-run", "--storage-driver", "overlay"]
 
     def fresh_cold(self) -> None:
@@ -348,7 +433,6 @@ class Bench:
             return
         contexts = {"bigcopy": self.bigcopy_context()}
         benv = self.buildah_env()
-        layout = self.work / "busybox-oci"
         for workload in self.peer_workloads:
             ours: list[float] = []
             theirs: list[float] = []
@@ -357,17 +441,14 @@ class Bench:
             for i in range(self.runs):
                 store = self.fresh_store(f"{workload}-fresh{i}")
                 ours.append(sh(self.build_cmd(workload, contexts.get(workload)), env=env_for(store)))
-                root = self.work / f"buildah-fresh-{workload}-{i}"
+                root = self.region("buildah") / f"fresh-{workload}-{i}"
                 b = self.buildah(root)
-                pulled = subprocess.run(b + ["pull", "-q", f"oci:{layout}:latest"], env=benv, check=True,
-                                        capture_output=True, text=True).stdout.split()[-1]
-                sh(b + ["tag", pulled, "localhost/busybox:latest"], env=benv)
+                self.import_base(b)
                 theirs.append(sh(b + ["bud", "-q", "--layers", "--isolation", "oci", "-t", f"bench-{workload}",
                                       "-f", str(wl / "Dockerfile"), str(ctx)], env=benv))
-                shutil.rmtree(store, ignore_errors=True)
-                subprocess.run(b + ["rmi", "-a", "-f"], env=benv, capture_output=True)
-                shutil.rmtree(root, ignore_errors=True)
-                shutil.rmtree(str(root) + "-run", ignore_errors=True)
+                self.discard(store)
+                self.discard(root)
+                self.discard(Path(str(root) + "-run"))
             a = self.report(f"{workload} fresh storage pybuild", ours)
             c = self.report(f"{workload} fresh storage buildah", theirs)
             print(f"{'ratio ' + workload + ' buildah/pybuild':<34} {c / a:8.2f}x")
@@ -400,7 +481,7 @@ class Bench:
             for _ in range(self.runs):
                 ours.append(sh(self.build_cmd(workload, ctx) + ["--no-cache"], env=env))
                 theirs.append(sh(self.buildah_cmd(workload, ctx, cached=False), env=benv))
-            shutil.rmtree(store, ignore_errors=True)
+            self.discard(store)
             a = self.report(f"{workload} --no-cache pybuild", ours)
             b = self.report(f"{workload} --no-cache buildah", theirs)
             print(f"{'ratio ' + workload + ' buildah/pybuild':<34} {b / a:8.2f}x")
@@ -425,6 +506,8 @@ def main() -> int:
     ap.add_argument("--work", help="work directory (default: a new temp dir)")
     ap.add_argument("--peers", default="steps20,multistage,deletes,bigcopy",
                     help="workloads compared with buildah")
+    ap.add_argument("--settle", type=float, default=370.0,
+                    help="seconds to leave between the previous run's clean-up and this run's timings")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="pybuild-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -436,11 +519,15 @@ def main() -> int:
     wanted = args.only.split(",")
     if any(w != "parse" for w in wanted):
         b.make_template()
-    for name in wanted:
-        if name in ("multistage", "deletes", "noop"):
-            b.simple(name)
-        else:
-            getattr(b, name)()
+    b.settle(args.settle)
+    try:
+        for name in wanted:
+            if name in ("multistage", "deletes", "noop"):
+                b.simple(name)
+            else:
+                getattr(b, name)()
+    finally:
+        b.empty_trash()
     return 0
 
 
