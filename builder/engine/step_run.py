@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from ..errors import DockerfileError, StepFailed
 from .cachekey import step_key
@@ -198,7 +198,6 @@ def _execute(session: StageSession, state: ImageState, step: RunStep, upper: Pat
 def _run_process(session: StageSession, state: ImageState, step: RunStep, upper: Path, work: Path, workspace: Path,
                  stage_no: int, step_no: int, view: Any, lowers: Any, uid: int, gid: int, groups: Any,
                  cwd: str, env: list[tuple[str, str]], mounts: list[Any], extra_files: list[Any]) -> Any:
-    from ..layer.whiteout import upper_entries
     from ..sandbox.runner import run
     from ..sandbox.spec import ProcessSpec
     from .limits import run_rlimits
@@ -223,7 +222,29 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
         rlimits=run_rlimits(session.opts.ulimits),
         limits=run_limits(session),
     )
-    result = run(spec, cancel=session.cancel, spares=session.spares)
+    from ..sandbox.probe import probe_host
+
+    if probe_host(upper.parent).overlay:  # (probed once) the mount points go into the upper dir now,
+        _keep_runtime_mount_points(view, upper)  # not after the run, while the overlay still unmounts
+    result = run(spec, cancel=session.cancel, spares=session.spares, early_exit=True)
+    settle = result.teardown or _nothing  # the overlay may still be unmounting (syncing): see run()
+    try:
+        return _keep_run_result(session, step, result, tail, upper, view, settle)
+    finally:
+        settle()  # on every path: nothing of the step is mounted once this step returns
+
+
+def _nothing() -> None:
+    pass
+
+
+def _keep_run_result(session: StageSession, step: RunStep, result: Any, tail: collections.deque[str], upper: Path,
+                     view: Any, settle: Callable[[], object]) -> Any:
+    """The layer of a finished RUN (None when it changed nothing), its upper dir adopted as
+    the snapshot once ``settle`` (the sandbox's teardown) returned; raises StepFailed when the
+    command failed."""
+    from ..layer.whiteout import upper_entries
+
     for w in result.warnings:
         session.warn_once(w)
     for n in result.notes:
@@ -238,14 +259,14 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
                          file=str(session.opts.dockerfile.name), line=step.node.span.line,
                          exit_status=result.exit_code, output_tail=tuple(tail),
                          reason=result.limit or _out_of_space(upper))
-    _keep_runtime_mount_points(view, upper)
+    _keep_runtime_mount_points(view, upper, settle)
     mapped = getattr(result, "userxattr", False) or getattr(result, "uidmap", ()) or getattr(result, "gidmap", ())
     if (session.lazy_layers or session.background_blobs) and not mapped:
         # the upper dir becomes the snapshot; its members are framed as they are walked
         from ..layer.whiteout import NameClash
 
         try:
-            adopted = _adopted_layer(session, upper)
+            adopted = _adopted_layer(session, upper, settle)
             if adopted is not _EAGER:
                 return adopted
         except NameClash:
@@ -255,6 +276,7 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
     if not entries:
         return None
     layer = store_layer(session, entries)
+    settle()
     try:
         session.snapshots.adopt(layer.diff_id, upper)
     except Exception:
@@ -265,13 +287,14 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
 _EAGER = object()  # what _adopted_layer returns when the layer must be written at once
 
 
-def _adopted_layer(session: StageSession, upper: Path) -> Any:
+def _adopted_layer(session: StageSession, upper: Path, settle: Callable[[], object]) -> Any:
     """The layer of ``upper`` (None when it is empty), adopted as its snapshot: lazy (the tar
     only hashed, the blob made from the snapshot if an output ever needs it) or, in a stage of
     the target image, with its blob compressed, written and committed in the background while
     the next steps run. A rootless run's upper holds host ids: its caller writes it instead,
     as it does when a lazy layer's upper cannot be adopted (``_EAGER`` is returned). NameClash
-    (before anything is kept) when the upper dir cannot be streamed."""
+    (before anything is kept) when the upper dir cannot be streamed. ``settle`` is called
+    before the upper dir is moved (the sandbox's teardown, which syncs it, runs meanwhile)."""
     import itertools
 
     from ..layer.whiteout import upper_records
@@ -284,6 +307,7 @@ def _adopted_layer(session: StageSession, upper: Path) -> Any:
     records = itertools.chain((first,), records)
     if session.lazy_layers:
         layer = hash_records(session, records)
+        settle()
         try:
             session.snapshots.adopt(layer.diff_id, upper)
         except Exception:
@@ -292,6 +316,7 @@ def _adopted_layer(session: StageSession, upper: Path) -> Any:
             return _EAGER  # kept where it is: its blob is written now, from its entries
         return layer
     layer = store_records_soon(session, records)
+    settle()
     try:
         session.snapshots.adopt(layer.diff_id, upper)
     except Exception:
@@ -329,14 +354,17 @@ def _out_of_space(upper: Path) -> str | None:
 RUNTIME_MOUNT_POINTS = ("dev", "proc", "sys")
 
 
-def _keep_runtime_mount_points(view: Any, upper: Path) -> None:
+def _keep_runtime_mount_points(view: Any, upper: Path, settle: Callable[[], object] = _nothing) -> None:
     """Leave /dev, /proc and /sys in the step's layer when the image lacks them, as BuildKit
     does: runc creates these mount points (0755, root) in the root, and BuildKit's
     MountStubsCleaner (executor/stubs.go) removes only /etc/hosts, /etc/resolv.conf and the
     RUN --mount targets. The sandbox itself takes them from a skeleton layer, so they would
-    otherwise never reach the upper dir."""
+    otherwise never reach the upper dir. Over overlay they are made before the command runs
+    (the mount points are then the upper's, merged with the skeleton's); after it (the copy
+    fallback), ``settle`` is called first."""
     for name in RUNTIME_MOUNT_POINTS:
         if view.lstat("/" + name) is None and not os.path.lexists(upper / name):
+            settle()  # the upper dir changes only once the step's overlay is gone
             (upper / name).mkdir()
             os.chmod(upper / name, 0o755)
 

@@ -307,7 +307,7 @@ def _kill(proc: "InitProc") -> None:
 
 def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: threading.Event | None,
                status: dict[str, Any], plan: "MapPlan | None" = None,
-               reap: "Callable[[Started], None] | None" = None) -> None:
+               reap: "Callable[[Started], threading.Event] | None" = None) -> None:
     """Run the step on ``init`` (started, attached to its cgroup, waiting for its config):
     send the config, relay output, wait. Merges the init's messages into ``status`` as they
     arrive (so the caller sees the stubs even when this raises) and sets ``cancelled`` and
@@ -315,7 +315,8 @@ def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: 
     step is killed and waited for before the exception propagates. Rootless (``plan``): the
     init asks for its id maps (``mapme``) and waits on the go pipe until they are written.
     Closes the init's pipes and reaps it, always; with ``reap``, a step that reported its
-    exit status hands its exiting init to ``reap`` instead of waiting here."""
+    exit status hands its exiting init to ``reap`` instead of waiting here (``status["gone"]``:
+    the event ``reap`` sets once the init is gone)."""
     proc, cgroup = init.proc, init.cgroup
     # the pids watcher (a thread) only for a step that runs a while: most end much sooner
     watch_at = time.monotonic() + WATCH_AFTER if cgroup is not None and cgroup.dirs else None
@@ -386,7 +387,8 @@ def _supervise(spec: ProcessSpec, cfg: dict[str, Any], init: "Started", cancel: 
                             os.write(init.go_w, b"g")
         lines.close()
         if reap is not None and "exit" in status:
-            reap(init)  # exiting, holding nothing of the step (see builder.sandbox.init)
+            # exiting; with early_exit still unmounting the step's root (see builder.sandbox.init)
+            status["gone"] = reap(init)
         else:
             proc.wait()
     except BaseException:
@@ -446,7 +448,7 @@ def remove_stubs(upper: Path, lowers: tuple[Path, ...], created: list[str], fres
 
 
 def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy: bool = False,
-        spares: "Spares | None" = None) -> RunResult:
+        spares: "Spares | None" = None, early_exit: bool = False) -> RunResult:
     """Run ``spec`` in a fresh sandbox and wait for it (no timeout; see ``cancel``).
 
     ``cancel``: when set, the step is killed (SIGKILL of its init, which kills its PID
@@ -455,17 +457,21 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     the probe finds no usable overlay, with a note in the result (root only). Either way
     ``spec.upperdir`` ends up in overlay format. ``spares``: the build's spare inits
     (:mod:`builder.sandbox.spare`): the step takes a matching one instead of starting its own
-    (not when it has stdin), and has the next one started in the background. Thread-safe:
-    steps may run concurrently from several threads. Raises :class:`HostError` (see module
-    doc); any exception (including KeyboardInterrupt) kills the step and cleans up before it
-    propagates.
+    (not when it has stdin), and has the next one started in the background. ``early_exit``
+    (with ``spares``, over overlay): return as soon as the command's processes are gone, while
+    the overlay is still being unmounted (which syncs the upper's file system); the result's
+    ``teardown`` then waits for that, and the caller must call it before it moves, changes or
+    removes the upper dir (reading it is fine). Otherwise every mount is gone on return.
+    Thread-safe: steps may run concurrently from several threads. Raises :class:`HostError`
+    (see module doc); any exception (including KeyboardInterrupt) kills the step and cleans up
+    (waiting for the teardown) before it propagates.
     """
     if not spec.argv:
         raise HostError("sandbox: empty argv")
     try:
-        return _run_once(spec, cancel, force_copy, spares)
+        return _run_once(spec, cancel, force_copy, spares, early_exit)
     except _StaleProbe:  # the persisted overlay options failed: probed again, one more try
-        return _run_once(spec, cancel, force_copy, spares)
+        return _run_once(spec, cancel, force_copy, spares, early_exit)
 
 
 class _StaleProbe(HostError):
@@ -473,7 +479,7 @@ class _StaleProbe(HostError):
 
 
 def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: bool,
-              spares: "Spares | None") -> RunResult:
+              spares: "Spares | None", early_exit: bool = False) -> RunResult:
     """One attempt of :func:`run` (same contract); raises :class:`_StaleProbe` when the overlay
     mount failed with persisted probe options, before the command ran."""
     global _copy_note_given
@@ -521,6 +527,7 @@ def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: boo
     tmp: Path | None = None
     copy_state = None
     status: dict[str, Any] = {}
+    handed = False
     try:
         if init is None:
             init = start(stdin=spec.stdin is not None, cgroup=cgroup, cwd=temp_base())  # starts while we prepare
@@ -532,6 +539,9 @@ def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: boo
             bindroot = copy_state.root
         cfg = _prepare(spec, tmp, caps, bindroot)
         cfg["ppid"] = init.parent  # what the init checks: this process, or the fork server
+        early = early_exit and spares is not None and not use_copy
+        if early:
+            cfg["early_exit"] = True  # see builder.sandbox.init: _supervise hands us its teardown
         if plan is not None:
             cfg["userns"] = True
             cfg["nogroups"] = not plan.helpers
@@ -558,9 +568,15 @@ def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: boo
             # something inside (then the directory is a real change, as with overlay)
             remove_stubs(copy_state.root, (), list(status.get("stubs", ())), [])
             copydiff.finish(copy_state)
+        gone = status.get("gone")
+        if gone is not None and not (status.get("stubs") or status.get("fresh")):
+            handed = True  # the caller waits for the teardown (RunResult.teardown)
+            extra["teardown"] = gone.wait
         return RunResult(exit_code=status["exit"], signal=status.get("signal"), notes=tuple(notes),
                          warnings=tuple(warnings), **extra)
     finally:
+        if not handed and status.get("gone") is not None:
+            status["gone"].wait()  # every mount of the step gone before anything is removed
         if init is not None:
             init.discard()  # a no-op once supervised; else the step never started: end its init
         if cgroup is not None:
@@ -575,7 +591,10 @@ def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: boo
             remove_stubs(Path(spec.upperdir), tuple(Path(p) for p in spec.lowerdirs),
                          list(status.get("stubs", ())), list(status.get("fresh", ())))
         if tmp is not None:
-            _remove_tmp(tmp)
+            if handed and spares is not None:
+                spares.later(lambda: _remove_tmp(tmp))  # after the init is reaped (the keeper's order)
+            else:
+                _remove_tmp(tmp)
 
 
 _swept: set[str] = set()

@@ -156,13 +156,28 @@ class Spares:
         after the spare being started; :meth:`close` waits for it. After :meth:`close`: at once."""
         self._later(cgroup.close)
 
-    def reap(self, init: Started) -> None:
+    def reap(self, init: Started) -> threading.Event:
         """Wait for a finished step's init (its outer process, exiting: it holds nothing of
-        the step any more) on the keeper thread; :meth:`close` waits for it. Closes this
-        side's pipes now; the caller no longer owns ``init``."""
+        the step any more, or only its mounts, being unmounted) on the keeper thread;
+        :meth:`close` waits for it. Closes this side's pipes now; the caller no longer owns
+        ``init``. Returns an event set once the init is gone."""
         init.reaping = True
         init.close_pipes()
-        self._later(init.proc.wait)
+        gone = threading.Event()
+
+        def wait() -> None:
+            try:
+                init.proc.wait()
+            finally:
+                gone.set()
+        self._later(wait)
+        return gone
+
+    def later(self, job: Callable[[], object]) -> None:
+        """Run ``job`` on the keeper thread after the jobs handed over before it (a step's
+        init reaped, its cgroup removed); :meth:`close` waits for it. After :meth:`close`: at
+        once, here."""
+        self._later(job)
 
     def _later(self, job: Callable[[], object], own_thread: bool = False) -> None:
         """Run ``job`` on the keeper (or ``own_thread``); :meth:`close` waits for it."""

@@ -133,6 +133,9 @@ class RunResult:
     uidmap: tuple[tuple[int, int, int], ...] = ()
     gidmap: tuple[tuple[int, int, int], ...] = ()
     limit: str | None = None  # the cgroup limit the step reached ("memory limit 256MiB reached")
+    # run(..., early_exit=True) only: returns once every mount of the step is gone (idempotent);
+    # call it before the upper dir is moved, changed or removed
+    teardown: Callable[[], object] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
