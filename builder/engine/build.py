@@ -71,10 +71,23 @@ def run_build(opts: BuildOptions, store: Store, on_event: EventSink) -> BuildRes
     from ..syntax.parser import parse_file
 
     df = parse_file(str(opts.dockerfile), name=opts.dockerfile_name)
+    early = opts.no_cache and any(n.keyword == "RUN" for n in df.nodes)
+    if early:  # its RUN steps will run: their first sandbox init starts while the build is planned
+        from ..sandbox.spare import start_early
+        from .limits import step_limits
+
+        start_early(step_limits(opts.limits))
     try:
         return _build(df, opts, store, on_event)
     except DockerfileError as exc:
         raise exc.with_source(df.source)
+    finally:
+        if early:
+            from ..sandbox.spare import take_early
+
+            unused = take_early()  # the build failed before its session took it
+            if unused is not None:
+                unused.close()
 
 
 @dataclass

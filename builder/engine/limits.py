@@ -88,6 +88,12 @@ def parse_limits(*, memory: str | None = None, memory_swap: str | None = None, p
 DEFAULT_LIMITS = ResourceLimits(pids=DEFAULT_PIDS)
 
 
+def step_limits(given: ResourceLimits | None) -> ResourceLimits:
+    """The cgroup limits of a build's RUN steps: those of its flags (``given``), else the safe
+    defaults."""
+    return given if given is not None else DEFAULT_LIMITS
+
+
 def _cpu_list(text: str) -> set[int]:
     """``0-3,5`` as a set of CPU numbers."""
     cpus: set[int] = set()

@@ -108,9 +108,9 @@ class BuildSession:
         if self._spares is None:
             with self._lock:
                 if self._spares is None:
-                    from ..sandbox.spare import Spares
+                    from ..sandbox.spare import Spares, take_early
 
-                    self._spares = Spares()
+                    self._spares = take_early() or Spares()
         return self._spares
 
     def key_lock(self, key: str) -> threading.Lock:

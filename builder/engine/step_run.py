@@ -326,9 +326,9 @@ def _adopted_layer(session: StageSession, upper: Path, settle: Callable[[], obje
 
 def run_limits(session: StageSession) -> Any:
     """The cgroup limits of the build's RUN steps: the flags', else the safe defaults."""
-    from .limits import DEFAULT_LIMITS
+    from .limits import step_limits
 
-    return session.opts.limits if session.opts.limits is not None else DEFAULT_LIMITS
+    return step_limits(session.opts.limits)
 
 
 def prepare_spare(session: StageSession) -> None:

@@ -269,6 +269,31 @@ class Spares:
         _open.discard(self)
 
 
+_early: Spares | None = None
+_early_lock = threading.Lock()
+
+
+def start_early(limits: ResourceLimits | None) -> None:
+    """Start a spare for ``limits`` now, before the build that will run RUN steps has its
+    session (the first spare's cgroup attach waits for the kernel, 10-20 ms here: it then
+    overlaps with parsing and planning). The next :func:`take_early` gets the :class:`Spares`
+    holding it; if none does, it is closed at process exit like any other."""
+    global _early
+    with _early_lock:
+        if _early is None:
+            _early = Spares()
+            _early.prepare(limits)
+
+
+def take_early() -> Spares | None:
+    """The :class:`Spares` that :func:`start_early` made (then owned by the caller, who closes
+    it), or None."""
+    global _early
+    with _early_lock:
+        spares, _early = _early, None
+    return spares
+
+
 def _in_background(fn: Callable[[], T]) -> Callable[[], T]:
     """Run ``fn`` on a new thread at once; the returned call waits for its result (or raises
     its exception)."""
@@ -308,4 +333,4 @@ def _close_all() -> None:
         spares.close()
 
 
-__all__ = ["Spares"]
+__all__ = ["Spares", "start_early", "take_early"]
