@@ -157,7 +157,8 @@ def _run_on_pending(session: StageSession, pending: PendingRun, step: RunStep, s
         state = _run_step(session, pending.state, step, placeholder, stage_no, step_no, pipelined=True,
                           lowers=lowers, before_start=pending.framing.settle)
     except BaseException:
-        pending.finish(session)  # its own outcome is kept (as if it had not been pending)
+        session.pending_run = pending
+        discard_pending(session)  # its own outcome is kept (as if it had not been pending)
         raise
     mine = session.pending_run
     assert isinstance(mine, PendingRun) and state is pending.state  # a pipelined RUN is always left pending
@@ -165,7 +166,8 @@ def _run_on_pending(session: StageSession, pending: PendingRun, step: RunStep, s
         mine.framing.settle()  # its overlay (over the pending upper dir) is gone: that dir may move now
         parent = pending.finish(session)
     except BaseException:
-        discard_pending(session)
+        session.pending_run = None
+        mine.discard()  # its key needs the one below, which failed: not recorded
         raise
     mine.rebase(session, parent)
     return parent
@@ -182,12 +184,16 @@ def finish_pending(session: StageSession, state: ImageState) -> ImageState:
 
 
 def discard_pending(session: StageSession) -> None:
-    """Drop the stage's pending RUN (the build failed or was cancelled): its thread joined,
-    its overlay gone, its temp dir removed; nothing recorded."""
+    """End the stage's pending RUN when the stage fails: its step is recorded as if it had not
+    been pending (when that works; else dropped: its thread joined, its overlay gone); its temp
+    dir is removed either way."""
     pending = getattr(session, "pending_run", None)
     if pending is not None:
         session.pending_run = None
-        pending.discard()
+        try:
+            pending.finish(session)
+        except BaseException:  # noqa: BLE001 - the stage's own error is the one to report
+            pending.discard()
 
 
 class PendingRun:
@@ -225,6 +231,7 @@ class PendingRun:
         try:
             layer = self.framing.keep(session)
         finally:
+            self.framing.settle()  # (done already unless keeping failed) never remove a mounted upper
             shutil.rmtree(self.workspace, ignore_errors=True)
         outcome = cache_store(session, self.key, layer, self.step.created_by, counted=True)
         return commit_step(session, self.state, self.step, outcome, self.key)
