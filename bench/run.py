@@ -17,7 +17,9 @@ directory whose group another process has just emptied creates files up to 30x s
 deleting its containers beside another's store would then slow the other. So each tool gets a
 root of its own under ``WORK/roots`` (marked as the top of directory hierarchies, ``chattr +T``,
 so ext4 spreads them over different block groups), made fresh for the run, and nothing is
-deleted until every timing is done (``Bench.discard``; stores are removed at the end). Because an
+deleted until every timing is done (``Bench.discard``; stores are removed at the end). Each root
+is probed first (2,000 files made) and one where that is not at the disk's clean speed is passed
+over (``quiet_dir``: the same rule for every tool; the probes are printed). Because an
 inode-table block that is written to again keeps its freed neighbours "recent" for six minutes,
 a run that starts within ``--settle`` seconds (default 370) of the previous run's clean-up in the
 same work dir first waits out the rest (it says so); other deletions on the machine in that
@@ -102,6 +104,42 @@ def spread_children(path: Path) -> None:
         os.close(fd)
 
 
+PROBE_FILES = 2000
+
+
+def probe_creation(d: Path) -> float:
+    """Seconds to create PROBE_FILES small files in a new directory under ``d`` (kept: deleting
+    them would slow the next creations there)."""
+    probe = d / ".probe"
+    probe.mkdir()
+    t0 = time.perf_counter()
+    for i in range(PROBE_FILES):
+        fd = os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"probe\n")
+        os.close(fd)
+    return time.perf_counter() - t0
+
+
+def quiet_dir(parent: Path, tool: str, made: list[Path], tries: int = 6) -> Path:
+    """A new directory under ``parent`` (whose children ext4 spreads over block groups) where
+    file creation runs at the disk's clean speed: each candidate is probed
+    (:func:`probe_creation`); one within 1.5x of the fastest so far, after at least two, is
+    taken, else the fastest of ``tries``. Every candidate goes into ``made`` (removed at the
+    end). The same rule for every tool."""
+    times: list[tuple[float, Path]] = []
+    for _ in range(tries):
+        d = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=parent))
+        made.append(d)
+        times.append((probe_creation(d), d))
+        best = min(t for t, _ in times)
+        if len(times) >= 2 and times[-1][0] <= 1.5 * best and best < 0.25:
+            break
+    seconds, chosen = min(times)
+    print(f"{tool} storage: {chosen} ({PROBE_FILES} files made in {seconds * 1000:.0f} ms; "
+          f"{len(times)} place(s) probed: {', '.join(f'{t * 1000:.0f}' for t, _ in times)} ms)", flush=True)
+    return chosen
+
+
 def env_for(store: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYBUILD_ROOT"] = str(store)
@@ -125,12 +163,12 @@ class Bench:
 
     def region(self, tool: str) -> Path:
         """This run's own root for ``tool``'s storage (see the module docstring): a new
-        directory under ``WORK/roots``, made on first use. Short, for unix socket paths."""
+        directory under ``WORK/roots``, made on first use, in a quiet part of the disk (see
+        :func:`quiet_dir`). Short, for unix socket paths."""
         if tool not in self._regions:
             self.roots.mkdir(parents=True, exist_ok=True)
             spread_children(self.roots)
-            self._regions[tool] = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=self.roots))
-            self.trash.append(self._regions[tool])
+            self._regions[tool] = quiet_dir(self.roots, tool, self.trash)
         return self._regions[tool]
 
     def discard(self, path: Path) -> None:

@@ -448,8 +448,7 @@ def remove_stubs(upper: Path, lowers: tuple[Path, ...], created: list[str], fres
 
 
 def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy: bool = False,
-        spares: "Spares | None" = None, early_exit: bool = False,
-        before_start: "Callable[[], object] | None" = None) -> RunResult:
+        spares: "Spares | None" = None, early_exit: bool = False) -> RunResult:
     """Run ``spec`` in a fresh sandbox and wait for it (no timeout; see ``cancel``).
 
     ``cancel``: when set, the step is killed (SIGKILL of its init, which kills its PID
@@ -463,8 +462,6 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     the overlay is still being unmounted (which syncs the upper's file system); the result's
     ``teardown`` then waits for that, and the caller must call it before it moves, changes or
     removes the upper dir (reading it is fine). Otherwise every mount is gone on return.
-    ``before_start`` is called once the sandbox is prepared, right before its root is mounted
-    (e.g. to wait until no other overlay has a lower dir as its upper dir).
     Thread-safe: steps may run concurrently from several threads. Raises :class:`HostError`
     (see module doc); any exception (including KeyboardInterrupt) kills the step and cleans up
     (waiting for the teardown) before it propagates.
@@ -472,9 +469,9 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     if not spec.argv:
         raise HostError("sandbox: empty argv")
     try:
-        return _run_once(spec, cancel, force_copy, spares, early_exit, before_start)
+        return _run_once(spec, cancel, force_copy, spares, early_exit)
     except _StaleProbe:  # the persisted overlay options failed: probed again, one more try
-        return _run_once(spec, cancel, force_copy, spares, early_exit, before_start)
+        return _run_once(spec, cancel, force_copy, spares, early_exit)
 
 
 class _StaleProbe(HostError):
@@ -482,8 +479,7 @@ class _StaleProbe(HostError):
 
 
 def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: bool,
-              spares: "Spares | None", early_exit: bool = False,
-              before_start: "Callable[[], object] | None" = None) -> RunResult:
+              spares: "Spares | None", early_exit: bool = False) -> RunResult:
     """One attempt of :func:`run` (same contract); raises :class:`_StaleProbe` when the overlay
     mount failed with persisted probe options, before the command ran."""
     global _copy_note_given
@@ -546,8 +542,6 @@ def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: boo
         early = early_exit and spares is not None and not use_copy
         if early:
             cfg["early_exit"] = True  # see builder.sandbox.init: _supervise hands us its teardown
-        if before_start is not None:
-            before_start()
         if plan is not None:
             cfg["userns"] = True
             cfg["nogroups"] = not plan.helpers
