@@ -88,7 +88,7 @@ def test_no_cache_runs_make_the_image_and_records_of_a_cached_build(tmp_path: Pa
     assert now == sorted(listing + ["listing", "summary"])
 
 
-def test_a_failed_run_after_a_pending_one_keeps_its_record_and_leaves_nothing(tmp_path: Path) -> None:
+def test_a_failed_run_keeps_the_record_of_the_one_before_and_leaves_nothing(tmp_path: Path) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {BASE_TAG}\nRUN echo kept > /kept\nRUN echo no; exit 3\n")
