@@ -18,8 +18,9 @@ deleting its containers beside another's store would then slow the other. So eac
 root of its own under ``WORK/roots`` (marked as the top of directory hierarchies, ``chattr +T``,
 so ext4 spreads them over different block groups), made fresh for the run, and nothing is
 deleted until every timing is done (``Bench.discard``; stores are removed at the end). Each root
-is probed first (2,000 files made) and one where that is not at the disk's clean speed is passed
-over (``quiet_dir``: the same rule for every tool; the probes are printed). Because an
+is probed first (2,000 files made) and one where that is not at the disk's clean speed, or that
+lies within four flex groups of another tool's root (where that tool's deletions would reach it
+as the stores grow), is passed over (``quiet_dir``: the same rule for every tool; printed). Because an
 inode-table block that is written to again keeps its freed neighbours "recent" for six minutes,
 a run that starts within ``--settle`` seconds (default 370) of the previous run's clean-up in the
 same work dir first waits out the rest (it says so); other deletions on the machine in that
@@ -120,23 +121,39 @@ def probe_creation(d: Path) -> float:
     return time.perf_counter() - t0
 
 
-def quiet_dir(parent: Path, tool: str, made: list[Path], tries: int = 6) -> Path:
+INODES_PER_GROUP, GROUPS_PER_FLEX = 8192, 16  # ext4's defaults, as on these machines' disk
+FLEX_APART = 4  # flex groups between two tools' roots: room for each run's stores to grow
+CLEAN_SECONDS = 0.08  # PROBE_FILES made here: 25-40 ms clean, 200-400 ms where inodes were just freed
+
+
+def flex_group(path: Path) -> int:
+    """The ext4 flex group holding ``path``'s inode (where files made in it go first)."""
+    return (os.stat(path).st_ino - 1) // INODES_PER_GROUP // GROUPS_PER_FLEX
+
+
+def quiet_dir(parent: Path, tool: str, made: list[Path], taken: set[int], tries: int = 8) -> Path:
     """A new directory under ``parent`` (whose children ext4 spreads over block groups) where
-    file creation runs at the disk's clean speed: each candidate is probed
-    (:func:`probe_creation`); one within 1.5x of the fastest so far, after at least two, is
-    taken, else the fastest of ``tries``. Every candidate goes into ``made`` (removed at the
-    end). The same rule for every tool."""
+    file creation runs at the disk's clean speed and which is at least FLEX_APART flex groups
+    away from the ones in ``taken`` (other tools' roots: their deletions must not reach it as
+    it fills up): each candidate is probed (:func:`probe_creation`); the first under
+    CLEAN_SECONDS is taken, else the fastest of ``tries``. Every candidate goes into ``made``
+    (removed at the end); the chosen one's flex group into ``taken``. The same rule for every
+    tool."""
     times: list[tuple[float, Path]] = []
     for _ in range(tries):
         d = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=parent))
         made.append(d)
+        if any(abs(flex_group(d) - t) < FLEX_APART for t in taken):
+            continue
         times.append((probe_creation(d), d))
-        best = min(t for t, _ in times)
-        if len(times) >= 2 and times[-1][0] <= 1.5 * best and best < 0.25:
+        if times[-1][0] < CLEAN_SECONDS:
             break
+    if not times:
+        raise SystemExit(f"no place for {tool}'s storage away from the other tools' in {parent}")
     seconds, chosen = min(times)
-    print(f"{tool} storage: {chosen} ({PROBE_FILES} files made in {seconds * 1000:.0f} ms; "
-          f"{len(times)} place(s) probed: {', '.join(f'{t * 1000:.0f}' for t, _ in times)} ms)", flush=True)
+    taken.add(flex_group(chosen))
+    print(f"{tool} storage: {chosen} (flex group {flex_group(chosen)}; {PROBE_FILES} files made in "
+          f"{seconds * 1000:.0f} ms; probes: {', '.join(f'{t * 1000:.0f}' for t, _ in times)} ms)", flush=True)
     return chosen
 
 
@@ -157,6 +174,7 @@ class Bench:
         self.peer_workloads = ("steps20", "multistage", "deletes", "bigcopy")
         self.roots = work / "roots"
         self._regions: dict[str, Path] = {}
+        self._flex_taken: set[int] = set()
         self._stores = 0
         self.trash: list[Path] = []
         self._buildah_root: Path | None = None
@@ -168,7 +186,7 @@ class Bench:
         if tool not in self._regions:
             self.roots.mkdir(parents=True, exist_ok=True)
             spread_children(self.roots)
-            self._regions[tool] = quiet_dir(self.roots, tool, self.trash)
+            self._regions[tool] = quiet_dir(self.roots, tool, self.trash, self._flex_taken)
         return self._regions[tool]
 
     def discard(self, path: Path) -> None:
