@@ -224,12 +224,13 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
     )
     from ..sandbox.probe import probe_host
 
-    if probe_host(upper.parent).overlay:  # (probed once) the mount points go into the upper dir now,
-        _keep_runtime_mount_points(view, upper)  # not after the run, while the overlay still unmounts
+    premade = probe_host(upper.parent).overlay  # (probed once) then the mount points go into the upper
+    if premade:  # dir now, not after the run, while the overlay may still be unmounting
+        _keep_runtime_mount_points(view, upper)
     result = run(spec, cancel=session.cancel, spares=session.spares, early_exit=True)
     settle = result.teardown or _nothing  # the overlay may still be unmounting (syncing): see run()
     try:
-        return _keep_run_result(session, step, result, tail, upper, view, settle)
+        return _keep_run_result(session, step, result, tail, upper, None if premade else view, settle)
     finally:
         settle()  # on every path: nothing of the step is mounted once this step returns
 
@@ -242,7 +243,8 @@ def _keep_run_result(session: StageSession, step: RunStep, result: Any, tail: co
                      view: Any, settle: Callable[[], object]) -> Any:
     """The layer of a finished RUN (None when it changed nothing), its upper dir adopted as
     the snapshot once ``settle`` (the sandbox's teardown) returned; raises StepFailed when the
-    command failed."""
+    command failed. ``view``: the image's root, when the runtime mount points are still to be
+    made in the upper dir (None: made before the run)."""
     from ..layer.whiteout import upper_entries
 
     for w in result.warnings:
@@ -259,7 +261,8 @@ def _keep_run_result(session: StageSession, step: RunStep, result: Any, tail: co
                          file=str(session.opts.dockerfile.name), line=step.node.span.line,
                          exit_status=result.exit_code, output_tail=tuple(tail),
                          reason=result.limit or _out_of_space(upper))
-    _keep_runtime_mount_points(view, upper, settle)
+    if view is not None:
+        _keep_runtime_mount_points(view, upper, settle)
     mapped = getattr(result, "userxattr", False) or getattr(result, "uidmap", ()) or getattr(result, "gidmap", ())
     if (session.lazy_layers or session.background_blobs) and not mapped:
         # the upper dir becomes the snapshot; its members are framed as they are walked
