@@ -23,6 +23,7 @@ from builder.layer.whiteout import OPAQUE_MARKER, upper_entries, upper_is_empty
 from builder.sandbox.caps import DEFAULT_MASK
 from builder.sandbox import probe as probe_mod
 from builder.sandbox.probe import probe_host
+from builder.sandbox import initproc as initproc_mod
 from builder.sandbox import runner as runner_mod
 from builder.sandbox.runner import run
 from builder.sandbox.spec import HostCaps, MountSpec, ProcessSpec, RunResult
@@ -315,7 +316,7 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The runner's temp dirs go to a directory of this test only (others may run steps too)."""
     base = tmp_path / "sbtmp"
     base.mkdir()
-    monkeypatch.setattr(runner_mod, "_tmp_base", str(base))
+    monkeypatch.setattr(initproc_mod, "_tmp_base", str(base))
     return base
 
 

@@ -216,3 +216,71 @@ def test_pids_limit_one_on_a_spare_names_the_limit(step: Step, spares: Spares) -
     for _ in range(2):
         r = run(step.spec(("/bin/true",), limits=one), spares=spares)
         assert (r.exit_code, r.limit) == (125, "pids limit 1 reached"), (r, step.out)
+
+
+def _spy_early(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """Record the pids of inits begun ahead (``spare._begin``) and of the inits steps take."""
+    from builder.sandbox import spare as spare_mod
+
+    begun: list[int] = []
+    taken: list[int] = []
+    real_begin, real_take = spare_mod._begin, Spares.take
+
+    def begin(limits: ResourceLimits | None):  # type: ignore[no-untyped-def]
+        ready = real_begin(limits)
+        if ready is None:
+            return None
+
+        def wait():  # type: ignore[no-untyped-def]
+            init = ready()
+            if init is not None:
+                begun.append(init.proc.pid)
+            return init
+        return wait
+
+    def take(self: Spares, limits: ResourceLimits | None):  # type: ignore[no-untyped-def]
+        init = real_take(self, limits)
+        if init is not None:
+            taken.append(init.proc.pid)
+        return init
+
+    monkeypatch.setattr(spare_mod, "_begin", begin)
+    monkeypatch.setattr(Spares, "take", take)
+    return begun, taken
+
+
+def test_no_cache_build_runs_its_first_run_on_the_init_begun_before_planning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --no-cache build with RUN steps begins its first init (cgroup, interpreter, attach)
+    as soon as the Dockerfile is parsed; the first RUN runs on exactly that init, with the
+    build's explicit limits (--pids-limit 5: a step forking more fails naming it); nothing is
+    left after the build, or after a build that fails before its first RUN."""
+    import builder
+    from builder.engine.limits import parse_limits
+    from builder.engine.options import BuildOptions
+    from builder.errors import PybuildError, StepFailed
+
+    begun, taken = _spy_early(monkeypatch)
+    store = builder.open_store(busybox_store(tmp_path))
+    ctx = make_context(tmp_path / "ctx", f"FROM {BASE_TAG}\nRUN echo 1 > /one\nRUN cat /one > /two\n")
+    builder.build(ctx, tags=["early:1"], store=store, on_event=lambda ev: None, no_cache=True,
+                  outputs=[f"type=local,dest={tmp_path / 'out'}"])
+    assert (tmp_path / "out" / "two").read_text() == "1\n"
+    assert len(begun) == 1 and taken[:1] == begun, (begun, taken)
+    assert _inits_of(os.getpid()) == [] and _cgroups_of(os.getpid()) == []
+
+    begun.clear()
+    taken.clear()
+    forks = make_context(tmp_path / "forks", f"FROM {BASE_TAG}\nRUN for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait\n")
+    opts = BuildOptions(context=forks, dockerfile=forks / "Dockerfile", no_cache=True,
+                        limits=parse_limits(pids="5"))
+    with pytest.raises(StepFailed) as failed:
+        builder.build_with(opts, store=store, on_event=lambda ev: None)
+    assert failed.value.reason == "pids limit 5 reached", failed.value.render()
+    assert len(begun) == 1 and taken[:1] == begun, (begun, taken)
+    assert _inits_of(os.getpid()) == [] and _cgroups_of(os.getpid()) == []
+
+    missing = make_context(tmp_path / "missing", "FROM localhost/no-such-image:1\nRUN echo 1 > /one\n")
+    with pytest.raises(PybuildError):
+        builder.build(missing, store=store, on_event=lambda ev: None, no_cache=True)
+    assert _inits_of(os.getpid()) == [] and _cgroups_of(os.getpid()) == []

@@ -455,17 +455,24 @@ class StageBuilder:
         # system: a RUN stacks them, a second COPY/ADD resolves its destination in them
         self.session.unpack_layers = "RUN" in kinds or sum(k in ("COPY", "ADD") for k in kinds) > 1
         runs_ahead = kinds.count("RUN")
-        for step_no, step in enumerate(stage_steps(self.df, lowering, base_onbuild), 1):
-            if self.session.cancel.is_set():  # another stage failed (or the build was interrupted)
-                raise Interrupted(f"stage {self.stage.display_name} stopped: the build is being cancelled")
-            misses = len(self.session.misses)
-            state = self._apply(state, step, step_no)
-            is_run = isinstance(step, RunStep)
-            runs_ahead -= is_run
-            if not is_run and runs_ahead > 0 and len(self.session.misses) > misses:
-                from .step_run import prepare_spare
+        from .step_run import discard_pending, finish_pending
 
-                prepare_spare(self.session)  # a RUN after a miss runs: its sandbox init starts now
+        try:
+            for step_no, step in enumerate(stage_steps(self.df, lowering, base_onbuild), 1):
+                if self.session.cancel.is_set():  # another stage failed (or the build was interrupted)
+                    raise Interrupted(f"stage {self.stage.display_name} stopped: the build is being cancelled")
+                misses = len(self.session.misses)
+                state = self._apply(state, step, step_no)
+                is_run = isinstance(step, RunStep)
+                runs_ahead -= is_run
+                if not is_run and runs_ahead > 0 and len(self.session.misses) > misses:
+                    from .step_run import prepare_spare
+
+                    prepare_spare(self.session)  # a RUN after a miss runs: its sandbox init starts now
+            state = finish_pending(self.session, state)  # the last RUN's layer, if still being framed
+        except BaseException:
+            discard_pending(self.session)
+            raise
         return StageResult(self.index, self.stage.name, state, lowering.scope)
 
     def _apply(self, state: ImageState, step: Step, step_no: int) -> ImageState:
@@ -479,11 +486,18 @@ class StageBuilder:
         emit = self.session.emit
         emit(StepStarted(self.number, self.count, step_no, 0, text, self.stage.name or ""))
         t0 = time.monotonic()
-        before, misses = state, len(self.session.misses)
+        from .step_run import finish_pending
+
+        misses = len(self.session.misses)
         try:
+            if not isinstance(step, RunStep):
+                state = finish_pending(self.session, state)  # a RUN's layer still being framed
+            before = state
             if isinstance(step, RunStep):  # dispatch by step type (DESIGN.md)
                 state, cached = apply_run(self.session, state, step, stage_no=self.number, step_no=step_no,
                                           use_cache=self.use_cache)
+                if self.session.pending_run is not None:
+                    before = state  # the step is pending: the state returned is the one it ran on
             elif isinstance(step, CopyStep):
                 src_state, src_view, src_ctx = self._copy_source(step)
                 state, cached = apply_copy(self.session, state, step, source_state=src_state, source_view=src_view,

@@ -595,20 +595,28 @@ def _present(session: StageSession | BuildSession, layer: LayerRef) -> bool:
     return session.snapshots.get(layer.diff_id) is not None
 
 
-def cache_store(session: StageSession | BuildSession, key: str, layer: LayerRef | None, created_by: str) -> StepOutcome:
-    """Record a freshly built step; returns its outcome (created now)."""
+def cache_store(session: StageSession | BuildSession, key: str, layer: LayerRef | None, created_by: str, *,
+                counted: bool = False) -> StepOutcome:
+    """Record a freshly built step; returns its outcome (created now). ``counted``: the step
+    was already noted as built (:func:`note_built`)."""
     import time
 
     from ..store.cache import CacheRecord
 
     now = time.time()
     session.cache.put(CacheRecord(key, layer_to_record(layer), {"created_by": created_by, "time": now}))
+    if not counted:
+        note_built(session, key)
+    _note_lazy(session, key, layer)
+    return StepOutcome(layer, now)
+
+
+def note_built(session: StageSession | BuildSession, key: str) -> None:
+    """Count the step of ``key`` as built by this stage (its used keys and its misses)."""
     if hasattr(session, "used_keys"):
         session.used_keys.append(key)
     if hasattr(session, "misses"):
         session.misses.append(key)
-    _note_lazy(session, key, layer)
-    return StepOutcome(layer, now)
 
 
 def commit_step(session: StageSession | BuildSession, state: ImageState, step: Any, outcome: StepOutcome, key: str) -> ImageState:

@@ -275,6 +275,7 @@ class StageSession:
         self.unpack_layers = False
         self.lazy_layers = False  # whether this stage's new layers are lazy (builder.engine.layers)
         self.background_blobs = False  # whether its RUN layers' blobs are made by the background worker
+        self.pending_run: Any = None  # a RUN whose layer is being framed (builder.engine.step_run.PendingRun)
 
     # -- the shared parts -----------------------------------------------------------------
     @property

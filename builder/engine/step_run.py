@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 from ..errors import DockerfileError, StepFailed
 from .cachekey import step_key
 from .events import StepOutput
-from .layers import CacheMiss, cache_lookup, cache_store, commit_step, store_layer
+from .layers import CacheMiss, cache_lookup, cache_store, commit_step, note_built, store_layer
 from .state import ImageState
 
 if TYPE_CHECKING:
@@ -76,16 +76,27 @@ def apply_run(session: StageSession, state: ImageState, step: RunStep, *, stage_
               use_cache: bool) -> tuple[ImageState, bool]:
     """Run one RUN step; returns the new state and whether the cache was used.
 
-    Raises StepFailed (exit status and output tail) when the command fails; nothing is left
-    mounted or running, the step's temp dir is removed."""
+    In a stage built without the cache the step's layer may be left *pending*
+    (:class:`PendingRun`, held by ``session.pending_run``): framed and hashed on a thread while
+    the next RUN runs on top of its upper dir. Then the state returned is the one the step ran
+    on; :func:`finish_pending` (the next step, or the stage's end) gives the state with its
+    layer. Raises StepFailed (exit status and output tail) when the command fails; nothing is
+    left mounted or running, the step's temp dir is removed (a pending RUN below it is
+    recorded first)."""
     if getattr(session, "cache_mounts", None) is not None:  # --cache-to ...,cache-mounts=...
         from .cachemounts import note_used
 
         note_used(session, step)
+    pipelined = not use_cache and _can_pipeline(session)
+    pending = getattr(session, "pending_run", None)
+    if pending is not None:
+        if pipelined:
+            return _run_on_pending(session, pending, step, stage_no, step_no), False
+        state = finish_pending(session, state)
     inputs = _context_bind_inputs(session, step)
     key = step_key(state.cache_key, "RUN", run_meaning(step, session), inputs)
     if not use_cache:
-        return _run_step(session, state, step, key, stage_no, step_no), False
+        return _run_step(session, state, step, key, stage_no, step_no, pipelined=pipelined), False
     # the same step in two stages at once (a FROM --platform=$BUILDPLATFORM stage of every
     # target platform): the second waits for the first and takes its result from the cache
     with session.key_lock("run\0" + key):
@@ -95,8 +106,21 @@ def apply_run(session: StageSession, state: ImageState, step: RunStep, *, stage_
         return _run_step(session, state, step, key, stage_no, step_no), False
 
 
-def _run_step(session: StageSession, state: ImageState, step: RunStep, key: str, stage_no: int, step_no: int) -> ImageState:
-    """Run the step (a cache miss), record its outcome under ``key``; the new state."""
+def _can_pipeline(session: StageSession) -> bool:
+    """Whether this stage's RUN layers may be left pending: its uppers become snapshots (lazy
+    layers or background blobs), it is a build stage (a StageSession) and the build runs as
+    root (a rootless RUN's upper holds host ids; its layer is written at once)."""
+    return bool(getattr(session, "lazy_layers", False) or getattr(session, "background_blobs", False)) \
+        and hasattr(session, "pending_run") and os.geteuid() == 0
+
+
+def _run_step(session: StageSession, state: ImageState, step: RunStep, key: str, stage_no: int, step_no: int,
+              *, pipelined: bool = False, lowers: list[Path] | None = None,
+              before_start: Callable[[], object] | None = None) -> ImageState:
+    """Run the step (a cache miss), record its outcome under ``key``; the new state. With
+    ``pipelined`` its layer may be left pending instead (then ``state`` is returned, see
+    :func:`apply_run`). ``lowers``: the root to run on, when not ``state``'s layers;
+    ``before_start``: called right before the sandbox mounts it (see sandbox.runner.run)."""
     import shutil
 
     check_emulation(session, state, step)
@@ -107,11 +131,116 @@ def _run_step(session: StageSession, state: ImageState, step: RunStep, key: str,
     upper, work = workspace / "u", workspace / "w"
     upper.mkdir()
     work.mkdir()
+    kept = False
     try:
-        layer = _execute(session, state, step, upper, work, workspace, stage_no, step_no)
+        layer = _execute(session, state, step, upper, work, workspace, stage_no, step_no, lowers, pipelined,
+                         before_start)
+        if isinstance(layer, _Framing):
+            session.pending_run = PendingRun(state, step, key, upper, workspace, layer)
+            kept = True
+            note_built(session, key)
+            return state
     finally:
-        shutil.rmtree(workspace, ignore_errors=True)
+        if not kept:
+            shutil.rmtree(workspace, ignore_errors=True)
     return commit_step(session, state, step, cache_store(session, key, layer, step.created_by), key)
+
+
+def _run_on_pending(session: StageSession, pending: PendingRun, step: RunStep, stage_no: int, step_no: int) -> ImageState:
+    """Run ``step`` on the pending RUN's upper dir (over the layers it ran on), then record the
+    pending one; the step itself is left pending in turn. Returns the pending one's state."""
+    lowers = [pending.upper] + session.lowerdirs(pending.state)
+    session.pending_run = None
+    try:
+        # the key of this step needs the pending one's layer: the command runs first
+        placeholder = "pending:" + pending.key
+        state = _run_step(session, pending.state, step, placeholder, stage_no, step_no, pipelined=True,
+                          lowers=lowers, before_start=pending.framing.settle)
+    except BaseException:
+        session.pending_run = pending
+        discard_pending(session)  # its own outcome is kept (as if it had not been pending)
+        raise
+    mine = session.pending_run
+    assert isinstance(mine, PendingRun) and state is pending.state  # a pipelined RUN is always left pending
+    try:
+        mine.framing.settle()  # its overlay (over the pending upper dir) is gone: that dir may move now
+        parent = pending.finish(session)
+    except BaseException:
+        session.pending_run = None
+        mine.discard()  # its key needs the one below, which failed: not recorded
+        raise
+    mine.rebase(session, parent)
+    return parent
+
+
+def finish_pending(session: StageSession, state: ImageState) -> ImageState:
+    """``state`` with the stage's pending RUN layer (if any) recorded and committed."""
+    pending = getattr(session, "pending_run", None)
+    if pending is None:
+        return state
+    session.pending_run = None
+    finished: ImageState = pending.finish(session)
+    return finished
+
+
+def discard_pending(session: StageSession) -> None:
+    """End the stage's pending RUN when the stage fails: its step is recorded as if it had not
+    been pending (when that works; else dropped: its thread joined, its overlay gone); its temp
+    dir is removed either way."""
+    pending = getattr(session, "pending_run", None)
+    if pending is not None:
+        session.pending_run = None
+        try:
+            pending.finish(session)
+        except BaseException:  # noqa: BLE001 - the stage's own error is the one to report
+            pending.discard()
+
+
+class PendingRun:
+    """A RUN whose command finished and whose layer is being framed on a thread (see
+    :func:`apply_run`). Owns its workspace (the upper dir inside) until :meth:`finish` or
+    :meth:`discard`. ``key`` is its cache key (computed once the RUN below it is recorded)."""
+
+    def __init__(self, state: ImageState, step: RunStep, key: str, upper: Path, workspace: Path,
+                 framing: _Framing) -> None:
+        self.state = state
+        self.step = step
+        self.key = key
+        self.upper = upper
+        self.workspace = workspace
+        self.framing = framing
+
+    def rebase(self, session: StageSession, parent: ImageState) -> None:
+        """Now that the RUN below is recorded: this step runs on ``parent``; its key follows."""
+        placeholder = self.key
+        self.state = parent
+        self.key = step_key(parent.cache_key, "RUN", run_meaning(self.step, session),
+                            _context_bind_inputs(session, self.step))
+        misses = getattr(session, "misses", None)
+        if misses is not None and placeholder in misses:
+            misses[misses.index(placeholder)] = self.key
+        used = getattr(session, "used_keys", None)
+        if used is not None and placeholder in used:
+            used[used.index(placeholder)] = self.key
+
+    def finish(self, session: StageSession) -> ImageState:
+        """Wait for the layer, adopt the upper dir as its snapshot, record the step; the state
+        after it. Removes the workspace."""
+        import shutil
+
+        try:
+            layer = self.framing.keep(session)
+        finally:
+            self.framing.settle()  # (done already unless keeping failed) never remove a mounted upper
+            shutil.rmtree(self.workspace, ignore_errors=True)
+        outcome = cache_store(session, self.key, layer, self.step.created_by, counted=True)
+        return commit_step(session, self.state, self.step, outcome, self.key)
+
+    def discard(self) -> None:
+        import shutil
+
+        self.framing.abandon()
+        shutil.rmtree(self.workspace, ignore_errors=True)
 
 
 def check_emulation(session: StageSession, state: ImageState, step: RunStep) -> None:
@@ -166,10 +295,12 @@ def _bind_sources(ctx: Any, src: str) -> list[str]:
 
 
 def _execute(session: StageSession, state: ImageState, step: RunStep, upper: Path, work: Path, workspace: Path,
-             stage_no: int, step_no: int) -> Any:
+             stage_no: int, step_no: int, lowers: list[Path] | None = None, pipelined: bool = False,
+             before_start: Callable[[], object] | None = None) -> Any:
     from .userdb import resolve_user
 
-    lowers = session.lowerdirs(state)
+    if lowers is None:
+        lowers = session.lowerdirs(state)
     from ..store.rootview import RootView
 
     view = RootView(lowers)
@@ -189,7 +320,7 @@ def _execute(session: StageSession, state: ImageState, step: RunStep, upper: Pat
     try:
         mounts, extra_files = _mounts(session, step, workspace, env, proxies)
         return _run_process(session, state, step, upper, work, workspace, stage_no, step_no, view, lowers,
-                            uid, gid, groups, cwd, env, mounts, extra_files)
+                            uid, gid, groups, cwd, env, mounts, extra_files, pipelined, before_start)
     finally:
         for proxy in proxies:
             proxy.close()
@@ -197,7 +328,10 @@ def _execute(session: StageSession, state: ImageState, step: RunStep, upper: Pat
 
 def _run_process(session: StageSession, state: ImageState, step: RunStep, upper: Path, work: Path, workspace: Path,
                  stage_no: int, step_no: int, view: Any, lowers: Any, uid: int, gid: int, groups: Any,
-                 cwd: str, env: list[tuple[str, str]], mounts: list[Any], extra_files: list[Any]) -> Any:
+                 cwd: str, env: list[tuple[str, str]], mounts: list[Any], extra_files: list[Any],
+                 pipelined: bool = False, before_start: Callable[[], object] | None = None) -> Any:
+    """Run the command; its layer (None: no change), or with ``pipelined`` a :class:`_Framing`
+    of it (which then owns the wait for the sandbox's teardown)."""
     from ..sandbox.runner import run
     from ..sandbox.spec import ProcessSpec
     from .limits import run_rlimits
@@ -227,26 +361,61 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
     premade = probe_host(upper.parent).overlay  # (probed once) then the mount points go into the upper
     if premade:  # dir now, not after the run, while the overlay may still be unmounting
         _keep_runtime_mount_points(view, upper)
-    result = run(spec, cancel=session.cancel, spares=session.spares, early_exit=True)
+    _warm_imports()
+    result = run(spec, cancel=session.cancel, spares=session.spares, early_exit=True, before_start=before_start)
     settle = result.teardown or _nothing  # the overlay may still be unmounting (syncing): see run()
+    handed = False
     try:
-        return _keep_run_result(session, step, result, tail, upper, None if premade else view, settle)
+        _check_run(session, step, result, tail, upper)
+        if not premade:
+            _keep_runtime_mount_points(view, upper, settle)
+        if pipelined:
+            handed = True
+            return _Framing(session, result, upper, settle)
+        return _keep_framed(session, result, upper, _frame_upper(session, result, upper), settle)
     finally:
-        settle()  # on every path: nothing of the step is mounted once this step returns
+        if not handed:
+            settle()  # nothing of the step is mounted once this step returns (unless a _Framing waits)
 
 
 def _nothing() -> None:
     pass
 
 
-def _keep_run_result(session: StageSession, step: RunStep, result: Any, tail: collections.deque[str], upper: Path,
-                     view: Any, settle: Callable[[], object]) -> Any:
-    """The layer of a finished RUN (None when it changed nothing), its upper dir adopted as
-    the snapshot once ``settle`` (the sandbox's teardown) returned; raises StepFailed when the
-    command failed. ``view``: the image's root, when the runtime mount points are still to be
-    made in the upper dir (None: made before the run)."""
-    from ..layer.whiteout import upper_entries
+# what turning a RUN's upper dir into a layer and the image imports, in the order it does
+_AFTER_RUN = ("builder.layer.whiteout", "builder.layer.tar", "builder.layer.compress", "builder.layer.gz",
+              "builder.engine.blobworker", "builder.engine.image", "builder.engine.explain")
+_warmed = False
 
+
+def _warm_imports() -> None:
+    """Import what a RUN's result needs (:data:`_AFTER_RUN`, and the gzip backend) on a thread
+    of its own, once per process, while the first RUN's command runs: this thread only waits
+    for the sandbox then, and the ~8 ms of imports would otherwise sit between that command and
+    the next step. Never raises (a module that fails to import fails again where it is used)."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
+    import _thread
+
+    def load() -> None:
+        import importlib
+
+        try:
+            for name in _AFTER_RUN:
+                importlib.import_module(name)
+            from ..layer.gz import backend
+
+            backend()
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
+
+    _thread.start_new_thread(load, ())
+
+
+def _check_run(session: StageSession, step: RunStep, result: Any, tail: collections.deque[str], upper: Path) -> None:
+    """Report a finished RUN's warnings; raise Interrupted or StepFailed when it did not succeed."""
     for w in result.warnings:
         session.warn_once(w)
     for n in result.notes:
@@ -261,19 +430,63 @@ def _keep_run_result(session: StageSession, step: RunStep, result: Any, tail: co
                          file=str(session.opts.dockerfile.name), line=step.node.span.line,
                          exit_status=result.exit_code, output_tail=tuple(tail),
                          reason=result.limit or _out_of_space(upper))
-    if view is not None:
-        _keep_runtime_mount_points(view, upper, settle)
-    mapped = getattr(result, "userxattr", False) or getattr(result, "uidmap", ()) or getattr(result, "gidmap", ())
-    if (session.lazy_layers or session.background_blobs) and not mapped:
-        # the upper dir becomes the snapshot; its members are framed as they are walked
-        from ..layer.whiteout import NameClash
 
+
+def _mapped(result: Any) -> bool:
+    """Whether a RUN's upper dir holds host ids or user.* overlay xattrs (a rootless run)."""
+    return bool(getattr(result, "userxattr", False) or getattr(result, "uidmap", ()) or getattr(result, "gidmap", ()))
+
+
+def _frame_upper(session: StageSession, result: Any, upper: Path) -> tuple[str, Any]:
+    """The first half of keeping a finished RUN's upper dir (reads it only; the sandbox may
+    still be unmounting): ``("empty", None)``, ``("framed", layer)`` (lazy: the tar only
+    hashed; in a stage of the target image its blob compressed and written, committed in the
+    background) or ``("entries", None)`` (a rootless run's upper holds host ids, or the upper
+    cannot be streamed: NameClash): :func:`_keep_framed` writes it from its entries."""
+    if not (session.lazy_layers or session.background_blobs) or _mapped(result):
+        return ("entries", None)
+    import itertools
+
+    from ..layer.whiteout import NameClash, upper_records
+    from .layers import hash_records, store_records_soon
+
+    try:
+        records = upper_records(upper, mtime_clamp=session.opts.source_date_epoch)
+        first = next(records, None)
+        if first is None:
+            return ("empty", None)
+        records = itertools.chain((first,), records)
+        if session.lazy_layers:
+            return ("framed", hash_records(session, records))
+        return ("framed", store_records_soon(session, records))
+    except NameClash:
+        return ("entries", None)  # (a file named like the whiteout beside it)
+
+
+def _keep_framed(session: StageSession, result: Any, upper: Path, framed: tuple[str, Any],
+                 settle: Callable[[], object]) -> Any:
+    """The second half: once ``settle`` returned (no overlay uses the upper dir any more), the
+    upper dir adopted as the layer's snapshot; the layer (None when empty). A lazy layer whose
+    upper cannot be adopted, and an ``entries`` one, get their blob written now; a background
+    blob's snapshot is made again from the blob."""
+    from ..layer.whiteout import upper_entries
+
+    kind, layer = framed
+    if kind == "empty":
+        return None
+    if kind == "framed":
+        settle()
         try:
-            adopted = _adopted_layer(session, upper, settle)
-            if adopted is not _EAGER:
-                return adopted
-        except NameClash:
-            pass  # (a file named like the whiteout beside it) written from its entries below
+            session.snapshots.adopt(layer.diff_id, upper)
+            return layer
+        except Exception:
+            if not session.lazy_layers:
+                from .layers import materialize
+
+                return materialize(session, layer)  # the snapshot is made again from the blob
+            if not upper.is_dir():  # moved, then failed: the snapshot store has it or nothing does
+                raise
+            # kept where it is: its blob is written now, from its entries
     entries = list(upper_entries(upper, userxattr=getattr(result, "userxattr", False),
                                  uidmap=getattr(result, "uidmap", ()), gidmap=getattr(result, "gidmap", ())))
     if not entries:
@@ -287,44 +500,45 @@ def _keep_run_result(session: StageSession, step: RunStep, result: Any, tail: co
     return layer
 
 
-_EAGER = object()  # what _adopted_layer returns when the layer must be written at once
+class _Framing:
+    """:func:`_frame_upper` of a finished RUN on a thread of its own, started at once (see
+    :class:`PendingRun`). :meth:`keep` waits for it and does :func:`_keep_framed`;
+    :meth:`abandon` waits for it and for the sandbox's teardown. Either is called once."""
 
+    def __init__(self, session: StageSession, result: Any, upper: Path, settle: Callable[[], object]) -> None:
+        import _thread
 
-def _adopted_layer(session: StageSession, upper: Path, settle: Callable[[], object]) -> Any:
-    """The layer of ``upper`` (None when it is empty), adopted as its snapshot: lazy (the tar
-    only hashed, the blob made from the snapshot if an output ever needs it) or, in a stage of
-    the target image, with its blob compressed, written and committed in the background while
-    the next steps run. A rootless run's upper holds host ids: its caller writes it instead,
-    as it does when a lazy layer's upper cannot be adopted (``_EAGER`` is returned). NameClash
-    (before anything is kept) when the upper dir cannot be streamed. ``settle`` is called
-    before the upper dir is moved (the sandbox's teardown, which syncs it, runs meanwhile)."""
-    import itertools
+        self.result = result
+        self.upper = upper
+        self.settle = settle
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        self._box: list[tuple[bool, Any]] = []
 
-    from ..layer.whiteout import upper_records
-    from .layers import hash_records, materialize, store_records_soon
+        def work() -> None:
+            try:
+                self._box.append((True, _frame_upper(session, result, upper)))
+            except BaseException as e:  # noqa: BLE001 - handed to keep()
+                self._box.append((False, e))
+            finally:
+                self._done.release()
 
-    records = upper_records(upper, mtime_clamp=session.opts.source_date_epoch)
-    first = next(records, None)
-    if first is None:
-        return None
-    records = itertools.chain((first,), records)
-    if session.lazy_layers:
-        layer = hash_records(session, records)
-        settle()
-        try:
-            session.snapshots.adopt(layer.diff_id, upper)
-        except Exception:
-            if not upper.is_dir():  # moved, then failed: the snapshot store has it or nothing does
-                raise
-            return _EAGER  # kept where it is: its blob is written now, from its entries
-        return layer
-    layer = store_records_soon(session, records)
-    settle()
-    try:
-        session.snapshots.adopt(layer.diff_id, upper)
-    except Exception:
-        return materialize(session, layer)  # the snapshot is made again from the blob
-    return layer
+        _thread.start_new_thread(work, ())
+
+    def _join(self) -> tuple[bool, Any]:
+        with self._done:
+            return self._box[0]
+
+    def keep(self, session: StageSession) -> Any:
+        ok, value = self._join()
+        if not ok:
+            self.settle()
+            raise value
+        return _keep_framed(session, self.result, self.upper, value, self.settle)
+
+    def abandon(self) -> None:
+        self._join()
+        self.settle()
 
 
 def run_limits(session: StageSession) -> Any:

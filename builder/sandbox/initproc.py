@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 PKG_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _CODE = "from builder.sandbox.init import main; main()"
 _SERVE = "from builder.sandbox.init import serve; serve()"
+_tmp_base: str | None = None
 
 
 class InitProc(Protocol):
@@ -158,6 +159,30 @@ class Started:
         self.close_pipes()
 
 
+def temp_base() -> str:
+    """Where inits start and the runner makes its per-step temp dirs: ``$PYBUILD_SANDBOX_TMPDIR``,
+    else ``/dev/shm`` when it is a writable tmpfs (small files there cost nothing to create and
+    remove), else the default temp dir. Computed once."""
+    global _tmp_base
+    if _tmp_base is None:
+        chosen = os.environ.get("PYBUILD_SANDBOX_TMPDIR")
+        base = chosen or None
+        if chosen is None:
+            try:
+                with open("/proc/self/mounts") as f:
+                    tmpfs = {line.split()[1] for line in f if line.split()[2:3] == ["tmpfs"]}
+            except OSError:
+                tmpfs = set()
+            if "/dev/shm" in tmpfs and os.access("/dev/shm", os.W_OK | os.X_OK):
+                base = "/dev/shm"
+        if base is None:
+            import tempfile  # only here: its import is a few ms of a build's start
+
+            base = tempfile.gettempdir()
+        _tmp_base = base
+    return _tmp_base
+
+
 def start(*, stdin: bool, cgroup: StepCgroup | None, cwd: str) -> Started:
     """Start an init in ``cwd`` (the runner's temp base: what the leftover checks look for)
     and attach it to ``cgroup`` (see the module doc). With ``stdin`` its stdin is a pipe
@@ -258,4 +283,4 @@ class Forker:
         self.proc.wait()
 
 
-__all__ = ["Forked", "Forker", "InitProc", "PKG_ROOT", "Started", "attach", "start"]
+__all__ = ["Forked", "Forker", "InitProc", "PKG_ROOT", "Started", "attach", "start", "temp_base"]

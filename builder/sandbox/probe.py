@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 import threading
 from pathlib import Path
 
@@ -50,6 +49,8 @@ def _try_overlay(where: str, options: list[str]) -> tuple[bool, str, str]:
 
     global overlay_probes
     overlay_probes += 1
+
+    import tempfile
 
     tmp = tempfile.mkdtemp(prefix="pbprobe-", dir=where)
     try:
@@ -100,7 +101,11 @@ def _kernel_at_least(major: int, minor: int) -> bool:
 def probe_host(where: Path | None = None) -> HostCaps:
     """The cached capabilities of this host for upper dirs under ``where`` (default: temp dir),
     probed once per file system."""
-    path = str(where or tempfile.gettempdir())
+    if where is None:
+        import tempfile
+
+        where = Path(tempfile.gettempdir())
+    path = str(where)
     key: int | str
     try:
         key = os.stat(path).st_dev

@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import marshal
 import os
-import secrets as _secrets
 import select
 import selectors
-import shutil
 import signal
 import stat
 import struct
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -50,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import HostError
 from ..owners import make_owned_dir
 from . import namespaces as ns
+from .initproc import temp_base
 from .probe import forget, probe_host
 from .resolvconf import resolv_conf
 from .spec import HostCaps, ProcessSpec, RunResult
@@ -83,28 +81,6 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
-
-
-_tmp_base: str | None = None
-
-
-def temp_base() -> str:
-    """Where the runner makes its per-step temp dirs: ``$PYBUILD_SANDBOX_TMPDIR``, else
-    ``/dev/shm`` when it is a writable tmpfs (small files there cost nothing to create and
-    remove), else the default temp dir. Computed once."""
-    global _tmp_base
-    if _tmp_base is None:
-        base = os.environ.get("PYBUILD_SANDBOX_TMPDIR") or tempfile.gettempdir()
-        if "PYBUILD_SANDBOX_TMPDIR" not in os.environ:
-            try:
-                with open("/proc/self/mounts") as f:
-                    tmpfs = {line.split()[1] for line in f if line.split()[2:3] == ["tmpfs"]}
-            except OSError:
-                tmpfs = set()
-            if "/dev/shm" in tmpfs and os.access("/dev/shm", os.W_OK | os.X_OK):
-                base = "/dev/shm"
-        _tmp_base = base
-    return _tmp_base
 
 
 def _skeleton(sk: Path, targets: list[tuple[str, bool]]) -> None:
@@ -143,7 +119,7 @@ def _check_target(path: str, what: str) -> str:
 
 def _prepare(spec: ProcessSpec, tmp: Path, caps: HostCaps, bindroot: Path | None) -> dict[str, Any]:
     """Fill ``tmp`` and return the init config."""
-    hostname = spec.hostname or _secrets.token_hex(6)
+    hostname = spec.hostname or os.urandom(6).hex()
     (tmp / "root").mkdir()
     mounts: list[dict[str, Any]] = []
     files = tmp / "f"
@@ -448,7 +424,8 @@ def remove_stubs(upper: Path, lowers: tuple[Path, ...], created: list[str], fres
 
 
 def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy: bool = False,
-        spares: "Spares | None" = None, early_exit: bool = False) -> RunResult:
+        spares: "Spares | None" = None, early_exit: bool = False,
+        before_start: "Callable[[], object] | None" = None) -> RunResult:
     """Run ``spec`` in a fresh sandbox and wait for it (no timeout; see ``cancel``).
 
     ``cancel``: when set, the step is killed (SIGKILL of its init, which kills its PID
@@ -462,6 +439,8 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     the overlay is still being unmounted (which syncs the upper's file system); the result's
     ``teardown`` then waits for that, and the caller must call it before it moves, changes or
     removes the upper dir (reading it is fine). Otherwise every mount is gone on return.
+    ``before_start`` is called once the sandbox is prepared, right before its root is mounted
+    (e.g. to wait until no other overlay has a lower dir as its upper dir).
     Thread-safe: steps may run concurrently from several threads. Raises :class:`HostError`
     (see module doc); any exception (including KeyboardInterrupt) kills the step and cleans up
     (waiting for the teardown) before it propagates.
@@ -469,9 +448,9 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     if not spec.argv:
         raise HostError("sandbox: empty argv")
     try:
-        return _run_once(spec, cancel, force_copy, spares, early_exit)
+        return _run_once(spec, cancel, force_copy, spares, early_exit, before_start)
     except _StaleProbe:  # the persisted overlay options failed: probed again, one more try
-        return _run_once(spec, cancel, force_copy, spares, early_exit)
+        return _run_once(spec, cancel, force_copy, spares, early_exit, before_start)
 
 
 class _StaleProbe(HostError):
@@ -479,7 +458,8 @@ class _StaleProbe(HostError):
 
 
 def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: bool,
-              spares: "Spares | None", early_exit: bool = False) -> RunResult:
+              spares: "Spares | None", early_exit: bool = False,
+              before_start: "Callable[[], object] | None" = None) -> RunResult:
     """One attempt of :func:`run` (same contract); raises :class:`_StaleProbe` when the overlay
     mount failed with persisted probe options, before the command ran."""
     global _copy_note_given
@@ -542,6 +522,8 @@ def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: boo
         early = early_exit and spares is not None and not use_copy
         if early:
             cfg["early_exit"] = True  # see builder.sandbox.init: _supervise hands us its teardown
+        if before_start is not None:
+            before_start()
         if plan is not None:
             cfg["userns"] = True
             cfg["nogroups"] = not plan.helpers
@@ -643,4 +625,6 @@ def _remove_tmp(tmp: Path) -> None:
             ns.umount2(str(root), ns.MNT_DETACH)
         except OSError:
             return
+    import shutil
+
     shutil.rmtree(tmp, ignore_errors=True)

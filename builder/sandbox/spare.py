@@ -113,11 +113,16 @@ class Spares:
             return None
         return spare
 
-    def prepare(self, limits: ResourceLimits | None, probe: Path | None = None) -> None:
+    def prepare(self, limits: ResourceLimits | None, probe: Path | None = None, *, begin_here: bool = False) -> None:
         """Start a spare for a next step with ``limits`` in the background, unless one is
         there or being started (or the build is over). ``probe``: a directory on the file
         system of the upper dirs to come; the host probe (:func:`builder.sandbox.probe.probe_host`,
-        once per file system, a mount and umount) runs there first, also in the background."""
+        once per file system, a mount and umount) runs there first, also in the background.
+        ``begin_here``: the first spare is begun in this thread before this returns (its
+        cgroup made, its interpreter started, its attach on a thread of its own: ~2 ms and the
+        imports of ``subprocess`` and the cgroup module), the fork server in the background:
+        the keeper thread would get there only after its imports, which share the interpreter
+        with this thread's (~25 ms later at the start of a build here)."""
         key = _key(limits)
         with self._cond:
             if self._closed:
@@ -131,12 +136,15 @@ class Spares:
             if self._spare is not None or self._making is not None:
                 return
             self._making = key
-        _submit(lambda: self._make(key, limits))
+            first = self._forker is None and not self._no_forker
+        begun = _begin(limits) if begin_here and first else None
+        _submit(lambda: self._make(key, limits, begun))
 
-    def _make(self, key: tuple[object, ...], limits: ResourceLimits | None) -> None:
+    def _make(self, key: tuple[object, ...], limits: ResourceLimits | None,
+              begun: Callable[[], Started | None] | None = None) -> None:
         spare: Started | None = None
         try:
-            spare = self._start(limits)
+            spare = self._start(limits, begun)
         except BaseException:  # noqa: BLE001 - no spare then; the step starts its own init
             spare = None
         with self._cond:
@@ -204,14 +212,31 @@ class Spares:
         else:
             _submit(run)
 
-    def _start(self, limits: ResourceLimits | None) -> Started | None:
+    def _start(self, limits: ResourceLimits | None,
+               begun: Callable[[], Started | None] | None = None) -> Started | None:
         """An init attached to a new cgroup for ``limits`` (as the runner would start it),
-        forked from the build's fork server. The first spare is a fresh interpreter, started
-        beside the server and attached while both start up (the server's start-up and then a
-        fork and an attach would add up); so is any spare when the server cannot run."""
+        forked from the build's fork server. The first spare is a fresh interpreter (see
+        :func:`_begin`; ``begun``: started so already, owned from here on), attached while the
+        server is started here and both start up (the server's start-up and then a fork and an
+        attach would add up); so is any spare when the server cannot run."""
+        from .initproc import Forker, start, temp_base
+
+        if self._forker is None and not self._no_forker:
+            if begun is None:
+                begun = _begin(limits)
+                if begun is None:
+                    return None
+            try:
+                self._forker = Forker(temp_base())
+            except OSError:
+                self._no_forker = True
+            except BaseException:
+                _discard_begun(begun)
+                raise
+            return begun()
+        if begun is not None:  # (never: only the first spare is begun ahead)
+            _discard_begun(begun)
         from . import cgroups
-        from .initproc import Forker, attach, start
-        from .runner import temp_base
 
         cgroup = cgroups.for_limits(limits)
         if cgroup is not None:
@@ -222,25 +247,6 @@ class Spares:
                     return None  # the step will fail with the real error
                 cgroup = None
         try:
-            if self._forker is None and not self._no_forker:
-                # the first spare: a fresh interpreter; its attach waits for the kernel (on a
-                # thread of its own) while the server is started here, and both start up meanwhile
-                spare = start(stdin=False, cgroup=None, cwd=temp_base())
-                spare.cgroup = cgroup  # closed below if the attach fails
-                attached = _in_background(lambda: attach(spare))
-                try:
-                    self._forker = Forker(temp_base())
-                except OSError:
-                    self._no_forker = True
-                except BaseException:
-                    try:
-                        attached()
-                    except BaseException:  # noqa: BLE001 - attach discarded it
-                        pass
-                    else:
-                        spare.discard()
-                    raise
-                return attached()
             if self._forker is not None:
                 try:
                     return self._forker.spawn(cgroup)
@@ -282,7 +288,7 @@ def start_early(limits: ResourceLimits | None) -> None:
     with _early_lock:
         if _early is None:
             _early = Spares()
-            _early.prepare(limits)
+            _early.prepare(limits, begin_here=True)
 
 
 def take_early() -> Spares | None:
@@ -292,6 +298,55 @@ def take_early() -> Spares | None:
     with _early_lock:
         spares, _early = _early, None
     return spares
+
+
+def _begin(limits: ResourceLimits | None) -> Callable[[], Started | None] | None:
+    """Begin a fresh init in this thread: its cgroup for ``limits`` made, the interpreter
+    started, its attach begun on a thread of its own (the attach waits for the kernel).
+    Returns the call that waits for the attached init (None: explicit limits whose cgroup
+    could not be made, the step then fails with the real error; raises as
+    :func:`builder.sandbox.initproc.attach`, the init and its cgroup gone), or None when no
+    init could be started."""
+    try:
+        from . import cgroups
+        from .initproc import attach, start, temp_base
+
+        cgroup = cgroups.for_limits(limits)
+        if cgroup is not None:
+            try:
+                cgroup.create()
+            except Exception:
+                if limits is not None and limits.explicit:
+                    return lambda: None  # no spare: the step will fail with the real error
+                cgroup = None
+        try:
+            spare = start(stdin=False, cgroup=None, cwd=temp_base())
+        except BaseException:
+            if cgroup is not None:
+                cgroup.close()
+            raise
+    except Exception:  # noqa: BLE001 - no early spare then
+        return None
+    spare.cgroup = cgroup
+
+    def attached() -> Started:
+        try:
+            return attach(spare)
+        except BaseException:  # the spare is discarded; its cgroup goes too
+            if cgroup is not None:
+                cgroup.close()
+            raise
+    return _in_background(attached)
+
+
+def _discard_begun(begun: Callable[[], Started | None]) -> None:
+    """Wait for a begun spare's attach and discard the spare (if there is one)."""
+    try:
+        spare = begun()
+    except BaseException:  # noqa: BLE001 - the attach discarded it
+        return
+    if spare is not None:
+        _discard(spare)
 
 
 def _in_background(fn: Callable[[], T]) -> Callable[[], T]:

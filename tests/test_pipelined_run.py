@@ -1,7 +1,8 @@
-"""A stage built without the cache (``--no-cache``) runs every RUN and still records each one
-as a cached build would: the image is the one a build of misses makes, a later cached build
-hits every step, the RUN before one that failed is recorded, and a failed build leaves nothing
-mounted and no temp dir."""
+"""RUN steps of a stage built without the cache run one after another without waiting for each
+other's layer (builder.engine.step_run.PendingRun): the layer of a RUN is framed and hashed on
+a thread while the next RUN runs on its upper dir. What that must not change: the image, the
+cache records (a later cached build hits every step), the record of a RUN whose successor
+failed, and what a failed build leaves behind (nothing mounted, no temp dir)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def image(err: str) -> str:
 
 
 def build(root: Path, ctx: Path, *args: str) -> tuple[str, list[tuple[str, bool]]]:
-    r = run_cli(["build", "--progress=rawjson", "-t", "t/nc", *args, str(ctx)], root, env=EPOCH).ok()
+    r = run_cli(["build", "--progress=rawjson", "-t", "t/pipe", *args, str(ctx)], root, env=EPOCH).ok()
     return image(r.err), steps(r.err)
 
 
@@ -61,30 +62,30 @@ def test_no_cache_runs_make_the_image_and_records_of_a_cached_build(tmp_path: Pa
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(DOCKERFILE)
-    nocache_root = busybox_store(tmp_path / "nocache")
-    nocache, nocache_steps = build(nocache_root, ctx, "--no-cache")
-    assert not any(cached for _, cached in nocache_steps)
+    piped_root = busybox_store(tmp_path / "piped")
+    piped, piped_steps = build(piped_root, ctx, "--no-cache")
+    assert not any(cached for _, cached in piped_steps)
 
     plain_root = busybox_store(tmp_path / "plain")
     plain, plain_steps = build(plain_root, ctx)  # every step a miss, one after another
     assert not any(cached for _, cached in plain_steps)
-    assert nocache == plain
+    assert piped == plain
 
     # the records the --no-cache build wrote chain as a cached build's do: every RUN and the
     # COPY hit now (ENV, config only, is never reported cached)
-    again, again_steps = build(nocache_root, ctx)
-    assert again == nocache
+    again, again_steps = build(piped_root, ctx)
+    assert again == piped
     layer_steps = [(text.split()[0], cached) for text, cached in again_steps if not text.startswith("ENV")]
     assert layer_steps == [("RUN", True)] * 4 + [("COPY", True)]
 
     # what the RUNs saw of each other (scratch has no shell: read it through a busybox stage)
-    (ctx / "Dockerfile.check").write_text(f"FROM {BASE_TAG}\nCOPY --from=t/nc /d /d\n")
-    run_cli(["build", "-q", "-t", "t/check", "-f", str(ctx / "Dockerfile.check"), str(ctx)], nocache_root).ok()
-    summary = run_cli(["run", "t/check", "cat", "/d/summary"], nocache_root).ok().out.splitlines()
+    (ctx / "Dockerfile.check").write_text(f"FROM {BASE_TAG}\nCOPY --from=t/pipe /d /d\n")
+    run_cli(["build", "-q", "-t", "t/check", "-f", str(ctx / "Dockerfile.check"), str(ctx)], piped_root).ok()
+    summary = run_cli(["run", "t/check", "cat", "/d/summary"], piped_root).ok().out.splitlines()
     listing = ["f1", "f11", "f13", "f15", "f17", "f19", "f21", "f23", "f25", "f27", "f29", "f3", "f31", "f33",
                "f35", "f37", "f39", "f5", "f7", "f9", "sub", "sub2"]
     assert summary == ["f 1", "three"] + sorted(listing + ["listing"])  # (ls made /d/listing first)
-    now = run_cli(["run", "t/check", "ls", "/d"], nocache_root).ok().out.split()
+    now = run_cli(["run", "t/check", "ls", "/d"], piped_root).ok().out.split()
     assert now == sorted(listing + ["listing", "summary"])
 
 
