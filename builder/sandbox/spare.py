@@ -236,16 +236,9 @@ class Spares:
             return begun()
         if begun is not None:  # (never: only the first spare is begun ahead)
             _discard_begun(begun)
-        from . import cgroups
-
-        cgroup = cgroups.for_limits(limits)
-        if cgroup is not None:
-            try:
-                cgroup.create()
-            except Exception:
-                if limits is not None and limits.explicit:
-                    return None  # the step will fail with the real error
-                cgroup = None
+        usable, cgroup = _made_cgroup(limits)
+        if not usable:
+            return None
         try:
             if self._forker is not None:
                 try:
@@ -308,17 +301,11 @@ def _begin(limits: ResourceLimits | None) -> Callable[[], Started | None] | None
     :func:`builder.sandbox.initproc.attach`, the init and its cgroup gone), or None when no
     init could be started."""
     try:
-        from . import cgroups
         from .initproc import attach, start, temp_base
 
-        cgroup = cgroups.for_limits(limits)
-        if cgroup is not None:
-            try:
-                cgroup.create()
-            except Exception:
-                if limits is not None and limits.explicit:
-                    return lambda: None  # no spare: the step will fail with the real error
-                cgroup = None
+        usable, cgroup = _made_cgroup(limits)
+        if not usable:
+            return lambda: None
         try:
             spare = start(stdin=False, cgroup=None, cwd=temp_base())
         except BaseException:
@@ -337,6 +324,23 @@ def _begin(limits: ResourceLimits | None) -> Callable[[], Started | None] | None
                 cgroup.close()
             raise
     return _in_background(attached)
+
+
+def _made_cgroup(limits: ResourceLimits | None) -> tuple[bool, StepCgroup | None]:
+    """The cgroup a spare for ``limits`` is attached to, made (None: no limits, or only
+    defaults, which this host refuses: the spare runs without them); ``(False, None)`` when
+    explicit limits cannot be applied: no spare then, the step fails with the real error."""
+    from . import cgroups
+
+    cgroup = cgroups.for_limits(limits)
+    if cgroup is not None:
+        try:
+            cgroup.create()
+        except Exception:
+            if limits is not None and limits.explicit:
+                return False, None
+            cgroup = None
+    return True, cgroup
 
 
 def _discard_begun(begun: Callable[[], Started | None]) -> None:
