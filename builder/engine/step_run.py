@@ -506,38 +506,26 @@ class _Framing:
     :meth:`abandon` waits for it and for the sandbox's teardown. Either is called once."""
 
     def __init__(self, session: StageSession, result: Any, upper: Path, settle: Callable[[], object]) -> None:
-        import _thread
+        from ..background import in_background
 
         self.result = result
         self.upper = upper
         self.settle = settle
-        self._done = _thread.allocate_lock()
-        self._done.acquire()
-        self._box: list[tuple[bool, Any]] = []
-
-        def work() -> None:
-            try:
-                self._box.append((True, _frame_upper(session, result, upper)))
-            except BaseException as e:  # noqa: BLE001 - handed to keep()
-                self._box.append((False, e))
-            finally:
-                self._done.release()
-
-        _thread.start_new_thread(work, ())
-
-    def _join(self) -> tuple[bool, Any]:
-        with self._done:
-            return self._box[0]
+        self._framed = in_background(lambda: _frame_upper(session, result, upper))
 
     def keep(self, session: StageSession) -> Any:
-        ok, value = self._join()
-        if not ok:
+        try:
+            framed = self._framed()
+        except BaseException:
             self.settle()
-            raise value
-        return _keep_framed(session, self.result, self.upper, value, self.settle)
+            raise
+        return _keep_framed(session, self.result, self.upper, framed, self.settle)
 
     def abandon(self) -> None:
-        self._join()
+        try:
+            self._framed()
+        except BaseException:  # noqa: BLE001 - the step is dropped either way
+            pass
         self.settle()
 
 

@@ -285,6 +285,7 @@ def _hold_mount_namespace(pid: int, ns_r: int, ns_w: int) -> int:
     except OSError:
         return -1  # PID 1 already gone: its mounts went with it
 
+
 def serve() -> None:
     """The fork server (``python ... -c "...; serve()" SOCK``, see
     :class:`builder.sandbox.initproc.Forker`): for each request on the unix socket SOCK (one

@@ -40,14 +40,15 @@ import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
+
+from ..background import in_background
 
 if TYPE_CHECKING:
     from .cgroups import StepCgroup
     from .initproc import Forker, Started
     from .spec import ResourceLimits
 
-T = TypeVar("T")
 _jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 _keeper_started = False
 _keeper_lock = threading.Lock()
@@ -323,7 +324,7 @@ def _begin(limits: ResourceLimits | None) -> Callable[[], Started | None] | None
             if cgroup is not None:
                 cgroup.close()
             raise
-    return _in_background(attached)
+    return in_background(attached)
 
 
 def _made_cgroup(limits: ResourceLimits | None) -> tuple[bool, StepCgroup | None]:
@@ -351,33 +352,6 @@ def _discard_begun(begun: Callable[[], Started | None]) -> None:
         return
     if spare is not None:
         _discard(spare)
-
-
-def _in_background(fn: Callable[[], T]) -> Callable[[], T]:
-    """Run ``fn`` on a new thread at once; the returned call waits for its result (or raises
-    its exception)."""
-    done = _thread.allocate_lock()
-    done.acquire()
-    box: list[tuple[bool, object]] = []
-
-    def run() -> None:
-        try:
-            box.append((True, fn()))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            box.append((False, e))
-        finally:
-            done.release()
-
-    _thread.start_new_thread(run, ())
-
-    def result() -> T:
-        with done:
-            ok, value = box[0]
-        if not ok:
-            raise value  # type: ignore[misc]
-        return value  # type: ignore[return-value]
-
-    return result
 
 
 def _discard(spare: Started) -> None:
