@@ -37,7 +37,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "builder"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("builder", "builder.source", "builder.errors", "builder.digest", "builder.events",
               "builder.platform", "builder.units", "builder.owners", "builder.grammar.",
-              "builder.codecache", "builder.lazymod", "builder.atomicfile")),
+              "builder.codecache", "builder.lazymod", "builder.atomicfile", "builder.background")),
     ("syntax", ("builder.syntax.",)),
     ("oci", ("builder.oci.", "builder.outputspec")),
     ("plan", ("builder.plan.", "builder.inputs.urls")),
