@@ -116,7 +116,22 @@ def test_probe_finds_overlay() -> None:
     caps = probe_host()
     assert caps.root and caps.overlay, caps.reason
     for opt in caps.overlay_options.split(",") if caps.overlay_options else ():
-        assert opt in ("index=off", "metacopy=off", "redirect_dir=off")
+        assert opt in ("index=off", "metacopy=off", "redirect_dir=off", "volatile")
+
+
+def test_step_overlay_is_volatile(step: Step) -> None:
+    """On Linux 5.10+ a step's root overlay is mounted ``volatile`` (its unmount does not sync
+    the upper dir's file system); the mount options are read back inside the step."""
+    assert probe_mod._kernel_at_least(5, 10), "these machines run Linux 6"
+    r = step.sh("cat /proc/self/mountinfo")
+    assert r.exit_code == 0, step.out
+    root = [line.split(" - ", 1) for line in step.out.splitlines() if line.split(" ")[4] == "/"]
+    assert len(root) == 1, step.out
+    fstype, _source, super_options = root[0][1].split(" ", 2)
+    assert fstype == "overlay"
+    shown = super_options.strip().split(",")
+    assert "volatile" in shown or "fsync=volatile" in shown, super_options  # newer kernels show the latter
+    assert "upperdir=" in super_options  # the step's own overlay, not a bind of the host's root
 
 
 def test_probe_is_cached_per_file_system(tmp_path: Path) -> None:

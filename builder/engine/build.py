@@ -462,9 +462,10 @@ class StageBuilder:
                 if self.session.cancel.is_set():  # another stage failed (or the build was interrupted)
                     raise Interrupted(f"stage {self.stage.display_name} stopped: the build is being cancelled")
                 misses = len(self.session.misses)
-                state = self._apply(state, step, step_no)
                 is_run = isinstance(step, RunStep)
                 runs_ahead -= is_run
+                self.session.runs_after = runs_ahead  # none: a RUN starts no spare for a next one
+                state = self._apply(state, step, step_no)
                 if not is_run and runs_ahead > 0 and len(self.session.misses) > misses:
                     from .step_run import prepare_spare
 

@@ -255,8 +255,8 @@ class StageSession:
     """One stage of one platform's view of the build: the shared :class:`BuildSession`'s parts
     plus ``platform`` (the stage's), ``stages`` (the finished stages of this platform, by
     index: written by the scheduler only), ``remote_caches`` (this platform's imported caches),
-    ``used_keys`` (cache keys this stage hit or stored, in order), ``misses``, ``unpack_layers``
-    and ``lazy_layers``.
+    ``used_keys`` (cache keys this stage hit or stored, in order), ``misses``, ``unpack_layers``,
+    ``lazy_layers`` and ``runs_after`` (the stage's RUN steps after the one being applied).
     Events emitted through it carry the stage name and ``platform_label`` ("" in a
     single-platform build)."""
 
@@ -276,6 +276,7 @@ class StageSession:
         self.lazy_layers = False  # whether this stage's new layers are lazy (builder.engine.layers)
         self.background_blobs = False  # whether its RUN layers' blobs are made by the background worker
         self.pending_run: Any = None  # a RUN whose layer is being framed (builder.engine.step_run.PendingRun)
+        self.runs_after = 1  # RUN steps of this stage after the current one (set by the stage's loop)
 
     # -- the shared parts -----------------------------------------------------------------
     @property

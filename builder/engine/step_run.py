@@ -362,8 +362,11 @@ def _run_process(session: StageSession, state: ImageState, step: RunStep, upper:
     if premade:  # dir now, not after the run, while the overlay may still be unmounting
         _keep_runtime_mount_points(view, upper)
     _warm_imports()
-    result = run(spec, cancel=session.cancel, spares=session.spares, early_exit=True, before_start=before_start)
-    settle = result.teardown or _nothing  # the overlay may still be unmounting (syncing): see run()
+    # the stage's last RUN starts no spare init for a next one: it would only compete with this
+    # one's start-up for the CPU (another stage's RUNs have their own, see StageBuilder.run in builder.engine.build)
+    result = run(spec, cancel=session.cancel, spares=session.spares, early_exit=True, before_start=before_start,
+                 spare_ahead=getattr(session, "runs_after", 1) > 0)
+    settle = result.teardown or _nothing  # the overlay may still be unmounting: see run()
     handed = False
     try:
         _check_run(session, step, result, tail, upper)

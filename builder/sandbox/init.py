@@ -17,8 +17,9 @@ Protocol (the runner is the only client):
   so the runner sees EOF on both at once; every mount of the step is gone by then, unless the
   config asked for ``early_exit``: then the outer holds the step's mount namespace (an fd of
   it, taken once PID 1 has made it) until it has closed the status pipe, and only then lets it
-  go and exits. Unmounting the overlay syncs its upper file system (10-30 ms here); the runner
-  reads the upper dir meanwhile and waits for the outer's exit before it moves or changes it.
+  go and exits. Tearing the mounts down takes a few ms (and, on kernels without overlay's
+  ``volatile``, the sync of the upper's file system: 10-30 ms here); the runner reads the upper
+  dir meanwhile and waits for the outer's exit before it moves, changes or mounts it again.
 - ``argv[3]``: fd of the go pipe (rootless only: after unsharing the user namespace the outer
   sends ``{"mapme": 1}`` and waits for one byte ``g`` there, once the runner wrote its maps).
 - fds 0/1/2: the command's stdin and combined output.
@@ -265,7 +266,7 @@ def outer(cfg_fd: int, status_fd: int, go_fd: int) -> None:
     _status({"exit": code, "signal": sig})
     os.close(STATUS_FD)
     if mnt_fd >= 0:
-        os.close(mnt_fd)  # the last reference: the step's mounts go now (the overlay's sync included)
+        os.close(mnt_fd)  # the last reference: the step's mounts go now (a non-volatile overlay's sync included)
     os._exit(0)
 
 

@@ -425,7 +425,7 @@ def remove_stubs(upper: Path, lowers: tuple[Path, ...], created: list[str], fres
 
 def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy: bool = False,
         spares: "Spares | None" = None, early_exit: bool = False,
-        before_start: "Callable[[], object] | None" = None) -> RunResult:
+        before_start: "Callable[[], object] | None" = None, spare_ahead: bool = True) -> RunResult:
     """Run ``spec`` in a fresh sandbox and wait for it (no timeout; see ``cancel``).
 
     ``cancel``: when set, the step is killed (SIGKILL of its init, which kills its PID
@@ -434,9 +434,10 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     the probe finds no usable overlay, with a note in the result (root only). Either way
     ``spec.upperdir`` ends up in overlay format. ``spares``: the build's spare inits
     (:mod:`builder.sandbox.spare`): the step takes a matching one instead of starting its own
-    (not when it has stdin), and has the next one started in the background. ``early_exit``
+    (not when it has stdin), and has the next one started in the background (unless
+    ``spare_ahead`` is False: the caller knows no RUN follows). ``early_exit``
     (with ``spares``, over overlay): return as soon as the command's processes are gone, while
-    the overlay is still being unmounted (which syncs the upper's file system); the result's
+    the overlay is still being unmounted (see :mod:`builder.sandbox.init`); the result's
     ``teardown`` then waits for that, and the caller must call it before it moves, changes or
     removes the upper dir (reading it is fine). Otherwise every mount is gone on return.
     ``before_start`` is called once the sandbox is prepared, right before its root is mounted
@@ -448,9 +449,9 @@ def run(spec: ProcessSpec, *, cancel: threading.Event | None = None, force_copy:
     if not spec.argv:
         raise HostError("sandbox: empty argv")
     try:
-        return _run_once(spec, cancel, force_copy, spares, early_exit, before_start)
+        return _run_once(spec, cancel, force_copy, spares, early_exit, before_start, spare_ahead)
     except _StaleProbe:  # the persisted overlay options failed: probed again, one more try
-        return _run_once(spec, cancel, force_copy, spares, early_exit, before_start)
+        return _run_once(spec, cancel, force_copy, spares, early_exit, before_start, spare_ahead)
 
 
 class _StaleProbe(HostError):
@@ -459,7 +460,7 @@ class _StaleProbe(HostError):
 
 def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: bool,
               spares: "Spares | None", early_exit: bool = False,
-              before_start: "Callable[[], object] | None" = None) -> RunResult:
+              before_start: "Callable[[], object] | None" = None, spare_ahead: bool = True) -> RunResult:
     """One attempt of :func:`run` (same contract); raises :class:`_StaleProbe` when the overlay
     mount failed with persisted probe options, before the command ran."""
     global _copy_note_given
@@ -502,7 +503,7 @@ def _run_once(spec: ProcessSpec, cancel: threading.Event | None, force_copy: boo
                 if spec.limits is not None and spec.limits.explicit:
                     raise
                 cgroup = None  # only defaults were asked for: a host that refuses runs without them
-    if spares is not None:
+    if spares is not None and spare_ahead:
         spares.prepare(spec.limits)  # for the next RUN, while this one runs
     tmp: Path | None = None
     copy_state = None

@@ -142,8 +142,8 @@ class RunResult:
 class HostCaps:
     """What this host can do, probed once per process (:func:`builder.sandbox.probe.probe_host`).
 
-    ``overlay_options``: the subset of ``index=off,metacopy=off,redirect_dir=off`` the kernel
-    accepts (joined with commas, possibly empty).
+    ``overlay_options``: the subset of ``index=off,metacopy=off,redirect_dir=off,volatile`` the
+    kernel accepts (joined with commas, possibly empty; see :mod:`builder.sandbox.probe`).
     """
 
     root: bool
