@@ -284,3 +284,28 @@ def test_no_cache_build_runs_its_first_run_on_the_init_begun_before_planning(
     with pytest.raises(PybuildError):
         builder.build(missing, store=store, on_event=lambda ev: None, no_cache=True)
     assert _inits_of(os.getpid()) == [] and _cgroups_of(os.getpid()) == []
+
+
+def test_a_stages_last_run_starts_no_spare_for_a_next_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each RUN that runs has the init of the stage's next RUN started while it runs; the
+    stage's last RUN starts none (it would only compete with that RUN for the CPU): a
+    --no-cache build with three RUN steps makes three inits and every one runs a step."""
+    import builder
+
+    made: list[int] = []
+    _, taken = _spy_early(monkeypatch)
+    real_make = Spares._make
+
+    def make(self: Spares, key, limits, begun=None):  # type: ignore[no-untyped-def]
+        made.append(1)
+        return real_make(self, key, limits, begun)
+
+    monkeypatch.setattr(Spares, "_make", make)
+    store = builder.open_store(busybox_store(tmp_path))
+    ctx = make_context(tmp_path / "ctx", f"FROM {BASE_TAG}\nRUN echo 1 > /one\nRUN echo 2 > /two\n"
+                                         "RUN cat /one /two > /three\n")
+    builder.build(ctx, tags=["last:1"], store=store, on_event=lambda ev: None, no_cache=True,
+                  outputs=[f"type=local,dest={tmp_path / 'out'}"])
+    assert (tmp_path / "out" / "three").read_text() == "1\n2\n"
+    assert len(made) == 3 and len(taken) == 3 and len(set(taken)) == 3, (made, taken)
+    assert _inits_of(os.getpid()) == [] and _cgroups_of(os.getpid()) == []

@@ -209,6 +209,14 @@ def upper_records(upper: Path, *, mtime_clamp: int | None = None, userxattr: boo
             yield framed(rel, EntryType.FILE, st, size=st.st_size, source=host, xattrs=layer_xattrs(host))
         elif kind == _WH or kind == _MARK:
             assert st is not None
+            # an empty member (a deletion, or an opaque marker), framed here as for a file
+            mtime = int(st.st_mtime)
+            if mtime_clamp is not None and mtime > mtime_clamp:
+                mtime = mtime_clamp
+            hdr = plain_header(fsencode(rel), b"0", st.st_mode & 0o7777, st.st_uid, st.st_gid, 0, mtime)
+            if hdr is not None:
+                yield hdr, 0, None, None, rel
+                continue
             yield framed(rel, EntryType.FILE, st)
         elif kind == _LINK:
             assert st is not None
