@@ -119,6 +119,16 @@ def test_probe_finds_overlay() -> None:
         assert opt in ("index=off", "metacopy=off", "redirect_dir=off", "volatile")
 
 
+def test_rootless_probe_asks_for_no_volatile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rootless, the overlay keeps its sync: a volatile mount leaves mode-000 dirs with a file
+    inside in the work dir, which an unprivileged builder could not remove."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    caps = probe_mod._probe(str(tmp_path), os.stat(tmp_path).st_dev)
+    options = caps.overlay_options.split(",")
+    assert "userxattr" in options and "volatile" not in options, options
+    assert "volatile" in probe_mod._known_options()  # what root asks for on this kernel
+
+
 def test_step_overlay_is_volatile(step: Step) -> None:
     """On Linux 5.10+ a step's root overlay is mounted ``volatile`` (its unmount does not sync
     the upper dir's file system); the mount options are read back inside the step."""

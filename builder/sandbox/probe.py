@@ -9,7 +9,7 @@ outside a user namespace: overlay is assumed from the kernel version (5.11+) and
 get ``userxattr``; a refusal then shows as a setup error of the first step.
 
 The options asked for: ``index=off``, ``metacopy=off``, ``redirect_dir=off`` (a step's upper dir
-must be a plain layer) and ``volatile`` (Linux 5.10+): unmounting a step's overlay then does not
+must be a plain layer) and, as root, ``volatile`` (Linux 5.10+): unmounting a step's overlay then does not
 sync the whole file system of its upper dir (15-20 ms for a RUN that wrote 2,000 small files
 here, on the path from one RUN to the next). That upper dir becomes the step's snapshot; like
 every other snapshot (unpacked layers, COPY results) and the cache records, it reaches the disk
@@ -249,8 +249,11 @@ def _probe(path: str, dev: int | str) -> HostCaps:
         why = "" if ok else ("user namespaces are disabled" if not userns
                              else "overlay in a user namespace needs Linux 5.11")
         # with userxattr the kernel refuses redirect_dir=off (it means "follow" when the module's
-        # redirect_always_follow is on); nofollow neither creates nor follows redirects
-        known = [o.replace("redirect_dir=off", "redirect_dir=nofollow") for o in _known_options()]
+        # redirect_always_follow is on); nofollow neither creates nor follows redirects. No
+        # volatile: it leaves mode-000 dirs with a file inside in the step's work dir, which the
+        # unprivileged builder's clean-up could not list, so the workspace would stay behind
+        known = [o.replace("redirect_dir=off", "redirect_dir=nofollow") for o in _known_options()
+                 if o != VOLATILE]
         caps = HostCaps(root=False, overlay=ok, overlay_options=",".join(known + ["userxattr"]),
                         userns=userns, reason=why)
     else:
