@@ -8,12 +8,13 @@ all live on the store's file system, so a build probes once. Without root it can
 outside a user namespace: overlay is assumed from the kernel version (5.11+) and the options
 get ``userxattr``; a refusal then shows as a setup error of the first step.
 
-The options asked for: ``index=off``, ``metacopy=off``, ``redirect_dir=off`` (a step's upper dir
-must be a plain layer) and, as root, ``volatile`` (Linux 5.10+): unmounting a step's overlay then does not
-sync the whole file system of its upper dir (15-20 ms for a RUN that wrote 2,000 small files
-here, on the path from one RUN to the next). That upper dir becomes the step's snapshot; like
-every other snapshot (unpacked layers, COPY results) and the cache records, it reaches the disk
-by the kernel's writeback, while blobs and tags are fsynced (see README, "What a crash leaves").
+The options asked for: ``index=off``, ``metacopy=off``, ``redirect_dir=off`` (a step's upper
+dir must be a plain layer) and, as root, ``volatile`` (Linux 5.10+): unmounting a step's overlay
+then does not sync the whole file system of its upper dir (15-20 ms for a RUN that wrote 2,000
+small files here, on the path from one RUN to the next). That upper dir becomes the step's
+snapshot; like every other snapshot (unpacked layers, COPY results) and the cache records, it
+reaches the disk by the kernel's writeback, while blobs and tags are fsynced (see README, "What
+a crash leaves").
 
 A SUCCESSFUL root overlay probe is also persisted for the boot (``/run/pybuild/``, a root-owned
 0700 dir; one file per file system, written to an ``O_EXCL|O_NOFOLLOW`` temp file and renamed),
