@@ -309,3 +309,37 @@ def test_a_stages_last_run_starts_no_spare_for_a_next_one(tmp_path: Path, monkey
     assert (tmp_path / "out" / "three").read_text() == "1\n2\n"
     assert len(made) == 3 and len(taken) == 3 and len(set(taken)) == 3, (made, taken)
     assert _inits_of(os.getpid()) == [] and _cgroups_of(os.getpid()) == []
+
+
+def test_a_spares_pid1_waits_in_its_namespaces_and_cgroup(spares: Spares) -> None:
+    """As root, a spare forks its PID 1 before any step comes, and only once it is attached to
+    the step's cgroup: that PID 1 waits in namespaces of its own (PID, mount, UTS, IPC; the
+    host's network until a step asks for none) and in the spare's pids cgroup; closing the
+    spares ends both (the fixture checks)."""
+    import time
+
+    spares.prepare(DEFAULTS)
+    spare = spares.take(DEFAULTS)  # waits for the spare being made; the caller owns it now
+    assert spare is not None and spare.cgroup is not None
+    try:
+        outer = spare.proc.pid
+        deadline = time.monotonic() + 60  # a hang guard, not a speed assertion
+        kids: list[str] = []
+        while not kids and time.monotonic() < deadline:
+            kids = Path(f"/proc/{outer}/task/{outer}/children").read_text().split()
+            time.sleep(0.01)
+        assert len(kids) == 1, kids
+        pid1 = int(kids[0])
+        for name in ("pid", "mnt", "uts", "ipc"):
+            deadline = time.monotonic() + 60
+            mine = os.readlink(f"/proc/self/ns/{name}")
+            while os.readlink(f"/proc/{pid1}/ns/{name}") == mine and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert os.readlink(f"/proc/{pid1}/ns/{name}") != mine, name
+        assert os.readlink(f"/proc/{pid1}/ns/net") == os.readlink("/proc/self/ns/net")
+        cgroups = Path(f"/proc/{pid1}/cgroup").read_text()
+        assert f"pybuild-{os.getpid()}-" in _own_cgroup(cgroups), cgroups
+    finally:
+        spare.discard()
+        if spare.cgroup is not None:
+            spare.cgroup.close()

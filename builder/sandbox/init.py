@@ -20,8 +20,12 @@ Protocol (the runner is the only client):
   go and exits. Tearing the mounts down takes a few ms (and, on kernels without overlay's
   ``volatile``, the sync of the upper's file system: 10-30 ms here); the runner reads the upper
   dir meanwhile and waits for the outer's exit before it moves, changes or mounts it again.
-- ``argv[3]``: fd of the go pipe (rootless only: after unsharing the user namespace the outer
-  sends ``{"mapme": 1}`` and waits for one byte ``g`` there, once the runner wrote its maps).
+- ``argv[3]``: fd of the go pipe. As root the outer waits there, before the config, for one
+  byte ``a``: the runner has attached it to the step's cgroup (or there is none); it then forks
+  PID 1 at once, which makes its mount, UTS and IPC namespaces and waits for the config (the
+  outer hands it on), so that work is done by the time a spare's step comes. Rootless, after
+  unsharing the user namespace (once the config is there) the outer sends ``{"mapme": 1}`` and
+  waits for one byte ``g`` there, once the runner wrote its maps.
 - fds 0/1/2: the command's stdin and combined output.
 
 Process structure: this process (the *outer*, outside the new PID namespace) unshares the
@@ -101,23 +105,69 @@ def _user_error(msg: str, code: int) -> None:
     os._exit(code)
 
 
+def _pid1_namespaces(alive_r: int, ns_w: int, flags: int) -> None:
+    """The first steps of PID 1: parent-death signal, the outer's go (``g`` on ``alive_r``),
+    default signal dispositions, a session of its own, then its own ``flags`` namespaces (mount,
+    UTS, IPC; net with ``--network none``) and a private ``/``; ``n`` on ``ns_w`` (unless -1)
+    once the mount namespace exists. Raises what fails (the caller reports it)."""
+    ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.read(alive_r, 1) != b"g":
+        os._exit(SETUP_FAILED)  # the outer died before PDEATHSIG was armed
+    os.close(alive_r)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE/SIGXFSZ; exec keeps ignores
+    os.setsid()
+    ns.unshare(flags)  # the step's own mounts, hostname, IPC (net)
+    if ns_w >= 0:
+        os.write(ns_w, b"n")  # the outer holds the mount namespace from now on
+        os.close(ns_w)
+    ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+
+
 def _child(cfg: dict[str, Any], alive_r: int, ns_w: int = -1) -> None:
-    """PID 1 of the step's PID namespace: set up the root, then exec the command (``ns_w``:
-    where to say ``n`` once its mount namespace exists; -1: nobody asks). Never returns."""
+    """PID 1 of the step's PID namespace, forked once the config is there: its namespaces,
+    then :func:`_root_and_exec` (``ns_w``: where to say ``n`` once its mount namespace exists;
+    -1: nobody asks). Never returns."""
+    try:
+        _pid1_namespaces(alive_r, ns_w, cfg["flags"] & ~ns.CLONE_NEWPID)
+    except BaseException as e:  # noqa: BLE001
+        _fail(f"{type(e).__name__}: {e}")
+    _root_and_exec(cfg)
+
+
+# made before the config by PID 1 forked ahead (:func:`_pid1_ahead`); the network namespace
+# only once the config says --network none (a host-network step has none of its own)
+_AHEAD = ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC
+
+
+def _child_ahead(alive_r: int, ns_w: int, cfg_r: int) -> None:
+    """PID 1 forked before the config (:func:`_pid1_ahead`): its mount, UTS and IPC namespaces
+    made, then the config read from ``cfg_r`` (EOF without one: the step is not coming, exit),
+    its network namespace if the step asks for one, then :func:`_root_and_exec`. Never
+    returns."""
+    try:
+        _pid1_namespaces(alive_r, ns_w, _AHEAD)
+    except BaseException as e:  # noqa: BLE001
+        _fail(f"{type(e).__name__}: {e}")
+    try:
+        with os.fdopen(cfg_r, "rb") as f:
+            cfg = marshal.loads(f.read())
+    except BaseException:  # noqa: BLE001 - the outer is gone (a spare that was not needed)
+        os._exit(SETUP_FAILED)
+    try:
+        rest = cfg["flags"] & ~(ns.CLONE_NEWPID | _AHEAD)
+        if rest:
+            ns.unshare(rest)
+    except BaseException as e:  # noqa: BLE001
+        _fail(f"{type(e).__name__}: {e}")
+    _root_and_exec(cfg)
+
+
+def _root_and_exec(cfg: dict[str, Any]) -> None:
+    """The rest of PID 1, in its namespaces: hostname, loopback, the root mounted, populated
+    and entered, working dir, limits, privileges dropped, then exec. Never returns."""
     stubs = None
     try:
-        ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.read(alive_r, 1) != b"g":
-            os._exit(SETUP_FAILED)  # the outer died before PDEATHSIG was armed
-        os.close(alive_r)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE/SIGXFSZ; exec keeps ignores
-        os.setsid()
-        ns.unshare(cfg["flags"] & ~ns.CLONE_NEWPID)  # the step's own mounts, hostname, IPC (net)
-        if ns_w >= 0:
-            os.write(ns_w, b"n")  # the outer holds the mount namespace from now on
-            os.close(ns_w)
-        ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
         ns.sethostname(cfg["hostname"])
         if cfg["network"] == "none":
             loopback_up()
@@ -205,8 +255,11 @@ def outer(cfg_fd: int, status_fd: int, go_fd: int) -> None:
     returns."""
     global STATUS_FD
     STATUS_FD = status_fd
+    ahead: tuple[int, int, int] | None = None
     try:
         ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)  # before the wait: a spare may wait long
+        if os.geteuid() == 0:
+            ahead = _pid1_ahead(go_fd)
         with os.fdopen(cfg_fd, "rb") as f:
             raw = f.read()
     except BaseException:  # noqa: BLE001 - killed while waiting (a spare that is not needed)
@@ -215,6 +268,75 @@ def outer(cfg_fd: int, status_fd: int, go_fd: int) -> None:
         cfg = marshal.loads(raw)
     except (EOFError, ValueError, TypeError):
         os._exit(SETUP_FAILED)  # EOF without a (whole) config: the runner dropped us (or died)
+    if ahead is not None:
+        pid, mnt_fd = _hand_over(cfg, raw, *ahead)
+    else:
+        pid, mnt_fd = _fork_pid1(cfg, go_fd)
+    _relay(pid, mnt_fd)
+
+
+def _pid1_ahead(go_fd: int) -> tuple[int, int, int]:
+    """As root, before the config: once the runner says this process is attached to the step's
+    cgroup (``a`` on the go pipe; EOF: exit), unshare the PID namespace and fork PID 1, which
+    makes its namespaces and waits for the config (:func:`_child_ahead`): 2-3 ms of each RUN
+    that no longer follow the config. Returns (PID 1's pid, the pipe to send it the config,
+    an fd of its mount namespace or -1)."""
+    if os.read(go_fd, 1) != b"a":
+        os._exit(SETUP_FAILED)
+    os.close(go_fd)
+    try:
+        ns.unshare(ns.CLONE_NEWPID)
+    except BaseException as e:  # noqa: BLE001
+        _status({"error": f"{type(e).__name__}: {e}"})
+        os._exit(SETUP_FAILED)
+    alive_r, alive_w = os.pipe()  # "g": go on; EOF: this process is gone
+    ns_r, ns_w = os.pipe()  # "n": PID 1 has its mount namespace
+    cfg_r, cfg_w = os.pipe()
+    pid = _fork()
+    if pid == 0:
+        for fd in (alive_w, ns_r, cfg_w):
+            os.close(fd)
+        _child_ahead(alive_r, ns_w, cfg_r)
+    os.close(alive_r)
+    os.close(cfg_r)
+    _status({"pid": pid})
+    os.write(alive_w, b"g")  # PID 1 may go on (and write to the status pipe) only now
+    return pid, cfg_w, _hold_mount_namespace(pid, ns_r, ns_w)
+
+
+def _hand_over(cfg: dict[str, Any], raw: bytes, pid: int, cfg_w: int, mnt_fd: int) -> tuple[int, int]:
+    """The config to PID 1 forked ahead; (its pid, the mount namespace fd the outer keeps:
+    only with ``early_exit``, else -1: the step's mounts then go with its processes)."""
+    if os.getppid() != cfg["ppid"] or cfg.get("userns"):
+        os._exit(SETUP_FAILED)  # the runner is already gone (or a rootless config: not for this path)
+    if not cfg.get("early_exit") and mnt_fd >= 0:
+        os.close(mnt_fd)
+        mnt_fd = -1
+    try:
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(cfg_w, view):]
+    except OSError:
+        pass  # PID 1 died; its status says why
+    os.close(cfg_w)
+    return pid, mnt_fd
+
+
+def _fork() -> int:
+    """os.fork(); a failure (e.g. --pids-limit 1) is reported (the runner names the limit)
+    and ends this process."""
+    try:
+        return os.fork()
+    except OSError as e:  # never a traceback
+        os.write(2, f"pybuild sandbox: cannot start the command: {e.strerror}\n".encode())
+        _status({"init_exit": SETUP_FAILED})  # a forked init's parent is not the runner
+        os._exit(SETUP_FAILED)
+
+
+def _fork_pid1(cfg: dict[str, Any], go_fd: int) -> tuple[int, int]:
+    """Without root: PID 1 forked once the config is there (the user namespace and its id maps
+    first). Returns (its pid, the mount namespace
+    fd held with ``early_exit``, else -1)."""
     try:
         if os.getppid() != cfg["ppid"]:
             os._exit(SETUP_FAILED)  # the runner is already gone
@@ -230,12 +352,7 @@ def outer(cfg_fd: int, status_fd: int, go_fd: int) -> None:
         os._exit(SETUP_FAILED)
     alive_r, alive_w = os.pipe()  # "g": go on; EOF: this process is gone
     ns_r, ns_w = os.pipe() if cfg.get("early_exit") else (-1, -1)  # "n": PID 1 has its mount namespace
-    try:
-        pid = os.fork()
-    except OSError as e:  # e.g. --pids-limit 1: the runner names the limit; never a traceback
-        os.write(2, f"pybuild sandbox: cannot start the command: {e.strerror}\n".encode())
-        _status({"init_exit": SETUP_FAILED})  # a forked init's parent is not the runner
-        os._exit(SETUP_FAILED)
+    pid = _fork()
     if pid == 0:
         os.close(alive_w)
         if ns_r >= 0:
@@ -244,7 +361,12 @@ def outer(cfg_fd: int, status_fd: int, go_fd: int) -> None:
     os.close(alive_r)
     _status({"pid": pid})
     os.write(alive_w, b"g")  # PID 1 may go on (and write to the status pipe) only now
-    mnt_fd = _hold_mount_namespace(pid, ns_r, ns_w) if ns_r >= 0 else -1
+    return pid, _hold_mount_namespace(pid, ns_r, ns_w) if ns_r >= 0 else -1
+
+
+def _relay(pid: int, mnt_fd: int) -> None:
+    """The outer once PID 1 runs: forward SIGTERM/SIGINT to it, reap it, report its status and
+    end (see the module doc for ``mnt_fd``, the held mount namespace). Never returns."""
 
     def forward(signum: int, _frame: object) -> None:
         try:

@@ -183,12 +183,14 @@ def temp_base() -> str:
     return _tmp_base
 
 
-def start(*, stdin: bool, cgroup: StepCgroup | None, cwd: str) -> Started:
+def start(*, stdin: bool, cgroup: StepCgroup | None, cwd: str, attach_later: bool = False) -> Started:
     """Start an init in ``cwd`` (the runner's temp base: what the leftover checks look for)
     and attach it to ``cgroup`` (see the module doc). With ``stdin`` its stdin is a pipe
     (``proc.stdin``), else /dev/null. A failed attach of default limits
     abandons the cgroup (the step runs without them, as a host that refuses them would);
-    of explicit limits it raises HostError after killing the init."""
+    of explicit limits it raises HostError after killing the init. ``attach_later``: the
+    caller sets its cgroup and calls :func:`attach` itself (an init that is not attached
+    does not start its PID 1)."""
     cfg_r, cfg_w = os.pipe()
     st_r, st_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -206,24 +208,31 @@ def start(*, stdin: bool, cgroup: StepCgroup | None, cwd: str) -> Started:
     finally:
         for fd in (cfg_r, st_w, go_r):
             os.close(fd)
-    return attach(Started(proc, cfg_w, st_r, go_w, cgroup, os.getpid()))
+    started = Started(proc, cfg_w, st_r, go_w, cgroup, os.getpid())
+    return started if attach_later else attach(started)
 
 
 def attach(started: Started) -> Started:
-    """Attach ``started`` to its cgroup (if any); see :func:`start` for failures."""
+    """Attach ``started`` to its cgroup (if any), then, as root, tell it so (``a`` on its go
+    pipe: it forks its PID 1, which inherits the cgroup, only now; see
+    :mod:`builder.sandbox.init`); see :func:`start` for failures."""
     cgroup = started.cgroup
-    if cgroup is None:
-        return started
-    try:
-        cgroup.attach(started.proc.pid)
-    except HostError:
-        if cgroup.limits.explicit:
+    if cgroup is not None:
+        try:
+            cgroup.attach(started.proc.pid)
+        except HostError:
+            if cgroup.limits.explicit:
+                started.discard()
+                raise
+            cgroup.abandon()  # defaults only: run without them
+        except BaseException:
             started.discard()
             raise
-        cgroup.abandon()  # defaults only: run without them
-    except BaseException:
-        started.discard()
-        raise
+    if os.geteuid() == 0:
+        try:
+            os.write(started.go_w, b"a")
+        except OSError:
+            pass  # the init is gone: the step finds out when it sends the config
     return started
 
 

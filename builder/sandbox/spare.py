@@ -308,7 +308,7 @@ def _begin(limits: ResourceLimits | None) -> Callable[[], Started | None] | None
         if not usable:
             return lambda: None
         try:
-            spare = start(stdin=False, cgroup=None, cwd=temp_base())
+            spare = start(stdin=False, cgroup=None, cwd=temp_base(), attach_later=True)
         except BaseException:
             if cgroup is not None:
                 cgroup.close()
