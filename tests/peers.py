@@ -76,9 +76,22 @@ class PeerBase:
     config_digest: str  # sha256:... of its config: the image ID docker shows
 
 
+def environ_copy() -> dict[str, str]:
+    """A copy of ``os.environ`` that a concurrent change cannot break: the differential runner
+    copies it on worker threads while pytest sets and deletes ``PYTEST_CURRENT_TEST`` on the main
+    thread (a key deleted mid-copy raised KeyError in one CI run: ``os.environ`` is read key by
+    key), so a copy that met a change is made again."""
+    for _ in range(100):
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):  # changed while it was being read
+            continue
+    return dict(os.environ)
+
+
 def _run(argv: Sequence[str], env: Mapping[str, str] | None, input: bytes | None, check: bool,
          timeout: float, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = dict(os.environ)
+    full_env = environ_copy()
     full_env.update(env or {})
     p = subprocess.run(list(argv), check=False, input=input, capture_output=True, env=full_env, timeout=timeout,
                        cwd=cwd)
@@ -208,7 +221,7 @@ class Dockerd:
                 "-H", self.host, "--pidfile", str(w / "docker.pid"),
                 "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
                 "--bridge=none", "--storage-driver=overlay2", "--config-file", str(w / "daemon.json")]
-        env = dict(os.environ)
+        env = environ_copy()
         env.pop("DOCKER_HOST", None)
         with open(w / "dockerd.log", "wb") as log:
             self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,

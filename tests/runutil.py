@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from buildutil import BASE_TAG, BUSYBOX, MAKE_BASE, REPO
+from peers import environ_copy
 from buildutil import CliResult as Result  # one pybuild invocation: rc, out, err, .ok()
 
 RUN_DATA = REPO / "testdata" / "run"
@@ -41,7 +42,7 @@ def sandbox_tmp(root: Path) -> Path:
 
 def pybuild_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a pybuild child using store ``root`` (creates its sandbox temp dir)."""
-    env = dict(os.environ)
+    env = environ_copy()
     env.pop("SOURCE_DATE_EPOCH", None)
     env["PYBUILD_ROOT"] = str(root)
     sbx = sandbox_tmp(root)

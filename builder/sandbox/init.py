@@ -29,8 +29,9 @@ Protocol (the runner is the only client):
 - fds 0/1/2: the command's stdin and combined output.
 
 Process structure: this process (the *outer*, outside the new PID namespace) unshares the
-PID namespace (and, rootless, first the user namespace) and forks once. The child is PID 1 of
-the new PID namespace: it unshares the mount/UTS/IPC(/net) namespaces (so only the step's
+PID namespace (and, rootless, first the user namespace) and forks once (as root before the
+config, see ``argv[3]``). The child is PID 1 of the new PID namespace: it unshares the
+mount/UTS/IPC(/net) namespaces (so only the step's
 processes are in them, never the outer), makes ``/`` private, mounts the root, pivots into it,
 drops privileges and execs the command, so the command itself is PID 1 as in Docker/BuildKit
 (``echo $$`` prints 1, orphans are reparented to it, a signal it has no handler for is

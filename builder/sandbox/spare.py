@@ -3,7 +3,8 @@
 Starting an init costs a fresh interpreter (~10 ms of CPU) and, with the default pids limit,
 a cgroup made and attached (the attach waits for an RCU grace period on cgroup v1 hosts: 7-15
 ms). A :class:`Spares` (one per build) keeps at most one init that already did both and waits
-for its config, so the next RUN only writes its config. Spares are forked from the build's
+for its config (as root with its PID 1 forked and in its own namespaces, see
+:mod:`builder.sandbox.init`), so the next RUN only writes its config. Spares are forked from the build's
 fork server (:class:`builder.sandbox.initproc.Forker`, one interpreter started with the first
 spare), ~1 ms each instead of a new interpreter; if it cannot run, spares are fresh
 interpreters. Spares are asked for (:meth:`Spares.prepare`) only by a RUN that runs and, ahead
