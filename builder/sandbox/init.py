@@ -336,8 +336,7 @@ def _fork() -> int:
 
 def _fork_pid1(cfg: dict[str, Any], go_fd: int) -> tuple[int, int]:
     """Without root: PID 1 forked once the config is there (the user namespace and its id maps
-    first). Returns (its pid, the mount namespace
-    fd held with ``early_exit``, else -1)."""
+    first). Returns (its pid, the mount namespace fd held with ``early_exit``, else -1)."""
     try:
         if os.getppid() != cfg["ppid"]:
             os._exit(SETUP_FAILED)  # the runner is already gone
